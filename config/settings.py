@@ -1,0 +1,196 @@
+"""The one typed Settings object of SynapGate, read from `SYNAPGATE_*` variables and an optional TOML file.
+
+Build it once with `load_settings()` at start-up and pass it down; nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+ENV_PREFIX = "SYNAPGATE_"
+
+#: Providers SynapGate knows, with the upstream base URL and the variable each provider's own SDK reads.
+PROVIDER_DEFAULTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "openai": ("https://api.openai.com/v1", ("OPENAI_API_KEY",)),
+    "anthropic": ("https://api.anthropic.com/v1", ("ANTHROPIC_API_KEY",)),
+    "gemini": ("https://generativelanguage.googleapis.com/v1beta", ("GEMINI_API_KEY", "GOOGLE_API_KEY")),
+    "xai": ("https://api.x.ai/v1", ("XAI_API_KEY",)),
+    "deepseek": ("https://api.deepseek.com/v1", ("DEEPSEEK_API_KEY",)),
+    "together": ("https://api.together.xyz/v1", ("TOGETHER_API_KEY",)),
+}
+PROVIDERS: tuple[str, ...] = tuple(PROVIDER_DEFAULTS)
+
+
+class SettingsError(Exception):
+    """A setting is wrong; the message is one line that names the variable."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSettings:
+    """Where one provider lives and the platform's key for it (None: only BYOK calls can use it)."""
+
+    name: str
+    base_url: str
+    api_key: SecretStr | None
+
+
+def _provider_field(provider: str, what: Literal["api_key", "base_url"]) -> Any:
+    env = f"{ENV_PREFIX}{provider.upper()}_{what.upper()}"
+    if what == "api_key":
+        fallbacks = PROVIDER_DEFAULTS[provider][1]
+        return Field(default=None, validation_alias=AliasChoices(env, *fallbacks))
+    return Field(default=PROVIDER_DEFAULTS[provider][0], validation_alias=AliasChoices(env))
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set. Each field `x` is read from `SYNAPGATE_X`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", populate_by_name=True, frozen=True, case_sensitive=False
+    )
+
+    database_url: str = "sqlite+aiosqlite:///./synapgate.db"
+    redis_url: str | None = None
+    admin_key: SecretStr | None = None
+    secret_key: SecretStr | None = None
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    # Credit enforcement and billing.
+    reservation_ttl_seconds: int = Field(default=600, ge=5)
+    byok_fee_usd_per_request: Decimal = Field(default=Decimal(0), ge=0)
+    byok_fee_rate: Decimal = Field(default=Decimal(0), ge=0, le=1)
+
+    # HTTP surface.
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    key_cache_seconds: float = Field(default=2.0, ge=0, le=5)
+    store_message_content: bool = False
+
+    # Upstream HTTP.
+    upstream_connect_timeout: float = Field(default=10.0, gt=0)
+    upstream_read_timeout: float = Field(default=600.0, gt=0)
+    upstream_max_connections: int = Field(default=256, ge=1)
+
+    openai_api_key: SecretStr | None = _provider_field("openai", "api_key")
+    openai_base_url: str = _provider_field("openai", "base_url")
+    anthropic_api_key: SecretStr | None = _provider_field("anthropic", "api_key")
+    anthropic_base_url: str = _provider_field("anthropic", "base_url")
+    gemini_api_key: SecretStr | None = _provider_field("gemini", "api_key")
+    gemini_base_url: str = _provider_field("gemini", "base_url")
+    xai_api_key: SecretStr | None = _provider_field("xai", "api_key")
+    xai_base_url: str = _provider_field("xai", "base_url")
+    deepseek_api_key: SecretStr | None = _provider_field("deepseek", "api_key")
+    deepseek_base_url: str = _provider_field("deepseek", "base_url")
+    together_api_key: SecretStr | None = _provider_field("together", "api_key")
+    together_base_url: str = _provider_field("together", "base_url")
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        try:
+            url = make_url(value)
+        except ArgumentError as exc:
+            raise ValueError(f"not a database URL: {exc}") from None
+        # Plain scheme names get the async driver SynapGate runs on.
+        drivers = {
+            "postgresql": "postgresql+asyncpg",
+            "postgres": "postgresql+asyncpg",
+            "sqlite": "sqlite+aiosqlite",
+        }
+        name = drivers.get(url.drivername, url.drivername)
+        if name not in ("postgresql+asyncpg", "sqlite+aiosqlite"):
+            raise ValueError(f"unsupported database {url.drivername!r} (use postgresql:// or sqlite://)")
+        return url.set(drivername=name).render_as_string(hide_password=False)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator(*(f"{p}_base_url" for p in PROVIDERS))
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")) or len(value) < 10 or " " in value:
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_path = os.environ.get(f"{ENV_PREFIX}CONFIG")
+        if toml_path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
+        return tuple(sources)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def provider(self, name: str) -> ProviderSettings:
+        """The base URL and platform key of one provider; KeyError for a provider SynapGate does not know."""
+        if name not in PROVIDER_DEFAULTS:
+            raise KeyError(name)
+        return ProviderSettings(
+            name=name, base_url=getattr(self, f"{name}_base_url"), api_key=getattr(self, f"{name}_api_key")
+        )
+
+
+_KNOWN_EXTRA = {f"{ENV_PREFIX}CONFIG"}
+
+
+def _unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    known = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields} | _KNOWN_EXTRA
+    return sorted(k for k in environ if k.upper().startswith(ENV_PREFIX) and k.upper() not in known)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings; a wrong one raises SettingsError with one line naming the variable.
+
+    A `SYNAPGATE_*` variable SynapGate does not know (a typo, an unknown provider) is an error too:
+    a silently ignored setting is worse than a refusal to start.
+    """
+    unknown = _unknown_variables(os.environ)
+    if unknown:
+        name = unknown[0]
+        hint = ""
+        if name.upper().endswith(("_API_KEY", "_BASE_URL")):
+            hint = f" (unknown provider; known: {', '.join(PROVIDERS)})"
+        raise SettingsError(f"{name}: not a SynapGate setting{hint}")
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else "?"
+        variable = f"{ENV_PREFIX}{field.upper()}" if field in Settings.model_fields else field
+        message = str(err["msg"]).removeprefix("Value error, ")
+        raise SettingsError(f"{variable}: {message}") from None

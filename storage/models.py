@@ -1,0 +1,410 @@
+"""The SynapGate schema as SQLAlchemy 2 typed models.
+
+Money: every amount is integer nano-USD in a BIGINT (`*_nano`); rates are exact NUMERIC USD per 1M
+tokens. No float column holds money. Timestamps are time zone-aware. The ledger (`billing_events`) is
+append-only and keeps its users: deleting a user with ledger history is refused (RESTRICT).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    false,
+    text,
+    true,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from storage.types import ExactDecimal, UTCDateTime, utcnow
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# BIGINT everywhere, but SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
+BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+RATE = ExactDecimal(18, 9)  # USD per 1M tokens
+
+BILLING_EVENT_TYPES = ("usage", "credit", "refund", "adjustment", "fee", "subscription")
+BILLING_EVENT_STATUSES = ("pending", "completed", "failed")
+TAG_TARGET_TYPES = ("conversation", "message", "user", "workspace")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _created() -> Mapped[datetime]:
+    return mapped_column(UTCDateTime(), default=utcnow, server_default=text("CURRENT_TIMESTAMP"))
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (CheckConstraint(_in("status", ("active", "disabled")), name="status"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True, default=uuid.uuid4)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
+    created_at: Mapped[datetime] = _created()
+
+
+class Workspace(Base):
+    __tablename__ = "workspaces"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = _created()
+
+
+class WorkspaceMember(Base):
+    """A user belongs to one or more workspaces."""
+
+    __tablename__ = "workspace_members"
+    __table_args__ = (CheckConstraint(_in("role", ("owner", "admin", "member")), name="role"),)
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    role: Mapped[str] = mapped_column(String(16), default="member", server_default="member")
+    created_at: Mapped[datetime] = _created()
+
+
+class ApiKey(Base):
+    """A gateway key: only its SHA-256 is stored, with a short visible prefix to tell keys apart."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (CheckConstraint(_in("status", ("active", "revoked")), name="status"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True, default=uuid.uuid4)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    key_prefix: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str | None] = mapped_column(String(200))
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    workspace_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="SET NULL"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
+    allowed_models: Mapped[list[str] | None] = mapped_column(JSONType)
+    spend_limit_nano: Mapped[int | None] = mapped_column(BigInteger)
+    rpm_limit: Mapped[int | None] = mapped_column(Integer)
+    tpm_limit: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = _created()
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class ProviderCredential(Base):
+    """A user's own provider key (BYOK), encrypted with SYNAPGATE_SECRET_KEY; only its last 4 chars shown."""
+
+    __tablename__ = "provider_credentials"
+    __table_args__ = (UniqueConstraint("user_id", "provider"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    provider: Mapped[str] = mapped_column(String(32))
+    encrypted_key: Mapped[bytes] = mapped_column(LargeBinary)
+    key_last4: Mapped[str] = mapped_column(String(4))
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _created()
+
+
+class Llm(Base):
+    """The catalog: one row per model name, holding its current prices (USD per 1M tokens)."""
+
+    __tablename__ = "llms"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    upstream_model: Mapped[str] = mapped_column(String(200))
+    display_name: Mapped[str] = mapped_column(String(200))
+    input_price: Mapped[Decimal] = mapped_column(RATE)
+    cached_input_price: Mapped[Decimal | None] = mapped_column(RATE)
+    cache_write_price: Mapped[Decimal | None] = mapped_column(RATE)
+    output_price: Mapped[Decimal] = mapped_column(RATE)
+    long_context_threshold: Mapped[int | None] = mapped_column(Integer)
+    long_input_price: Mapped[Decimal | None] = mapped_column(RATE)
+    long_cached_input_price: Mapped[Decimal | None] = mapped_column(RATE)
+    long_cache_write_price: Mapped[Decimal | None] = mapped_column(RATE)
+    long_output_price: Mapped[Decimal | None] = mapped_column(RATE)
+    context_window: Mapped[int] = mapped_column(Integer)
+    max_output_tokens: Mapped[int] = mapped_column(Integer)
+    supports_vision: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    supports_tools: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    supports_streaming: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    price_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _created()
+
+
+class LlmPriceVersion(Base):
+    """Every price a model has ever had; usage rows name the version they were charged at."""
+
+    __tablename__ = "llm_price_versions"
+    __table_args__ = (UniqueConstraint("llm_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    llm_id: Mapped[int] = mapped_column(ForeignKey("llms.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    input_price: Mapped[Decimal] = mapped_column(RATE)
+    cached_input_price: Mapped[Decimal | None] = mapped_column(RATE)
+    cache_write_price: Mapped[Decimal | None] = mapped_column(RATE)
+    output_price: Mapped[Decimal] = mapped_column(RATE)
+    long_context_threshold: Mapped[int | None] = mapped_column(Integer)
+    long_input_price: Mapped[Decimal | None] = mapped_column(RATE)
+    long_cached_input_price: Mapped[Decimal | None] = mapped_column(RATE)
+    long_cache_write_price: Mapped[Decimal | None] = mapped_column(RATE)
+    long_output_price: Mapped[Decimal | None] = mapped_column(RATE)
+    effective_from: Mapped[datetime] = _created()
+
+
+class Conversation(Base):
+    __tablename__ = "conversations"
+    __table_args__ = (Index(None, "user_id", "updated_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    workspace_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="SET NULL"), index=True
+    )
+    api_key_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"))
+    title: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _created()
+
+
+class Message(Base):
+    """One completion in a conversation. Its content is kept only when the operator turns that on."""
+
+    __tablename__ = "messages"
+    __table_args__ = (Index(None, "conversation_id", "created_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True)
+    conversation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    llm_id: Mapped[int | None] = mapped_column(ForeignKey("llms.id", ondelete="SET NULL"))
+    request_id: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16), default="assistant", server_default="assistant")
+    prompt: Mapped[Any | None] = mapped_column(JSONType)
+    content: Mapped[str | None] = mapped_column(Text)
+    finish_reason: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = _created()
+
+
+class UsageLog(Base):
+    """One row per request that reached the metering step: tokens, cost, latency, outcome.
+
+    Token columns: `input_tokens` counts all prompt tokens (cached and cache writes included);
+    `output_tokens` counts all billable output (reasoning included); the others are parts of those.
+    """
+
+    __tablename__ = "usage_logs"
+    __table_args__ = (
+        CheckConstraint(_in("usage_source", ("provider", "estimated")), name="usage_source"),
+        CheckConstraint(_in("status", ("success", "error", "cancelled")), name="status"),
+        Index(None, "user_id", "created_at"),
+        Index(None, "workspace_id", "created_at"),
+        Index(None, "llm_id", "created_at"),
+        Index(None, "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(64), unique=True)
+    message_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
+    workspace_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("workspaces.id", ondelete="SET NULL"))
+    api_key_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"))
+    llm_id: Mapped[int | None] = mapped_column(ForeignKey("llms.id", ondelete="RESTRICT"))
+    conversation_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("conversations.id", ondelete="SET NULL"), index=True
+    )
+    provider: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(100))
+    price_version: Mapped[int | None] = mapped_column(Integer)
+    input_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    cached_input_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    cache_write_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    reasoning_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    cost_nano: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    charged_nano: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    latency_ms: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    ttft_ms: Mapped[int | None] = mapped_column(Integer)
+    upstream_latency_ms: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="success", server_default="success")
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    http_status: Mapped[int | None] = mapped_column(SmallInteger)
+    user_api_key_used: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    usage_source: Mapped[str] = mapped_column(String(16), default="provider", server_default="provider")
+    usage_estimator: Mapped[str | None] = mapped_column(String(32))
+    is_stream: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    attempts: Mapped[int] = mapped_column(SmallInteger, default=1, server_default="1")
+    created_at: Mapped[datetime] = _created()
+
+
+class Invoice(Base):
+    __tablename__ = "invoices"
+    __table_args__ = (
+        CheckConstraint(_in("status", ("open", "issued", "void")), name="status"),
+        Index(None, "user_id", "period_end"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime())
+    period_end: Mapped[datetime] = mapped_column(UTCDateTime())
+    total_nano: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    status: Mapped[str] = mapped_column(String(16), default="issued", server_default="issued")
+    lines: Mapped[Any | None] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = _created()
+
+
+class BillingEvent(Base):
+    """The ledger: append-only, signed nano-USD amounts (credits positive, debits negative).
+
+    `idempotency_key` is unique: a usage debit is keyed `usage:<request_id>`, a top-up by the caller's key,
+    so replaying either inserts nothing.
+    """
+
+    __tablename__ = "billing_events"
+    __table_args__ = (
+        CheckConstraint(_in("type", BILLING_EVENT_TYPES), name="type"),
+        CheckConstraint(_in("status", BILLING_EVENT_STATUSES), name="status"),
+        Index(None, "user_id", "created_at"),
+        Index(None, "workspace_id", "created_at"),
+        Index(None, "request_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
+    workspace_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("workspaces.id", ondelete="SET NULL"))
+    type: Mapped[str] = mapped_column(String(16))
+    amount_nano: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16), default="completed", server_default="completed")
+    invoice_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("invoices.id", ondelete="SET NULL"), index=True
+    )
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    description: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = _created()
+
+
+class CreditAccount(Base):
+    """Each user's balance, kept in the same transaction as every ledger row that moves it.
+
+    `balance_nano` always equals Σ completed billing_events of the user (the reconcile command proves it);
+    `version` counts those moves, so the Redis hot copy can tell which moves a snapshot already holds.
+    `held_nano` is the sum of open reservations when the SQL ledger is in use (no Redis).
+    """
+
+    __tablename__ = "credit_accounts"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"), primary_key=True)
+    balance_nano: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    held_nano: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    updated_at: Mapped[datetime] = _created()
+
+
+class CreditReservation(Base):
+    """An open reservation of the SQL ledger; it stops counting at `expires_at`."""
+
+    __tablename__ = "credit_reservations"
+    __table_args__ = (Index(None, "user_id", "expires_at"),)
+
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    amount_nano: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ConversationLlm(Base):
+    """Per conversation × model totals, upserted with every completion (averages = sums / count)."""
+
+    __tablename__ = "conversation_llms"
+    __table_args__ = (Index(None, "llm_id", "last_used_at"),)
+
+    conversation_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True
+    )
+    llm_id: Mapped[int] = mapped_column(ForeignKey("llms.id", ondelete="RESTRICT"), primary_key=True)
+    message_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    cost_nano: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    latency_ms_sum: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    first_used_at: Mapped[datetime] = _created()
+    last_used_at: Mapped[datetime] = _created()
+
+
+class MessageFeedback(Base):
+    __tablename__ = "message_feedback"
+    __table_args__ = (
+        CheckConstraint(_in("scale", ("thumbs", "stars")), name="scale"),
+        CheckConstraint(
+            "(scale = 'thumbs' AND rating IN (-1, 1)) OR (scale = 'stars' AND rating BETWEEN 1 AND 5)",
+            name="rating_range",
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True, default=uuid.uuid4)
+    message_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    scale: Mapped[str] = mapped_column(String(8))
+    rating: Mapped[int] = mapped_column(SmallInteger)
+    comment: Mapped[str | None] = mapped_column(Text)
+    categories: Mapped[list[str] | None] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = _created()
+
+
+class Tag(Base):
+    __tablename__ = "tags"
+    __table_args__ = (
+        CheckConstraint(_in("target_type", TAG_TARGET_TYPES), name="target_type"),
+        CheckConstraint("confidence IS NULL OR (confidence >= 0 AND confidence <= 1)", name="confidence"),
+        UniqueConstraint("target_type", "target_id", "name"),
+        Index(None, "name"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True, default=uuid.uuid4)
+    target_type: Mapped[str] = mapped_column(String(16))
+    target_id: Mapped[uuid.UUID] = mapped_column(Uuid())
+    name: Mapped[str] = mapped_column(String(100))
+    is_auto: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    confidence: Mapped[Decimal | None] = mapped_column(ExactDecimal(6, 5))
+    author_user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = _created()
