@@ -24,6 +24,7 @@ from sqlalchemy import (
     MetaData,
     SmallInteger,
     String,
+    Table,
     Text,
     UniqueConstraint,
     Uuid,
@@ -408,3 +409,10 @@ class Tag(Base):
     confidence: Mapped[Decimal | None] = mapped_column(ExactDecimal(6, 5))
     author_user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = _created()
+
+
+def table_of(model: type[Base]) -> Table:
+    """The Core Table of a model, typed as such (for the Core statements of the hot path)."""
+    table = table_of(model)
+    assert isinstance(table, Table)
+    return table

@@ -1,0 +1,82 @@
+"""Users' own provider keys (BYOK), encrypted at rest with a key derived from SYNAPGATE_SECRET_KEY.
+
+Fernet (AES-128-CBC + HMAC-SHA256) from `cryptography`: authenticated, so a tampered or wrongly-keyed
+ciphertext fails loudly instead of decrypting to garbage.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import uuid
+
+from cryptography.fernet import Fernet, InvalidToken
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storage.dialect import insert_for
+from storage.models import ProviderCredential, table_of
+from storage.types import utcnow
+
+credentials = table_of(ProviderCredential)
+
+
+class CredentialError(Exception):
+    """A stored provider key cannot be decrypted (wrong or rotated SYNAPGATE_SECRET_KEY)."""
+
+
+def cipher_for(secret_key: str) -> Fernet:
+    """The cipher for a secret of any length (SHA-256 of it gives Fernet its 32-byte key)."""
+    return Fernet(base64.urlsafe_b64encode(hashlib.sha256(secret_key.encode()).digest()))
+
+
+async def set_credential(
+    conn: AsyncConnection, cipher: Fernet, user_id: uuid.UUID, provider: str, api_key: str
+) -> str:
+    """Store (or replace) a user's key for a provider; returns its last four characters."""
+    now = utcnow()
+    last4 = api_key[-4:]
+    stmt = insert_for(conn, credentials).values(
+        id=uuid.uuid4(),
+        user_id=user_id,
+        provider=provider,
+        encrypted_key=cipher.encrypt(api_key.encode()),
+        key_last4=last4,
+        created_at=now,
+        updated_at=now,
+    )
+    await conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["user_id", "provider"],
+            set_={"encrypted_key": stmt.excluded.encrypted_key, "key_last4": last4, "updated_at": now},
+        )
+    )
+    return last4
+
+
+async def get_credential(
+    conn: AsyncConnection, cipher: Fernet, user_id: uuid.UUID, provider: str
+) -> str | None:
+    """A user's decrypted key for a provider, or None when they stored none."""
+    token = (
+        await conn.execute(
+            select(credentials.c.encrypted_key).where(
+                credentials.c.user_id == user_id, credentials.c.provider == provider
+            )
+        )
+    ).scalar_one_or_none()
+    if token is None:
+        return None
+    try:
+        return cipher.decrypt(token).decode()
+    except InvalidToken:
+        raise CredentialError(
+            f"the stored {provider} key cannot be decrypted with SYNAPGATE_SECRET_KEY"
+        ) from None
+
+
+async def delete_credential(conn: AsyncConnection, user_id: uuid.UUID, provider: str) -> bool:
+    result = await conn.execute(
+        credentials.delete().where(credentials.c.user_id == user_id, credentials.c.provider == provider)
+    )
+    return bool(result.rowcount)

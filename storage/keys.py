@@ -1,0 +1,119 @@
+"""Gateway API keys: generated here, shown once, stored only as a SHA-256 hash with a visible prefix."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storage.models import ApiKey, User, table_of
+from storage.types import utcnow
+
+api_keys = table_of(ApiKey)
+users = table_of(User)
+
+KEY_PREFIX = "sk-sg-"
+VISIBLE_PREFIX_LENGTH = 12
+
+
+def hash_key(plaintext: str) -> str:
+    """The stored form of a gateway key. Keys carry 256 random bits, so a plain SHA-256 is enough."""
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPrincipal:
+    """Who a key speaks for, and its limits: what authentication hands to the rest of the request."""
+
+    key_id: uuid.UUID
+    user_id: uuid.UUID
+    workspace_id: uuid.UUID | None
+    allowed_models: frozenset[str] | None
+    spend_limit_nano: int | None
+    rpm_limit: int | None
+    tpm_limit: int | None
+
+
+async def create_key(
+    conn: AsyncConnection,
+    user_id: uuid.UUID,
+    *,
+    workspace_id: uuid.UUID | None,
+    name: str | None = None,
+    allowed_models: list[str] | None = None,
+    spend_limit_nano: int | None = None,
+    rpm_limit: int | None = None,
+    tpm_limit: int | None = None,
+) -> tuple[uuid.UUID, str]:
+    """A new key for a user: (its id, its plaintext). The plaintext is not stored anywhere."""
+    plaintext = new_key()
+    key_id = uuid.uuid4()
+    await conn.execute(
+        api_keys.insert().values(
+            id=key_id,
+            key_hash=hash_key(plaintext),
+            key_prefix=plaintext[:VISIBLE_PREFIX_LENGTH],
+            name=name,
+            user_id=user_id,
+            workspace_id=workspace_id,
+            status="active",
+            allowed_models=allowed_models,
+            spend_limit_nano=spend_limit_nano,
+            rpm_limit=rpm_limit,
+            tpm_limit=tpm_limit,
+            created_at=utcnow(),
+        )
+    )
+    return key_id, plaintext
+
+
+async def principal_for_key(conn: AsyncConnection, plaintext: str) -> KeyPrincipal | None:
+    """The principal of an active key whose user is active, or None."""
+    row = (
+        await conn.execute(
+            select(
+                api_keys.c.id,
+                api_keys.c.user_id,
+                api_keys.c.workspace_id,
+                api_keys.c.allowed_models,
+                api_keys.c.spend_limit_nano,
+                api_keys.c.rpm_limit,
+                api_keys.c.tpm_limit,
+            )
+            .join(users, users.c.id == api_keys.c.user_id)
+            .where(
+                api_keys.c.key_hash == hash_key(plaintext),
+                api_keys.c.status == "active",
+                users.c.status == "active",
+            )
+        )
+    ).first()
+    if row is None:
+        return None
+    return KeyPrincipal(
+        key_id=row.id,
+        user_id=row.user_id,
+        workspace_id=row.workspace_id,
+        allowed_models=frozenset(row.allowed_models) if row.allowed_models is not None else None,
+        spend_limit_nano=row.spend_limit_nano,
+        rpm_limit=row.rpm_limit,
+        tpm_limit=row.tpm_limit,
+    )
+
+
+async def revoke_key(conn: AsyncConnection, key_id: uuid.UUID) -> bool:
+    """Revoke a key; False when no active key has that id."""
+    result = await conn.execute(
+        update(api_keys)
+        .where(api_keys.c.id == key_id, api_keys.c.status == "active")
+        .values(status="revoked", revoked_at=utcnow())
+    )
+    return bool(result.rowcount)

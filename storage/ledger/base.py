@@ -1,0 +1,58 @@
+"""The credit ledger interface: reserve before the upstream call, settle or release after it.
+
+The database ledger (billing_events + credit_accounts) is the truth. A `CreditLedger` keeps the balance
+that admission control reads and the open reservations: in Redis (`RedisLedger`) or in the database
+itself when no Redis is configured (`SqlLedger`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Credit held for one request until it is settled, released, or expires."""
+
+    user_id: uuid.UUID
+    request_id: str
+    amount_nano: int
+
+
+class InsufficientCredit(Exception):
+    """The user's available balance does not cover the request's worst-case cost."""
+
+    def __init__(self, available_nano: int, needed_nano: int) -> None:
+        super().__init__(f"available {available_nano} nano-USD, needed {needed_nano}")
+        self.available_nano = available_nano
+        self.needed_nano = needed_nano
+
+
+class CreditLedger(Protocol):
+    async def reserve(self, user_id: uuid.UUID, request_id: str, amount_nano: int) -> Reservation:
+        """Hold `amount_nano` for a request atomically; InsufficientCredit (holding nothing) if short."""
+        ...
+
+    async def release(self, reservation: Reservation) -> None:
+        """Drop a reservation without charging (idempotent)."""
+        ...
+
+    async def settle_in_transaction(self, conn: AsyncConnection, reservation: Reservation) -> None:
+        """Close the reservation inside the transaction that posts the request's debit."""
+        ...
+
+    async def after_commit(
+        self, user_id: uuid.UUID, reservation: Reservation | None, delta_nano: int, version: int | None
+    ) -> None:
+        """Bring the hot copy up to a committed posting (`version` None: nothing was posted)."""
+        ...
+
+    async def available(self, user_id: uuid.UUID) -> int:
+        """Balance minus open reservations, in nano-USD."""
+        ...
+
+    async def close(self) -> None: ...

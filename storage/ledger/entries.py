@@ -1,0 +1,88 @@
+"""Posting to the ledger: one billing_events row and the matching move of the user's credit account.
+
+Both happen in the caller's transaction. The event's idempotency key is unique, so a replayed top-up or
+debit posts nothing and reports the balance as it stands.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storage.dialect import insert_for
+from storage.models import BillingEvent, CreditAccount, table_of
+from storage.types import utcnow
+
+events = table_of(BillingEvent)
+accounts = table_of(CreditAccount)
+
+
+@dataclass(frozen=True, slots=True)
+class PostedEntry:
+    """The outcome of a posting: the account after it, and whether this call created the event."""
+
+    event_id: int | None
+    balance_nano: int
+    version: int
+    created: bool
+
+
+async def post_entry(
+    conn: AsyncConnection,
+    *,
+    user_id: uuid.UUID,
+    type: str,
+    amount_nano: int,
+    idempotency_key: str,
+    workspace_id: uuid.UUID | None = None,
+    request_id: str | None = None,
+    description: str | None = None,
+) -> PostedEntry:
+    """Append one completed ledger event and move the account by `amount_nano` (signed), atomically."""
+    now = utcnow()
+    inserted = await conn.execute(
+        insert_for(conn, events)
+        .values(
+            user_id=user_id,
+            workspace_id=workspace_id,
+            type=type,
+            amount_nano=amount_nano,
+            status="completed",
+            request_id=request_id,
+            idempotency_key=idempotency_key,
+            description=description,
+            created_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(events.c.id)
+    )
+    event_id = inserted.scalar_one_or_none()
+    if event_id is None:  # replay: the first posting stands
+        balance, version = await account_state(conn, user_id)
+        return PostedEntry(None, balance, version, created=False)
+    stmt = insert_for(conn, accounts).values(
+        user_id=user_id, balance_nano=amount_nano, held_nano=0, version=1, updated_at=now
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["user_id"],
+        set_={
+            "balance_nano": accounts.c.balance_nano + amount_nano,
+            "version": accounts.c.version + 1,
+            "updated_at": now,
+        },
+    ).returning(accounts.c.balance_nano, accounts.c.version)
+    row = (await conn.execute(stmt)).one()
+    return PostedEntry(int(event_id), int(row.balance_nano), int(row.version), created=True)
+
+
+async def account_state(conn: AsyncConnection, user_id: uuid.UUID) -> tuple[int, int]:
+    """(balance_nano, version) of a user's credit account; (0, 0) when it has none yet."""
+    row = (
+        await conn.execute(
+            select(accounts.c.balance_nano, accounts.c.version).where(accounts.c.user_id == user_id)
+        )
+    ).one_or_none()
+    return (0, 0) if row is None else (int(row.balance_nano), int(row.version))

@@ -1,0 +1,188 @@
+"""The Redis ledger: the hot copy of each balance and its open reservations, moved by atomic Lua scripts.
+
+Per user (one hash tag, so a cluster keeps them on one slot):
+  sg:{u}:acct  hash  bal = settled balance, held = Σ open reservations, ver = version of the loaded snapshot
+  sg:{u}:res   hash  request_id → reserved amount
+  sg:{u}:exp   zset  request_id → expiry (ms); expired reservations stop counting at the next script run
+  sg:{u}:pend  hash  version → delta, for postings committed before the snapshot was loaded
+
+Why versions: the balance is loaded lazily from credit_accounts, while other requests may be committing
+postings. Every posting bumps credit_accounts.version in its own transaction (the row lock orders them),
+so a snapshot taken at version V holds exactly the postings ≤ V. A posting applies to Redis only if its
+version is above the snapshot's, and one that arrives before any snapshot waits in `pend` — so no
+posting is counted twice or lost, whatever the interleaving.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from storage.ledger.base import InsufficientCredit, Reservation
+from storage.ledger.entries import account_state
+
+_PURGE = """
+local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[1])
+for _, rid in ipairs(expired) do
+  local amt = redis.call('HGET', KEYS[2], rid)
+  if amt then
+    redis.call('HINCRBY', KEYS[1], 'held', -tonumber(amt))
+    redis.call('HDEL', KEYS[2], rid)
+  end
+  redis.call('ZREM', KEYS[3], rid)
+end
+"""
+
+# KEYS: acct, res, exp   ARGV: now_ms, request_id, amount, expires_ms
+# → {-1, 0} not loaded; {0, available} refused; {1, available_after} held
+_RESERVE = (
+    """
+if redis.call('HEXISTS', KEYS[1], 'bal') == 0 then return {-1, 0} end
+"""
+    + _PURGE
+    + """
+local held = tonumber(redis.call('HGET', KEYS[1], 'held') or '0')
+local bal = tonumber(redis.call('HGET', KEYS[1], 'bal'))
+if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then return {1, bal - held} end
+local amount = tonumber(ARGV[3])
+if bal - held < amount then return {0, bal - held} end
+redis.call('HINCRBY', KEYS[1], 'held', amount)
+redis.call('HSET', KEYS[2], ARGV[2], amount)
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
+return {1, bal - held - amount}
+"""
+)
+
+# KEYS: acct, pend   ARGV: balance, version  → 1 loaded, 0 already loaded
+_LOAD = """
+if redis.call('HEXISTS', KEYS[1], 'bal') == 1 then return 0 end
+local snapshot_version = tonumber(ARGV[2])
+local bal = tonumber(ARGV[1])
+local pending = redis.call('HGETALL', KEYS[2])
+for i = 1, #pending, 2 do
+  if tonumber(pending[i]) > snapshot_version then bal = bal + tonumber(pending[i + 1]) end
+end
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[1], 'bal', bal, 'ver', snapshot_version)
+if redis.call('HEXISTS', KEYS[1], 'held') == 0 then redis.call('HSET', KEYS[1], 'held', 0) end
+return 1
+"""
+
+# KEYS: acct, res, exp, pend   ARGV: request_id ('' for none), delta, version ('' for none)
+_SETTLE = """
+if ARGV[1] ~= '' then
+  local amt = redis.call('HGET', KEYS[2], ARGV[1])
+  if amt then
+    redis.call('HINCRBY', KEYS[1], 'held', -tonumber(amt))
+    redis.call('HDEL', KEYS[2], ARGV[1])
+  end
+  redis.call('ZREM', KEYS[3], ARGV[1])
+end
+if ARGV[3] == '' then return 0 end
+if redis.call('HEXISTS', KEYS[1], 'bal') == 0 then
+  redis.call('HSET', KEYS[4], ARGV[3], ARGV[2])
+  redis.call('EXPIRE', KEYS[4], 86400)
+  return 2
+end
+if tonumber(ARGV[3]) <= tonumber(redis.call('HGET', KEYS[1], 'ver') or '0') then return 3 end
+redis.call('HINCRBY', KEYS[1], 'bal', ARGV[2])
+return 1
+"""
+
+# KEYS: acct, res, exp   ARGV: now_ms → {loaded(0/1), bal, held}
+_AVAILABLE = (
+    """
+if redis.call('HEXISTS', KEYS[1], 'bal') == 0 then return {0, 0, 0} end
+"""
+    + _PURGE
+    + """
+return {1, tonumber(redis.call('HGET', KEYS[1], 'bal')), tonumber(redis.call('HGET', KEYS[1], 'held') or '0')}
+"""
+)
+
+
+def _keys(user_id: uuid.UUID) -> tuple[str, str, str, str]:
+    tag = f"sg:{{{user_id}}}"
+    return f"{tag}:acct", f"{tag}:res", f"{tag}:exp", f"{tag}:pend"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class RedisLedger:
+    """CreditLedger on Redis; the scripts are loaded once and run by EVALSHA."""
+
+    def __init__(self, redis: Redis, engine: AsyncEngine, reservation_ttl_seconds: int) -> None:
+        self._redis = redis
+        self._engine = engine
+        self._ttl_ms = reservation_ttl_seconds * 1000
+        self._reserve = redis.register_script(_RESERVE)
+        self._load = redis.register_script(_LOAD)
+        self._settle = redis.register_script(_SETTLE)
+        self._available = redis.register_script(_AVAILABLE)
+
+    async def load_snapshot(self, user_id: uuid.UUID) -> None:
+        """Load the user's balance from credit_accounts into Redis, unless it is there already."""
+        async with self._engine.connect() as conn:
+            balance, version = await account_state(conn, user_id)
+        acct, _res, _exp, pend = _keys(user_id)
+        await self._load(keys=[acct, pend], args=[balance, version])
+
+    async def reserve(self, user_id: uuid.UUID, request_id: str, amount_nano: int) -> Reservation:
+        acct, res, exp, _pend = _keys(user_id)
+        for _ in range(2):
+            now = _now_ms()
+            outcome: Any = await self._reserve(
+                keys=[acct, res, exp], args=[now, request_id, amount_nano, now + self._ttl_ms]
+            )
+            status, available = int(outcome[0]), int(outcome[1])
+            if status == 1:
+                return Reservation(user_id, request_id, amount_nano)
+            if status == 0:
+                raise InsufficientCredit(available, amount_nano)
+            await self.load_snapshot(user_id)
+        raise RuntimeError("credit snapshot did not load")  # pragma: no cover - load is unconditional
+
+    async def release(self, reservation: Reservation) -> None:
+        await self._settle(keys=list(_keys(reservation.user_id)), args=[reservation.request_id, 0, ""])
+
+    async def settle_in_transaction(self, conn: Any, reservation: Reservation) -> None:
+        return None  # Redis is moved after the commit, in after_commit
+
+    async def after_commit(
+        self, user_id: uuid.UUID, reservation: Reservation | None, delta_nano: int, version: int | None
+    ) -> None:
+        request_id = reservation.request_id if reservation is not None else ""
+        await self._settle(
+            keys=list(_keys(user_id)), args=[request_id, delta_nano, "" if version is None else version]
+        )
+
+    async def available(self, user_id: uuid.UUID) -> int:
+        acct, res, exp, _pend = _keys(user_id)
+        for _ in range(2):
+            loaded, bal, held = (
+                int(x) for x in await self._available(keys=[acct, res, exp], args=[_now_ms()])
+            )
+            if loaded:
+                return bal - held
+            await self.load_snapshot(user_id)
+        raise RuntimeError("credit snapshot did not load")  # pragma: no cover
+
+    async def hot_balance(self, user_id: uuid.UUID) -> int | None:
+        """The settled balance Redis holds, or None when it has no snapshot (for reconcile)."""
+        value = await self._redis.hget(_keys(user_id)[0], "bal")
+        return None if value is None else int(value)
+
+    async def forget(self, user_id: uuid.UUID) -> None:
+        """Drop the hot copy of a user's balance; the next use reloads it from the database."""
+        acct, _res, _exp, pend = _keys(user_id)
+        await self._redis.hdel(acct, "bal", "ver")
+        await self._redis.delete(pend)
+
+    async def close(self) -> None:
+        return None  # the Redis client belongs to the app lifespan
