@@ -83,6 +83,9 @@ class Catalog:
     def by_id(self, model_id: int) -> Model | None:
         return self._by_id.get(model_id)
 
+    def all(self) -> Iterator[Model]:
+        return iter(self._by_name.values())
+
     def active(self) -> Iterator[Model]:
         return (m for m in self._by_name.values() if m.is_active)
 

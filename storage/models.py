@@ -413,6 +413,6 @@ class Tag(Base):
 
 def table_of(model: type[Base]) -> Table:
     """The Core Table of a model, typed as such (for the Core statements of the hot path)."""
-    table = table_of(model)
+    table = model.__table__
     assert isinstance(table, Table)
     return table

@@ -1,0 +1,177 @@
+"""The Litestar application: `create_app(settings)`; the lifespan owns the engine, Redis and HTTP client."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from litestar import Litestar, Request, Response, get
+from litestar.exceptions import HTTPException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from config import Settings, load_settings
+from gateway.api.openai import chat_completions_handler, list_models
+from gateway.auth import KeyAuthenticator
+from gateway.catalog_cache import CatalogCache
+from gateway.chat import ChatService
+from gateway.credentials import CredentialResolver
+from gateway.errors import GatewayError, encode_error
+from gateway.logging_setup import configure_logging
+from gateway.providers.registry import build_adapters
+from gateway.proxy import UpstreamClient
+from storage.credentials import cipher_for
+from storage.db import create_engine
+from storage.ledger.base import CreditLedger
+from storage.ledger.redis import RedisLedger
+from storage.ledger.sql import SqlLedger
+
+log = logging.getLogger("synapgate.app")
+
+
+@dataclass
+class Runtime:
+    """The process-wide resources of one app, created in its lifespan and closed at shutdown."""
+
+    settings: Settings
+    engine: AsyncEngine = field(init=False)
+    redis: Redis | None = field(init=False, default=None)
+    ledger: CreditLedger = field(init=False)
+    upstream: UpstreamClient = field(init=False)
+    chat: ChatService = field(init=False)
+
+    async def start(self) -> None:
+        s = self.settings
+        self.engine = create_engine(s.database_url)
+        if s.redis_url:
+            self.redis = Redis.from_url(s.redis_url)
+            self.ledger = RedisLedger(self.redis, self.engine, s.reservation_ttl_seconds)
+        else:
+            self.ledger = SqlLedger(self.engine, s.reservation_ttl_seconds)
+        self.upstream = UpstreamClient(
+            s.upstream_connect_timeout, s.upstream_read_timeout, s.upstream_max_connections
+        )
+        cipher = cipher_for(s.secret_key.get_secret_value()) if s.secret_key else None
+        catalog = CatalogCache(self.engine)
+        await catalog.refresh()
+        self.chat = ChatService(
+            settings=s,
+            engine=self.engine,
+            ledger=self.ledger,
+            auth=KeyAuthenticator(self.engine, s.key_cache_seconds),
+            credentials=CredentialResolver(s, self.engine, cipher),
+            catalog=catalog,
+            upstream=self.upstream,
+            adapters=build_adapters(),
+        )
+        log.info("started", extra={"ledger": type(self.ledger).__name__, "sqlite": s.is_sqlite})
+
+    async def stop(self) -> None:
+        await self.upstream.aclose()
+        await self.ledger.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+        await self.engine.dispose()
+
+
+def _envelope(
+    status: int, message: str, type: str, code: str | None, headers: dict[str, str] | None = None
+) -> Response[bytes]:
+    return Response(
+        content=encode_error(message, type, code),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def _gateway_error(_: Request[Any, Any, Any], exc: GatewayError) -> Response[bytes]:
+    response = _envelope(exc.status, exc.message, exc.type, exc.code, exc.headers)
+    response.content = exc.body()
+    return response
+
+
+def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+    detail = exc.detail
+    extra = getattr(exc, "extra", None)
+    if isinstance(extra, list) and extra:  # validation errors: name the field
+        first = extra[0] if isinstance(extra[0], dict) else {}
+        key = first.get("key") or first.get("source")
+        if key:
+            detail = f"{detail}: {key}: {first.get('message', '')}".strip()
+    return _envelope(exc.status_code, detail, kind, None, exc.headers)
+
+
+def _unexpected_error(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    log.error("unhandled error", exc_info=exc)
+    return _envelope(
+        HTTP_500_INTERNAL_SERVER_ERROR, "Internal gateway error.", "server_error", "internal_error"
+    )
+
+
+@get("/health", sync_to_thread=False)
+async def health() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@get("/ready")
+async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+    """Readiness: the database (and Redis, when configured) answer."""
+    runtime: Runtime = request.app.state.runtime
+    checks: dict[str, str] = {}
+    try:
+        async with runtime.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"unavailable: {type(exc).__name__}"
+    if runtime.redis is not None:
+        try:
+            await runtime.redis.ping()
+            checks["redis"] = "ok"
+        except Exception as exc:
+            checks["redis"] = f"unavailable: {type(exc).__name__}"
+    ok = all(v == "ok" for v in checks.values())
+    return Response(
+        {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503
+    )
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """A SynapGate app for `settings` (read from the environment when not given)."""
+    settings = settings or load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    runtime = Runtime(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        await runtime.start()
+        app.state.runtime = runtime
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    return Litestar(
+        route_handlers=[
+            health,
+            ready,
+            list_models,
+            chat_completions_handler(lambda: runtime.chat, settings.max_body_bytes),
+        ],
+        lifespan=[lifespan],
+        exception_handlers={
+            GatewayError: _gateway_error,
+            HTTPException: _http_error,
+            Exception: _unexpected_error,
+        },
+        request_max_body_size=settings.max_body_bytes,
+        debug=False,
+    )

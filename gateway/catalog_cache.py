@@ -1,0 +1,35 @@
+"""The catalog held in memory, reloaded when the llms table changes (checked every few seconds)."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pricing.catalog import Catalog
+from storage.catalog import catalog_fingerprint, load_catalog
+
+
+class CatalogCache:
+    def __init__(self, engine: AsyncEngine, check_seconds: float = 5.0) -> None:
+        self._engine = engine
+        self._check_seconds = check_seconds
+        self._catalog = Catalog(())
+        self._fingerprint: object = None
+        self._checked = 0.0
+
+    async def refresh(self) -> Catalog:
+        """Reload the catalog now if it changed."""
+        async with self._engine.connect() as conn:
+            fingerprint = await catalog_fingerprint(conn)
+            if fingerprint != self._fingerprint:
+                self._catalog = await load_catalog(conn)
+                self._fingerprint = fingerprint
+        self._checked = time.monotonic()
+        return self._catalog
+
+    async def get(self) -> Catalog:
+        """The current catalog; at most `check_seconds` stale."""
+        if time.monotonic() - self._checked > self._check_seconds:
+            return await self.refresh()
+        return self._catalog

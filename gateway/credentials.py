@@ -1,0 +1,65 @@
+"""Which key a call goes upstream with: the request's own, the user's stored one, or the platform's.
+
+A user's own key (per-request `X-Provider-Api-Key` header, else stored with `credentials set`) makes the
+call BYOK: metered, not debited. Stored keys are decrypted per use and held only briefly in memory.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from cryptography.fernet import Fernet
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from config import Settings
+from gateway.errors import GatewayError
+from gateway.providers.base import Credential
+from storage.credentials import CredentialError, get_credential
+
+
+class CredentialResolver:
+    def __init__(self, settings: Settings, engine: AsyncEngine, cipher: Fernet | None) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._cipher = cipher
+        self._ttl = settings.key_cache_seconds
+        # (user, provider) → (expiry, encrypted token or None): plaintext keys are not cached.
+        self._stored: dict[tuple[uuid.UUID, str], tuple[float, str | None]] = {}
+
+    async def _stored_key(self, user_id: uuid.UUID, provider: str) -> str | None:
+        if self._cipher is None:
+            return None
+        now = time.monotonic()
+        hit = self._stored.get((user_id, provider))
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        try:
+            async with self._engine.connect() as conn:
+                key = await get_credential(conn, self._cipher, user_id, provider)
+        except CredentialError as exc:
+            raise GatewayError(500, str(exc), type="server_error", code="credential_unreadable") from None
+        if len(self._stored) > 100_000:
+            self._stored.clear()
+        self._stored[(user_id, provider)] = (now + self._ttl, key)
+        return key
+
+    async def resolve(self, user_id: uuid.UUID, provider: str, header_key: str | None) -> Credential:
+        base_url = self._settings.provider(provider).base_url
+        if header_key:
+            return Credential(api_key=header_key.strip(), base_url=base_url, byok=True)
+        stored = await self._stored_key(user_id, provider)
+        if stored:
+            return Credential(api_key=stored, base_url=base_url, byok=True)
+        platform = self._settings.provider(provider).api_key
+        if platform is None:
+            raise GatewayError(
+                503,
+                f"No {provider} key is configured on this gateway; send your own in X-Provider-Api-Key.",
+                type="server_error",
+                code="provider_not_configured",
+            )
+        return Credential(api_key=platform.get_secret_value(), base_url=base_url, byok=False)
+
+    def forget(self) -> None:
+        self._stored.clear()

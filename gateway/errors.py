@@ -1,0 +1,68 @@
+"""Errors in the OpenAI envelope: `{"error": {"message", "type", "param", "code"}}` with the right status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class GatewayError(Exception):
+    """An error the client receives as an OpenAI error envelope."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.code = code
+        self.param = param
+        self.headers = headers or {}
+
+    def body(self) -> bytes:
+        return encode_error(self.message, self.type, self.code, self.param)
+
+
+def encode_error(message: str, type: str, code: str | None = None, param: str | None = None) -> bytes:
+    envelope: dict[str, Any] = {"error": {"message": message, "type": type, "param": param, "code": code}}
+    return msgspec.json.encode(envelope)
+
+
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> GatewayError:
+    return GatewayError(400, message, param=param, code=code)
+
+
+def unauthorized(message: str) -> GatewayError:
+    return GatewayError(401, message, type="invalid_request_error", code="invalid_api_key")
+
+
+def insufficient_credits(available_nano: int, needed_nano: int) -> GatewayError:
+    from pricing.money import format_usd
+
+    return GatewayError(
+        402,
+        f"Insufficient credits: this request may cost up to ${format_usd(needed_nano)} and "
+        f"${format_usd(max(available_nano, 0))} is available. Add credits and retry.",
+        type="insufficient_quota",
+        code="insufficient_credits",
+        headers={"x-should-retry": "false"},
+    )
+
+
+def record_failed() -> GatewayError:
+    return GatewayError(
+        503,
+        "The request could not be recorded, so no answer is returned and nothing was charged. Retry later.",
+        type="server_error",
+        code="record_failed",
+        headers={"retry-after": "1"},
+    )

@@ -1,0 +1,98 @@
+"""The only code that talks to upstream providers: pooled HTTP, timeouts, and streamed bodies.
+
+Transport failures become ProviderErrors (502 unreachable, 504 timed out) whose messages never carry
+a URL or header, so no provider key can leak through an error.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+
+from gateway.providers.base import ProviderError, UpstreamRequest
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    elapsed_ms: int
+
+
+def _transport_error(exc: Exception) -> ProviderError:
+    if isinstance(exc, httpx.TimeoutException):
+        return ProviderError(504, "The upstream provider timed out.", code="upstream_timeout")
+    return ProviderError(502, "The upstream provider could not be reached.", code="upstream_unreachable")
+
+
+class UpstreamStream:
+    """An open streaming response: status and headers now, the body as it arrives."""
+
+    def __init__(self, response: httpx.Response, started: float) -> None:
+        self._response = response
+        self.status = response.status_code
+        self.headers = {k.lower(): v for k, v in response.headers.items()}
+        self.first_byte_ms = int((time.perf_counter() - started) * 1000)
+
+    async def read(self) -> bytes:
+        try:
+            return await self._response.aread()
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc) from None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The raw body, chunk by chunk as the network delivers it (no buffering)."""
+        try:
+            async for chunk in self._response.aiter_raw():
+                yield chunk
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc) from None
+
+    async def close(self) -> None:
+        await self._response.aclose()
+
+
+class UpstreamClient:
+    """One pooled HTTP client for every provider, created in the app lifespan."""
+
+    def __init__(self, connect_timeout: float, read_timeout: float, max_connections: int) -> None:
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(
+                connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout
+            ),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            follow_redirects=False,
+        )
+
+    def _request(self, req: UpstreamRequest) -> httpx.Request:
+        return self._client.build_request(req.method, req.url, headers=req.headers, content=req.body)
+
+    async def send(self, req: UpstreamRequest) -> UpstreamResponse:
+        """Send a request and read the whole answer."""
+        started = time.perf_counter()
+        try:
+            response = await self._client.send(self._request(req))
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc) from None
+        return UpstreamResponse(
+            status=response.status_code,
+            headers={k.lower(): v for k, v in response.headers.items()},
+            body=response.content,
+            elapsed_ms=int((time.perf_counter() - started) * 1000),
+        )
+
+    async def open_stream(self, req: UpstreamRequest) -> UpstreamStream:
+        """Send a request and return as soon as the status line and headers are in."""
+        started = time.perf_counter()
+        try:
+            response = await self._client.send(self._request(req), stream=True)
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc) from None
+        return UpstreamStream(response, started)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
