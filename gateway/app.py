@@ -115,7 +115,7 @@ def _unexpected_error(_: Request[Any, Any, Any], exc: Exception) -> Response[byt
     )
 
 
-@get("/health", sync_to_thread=False)
+@get("/health")
 async def health() -> dict[str, str]:
     """Liveness: the process answers."""
     return {"status": "ok"}

@@ -74,10 +74,10 @@ def chat_completions_handler(chat: Callable[[], ChatService], max_body_bytes: in
         service = chat()
         call: Call | None = None
         try:
-            body = await _read_body(receive, max_body_bytes, headers.get("content-length"))
-            if body is None:
+            received = await _read_body(receive, max_body_bytes, headers.get("content-length"))
+            if received is None:
                 return  # the client left before sending its request
-            call = await service.admit(headers, body, request_id)
+            call = await service.admit(headers, received, request_id)
             if not call.request.stream:
                 payload, response_headers = await service.complete(call)
                 await _send_json(send, 200, payload, response_headers)
@@ -111,7 +111,7 @@ def chat_completions_handler(chat: Callable[[], ChatService], max_body_bytes: in
     return chat_completions
 
 
-@get("/v1/models", sync_to_thread=False)
+@get("/v1/models")
 async def list_models(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """The active catalog in OpenAI's list format, with SynapGate's prices (USD per 1M tokens)."""
     catalog = await request.app.state.runtime.chat.catalog.get()

@@ -1,0 +1,267 @@
+"""Integration fixtures: real PostgreSQL, real Redis, real HTTP.
+
+Each test gets its own database: a PostgreSQL database cloned from a template migrated once per session
+(`alembic upgrade head`), or a copy of a migrated SQLite file. Redis database 11 is flushed per test.
+The gateway runs under uvicorn in a thread on a free port; the mock upstream likewise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import redis as redis_sync
+import uvicorn
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from config import Settings
+from gateway.app import create_app
+from gateway.mock_upstream import MockConfig, MockServerThread
+from migrations.runner import upgrade
+from pricing.money import parse_usd
+from storage.credits import add_credits
+from storage.db import create_engine
+from storage.keys import create_key
+from storage.ledger.redis import RedisLedger
+from storage.ledger.sql import SqlLedger
+from storage.users import create_user
+
+PG_HOST = os.environ.get("SYNAPGATE_TEST_PG_HOST", "127.0.0.1")
+PG_ADMIN_DSN = f"postgresql://postgres@{PG_HOST}:5432/postgres"
+REDIS_URL = "redis://127.0.0.1:6379/11"
+RUN_ID = f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
+TEMPLATE_DB = f"sg_tmpl_{RUN_ID}"
+
+
+def pg_url(database: str) -> str:
+    return f"postgresql+asyncpg://postgres@{PG_HOST}:5432/{database}"
+
+
+def off_loop(fn: Any, *args: Any) -> Any:
+    """Run blocking set-up (which may call asyncio.run) in a worker thread, safe inside a running loop."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(fn, *args).result()
+
+
+async def _admin_async(sql: str) -> None:
+    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def _admin(sql: str) -> None:
+    off_loop(asyncio.run, _admin_async(sql))
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """A database migrated to head once per session; tests clone it."""
+    try:
+        _admin(f'CREATE DATABASE "{TEMPLATE_DB}"')
+    except OSError as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {PG_HOST}:5432 ({exc}); the test command starts it")
+    off_loop(upgrade, pg_url(TEMPLATE_DB))
+    yield TEMPLATE_DB
+    _admin(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite") / "template.db"
+    off_loop(upgrade, f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def pg_database(pg_template: str) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for one test; dropped afterwards."""
+    name = f"sg_t_{uuid.uuid4().hex[:12]}"
+    _admin(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+    yield pg_url(name)
+    _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def sqlite_database(sqlite_template: Path, tmp_path: Path) -> str:
+    path = tmp_path / "synapgate.db"
+    shutil.copy(sqlite_template, path)
+    return f"sqlite+aiosqlite:///{path}"
+
+
+@pytest.fixture
+def redis_url() -> str:
+    client = redis_sync.Redis.from_url(REDIS_URL)
+    try:
+        client.flushdb()
+    except redis_sync.ConnectionError as exc:
+        pytest.fail(f"Redis is not reachable at {REDIS_URL} ({exc}); the test command starts it")
+    finally:
+        client.close()
+    return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def mock_upstream() -> Iterator[MockServerThread]:
+    server = MockServerThread(MockConfig())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mock(mock_upstream: MockServerThread) -> MockServerThread:
+    mock_upstream.app.reset()
+    return mock_upstream
+
+
+class GatewayThread:
+    """The real gateway app under uvicorn in a background thread, on a free port."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.app = create_app(settings)
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind(("127.0.0.1", 0))
+        self.port = self._socket.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            self.app, log_level="warning", access_log=False, log_config=None, lifespan="on", loop="asyncio"
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._socket]}, name="gateway", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+        deadline = time.monotonic() + 20
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the gateway did not start")
+            time.sleep(0.005)
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(20)
+        self._socket.close()
+
+
+@dataclass
+class Gateway:
+    """A running gateway and handles on its database and ledger, for a test to drive and inspect."""
+
+    url: str
+    settings: Settings
+    engine: AsyncEngine
+    ledger: Any
+    mock: MockServerThread
+    redis_url: str | None
+
+    @property
+    def v1(self) -> str:
+        return f"{self.url}/v1"
+
+    async def seed_user(
+        self, credits_usd: str = "10", *, models: list[str] | None = None
+    ) -> tuple[uuid.UUID, str]:
+        """A user with a gateway key and a starting balance: (user id, key plaintext)."""
+        async with self.engine.begin() as conn:
+            user = await create_user(conn, f"{uuid.uuid4().hex[:10]}@example.com")
+            _key_id, key = await create_key(
+                conn, user.user_id, workspace_id=user.workspace_id, allowed_models=models
+            )
+        if parse_usd(credits_usd) > 0:
+            await add_credits(
+                self.engine, self.ledger, user.user_id, parse_usd(credits_usd), f"seed:{user.user_id}"
+            )
+        return user.user_id, key
+
+    async def rows(self, sql: str, **params: Any) -> list[Any]:
+        async with self.engine.connect() as conn:
+            return list((await conn.execute(text(sql), params)).all())
+
+    async def scalar(self, sql: str, **params: Any) -> Any:
+        async with self.engine.connect() as conn:
+            return (await conn.execute(text(sql), params)).scalar()
+
+
+BACKENDS = ["sqlite", "postgres+redis"]
+
+
+def make_settings(database_url: str, redis_url: str | None, mock_url: str, **overrides: Any) -> Settings:
+    base: dict[str, Any] = {
+        "database_url": database_url,
+        "redis_url": redis_url,
+        "log_level": "warning",
+        "log_format": "json",
+        "secret_key": "test-secret-key",
+        "key_cache_seconds": 0.5,
+    }
+    for provider in ("openai", "xai", "deepseek", "together"):
+        base[f"{provider}_base_url"] = f"{mock_url}/v1"
+        base[f"{provider}_api_key"] = f"sk-platform-{provider}"
+    base["anthropic_base_url"] = f"{mock_url}/v1"
+    base["anthropic_api_key"] = "sk-platform-anthropic"
+    base["gemini_base_url"] = f"{mock_url}/v1beta"
+    base["gemini_api_key"] = "platform-gemini"
+    base.update(overrides)
+    return Settings(**base)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def gateway_settings_overrides() -> dict[str, Any]:
+    """Tests override this fixture to run the gateway with other settings."""
+    return {}
+
+
+@pytest.fixture
+async def gateway(
+    backend: str,
+    request: pytest.FixtureRequest,
+    mock: MockServerThread,
+    gateway_settings_overrides: dict[str, Any],
+) -> AsyncIterator[Gateway]:
+    """The gateway on the embedded default (SQLite, SQL ledger) or on PostgreSQL with the Redis ledger."""
+    if backend == "sqlite":
+        database_url, redis_url = request.getfixturevalue("sqlite_database"), None
+    else:
+        database_url, redis_url = request.getfixturevalue("pg_database"), request.getfixturevalue("redis_url")
+    settings = make_settings(database_url, redis_url, mock.url, **gateway_settings_overrides)
+    server = GatewayThread(settings)
+    server.start()
+    engine = create_engine(database_url, pool_size=5)
+    redis_client = None
+    if redis_url:
+        from redis.asyncio import Redis
+
+        redis_client = Redis.from_url(redis_url)
+        ledger: Any = RedisLedger(redis_client, engine, settings.reservation_ttl_seconds)
+    else:
+        ledger = SqlLedger(engine, settings.reservation_ttl_seconds)
+    try:
+        yield Gateway(server.url, settings, engine, ledger, mock, redis_url)
+    finally:
+        server.stop()
+        if redis_client is not None:
+            await redis_client.aclose()
+        await engine.dispose()
