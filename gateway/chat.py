@@ -284,6 +284,25 @@ class ChatService:
             estimator=estimator,
         )
 
+    def _unfinished_usage(self, call: Call, partial: Usage | None, text: str) -> Usage:
+        """Usage of a stream that did not finish: what was generated, counted.
+
+        A provider may have reported part of it already (Anthropic's message_start has the exact input and a
+        provisional output count): its input counts stand, and the output is the larger of its count and ours.
+        """
+        counted = self._estimated_usage(call, text)
+        if partial is None:
+            return counted
+        return Usage(
+            prompt_tokens=partial.prompt_tokens or counted.prompt_tokens,
+            completion_tokens=max(partial.completion_tokens, counted.completion_tokens),
+            cached_tokens=partial.cached_tokens,
+            cache_write_tokens=partial.cache_write_tokens,
+            reasoning_tokens=partial.reasoning_tokens,
+            source="estimated",
+            estimator=counted.estimator,
+        )
+
     async def record(self, call: Call, outcome: Outcome) -> tuple[int, int, int]:
         """Price and commit one completion; returns (cost, charged, balance) in nano-USD.
 
@@ -444,10 +463,12 @@ class ChatService:
             error = ProviderError(502, "The upstream provider ended the stream early.", code=code)
         else:
             status, code = "success", None
-        # Provider usage counts only for a stream that completed; otherwise bill what was delivered.
-        usage = state.usage if state.usage is not None and status == "success" else None
+        if status == "success" and state.usage is not None:
+            usage = state.usage
+        else:
+            usage = self._unfinished_usage(call, state.usage, state.content_text)
         outcome = Outcome(
-            usage=usage or self._estimated_usage(call, state.content_text),
+            usage=usage,
             content_text=state.content_text,
             finish_reason=state.finish_reason,
             status=status,

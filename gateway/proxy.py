@@ -49,8 +49,14 @@ class UpstreamStream:
         try:
             async for chunk in self._response.aiter_raw():
                 yield chunk
-        except httpx.HTTPError as exc:
-            raise _transport_error(exc) from None
+        except httpx.TimeoutException:
+            raise ProviderError(
+                504, "The upstream provider stopped sending mid-stream.", code="upstream_timeout"
+            ) from None
+        except httpx.HTTPError:
+            raise ProviderError(
+                502, "The upstream provider ended the stream early.", code="upstream_stream_cut"
+            ) from None
 
     async def close(self) -> None:
         await self._response.aclose()
