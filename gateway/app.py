@@ -16,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config import Settings, load_settings
+from gateway.api.admin import admin_router
 from gateway.api.openai import chat_completions_handler, list_models
 from gateway.auth import KeyAuthenticator
 from gateway.catalog_cache import CatalogCache
@@ -165,6 +166,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ready,
             list_models,
             chat_completions_handler(lambda: runtime.chat, settings.max_body_bytes),
+            admin_router(),
         ],
         lifespan=[lifespan],
         exception_handlers={

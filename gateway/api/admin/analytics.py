@@ -1,0 +1,7 @@
+"""Admin API: analytics routes (see gateway/api/admin/__init__.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+ROUTES: list[Any] = []
