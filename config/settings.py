@@ -6,13 +6,15 @@ Build it once with `load_settings()` at start-up and pass it down; nothing else 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+import pydantic_settings
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -47,6 +49,16 @@ class ProviderSettings:
     name: str
     base_url: str
     api_key: SecretStr | None
+
+
+class ProviderTimeouts(BaseModel):
+    """Timeouts of one provider, in seconds; unset ones take the global upstream_* values."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    connect: float | None = Field(default=None, gt=0)
+    read: float | None = Field(default=None, gt=0)
+    total: float | None = Field(default=None, gt=0)
 
 
 def _provider_field(provider: str, what: Literal["api_key", "base_url"]) -> Any:
@@ -88,7 +100,20 @@ class Settings(BaseSettings):
     # Upstream HTTP.
     upstream_connect_timeout: float = Field(default=10.0, gt=0)
     upstream_read_timeout: float = Field(default=600.0, gt=0)
+    upstream_total_timeout: float = Field(default=900.0, gt=0)  # until the answer (streams: its headers)
     upstream_max_connections: int = Field(default=256, ge=1)
+    # Per-provider overrides, e.g. SYNAPGATE_UPSTREAM_TIMEOUTS='{"anthropic": {"read": 120, "total": 300}}'.
+    upstream_timeouts: dict[str, ProviderTimeouts] = Field(default_factory=dict)
+
+    # Resilience: retries before the first byte reaches the client, fallback chains, circuit breaking.
+    upstream_max_retries: int = Field(default=2, ge=0, le=10)
+    upstream_retry_backoff_seconds: float = Field(default=0.25, ge=0)
+    upstream_retry_max_wait_seconds: float = Field(default=10.0, ge=0)
+    # Model → the models tried in order when it fails,
+    # e.g. SYNAPGATE_FALLBACKS='{"gpt-4o": ["claude-3-sonnet"]}'.
+    fallbacks: dict[str, list[str]] = Field(default_factory=dict)
+    circuit_failure_threshold: int = Field(default=5, ge=1)
+    circuit_cooldown_seconds: float = Field(default=30.0, gt=0)
 
     openai_api_key: SecretStr | None = _provider_field("openai", "api_key")
     openai_base_url: str = _provider_field("openai", "base_url")
@@ -137,6 +162,14 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
 
+    @field_validator("upstream_timeouts")
+    @classmethod
+    def _known_providers(cls, value: dict[str, ProviderTimeouts]) -> dict[str, ProviderTimeouts]:
+        unknown = sorted(set(value) - set(PROVIDERS))
+        if unknown:
+            raise ValueError(f"unknown provider {unknown[0]!r} (known: {', '.join(PROVIDERS)})")
+        return value
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -155,6 +188,15 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    def timeouts(self, provider: str) -> tuple[float, float, float]:
+        """(connect, read, total) seconds for one provider."""
+        own = self.upstream_timeouts.get(provider) or ProviderTimeouts()
+        return (
+            own.connect or self.upstream_connect_timeout,
+            own.read or self.upstream_read_timeout,
+            own.total or self.upstream_total_timeout,
+        )
 
     def provider(self, name: str) -> ProviderSettings:
         """The base URL and platform key of one provider; KeyError for a provider SynapGate does not know."""
@@ -188,6 +230,11 @@ def load_settings(**overrides: Any) -> Settings:
         raise SettingsError(f"{name}: not a SynapGate setting{hint}")
     try:
         return Settings(**overrides)
+    except pydantic_settings.SettingsError as exc:  # JSON that does not parse, or an unreadable TOML file
+        match = re.search(r'field "(\w+)"', str(exc))
+        if match:
+            raise SettingsError(f"{ENV_PREFIX}{match.group(1).upper()}: not valid JSON") from None
+        raise SettingsError(f"{ENV_PREFIX}CONFIG: {exc}") from None
     except ValidationError as exc:
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err["loc"] else "?"

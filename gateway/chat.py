@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from sqlalchemy import select
@@ -27,9 +27,10 @@ from gateway.catalog_cache import CatalogCache
 from gateway.conversations import conversation_id_for
 from gateway.credentials import CredentialResolver
 from gateway.errors import GatewayError, bad_request, encode_error, insufficient_credits, record_failed
-from gateway.providers.base import ChatRequest, Credential, ProviderAdapter, ProviderError
+from gateway.providers.base import ChatRequest, ChatResult, Credential, ProviderAdapter, ProviderError
 from gateway.providers.sse import SSEDecoder
-from gateway.proxy import UpstreamClient, UpstreamStream
+from gateway.proxy import UpstreamClient, UpstreamResponse, UpstreamStream
+from gateway.resilience import CircuitBreaker, backoff_seconds, is_fallback_worthy, is_retryable
 from pricing.catalog import Model
 from pricing.cost import Usage, price_usage, reservation_nano
 from pricing.money import format_usd, round_to_nano
@@ -37,7 +38,13 @@ from pricing.tokens import count_completion_tokens, count_prompt_tokens
 from storage.keys import KeyPrincipal
 from storage.ledger.base import CreditLedger, InsufficientCredit, Reservation
 from storage.models import Conversation, table_of
-from storage.recorder import CompletionRecord, ConversationNotOwned, record_completion
+from storage.recorder import (
+    CompletionRecord,
+    ConversationNotOwned,
+    FailureRecord,
+    record_completion,
+    record_failure,
+)
 from storage.types import utcnow
 
 log = logging.getLogger("synapgate.chat")
@@ -47,6 +54,7 @@ MAX_CHOICES = 128
 _conversations = table_of(Conversation)
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+T = TypeVar("T")
 
 
 def _positive_int(data: Mapping[str, Any], name: str, upper: int | None = None) -> int | None:
@@ -109,6 +117,10 @@ def _upstream_to_gateway(exc: ProviderError) -> GatewayError:
         return GatewayError(
             exc.status, exc.message, type=exc.type, code=exc.code, param=exc.param, headers=headers
         )
+    if exc.code == "circuit_open":
+        return GatewayError(
+            503, exc.message, type="upstream_error", code=exc.code, headers={"retry-after": "5"}
+        )
     status = 504 if exc.status == 504 else 502
     return GatewayError(
         status,
@@ -119,9 +131,22 @@ def _upstream_to_gateway(exc: ProviderError) -> GatewayError:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One way to serve a request: a catalog model, its adapter, and the key to call it with."""
+
+    model: Model
+    adapter: ProviderAdapter
+    credential: Credential
+
+
 @dataclass(slots=True)
 class Call:
-    """One admitted request: everything decided before the upstream call."""
+    """One admitted request: everything decided before the upstream call.
+
+    `model`, `adapter` and `credential` are those of the route being tried (in the end: the one that
+    answered); `routes` is the primary followed by its fallbacks.
+    """
 
     request_id: str
     started: float
@@ -135,8 +160,12 @@ class Call:
     message_id: uuid.UUID
     prompt_estimate: int
     reservation: Reservation | None
-    attempts: int = 1
+    routes: list[Route] = field(default_factory=list)
+    attempts: int = 0
     extra_headers: dict[str, str] = field(default_factory=dict)
+
+    def use(self, route: Route) -> None:
+        self.model, self.adapter, self.credential = route.model, route.adapter, route.credential
 
 
 @dataclass(slots=True)
@@ -176,6 +205,7 @@ class ChatService:
         self.catalog = catalog
         self.upstream = upstream
         self.adapters = adapters
+        self.breaker = CircuitBreaker(settings.circuit_failure_threshold, settings.circuit_cooldown_seconds)
 
     # -- admission -----------------------------------------------------------------------------
 
@@ -211,6 +241,7 @@ class ChatService:
         credential = await self.credentials.resolve(
             principal.user_id, model.provider, headers.get("x-provider-api-key")
         )
+        routes = [Route(model, adapter, credential), *await self._fallback_routes(model, principal)]
         conversation_header = headers.get("x-conversation-id")
         conversation_id = conversation_id_for(
             conversation_header, principal.user_id, principal.key_id, request.messages
@@ -220,7 +251,10 @@ class ChatService:
         prompt_estimate, _ = count_prompt_tokens(
             model.upstream_model, request.messages, request.body.get("tools")
         )
-        amount = self._reservation_amount(request, model, prompt_estimate, credential.byok)
+        # Reserve for the dearest route, so a fallback to a pricier model cannot overspend.
+        amount = max(
+            self._reservation_amount(request, r.model, prompt_estimate, r.credential.byok) for r in routes
+        )
         reservation = None
         if amount > 0:
             try:
@@ -240,7 +274,30 @@ class ChatService:
             message_id=uuid.uuid4(),
             prompt_estimate=prompt_estimate,
             reservation=reservation,
+            routes=routes,
         )
+
+    async def _fallback_routes(self, model: Model, principal: KeyPrincipal) -> list[Route]:
+        """The configured fallbacks of a model that this key may use and the gateway can call.
+
+        A per-request provider key belongs to the primary provider only: fallbacks use the user's stored
+        key for their provider, else the platform's, and are skipped when neither exists.
+        """
+        routes = []
+        catalog = await self.catalog.get()
+        for name in self.settings.fallbacks.get(model.name, []):
+            fallback = catalog.get(name)
+            adapter = self.adapters.get(fallback.provider) if fallback else None
+            if fallback is None or adapter is None or fallback.name == model.name:
+                continue
+            if principal.allowed_models is not None and fallback.name not in principal.allowed_models:
+                continue
+            try:
+                credential = await self.credentials.resolve(principal.user_id, fallback.provider, None)
+            except GatewayError:
+                continue
+            routes.append(Route(fallback, adapter, credential))
+        return routes
 
     async def _check_conversation_owner(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> None:
         async with self.engine.connect() as conn:
@@ -373,20 +430,101 @@ class ChatService:
             "x-request-id": call.request_id,
             "x-synapgate-message-id": str(call.message_id),
             "x-synapgate-conversation-id": str(call.conversation_id),
+            "x-synapgate-model": call.model.name,
+            "x-synapgate-attempts": str(call.attempts),
             **call.extra_headers,
         }
 
     # -- non-streaming -------------------------------------------------------------------------
 
+    async def _call_upstream(self, call: Call, attempt: Callable[[Route], Awaitable[T]]) -> T:
+        """Try the routes in order, each with retries, until one answers; the call then uses that route.
+
+        Retries (connection errors, 408/409/429/5xx/529) back off exponentially with jitter and honour the
+        provider's Retry-After; a provider whose circuit is open is skipped. Raises the last ProviderError.
+        """
+        s = self.settings
+        last: ProviderError | None = None
+        for route in call.routes:
+            provider = route.model.provider
+            if not self.breaker.allow(provider):
+                last = ProviderError(
+                    503,
+                    f"The provider '{provider}' keeps failing and is skipped for now.",
+                    code="circuit_open",
+                )
+                continue
+            for number in range(1, s.upstream_max_retries + 2):
+                call.attempts += 1
+                try:
+                    value = await attempt(route)
+                except ProviderError as exc:
+                    last = exc
+                    if not is_retryable(exc):
+                        self.breaker.record_success(provider)  # it answered: the request was the problem
+                        break
+                    self.breaker.record_failure(provider)
+                    wait = backoff_seconds(
+                        number,
+                        s.upstream_retry_backoff_seconds,
+                        s.upstream_retry_max_wait_seconds,
+                        exc.retry_after,
+                    )
+                    if number > s.upstream_max_retries or wait is None or self.breaker.is_open(provider):
+                        break
+                    await asyncio.sleep(wait)
+                    continue
+                self.breaker.record_success(provider)
+                call.use(route)
+                return value
+            if last is not None and not is_fallback_worthy(last):
+                break
+        assert last is not None
+        raise last
+
+    async def _fail(self, call: Call, error: ProviderError) -> GatewayError:
+        """Release the reservation, log the failed request (no charge), and say what to answer."""
+        await self.release(call)
+        gateway_error = _upstream_to_gateway(error)
+        try:
+            await record_failure(
+                self.engine,
+                FailureRecord(
+                    request_id=call.request_id,
+                    user_id=call.principal.user_id,
+                    workspace_id=call.principal.workspace_id,
+                    api_key_id=call.principal.key_id,
+                    llm_id=call.model.id,
+                    model=call.model.name,
+                    provider=call.model.provider,
+                    price_version=call.model.price_version,
+                    byok=call.credential.byok,
+                    is_stream=call.request.stream,
+                    latency_ms=int((time.perf_counter() - call.started) * 1000),
+                    attempts=max(call.attempts, 1),
+                    error_code=error.code or error.type,
+                    http_status=gateway_error.status,
+                    created_at=call.created_at,
+                ),
+            )
+        except Exception:  # the client's answer is the upstream error; a lost error row is only logged
+            log.exception("could not log a failed request", extra={"request_id": call.request_id})
+        return gateway_error
+
     async def complete(self, call: Call) -> tuple[bytes, dict[str, str]]:
         """Run a non-streaming call to its recorded end; returns the body and headers to send."""
-        upstream_req = call.adapter.build_request(call.request, call.model.upstream_model, call.credential)
+
+        async def attempt(route: Route) -> tuple[UpstreamResponse, ChatResult]:
+            upstream_req = route.adapter.build_request(
+                call.request, route.model.upstream_model, route.credential
+            )
+            response = await self.upstream.send(upstream_req, self.settings.timeouts(route.model.provider))
+            return response, route.adapter.parse_response(response.status, response.headers, response.body)
+
         try:
-            response = await self.upstream.send(upstream_req)
-            result = call.adapter.parse_response(response.status, response.headers, response.body)
+            response, result = await self._call_upstream(call, attempt)
         except ProviderError as exc:
-            await self.release(call)
-            raise _upstream_to_gateway(exc) from None
+            raise await self._fail(call, exc) from None
         usage = result.usage or self._estimated_usage(call, result.content_text)
         outcome = Outcome(
             usage=usage,
@@ -404,19 +542,26 @@ class ChatService:
     # -- streaming -----------------------------------------------------------------------------
 
     async def open_stream(self, call: Call) -> UpstreamStream:
-        """Open the upstream stream; an upstream error before any byte is an ordinary HTTP error."""
-        upstream_req = call.adapter.build_request(call.request, call.model.upstream_model, call.credential)
-        try:
-            stream = await self.upstream.open_stream(upstream_req)
+        """Open the upstream stream (with retries and fallbacks: nothing has reached the client yet)."""
+
+        async def attempt(route: Route) -> UpstreamStream:
+            upstream_req = route.adapter.build_request(
+                call.request, route.model.upstream_model, route.credential
+            )
+            stream = await self.upstream.open_stream(
+                upstream_req, self.settings.timeouts(route.model.provider)
+            )
             if stream.status >= 300:
                 body = await stream.read()
                 await stream.close()
-                call.adapter.parse_response(stream.status, stream.headers, body)  # raises ProviderError
+                route.adapter.parse_response(stream.status, stream.headers, body)  # raises ProviderError
                 raise ProviderError(502, "The upstream provider answered with an unexpected status.")
+            return stream
+
+        try:
+            return await self._call_upstream(call, attempt)
         except ProviderError as exc:
-            await self.release(call)
-            raise _upstream_to_gateway(exc) from None
-        return stream
+            raise await self._fail(call, exc) from None
 
     async def relay_stream(
         self, call: Call, stream: UpstreamStream, send: Send, disconnected: asyncio.Event

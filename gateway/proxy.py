@@ -6,6 +6,7 @@ a URL or header, so no provider key can leak through an error.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 import httpx
 
 from gateway.providers.base import ProviderError, UpstreamRequest
+
+Timeouts = tuple[float, float, float]  # connect, read, total (seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,28 +77,46 @@ class UpstreamClient:
             follow_redirects=False,
         )
 
-    def _request(self, req: UpstreamRequest) -> httpx.Request:
-        return self._client.build_request(req.method, req.url, headers=req.headers, content=req.body)
+    def _request(self, req: UpstreamRequest, timeouts: Timeouts | None) -> httpx.Request:
+        timeout = None
+        if timeouts is not None:
+            connect, read, _total = timeouts
+            timeout = httpx.Timeout(connect=connect, read=read, write=read, pool=connect)
+        return self._client.build_request(
+            req.method,
+            req.url,
+            headers=req.headers,
+            content=req.body,
+            timeout=timeout or httpx.USE_CLIENT_DEFAULT,
+        )
 
-    async def send(self, req: UpstreamRequest) -> UpstreamResponse:
-        """Send a request and read the whole answer."""
+    async def send(self, req: UpstreamRequest, timeouts: Timeouts | None = None) -> UpstreamResponse:
+        """Send a request and read the whole answer, within the provider's (connect, read, total) timeouts."""
         started = time.perf_counter()
         try:
-            response = await self._client.send(self._request(req))
+            async with asyncio.timeout(timeouts[2] if timeouts else None):
+                response = await self._client.send(self._request(req, timeouts))
+                body = await response.aread()
+        except TimeoutError:
+            raise ProviderError(504, "The upstream provider timed out.", code="upstream_timeout") from None
         except httpx.HTTPError as exc:
             raise _transport_error(exc) from None
         return UpstreamResponse(
             status=response.status_code,
             headers={k.lower(): v for k, v in response.headers.items()},
-            body=response.content,
+            body=body,
             elapsed_ms=int((time.perf_counter() - started) * 1000),
         )
 
-    async def open_stream(self, req: UpstreamRequest) -> UpstreamStream:
-        """Send a request and return as soon as the status line and headers are in."""
+    async def open_stream(self, req: UpstreamRequest, timeouts: Timeouts | None = None) -> UpstreamStream:
+        """Send a request and return as soon as the status line and headers are in (the total timeout
+        bounds the wait for them; the read timeout then bounds each gap between chunks)."""
         started = time.perf_counter()
         try:
-            response = await self._client.send(self._request(req), stream=True)
+            async with asyncio.timeout(timeouts[2] if timeouts else None):
+                response = await self._client.send(self._request(req, timeouts), stream=True)
+        except TimeoutError:
+            raise ProviderError(504, "The upstream provider timed out.", code="upstream_timeout") from None
         except httpx.HTTPError as exc:
             raise _transport_error(exc) from None
         return UpstreamStream(response, started)

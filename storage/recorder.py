@@ -186,3 +186,49 @@ async def record_completion(
         posted.version if created and posted is not None else None,
     )
     return RecordResult(balance_nano=balance, posted=created)
+
+
+@dataclass(frozen=True, slots=True)
+class FailureRecord:
+    """A request that reached no answer: every attempt failed upstream. Nothing is charged for it."""
+
+    request_id: str
+    user_id: uuid.UUID
+    workspace_id: uuid.UUID | None
+    api_key_id: uuid.UUID | None
+    llm_id: int
+    model: str
+    provider: str
+    price_version: int
+    byok: bool
+    is_stream: bool
+    latency_ms: int
+    attempts: int
+    error_code: str | None
+    http_status: int
+    created_at: datetime
+
+
+async def record_failure(engine: AsyncEngine, rec: FailureRecord) -> None:
+    """One usage_logs row with status `error`, zero tokens and zero cost (for error rates and audits)."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            usage_logs.insert().values(
+                request_id=rec.request_id,
+                user_id=rec.user_id,
+                workspace_id=rec.workspace_id,
+                api_key_id=rec.api_key_id,
+                llm_id=rec.llm_id,
+                provider=rec.provider,
+                model=rec.model,
+                price_version=rec.price_version,
+                status="error",
+                error_code=rec.error_code,
+                http_status=rec.http_status,
+                user_api_key_used=rec.byok,
+                is_stream=rec.is_stream,
+                latency_ms=rec.latency_ms,
+                attempts=rec.attempts,
+                created_at=rec.created_at,
+            )
+        )

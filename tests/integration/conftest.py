@@ -211,6 +211,8 @@ def make_settings(database_url: str, redis_url: str | None, mock_url: str, **ove
         "log_format": "json",
         "secret_key": "test-secret-key",
         "key_cache_seconds": 0.5,
+        "upstream_retry_backoff_seconds": 0.01,
+        "circuit_failure_threshold": 1000,
     }
     for provider in ("openai", "xai", "deepseek", "together"):
         base[f"{provider}_base_url"] = f"{mock_url}/v1"

@@ -155,7 +155,12 @@ async def test_upstream_errors_are_mapped_and_not_charged(
         if status == 429:
             assert response.headers["retry-after"] == "0"
     await nothing_charged(gateway, user_id, start)
-    assert await gateway.scalar("SELECT COUNT(*) FROM usage_logs") == 0
+    # Each failed request leaves one error row: no tokens, no cost, every attempt counted.
+    rows = await gateway.rows(
+        "SELECT status, cost_nano, charged_nano, output_tokens, attempts, http_status FROM usage_logs"
+    )
+    attempts = 1 if status == 400 else 1 + gateway.settings.upstream_max_retries
+    assert [tuple(r) for r in rows] == [("error", 0, 0, 0, attempts, status)] * 2
 
 
 async def test_upstream_unreachable_is_502(gateway: Gateway) -> None:
