@@ -47,7 +47,7 @@ async def test_overloaded_then_success_is_one_answer_one_debit_two_attempts(
     assert raw.parse().choices[0].message.content
     rid = raw.headers["x-request-id"]
     assert raw.headers["x-synapgate-attempts"] == "2"
-    provider, served, attempts, row_status, cost = await usage_row(gateway, rid)
+    _provider, served, attempts, row_status, cost = await usage_row(gateway, rid)
     assert (served, attempts, row_status) == (model, 2, "success") and cost > 0
     debits = await gateway.rows("SELECT amount_nano FROM billing_events WHERE request_id = :r", r=rid)
     assert [r[0] for r in debits] == [-cost]
