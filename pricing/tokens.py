@@ -62,11 +62,25 @@ def _cache_dir() -> str:
     return os.path.join(tempfile.gettempdir(), "data-gym-cache")
 
 
+# tiktoken checks these too, but on a mismatch it deletes the file and downloads it again.
+_ENCODING_SHA256 = {
+    "cl100k_base": "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+    "o200k_base": "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+}
+
+
 def encoding_is_cached(name: str) -> bool:
-    """Whether tiktoken can load `name` without touching the network."""
+    """Whether tiktoken can load `name` without touching the network: its file is cached and intact."""
     key = hashlib.sha1(_ENCODING_URL.format(name=name).encode()).hexdigest()
     directory = _cache_dir()
-    return bool(directory) and os.path.isfile(os.path.join(directory, key))
+    path = os.path.join(directory, key)
+    if not directory or not os.path.isfile(path):
+        return False
+    expected = _ENCODING_SHA256.get(name)
+    if expected is None:
+        return True
+    with open(path, "rb") as cached:
+        return hashlib.sha256(cached.read()).hexdigest() == expected
 
 
 @lru_cache(maxsize=8)

@@ -7,7 +7,6 @@ and answers and stream events are rewritten into `chat.completion` / `chat.compl
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
@@ -24,6 +23,10 @@ from gateway.providers.base import (
     StreamState,
     UpstreamRequest,
 )
+from gateway.providers.wire import bad_response as _bad_response
+from gateway.providers.wire import decode_object as _decode_object
+from gateway.providers.wire import retry_after_seconds as _retry_after
+from gateway.providers.wire import token_count as _int
 from pricing.cost import Usage
 
 _decode = msgspec.json.decode
@@ -395,10 +398,6 @@ def _finish_reason(reason: Any) -> str:
     return _FINISH_REASONS.get(reason, "stop") if isinstance(reason, str) else "stop"
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
 # --- request translation ---------------------------------------------------------------------------
 
 
@@ -596,32 +595,6 @@ def _error_from_payload(err: Any, *, status: int | None, retry_after: float | No
     )
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds from `retry-after` (Anthropic sends whole seconds); an HTTP-date would need the clock."""
-    for key, value in headers.items():
-        if key.lower() == "retry-after":
-            try:
-                seconds = float(value)
-            except ValueError:
-                return None
-            return seconds if math.isfinite(seconds) and seconds >= 0 else None
-    return None
-
-
-def _decode_object(raw: bytes, message: str) -> JSONObject:
-    try:
-        obj = _decode(raw)
-    except msgspec.DecodeError:
-        raise _bad_response(message) from None
-    if not isinstance(obj, dict):
-        raise _bad_response(message)
-    return obj
-
-
 def _invalid(message: str, *, param: str | None = None) -> ProviderError:
     """The client's request cannot be expressed for Anthropic: a 400 before anything goes upstream."""
     return ProviderError(400, message, type="invalid_request_error", param=param)
-
-
-def _bad_response(message: str) -> ProviderError:
-    return ProviderError(502, message, type="upstream_error", code="bad_upstream_response")

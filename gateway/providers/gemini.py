@@ -7,7 +7,6 @@ marker, so the chunk with the finish reason ends it.
 
 from __future__ import annotations
 
-import math
 import mimetypes
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,6 +24,11 @@ from gateway.providers.base import (
     StreamState,
     UpstreamRequest,
 )
+from gateway.providers.wire import bad_response as _bad_response
+from gateway.providers.wire import decode_object as _decode_object
+from gateway.providers.wire import retry_after_seconds as _retry_after
+from gateway.providers.wire import seconds as _seconds
+from gateway.providers.wire import token_count as _int
 from pricing.cost import Usage
 
 _decode = msgspec.json.decode
@@ -383,10 +387,6 @@ def _openai_usage(usage: Usage) -> JSONObject:
     }
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
 # --- request translation ---------------------------------------------------------------------------
 
 
@@ -663,35 +663,6 @@ def _duration(value: Any) -> float | None:
     return _seconds(value[:-1])
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    for key, value in headers.items():
-        if key.lower() == "retry-after":
-            return _seconds(value)
-    return None
-
-
-def _seconds(value: str) -> float | None:
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
-
-
-def _decode_object(raw: bytes, message: str) -> JSONObject:
-    try:
-        obj = _decode(raw)
-    except msgspec.DecodeError:
-        raise _bad_response(message) from None
-    if not isinstance(obj, dict):
-        raise _bad_response(message)
-    return obj
-
-
 def _invalid(message: str, *, param: str | None = None) -> ProviderError:
     """The client's request cannot be expressed for Gemini: a 400 before anything goes upstream."""
     return ProviderError(400, message, type="invalid_request_error", param=param)
-
-
-def _bad_response(message: str) -> ProviderError:
-    return ProviderError(502, message, type="upstream_error", code="bad_upstream_response")

@@ -6,7 +6,6 @@ The client gets the provider's JSON unchanged; only our `Usage` is converted to 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeGuard
@@ -24,6 +23,9 @@ from gateway.providers.base import (
     StreamState,
     UpstreamRequest,
 )
+from gateway.providers.wire import bad_response as _bad_response
+from gateway.providers.wire import retry_after_seconds as _retry_after
+from gateway.providers.wire import token_count as _int
 from pricing.cost import Usage
 
 _decode = msgspec.json.decode
@@ -352,42 +354,8 @@ def _tool_call_text(tool_calls: Any, function_call: Any, parts: list[str]) -> No
             parts.append(arguments)
 
 
-def _int(value: Any) -> int:
-    """A token count; a missing or null field (providers send `null` details) counts 0."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
 def _is_http_error_status(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and 400 <= value <= 599
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait, from `retry-after-ms` (OpenAI's finer hint) or `retry-after` in seconds.
-
-    An HTTP-date `retry-after` is not used: turning it into seconds needs the clock, and adapters are pure.
-    """
-    seconds: float | None = None
-    for key, value in headers.items():
-        lower = key.lower()
-        if lower == "retry-after-ms":
-            ms = _float(value)
-            if ms is not None:
-                return ms / 1000
-        elif lower == "retry-after":
-            seconds = _float(value)
-    return seconds
-
-
-def _float(value: str) -> float | None:
-    try:
-        number = float(value)
-    except ValueError:
-        return None
-    return number if math.isfinite(number) and number >= 0 else None
-
-
-def _bad_response(message: str) -> ProviderError:
-    return ProviderError(502, message, type="upstream_error", code="bad_upstream_response")
 
 
 class OpenAIAdapter(OpenAICompatAdapter):
