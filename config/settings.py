@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -228,8 +229,13 @@ def load_settings(**overrides: Any) -> Settings:
         if name.upper().endswith(("_API_KEY", "_BASE_URL")):
             hint = f" (unknown provider; known: {', '.join(PROVIDERS)})"
         raise SettingsError(f"{name}: not a SynapGate setting{hint}")
+    toml_path = os.environ.get(f"{ENV_PREFIX}CONFIG")
+    if toml_path and not os.path.isfile(toml_path):
+        raise SettingsError(f"{ENV_PREFIX}CONFIG: no such file: {toml_path}")
     try:
         return Settings(**overrides)
+    except (tomllib.TOMLDecodeError, OSError) as exc:
+        raise SettingsError(f"{ENV_PREFIX}CONFIG: {toml_path}: {exc}") from None
     except pydantic_settings.SettingsError as exc:  # JSON that does not parse, or an unreadable TOML file
         match = re.search(r'field "(\w+)"', str(exc))
         if match:

@@ -11,6 +11,7 @@ from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal, InvalidOperation
 NANO_PER_USD = 1_000_000_000
 TOKENS_PER_PRICE_UNIT = 1_000_000  # catalog prices are USD per 1M tokens
 _NANO = Decimal(NANO_PER_USD)
+MAX_NANO = 2**63 - 1  # amounts live in BIGINT columns
 
 
 class MoneyError(ValueError):
@@ -40,6 +41,8 @@ def parse_usd(text: object) -> int:
     scaled = value * _NANO
     if scaled != scaled.to_integral_value():
         raise MoneyError(f"{text!r} is finer than one nano-USD (at most 9 decimal places)")
+    if abs(scaled) > MAX_NANO:
+        raise MoneyError(f"{text!r} is larger than the ledger can hold (9,223,372,036 USD)")
     return int(scaled)
 
 
