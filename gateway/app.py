@@ -28,6 +28,7 @@ from gateway.providers.registry import build_adapters
 from gateway.proxy import UpstreamClient
 from storage.credentials import cipher_for
 from storage.db import create_engine
+from storage.group_commit import GroupCommitRecorder
 from storage.ledger.base import CreditLedger
 from storage.ledger.redis import RedisLedger
 from storage.ledger.sql import SqlLedger
@@ -45,6 +46,7 @@ class Runtime:
     ledger: CreditLedger = field(init=False)
     upstream: UpstreamClient = field(init=False)
     chat: ChatService = field(init=False)
+    recorder: GroupCommitRecorder = field(init=False)
 
     async def start(self) -> None:
         s = self.settings
@@ -60,6 +62,8 @@ class Runtime:
         cipher = cipher_for(s.secret_key.get_secret_value()) if s.secret_key else None
         catalog = CatalogCache(self.engine)
         await catalog.refresh()
+        self.recorder = GroupCommitRecorder(self.engine, self.ledger)
+        self.recorder.start()
         self.chat = ChatService(
             settings=s,
             engine=self.engine,
@@ -69,10 +73,12 @@ class Runtime:
             catalog=catalog,
             upstream=self.upstream,
             adapters=build_adapters(),
+            recorder=self.recorder,
         )
         log.info("started", extra={"ledger": type(self.ledger).__name__, "sqlite": s.is_sqlite})
 
     async def stop(self) -> None:
+        await self.recorder.stop()  # every queued record is committed before the engine goes
         await self.upstream.aclose()
         await self.ledger.close()
         if self.redis is not None:

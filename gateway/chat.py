@@ -35,6 +35,7 @@ from pricing.catalog import Model
 from pricing.cost import Usage, price_usage, reservation_nano
 from pricing.money import format_usd, round_to_nano
 from pricing.tokens import count_completion_tokens, count_prompt_tokens
+from storage.group_commit import GroupCommitRecorder
 from storage.keys import KeyPrincipal
 from storage.ledger.base import CreditLedger, InsufficientCredit, Reservation
 from storage.models import Conversation, table_of
@@ -42,7 +43,6 @@ from storage.recorder import (
     CompletionRecord,
     ConversationNotOwned,
     FailureRecord,
-    record_completion,
     record_failure,
 )
 from storage.types import utcnow
@@ -196,6 +196,7 @@ class ChatService:
         catalog: CatalogCache,
         upstream: UpstreamClient,
         adapters: Mapping[str, ProviderAdapter],
+        recorder: GroupCommitRecorder,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -205,6 +206,7 @@ class ChatService:
         self.catalog = catalog
         self.upstream = upstream
         self.adapters = adapters
+        self.recorder = recorder
         self.breaker = CircuitBreaker(settings.circuit_failure_threshold, settings.circuit_cooldown_seconds)
 
     # -- admission -----------------------------------------------------------------------------
@@ -397,7 +399,7 @@ class ChatService:
             content=outcome.content_text if keep else None,
         )
         try:
-            result = await record_completion(self.engine, self.ledger, rec, call.reservation)
+            result = await self.recorder.record(rec, call.reservation)
         except ConversationNotOwned:
             await self.release(call)
             raise GatewayError(

@@ -6,7 +6,7 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from storage.ledger.base import CreditLedger
+from storage.ledger.base import CreditLedger, HotMove
 from storage.ledger.entries import PostedEntry, post_entry
 
 
@@ -32,5 +32,5 @@ async def add_credits(
             description=description,
         )
     if posted.created:
-        await ledger.after_commit(user_id, None, amount_nano, posted.version)
+        await ledger.after_commit([HotMove(user_id, None, amount_nano, posted.version)])
     return posted

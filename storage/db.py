@@ -30,4 +30,5 @@ def create_engine(url: str, *, pool_size: int = 20, null_pool: bool = False) -> 
         return engine
     if null_pool:
         return create_async_engine(url, poolclass=NullPool)
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False)
+    # A fixed pool: overflow connections would be opened and closed again under every burst.
+    return create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=30, pool_pre_ping=False)

@@ -8,22 +8,26 @@ nothing is written and the caller must release the reservation and fail the requ
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pricing.cost import Usage
 from storage.dialect import insert_for
-from storage.ledger.base import CreditLedger, Reservation
-from storage.ledger.entries import account_state, post_entry
-from storage.models import Conversation, ConversationLlm, Message, UsageLog, table_of
+from storage.ledger.base import CreditLedger, HotMove, Reservation
+from storage.ledger.entries import account_state, move_accounts
+from storage.models import BillingEvent, Conversation, ConversationLlm, Message, UsageLog, table_of
 
 conversations = table_of(Conversation)
 messages = table_of(Message)
 usage_logs = table_of(UsageLog)
 conversation_llms = table_of(ConversationLlm)
+events = table_of(BillingEvent)
 
 
 class ConversationNotOwned(Exception):
@@ -68,124 +72,198 @@ class RecordResult:
     posted: bool
 
 
+def _conversation_row(rec: CompletionRecord) -> dict[str, Any]:
+    return {
+        "id": rec.conversation_id,
+        "user_id": rec.user_id,
+        "workspace_id": rec.workspace_id,
+        "api_key_id": rec.api_key_id,
+        "created_at": rec.created_at,
+        "updated_at": rec.created_at,
+    }
+
+
+def _message_row(rec: CompletionRecord) -> dict[str, Any]:
+    return {
+        "id": rec.message_id,
+        "conversation_id": rec.conversation_id,
+        "user_id": rec.user_id,
+        "llm_id": rec.llm_id,
+        "request_id": rec.request_id,
+        "role": "assistant",
+        "prompt": rec.prompt,
+        "content": rec.content,
+        "finish_reason": rec.finish_reason,
+        "created_at": rec.created_at,
+    }
+
+
+def _usage_row(rec: CompletionRecord) -> dict[str, Any]:
+    usage = rec.usage
+    return {
+        "request_id": rec.request_id,
+        "message_id": rec.message_id,
+        "user_id": rec.user_id,
+        "workspace_id": rec.workspace_id,
+        "api_key_id": rec.api_key_id,
+        "llm_id": rec.llm_id,
+        "conversation_id": rec.conversation_id,
+        "provider": rec.provider,
+        "model": rec.model,
+        "price_version": rec.price_version,
+        "input_tokens": usage.prompt_tokens,
+        "cached_input_tokens": usage.cached_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
+        "output_tokens": usage.completion_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+        "cost_nano": rec.cost_nano,
+        "charged_nano": rec.charged_nano,
+        "latency_ms": rec.latency_ms,
+        "ttft_ms": rec.ttft_ms,
+        "upstream_latency_ms": rec.upstream_latency_ms,
+        "status": rec.status,
+        "error_code": rec.error_code,
+        "http_status": rec.http_status,
+        "user_api_key_used": rec.byok,
+        "usage_source": usage.source,
+        "usage_estimator": usage.estimator,
+        "is_stream": rec.is_stream,
+        "attempts": rec.attempts,
+        "created_at": rec.created_at,
+    }
+
+
+def _posts(rec: CompletionRecord) -> bool:
+    """A platform call is always debited (a zero-cost one too, so every call has its ledger line);
+    a BYOK call only when the operator charges a fee for it."""
+    return not rec.byok or rec.charged_nano != 0
+
+
+async def record_batch(
+    engine: AsyncEngine, ledger: CreditLedger, items: Sequence[tuple[CompletionRecord, Reservation | None]]
+) -> list[RecordResult]:
+    """Commit the rows of many completions in ONE transaction (group commit), then move the hot copy.
+
+    Multi-row inserts for messages, usage_logs and billing_events; one account move per user (however
+    many of their requests are in the batch); conversation_llms summed per (conversation, model).
+    All or nothing: on any error nothing is committed and the exception propagates.
+    """
+    records = [rec for rec, _ in items]
+    async with engine.begin() as conn:
+        latest: dict[uuid.UUID, dict[str, Any]] = {}
+        for rec in records:
+            latest[rec.conversation_id] = _conversation_row(rec)
+        upsert = insert_for(conn, conversations)
+        await conn.execute(
+            upsert.on_conflict_do_update(
+                index_elements=["id"],
+                set_={"updated_at": upsert.excluded.updated_at},
+                where=conversations.c.user_id == upsert.excluded.user_id,
+            ),
+            list(latest.values()),
+        )
+        owners = dict(
+            (await conn.execute(select(conversations.c.id, conversations.c.user_id).where(
+                conversations.c.id.in_(list(latest))
+            ))).all()
+        )  # fmt: skip
+        for rec in records:
+            if owners.get(rec.conversation_id) != rec.user_id:
+                raise ConversationNotOwned(str(rec.conversation_id))
+        await conn.execute(messages.insert(), [_message_row(r) for r in records])
+        await conn.execute(usage_logs.insert(), [_usage_row(r) for r in records])
+
+        debits = [r for r in records if _posts(r)]
+        if debits:
+            await conn.execute(
+                events.insert(),
+                [
+                    {
+                        "user_id": r.user_id,
+                        "workspace_id": r.workspace_id,
+                        "type": "fee" if r.byok else "usage",
+                        "amount_nano": -r.charged_nano,
+                        "status": "completed",
+                        "request_id": r.request_id,
+                        "idempotency_key": f"usage:{r.request_id}",
+                        "created_at": r.created_at,
+                    }
+                    for r in debits
+                ],
+            )
+        deltas: dict[uuid.UUID, int] = defaultdict(int)
+        for r in debits:
+            deltas[r.user_id] -= r.charged_nano
+        moved = await move_accounts(conn, deltas)
+        for user_id in {r.user_id for r in records} - set(moved):
+            balance, version = await account_state(conn, user_id)
+            moved[user_id] = (balance, version)
+        reservations = [res for _, res in items if res is not None]
+        await ledger.settle_in_transaction(conn, reservations)
+
+        per_model: dict[tuple[uuid.UUID, int], dict[str, Any]] = {}
+        for r in records:
+            key = (r.conversation_id, r.llm_id)
+            row = per_model.setdefault(
+                key,
+                {
+                    "conversation_id": r.conversation_id,
+                    "llm_id": r.llm_id,
+                    "message_count": 0,
+                    "input_tokens": 0,
+                    "output_tokens": 0,
+                    "cost_nano": 0,
+                    "latency_ms_sum": 0,
+                    "first_used_at": r.created_at,
+                    "last_used_at": r.created_at,
+                },
+            )
+            row["message_count"] += 1
+            row["input_tokens"] += r.usage.prompt_tokens
+            row["output_tokens"] += r.usage.completion_tokens
+            row["cost_nano"] += r.cost_nano
+            row["latency_ms_sum"] += r.latency_ms
+            row["first_used_at"] = min(row["first_used_at"], r.created_at)
+            row["last_used_at"] = max(row["last_used_at"], r.created_at)
+        cl = insert_for(conn, conversation_llms)
+        await conn.execute(
+            cl.on_conflict_do_update(
+                index_elements=["conversation_id", "llm_id"],
+                set_={
+                    "message_count": conversation_llms.c.message_count + cl.excluded.message_count,
+                    "input_tokens": conversation_llms.c.input_tokens + cl.excluded.input_tokens,
+                    "output_tokens": conversation_llms.c.output_tokens + cl.excluded.output_tokens,
+                    "cost_nano": conversation_llms.c.cost_nano + cl.excluded.cost_nano,
+                    "latency_ms_sum": conversation_llms.c.latency_ms_sum + cl.excluded.latency_ms_sum,
+                    "last_used_at": cl.excluded.last_used_at,
+                },
+            ),
+            list(per_model.values()),
+        )
+
+    # The hot copy: every reservation closes; each user's batch delta applies once, at its new version.
+    moves: list[HotMove] = []
+    applied: set[uuid.UUID] = set()
+    for rec, reservation in items:
+        first = rec.user_id in deltas and rec.user_id not in applied
+        applied.add(rec.user_id)
+        moves.append(
+            HotMove(
+                rec.user_id,
+                reservation,
+                deltas[rec.user_id] if first else 0,
+                moved[rec.user_id][1] if first else None,
+            )
+        )
+    await ledger.after_commit(moves)
+    return [RecordResult(balance_nano=moved[r.user_id][0], posted=_posts(r)) for r in records]
+
+
 async def record_completion(
     engine: AsyncEngine, ledger: CreditLedger, rec: CompletionRecord, reservation: Reservation | None
 ) -> RecordResult:
     """Commit all rows of one completion; then move the hot ledger copy. Raises if nothing was committed."""
-    usage = rec.usage
-    async with engine.begin() as conn:
-        upsert = insert_for(conn, conversations).values(
-            id=rec.conversation_id,
-            user_id=rec.user_id,
-            workspace_id=rec.workspace_id,
-            api_key_id=rec.api_key_id,
-            created_at=rec.created_at,
-            updated_at=rec.created_at,
-        )
-        owned = await conn.execute(
-            upsert.on_conflict_do_update(
-                index_elements=["id"],
-                set_={"updated_at": rec.created_at},
-                where=conversations.c.user_id == rec.user_id,
-            ).returning(conversations.c.id)
-        )
-        if owned.scalar_one_or_none() is None:
-            raise ConversationNotOwned(str(rec.conversation_id))
-        await conn.execute(
-            messages.insert().values(
-                id=rec.message_id,
-                conversation_id=rec.conversation_id,
-                user_id=rec.user_id,
-                llm_id=rec.llm_id,
-                request_id=rec.request_id,
-                role="assistant",
-                prompt=rec.prompt,
-                content=rec.content,
-                finish_reason=rec.finish_reason,
-                created_at=rec.created_at,
-            )
-        )
-        await conn.execute(
-            usage_logs.insert().values(
-                request_id=rec.request_id,
-                message_id=rec.message_id,
-                user_id=rec.user_id,
-                workspace_id=rec.workspace_id,
-                api_key_id=rec.api_key_id,
-                llm_id=rec.llm_id,
-                conversation_id=rec.conversation_id,
-                provider=rec.provider,
-                model=rec.model,
-                price_version=rec.price_version,
-                input_tokens=usage.prompt_tokens,
-                cached_input_tokens=usage.cached_tokens,
-                cache_write_tokens=usage.cache_write_tokens,
-                output_tokens=usage.completion_tokens,
-                reasoning_tokens=usage.reasoning_tokens,
-                cost_nano=rec.cost_nano,
-                charged_nano=rec.charged_nano,
-                latency_ms=rec.latency_ms,
-                ttft_ms=rec.ttft_ms,
-                upstream_latency_ms=rec.upstream_latency_ms,
-                status=rec.status,
-                error_code=rec.error_code,
-                http_status=rec.http_status,
-                user_api_key_used=rec.byok,
-                usage_source=usage.source,
-                usage_estimator=usage.estimator,
-                is_stream=rec.is_stream,
-                attempts=rec.attempts,
-                created_at=rec.created_at,
-            )
-        )
-        posted = None
-        # A platform call is always debited (a zero-cost one too, so every call has its ledger line);
-        # a BYOK call only when the operator charges a fee for it.
-        if not rec.byok or rec.charged_nano:
-            posted = await post_entry(
-                conn,
-                user_id=rec.user_id,
-                workspace_id=rec.workspace_id,
-                type="fee" if rec.byok else "usage",
-                amount_nano=-rec.charged_nano,
-                idempotency_key=f"usage:{rec.request_id}",
-                request_id=rec.request_id,
-            )
-        if reservation is not None:
-            await ledger.settle_in_transaction(conn, reservation)
-        cl_upsert = insert_for(conn, conversation_llms).values(
-            conversation_id=rec.conversation_id,
-            llm_id=rec.llm_id,
-            message_count=1,
-            input_tokens=usage.prompt_tokens,
-            output_tokens=usage.completion_tokens,
-            cost_nano=rec.cost_nano,
-            latency_ms_sum=rec.latency_ms,
-            first_used_at=rec.created_at,
-            last_used_at=rec.created_at,
-        )
-        await conn.execute(
-            cl_upsert.on_conflict_do_update(
-                index_elements=["conversation_id", "llm_id"],
-                set_={
-                    "message_count": conversation_llms.c.message_count + 1,
-                    "input_tokens": conversation_llms.c.input_tokens + usage.prompt_tokens,
-                    "output_tokens": conversation_llms.c.output_tokens + usage.completion_tokens,
-                    "cost_nano": conversation_llms.c.cost_nano + rec.cost_nano,
-                    "latency_ms_sum": conversation_llms.c.latency_ms_sum + rec.latency_ms,
-                    "last_used_at": rec.created_at,
-                },
-            )
-        )
-        balance = posted.balance_nano if posted is not None else (await account_state(conn, rec.user_id))[0]
-    created = posted is not None and posted.created
-    await ledger.after_commit(
-        rec.user_id,
-        reservation,
-        -rec.charged_nano if created else 0,
-        posted.version if created and posted is not None else None,
-    )
-    return RecordResult(balance_nano=balance, posted=created)
+    return (await record_batch(engine, ledger, [(rec, reservation)]))[0]
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ itself when no Redis is configured (`SqlLedger`).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,6 +22,19 @@ class Reservation:
     user_id: uuid.UUID
     request_id: str
     amount_nano: int
+
+
+@dataclass(frozen=True, slots=True)
+class HotMove:
+    """What the hot copy must learn after a commit: a reservation to close and/or a posting to apply.
+
+    `version` is the account version the posting produced (None: nothing was posted for this user here).
+    """
+
+    user_id: uuid.UUID
+    reservation: Reservation | None
+    delta_nano: int
+    version: int | None
 
 
 class InsufficientCredit(Exception):
@@ -41,14 +55,12 @@ class CreditLedger(Protocol):
         """Drop a reservation without charging (idempotent)."""
         ...
 
-    async def settle_in_transaction(self, conn: AsyncConnection, reservation: Reservation) -> None:
-        """Close the reservation inside the transaction that posts the request's debit."""
+    async def settle_in_transaction(self, conn: AsyncConnection, reservations: Sequence[Reservation]) -> None:
+        """Close reservations inside the transaction that posts their requests' debits."""
         ...
 
-    async def after_commit(
-        self, user_id: uuid.UUID, reservation: Reservation | None, delta_nano: int, version: int | None
-    ) -> None:
-        """Bring the hot copy up to a committed posting (`version` None: nothing was posted)."""
+    async def after_commit(self, moves: Sequence[HotMove]) -> None:
+        """Bring the hot copy up to committed postings, in one round trip where it can."""
         ...
 
     async def available(self, user_id: uuid.UUID) -> int:

@@ -7,6 +7,7 @@ debit posts nothing and reports the balance as it stands.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -63,19 +64,37 @@ async def post_entry(
     if event_id is None:  # replay: the first posting stands
         balance, version = await account_state(conn, user_id)
         return PostedEntry(None, balance, version, created=False)
-    stmt = insert_for(conn, accounts).values(
-        user_id=user_id, balance_nano=amount_nano, held_nano=0, version=1, updated_at=now
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["user_id"],
-        set_={
-            "balance_nano": accounts.c.balance_nano + amount_nano,
-            "version": accounts.c.version + 1,
-            "updated_at": now,
-        },
-    ).returning(accounts.c.balance_nano, accounts.c.version)
-    row = (await conn.execute(stmt)).one()
-    return PostedEntry(int(event_id), int(row.balance_nano), int(row.version), created=True)
+    balance, version = (await move_accounts(conn, {user_id: amount_nano}))[user_id]
+    return PostedEntry(int(event_id), balance, version, created=True)
+
+
+async def move_accounts(
+    conn: AsyncConnection, deltas: Mapping[uuid.UUID, int]
+) -> dict[uuid.UUID, tuple[int, int]]:
+    """Move each user's account by its (already posted) delta, one version step each.
+
+    Returns (balance_nano, version) per user. The row lock this takes orders concurrent postings,
+    which is what makes `version` a faithful sequence for the Redis snapshot.
+    """
+    now = utcnow()
+    moved: dict[uuid.UUID, tuple[int, int]] = {}
+    for user_id, delta in sorted(
+        deltas.items(), key=lambda item: str(item[0])
+    ):  # one lock order: no deadlock
+        stmt = insert_for(conn, accounts).values(
+            user_id=user_id, balance_nano=delta, held_nano=0, version=1, updated_at=now
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["user_id"],
+            set_={
+                "balance_nano": accounts.c.balance_nano + delta,
+                "version": accounts.c.version + 1,
+                "updated_at": now,
+            },
+        ).returning(accounts.c.balance_nano, accounts.c.version)
+        row = (await conn.execute(stmt)).one()
+        moved[user_id] = (int(row.balance_nano), int(row.version))
+    return moved
 
 
 async def account_state(conn: AsyncConnection, user_id: uuid.UUID) -> tuple[int, int]:

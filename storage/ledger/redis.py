@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from storage.ledger.base import InsufficientCredit, Reservation
+from storage.ledger.base import HotMove, InsufficientCredit, Reservation
 from storage.ledger.entries import account_state
 
 _PURGE = """
@@ -151,16 +153,36 @@ class RedisLedger:
     async def release(self, reservation: Reservation) -> None:
         await self._settle(keys=list(_keys(reservation.user_id)), args=[reservation.request_id, 0, ""])
 
-    async def settle_in_transaction(self, conn: Any, reservation: Reservation) -> None:
+    async def settle_in_transaction(self, conn: Any, reservations: Sequence[Reservation]) -> None:
         return None  # Redis is moved after the commit, in after_commit
 
-    async def after_commit(
-        self, user_id: uuid.UUID, reservation: Reservation | None, delta_nano: int, version: int | None
-    ) -> None:
-        request_id = reservation.request_id if reservation is not None else ""
-        await self._settle(
-            keys=list(_keys(user_id)), args=[request_id, delta_nano, "" if version is None else version]
-        )
+    async def after_commit(self, moves: Sequence[HotMove]) -> None:
+        calls: list[tuple[list[str], list[str | int]]] = [
+            (
+                list(_keys(m.user_id)),
+                [
+                    m.reservation.request_id if m.reservation else "",
+                    m.delta_nano,
+                    "" if m.version is None else m.version,
+                ],
+            )
+            for m in moves
+            if m.reservation is not None or m.version is not None
+        ]
+        if len(calls) == 1:
+            await self._settle(keys=calls[0][0], args=calls[0][1])
+            return
+        if not calls:
+            return
+        # Many at once: one pipelined round trip of EVALSHA (the script is loaded on first use).
+        pipe = self._redis.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.evalsha(self._settle.sha, len(keys), *keys, *args)
+        try:
+            await pipe.execute()
+        except NoScriptError:  # not loaded yet, or Redis lost it (restart, SCRIPT FLUSH): none ran
+            for keys, args in calls:
+                await self._settle(keys=keys, args=args)
 
     async def available(self, user_id: uuid.UUID) -> int:
         acct, res, exp, _pend = _keys(user_id)

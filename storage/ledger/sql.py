@@ -8,12 +8,14 @@ together exceed the balance.
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
+from collections.abc import Sequence
 from datetime import timedelta
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from storage.ledger.base import InsufficientCredit, Reservation
+from storage.ledger.base import HotMove, InsufficientCredit, Reservation
 from storage.models import CreditAccount, CreditReservation, table_of
 from storage.types import utcnow
 
@@ -70,30 +72,32 @@ class SqlLedger:
                     return Reservation(user_id, request_id, amount_nano)
         raise InsufficientCredit(available, amount_nano)
 
-    async def _drop(self, conn: AsyncConnection, reservation: Reservation) -> None:
+    async def _drop(self, conn: AsyncConnection, batch: Sequence[Reservation]) -> None:
+        if not batch:
+            return
         removed = await conn.execute(
             delete(reservations)
-            .where(reservations.c.request_id == reservation.request_id)
-            .returning(reservations.c.amount_nano)
+            .where(reservations.c.request_id.in_([r.request_id for r in batch]))
+            .returning(reservations.c.user_id, reservations.c.amount_nano)
         )
-        amount = removed.scalar_one_or_none()
-        if amount is not None:  # an expired reservation was already purged
+        held: dict[uuid.UUID, int] = defaultdict(int)
+        for user_id, amount in removed:  # an expired reservation was already purged: not returned
+            held[user_id] += int(amount)
+        for user_id, amount in held.items():
             await conn.execute(
                 update(accounts)
-                .where(accounts.c.user_id == reservation.user_id)
-                .values(held_nano=accounts.c.held_nano - int(amount))
+                .where(accounts.c.user_id == user_id)
+                .values(held_nano=accounts.c.held_nano - amount)
             )
 
     async def release(self, reservation: Reservation) -> None:
         async with self._engine.begin() as conn:
-            await self._drop(conn, reservation)
+            await self._drop(conn, [reservation])
 
-    async def settle_in_transaction(self, conn: AsyncConnection, reservation: Reservation) -> None:
-        await self._drop(conn, reservation)
+    async def settle_in_transaction(self, conn: AsyncConnection, reservations: Sequence[Reservation]) -> None:
+        await self._drop(conn, reservations)
 
-    async def after_commit(
-        self, user_id: uuid.UUID, reservation: Reservation | None, delta_nano: int, version: int | None
-    ) -> None:
+    async def after_commit(self, moves: Sequence[HotMove]) -> None:
         return None  # the posting's own transaction already moved the balance and closed the reservation
 
     async def available(self, user_id: uuid.UUID) -> int:

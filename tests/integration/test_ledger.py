@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage.credits import add_credits
 from storage.db import create_engine
-from storage.ledger.base import InsufficientCredit
+from storage.ledger.base import HotMove, InsufficientCredit
 from storage.ledger.entries import account_state, post_entry
 from storage.ledger.redis import RedisLedger
 from storage.ledger.sql import SqlLedger
@@ -64,9 +64,11 @@ async def settle(engine: AsyncEngine, ledger: Any, reservation: Any, cost: int) 
             idempotency_key=f"usage:{reservation.request_id}",
             request_id=reservation.request_id,
         )
-        await ledger.settle_in_transaction(conn, reservation)
-    await ledger.after_commit(reservation.user_id, reservation, -cost if posted.created else 0,
-                              posted.version if posted.created else None)  # fmt: skip
+        await ledger.settle_in_transaction(conn, [reservation])
+    await ledger.after_commit(
+        [HotMove(reservation.user_id, reservation, -cost if posted.created else 0,
+                 posted.version if posted.created else None)]
+    )  # fmt: skip
 
 
 async def test_reserve_settle_release(ledger_env: tuple[AsyncEngine, Any]) -> None:
@@ -153,7 +155,7 @@ async def test_snapshot_includes_postings_exactly_once_in_every_order(
     user = await new_user(engine, ledger, 0)
     delta, version = await post(user, 500, "a1")
     await ledger.load_snapshot(user)
-    await ledger.after_commit(user, None, delta, version)
+    await ledger.after_commit([HotMove(user, None, delta, version)])
     assert await ledger.hot_balance(user) == 500
 
     # 2. the posting reaches Redis before any snapshot, and the snapshot was read before the commit.
@@ -161,7 +163,7 @@ async def test_snapshot_includes_postings_exactly_once_in_every_order(
     async with engine.connect() as conn:
         stale_balance, stale_version = await account_state(conn, user)  # read before the commit
     delta, version = await post(user, 700, "b1")
-    await ledger.after_commit(user, None, delta, version)  # no snapshot yet: waits in pending
+    await ledger.after_commit([HotMove(user, None, delta, version)])  # no snapshot yet: waits in pending
     acct, pend = f"sg:{{{user}}}:acct", f"sg:{{{user}}}:pend"
     await ledger._load(keys=[acct, pend], args=[stale_balance, stale_version])
     assert await ledger.hot_balance(user) == 700
@@ -169,7 +171,7 @@ async def test_snapshot_includes_postings_exactly_once_in_every_order(
     # 3. pending posting that the (fresh) snapshot already holds: not counted twice.
     user = await new_user(engine, ledger, 0)
     delta, version = await post(user, 300, "c1")
-    await ledger.after_commit(user, None, delta, version)
+    await ledger.after_commit([HotMove(user, None, delta, version)])
     await ledger.load_snapshot(user)
     assert await ledger.hot_balance(user) == 300
     assert (await reconcile(engine, ledger))["mismatches"] == []
