@@ -14,11 +14,13 @@ import sys
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, NoReturn
 
 from config import PROVIDERS, Settings, SettingsError, load_settings
 
+MAX_RATE = Decimal(10**9)  # NUMERIC(18, 9) holds 9 digits before the point
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -52,13 +54,28 @@ def _usd(value: str) -> int:
 
 
 def _rate(value: str) -> Decimal:
+    """A price in USD per 1M tokens, as the catalog's NUMERIC(18, 9) columns can hold it exactly."""
     try:
         rate = Decimal(value)
     except InvalidOperation:
         raise argparse.ArgumentTypeError(f"not a decimal price: {value!r}") from None
     if not rate.is_finite() or rate < 0:
         raise argparse.ArgumentTypeError(f"a price must be zero or more: {value!r}")
+    if rate >= MAX_RATE:
+        raise argparse.ArgumentTypeError(f"a price must be below {MAX_RATE} USD per 1M tokens: {value!r}")
+    if rate != rate.quantize(Decimal("1e-9")):
+        raise argparse.ArgumentTypeError(f"a price has at most 9 decimal places: {value!r}")
     return rate
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more: {value!r}")
+    return number
 
 
 def _email(value: str) -> str:
@@ -67,8 +84,38 @@ def _email(value: str) -> str:
     return value.lower()
 
 
+def _aware_datetime(value: str) -> datetime:
+    """An ISO 8601 time with its zone (a naive time would be a guess), as UTC."""
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {value!r}") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"needs a time zone, e.g. 2026-11-01T00:00:00Z: {value!r}")
+    return moment.astimezone(UTC)
+
+
+def _page_size(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 1000:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 1000: {value!r}")
+    return int(value)
+
+
+def _offset(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"must be a whole number, 0 or more: {value!r}")
+    return int(value)
+
+
 def _out(obj: dict[str, Any]) -> None:
     print(json.dumps(obj, default=str))
+
+
+def _out_struct(obj: Any) -> None:
+    """A response shape of the admin API, printed exactly as the API answers it."""
+    import msgspec
+
+    _out(msgspec.to_builtins(obj))
 
 
 @asynccontextmanager
@@ -135,25 +182,29 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:
 
 
 async def cmd_users_create(args: argparse.Namespace, settings: Settings) -> None:
-    from storage.credits import add_credits
+    from storage.ledger.base import HotMove
+    from storage.ledger.entries import post_entry
     from storage.users import DuplicateUser, create_user
 
     async with _storage(settings) as (engine, ledger, _):
+        posted = None
         try:
-            async with engine.begin() as conn:
+            async with engine.begin() as conn:  # the user and their first credit: both or neither
                 user = await create_user(conn, args.email, name=args.name, workspace_name=args.workspace)
+                if args.credits_usd:
+                    posted = await post_entry(
+                        conn,
+                        user_id=user.user_id,
+                        type="credit",
+                        amount_nano=args.credits_usd,
+                        idempotency_key=f"credit:signup:{user.user_id}",
+                        description="initial credits",
+                    )
         except DuplicateUser:
             raise CliError(f"a user with email {args.email} exists already") from None
         balance = 0
-        if args.credits_usd:
-            posted = await add_credits(
-                engine,
-                ledger,
-                user.user_id,
-                args.credits_usd,
-                f"signup:{user.user_id}",
-                description="initial credits",
-            )
+        if posted is not None:
+            await ledger.after_commit([HotMove(user.user_id, None, args.credits_usd, posted.version)])
             balance = posted.balance_nano
     from pricing.money import format_usd
 
@@ -165,6 +216,90 @@ async def cmd_users_create(args: argparse.Namespace, settings: Settings) -> None
             "workspace_name": user.workspace_name,
             "balance_usd": format_usd(balance),
         }
+    )
+
+
+async def cmd_users_list(args: argparse.Namespace, settings: Settings) -> None:
+    from gateway.api.admin.accounts import UserPage, user_out
+    from storage.admin import list_users
+
+    async with _storage(settings) as (engine, _ledger, _), engine.connect() as conn:
+        page = await list_users(
+            conn, email=args.email, status=args.status, limit=args.limit, offset=args.offset
+        )
+    _out_struct(
+        UserPage(
+            data=[user_out(u) for u in page.items],
+            total=page.total,
+            limit=args.limit,
+            offset=args.offset,
+            has_more=args.offset + len(page.items) < page.total,
+        )
+    )
+
+
+async def cmd_users_show(args: argparse.Namespace, settings: Settings) -> None:
+    from gateway.api.admin.accounts import user_detail_out
+    from storage.admin import user_detail
+
+    async with _storage(settings) as (engine, _ledger, _), engine.connect() as conn:
+        detail = await user_detail(conn, args.user)
+    if detail is None:
+        raise CliError(f"no user with id {args.user}")
+    _out_struct(user_detail_out(detail))
+
+
+async def cmd_invoices_create(args: argparse.Namespace, settings: Settings) -> None:
+    from gateway.api.admin.billing import invoice_out
+    from storage.admin import UnknownUser
+    from storage.invoices import InvoiceOverlap, create_invoice
+
+    if args.period_end <= args.period_start:
+        raise CliError("--period-end must be after --period-start")
+    if args.period_end > datetime.now(UTC):
+        raise CliError("--period-end is in the future: a period can be invoiced once it has ended")
+    async with _storage(settings) as (engine, _ledger, _):
+        try:
+            async with engine.begin() as conn:
+                invoice = await create_invoice(conn, args.user, args.period_start, args.period_end)
+        except UnknownUser:
+            raise CliError(f"no user with id {args.user}") from None
+        except InvoiceOverlap as exc:
+            raise CliError(
+                f"the period overlaps invoice {exc.invoice_id} ({exc.period_start.isoformat()} to "
+                f"{exc.period_end.isoformat()}); a period is invoiced once"
+            ) from None
+    _out_struct(invoice_out(invoice))
+
+
+async def cmd_invoices_show(args: argparse.Namespace, settings: Settings) -> None:
+    from gateway.api.admin.billing import invoice_out
+    from storage.invoices import get_invoice
+
+    async with _storage(settings) as (engine, _ledger, _), engine.connect() as conn:
+        invoice = await get_invoice(conn, args.invoice)
+    if invoice is None:
+        raise CliError(f"no invoice with id {args.invoice}")
+    _out_struct(invoice_out(invoice))
+
+
+async def cmd_invoices_list(args: argparse.Namespace, settings: Settings) -> None:
+    from gateway.api.admin.billing import InvoicePage, invoice_out
+    from storage.invoices import list_invoices
+
+    async with _storage(settings) as (engine, _ledger, _):
+        if args.user is not None:
+            await _require_user(engine, args.user)
+        async with engine.connect() as conn:
+            page = await list_invoices(conn, user_id=args.user, limit=args.limit, offset=args.offset)
+    _out_struct(
+        InvoicePage(
+            data=[invoice_out(i) for i in page.items],
+            total=page.total,
+            limit=args.limit,
+            offset=args.offset,
+            has_more=args.offset + len(page.items) < page.total,
+        )
     )
 
 
@@ -347,6 +482,15 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--workspace", help="name of the user's workspace")
     create.add_argument("--credits-usd", type=_usd, help="initial credit, a decimal USD amount")
     create.set_defaults(run=cmd_users_create)
+    ulist = users.add_parser("list", help="list users, oldest first (a stable order for paging)")
+    ulist.add_argument("--limit", type=_page_size, default=100, help="page size, 1 to 1000 (default 100)")
+    ulist.add_argument("--offset", type=_offset, default=0, help="users to skip (default 0)")
+    ulist.add_argument("--email", type=_email, help="only the user with this email")
+    ulist.add_argument("--status", choices=("active", "disabled"))
+    ulist.set_defaults(run=cmd_users_list)
+    show = users.add_parser("show", help="a user with their workspaces, balance and number of active keys")
+    show.add_argument("--user", required=True, type=_uuid)
+    show.set_defaults(run=cmd_users_show)
 
     keys = commands.add_parser("keys", help="manage gateway API keys").add_subparsers(
         dest="action", required=True
@@ -387,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     price.add_argument("--cached-input", type=_rate)
     price.add_argument("--cache-write", type=_rate)
     price.add_argument(
-        "--long-threshold", type=int, help="prompt tokens above which the long-context prices apply"
+        "--long-threshold", type=_positive_int, help="prompt tokens above which the long-context prices apply"
     )
     price.add_argument("--long-input", type=_rate)
     price.add_argument("--long-cached-input", type=_rate)
@@ -402,6 +546,37 @@ def build_parser() -> argparse.ArgumentParser:
     cset.add_argument("--user", required=True, type=_uuid)
     cset.add_argument("--provider", required=True, choices=PROVIDERS)
     cset.set_defaults(run=cmd_credentials_set)
+
+    invoices = commands.add_parser("invoices", help="close billing periods into invoices").add_subparsers(
+        dest="action", required=True
+    )
+    icreate = invoices.add_parser(
+        "create",
+        help="invoice a user's ended period [start, end): usage per model, fees, credits, refunds; "
+        "refused if it overlaps one of their invoices",
+    )
+    icreate.add_argument("--user", required=True, type=_uuid)
+    icreate.add_argument(
+        "--period-start",
+        required=True,
+        type=_aware_datetime,
+        help="ISO 8601 with a zone, e.g. 2026-11-01T00:00:00Z",
+    )
+    icreate.add_argument(
+        "--period-end",
+        required=True,
+        type=_aware_datetime,
+        help="exclusive; ISO 8601 with a zone, in the past",
+    )
+    icreate.set_defaults(run=cmd_invoices_create)
+    ishow = invoices.add_parser("show", help="an invoice with its lines, totals and balances")
+    ishow.add_argument("--invoice", required=True, type=_uuid)
+    ishow.set_defaults(run=cmd_invoices_show)
+    ilist = invoices.add_parser("list", help="invoices by period, oldest first")
+    ilist.add_argument("--user", type=_uuid, help="only this user's invoices")
+    ilist.add_argument("--limit", type=_page_size, default=100, help="page size, 1 to 1000 (default 100)")
+    ilist.add_argument("--offset", type=_offset, default=0, help="invoices to skip (default 0)")
+    ilist.set_defaults(run=cmd_invoices_list)
 
     ledger = commands.add_parser("ledger", help="the credit ledger").add_subparsers(
         dest="action", required=True

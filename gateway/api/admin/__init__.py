@@ -14,5 +14,6 @@ from gateway.api.admin.scope import provide_scope
 
 
 def admin_router() -> Router:
+    # "scope" is a reserved Litestar kwarg (the ASGI scope), so the dependency is named "caller".
     handlers = [*accounts.ROUTES, *billing.ROUTES, *catalog.ROUTES, *analytics.ROUTES, *conversations.ROUTES]
-    return Router(path="/api/v1", route_handlers=handlers, dependencies={"scope": Provide(provide_scope)})
+    return Router(path="/api/v1", route_handlers=handlers, dependencies={"caller": Provide(provide_scope)})
