@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -87,10 +88,15 @@ class Runtime:
 
 
 def _envelope(
-    status: int, message: str, type: str, code: str | None, headers: dict[str, str] | None = None
+    status: int,
+    message: str,
+    type: str,
+    code: str | None,
+    headers: dict[str, str] | None = None,
+    param: str | None = None,
 ) -> Response[bytes]:
     return Response(
-        content=encode_error(message, type, code),
+        content=encode_error(message, type, code, param),
         status_code=status,
         media_type="application/json",
         headers=headers,
@@ -106,13 +112,29 @@ def _gateway_error(_: Request[Any, Any, Any], exc: GatewayError) -> Response[byt
 def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
     detail = exc.detail
+    param = None
     extra = getattr(exc, "extra", None)
     if isinstance(extra, list) and extra:  # validation errors: name the field
         first = extra[0] if isinstance(extra[0], dict) else {}
-        key = first.get("key") or first.get("source")
-        if key:
-            detail = f"{detail}: {key}: {first.get('message', '')}".strip()
-    return _envelope(exc.status_code, detail, kind, None, exc.headers)
+        message = str(first.get("message", ""))
+        param = _field_named(str(first.get("key") or ""), message)
+        detail = f"{detail}: {param or first.get('source', '')}: {message}".strip()
+    return _envelope(exc.status_code, detail, kind, None, exc.headers, param)
+
+
+_BODY_PATH = re.compile(r"`\$\.([^`]+)`")
+_MISSING = re.compile(r"(?:required|unknown) field `([^`]+)`")
+
+
+def _field_named(key: str, message: str) -> str | None:
+    """The offending field: a query/path parameter's name, or the body path msgspec puts in its message."""
+    if key and key not in ("data", "body"):
+        return key
+    missing = _MISSING.search(message)
+    path = _BODY_PATH.search(message)
+    if missing:
+        return f"{path.group(1)}.{missing.group(1)}" if path else missing.group(1)
+    return path.group(1) if path else None
 
 
 def _unexpected_error(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:

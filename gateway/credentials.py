@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from config import Settings
 from gateway.errors import GatewayError
 from gateway.providers.base import Credential
-from storage.credentials import CredentialError, get_credential
+from storage.credentials import CredentialError, decrypt_credential, get_encrypted_credential
 
 
 class CredentialResolver:
@@ -24,8 +24,8 @@ class CredentialResolver:
         self._engine = engine
         self._cipher = cipher
         self._ttl = settings.key_cache_seconds
-        # (user, provider) → (expiry, encrypted token or None): plaintext keys are not cached.
-        self._stored: dict[tuple[uuid.UUID, str], tuple[float, str | None]] = {}
+        # (user, provider) → (expiry, encrypted token or None): only ciphertext is held between requests.
+        self._stored: dict[tuple[uuid.UUID, str], tuple[float, bytes | None]] = {}
 
     async def _stored_key(self, user_id: uuid.UUID, provider: str) -> str | None:
         if self._cipher is None:
@@ -33,16 +33,19 @@ class CredentialResolver:
         now = time.monotonic()
         hit = self._stored.get((user_id, provider))
         if hit is not None and hit[0] > now:
-            return hit[1]
-        try:
+            token = hit[1]
+        else:
             async with self._engine.connect() as conn:
-                key = await get_credential(conn, self._cipher, user_id, provider)
+                token = await get_encrypted_credential(conn, user_id, provider)
+            if len(self._stored) > 100_000:
+                self._stored.clear()
+            self._stored[(user_id, provider)] = (now + self._ttl, token)
+        if token is None:
+            return None
+        try:
+            return decrypt_credential(self._cipher, token, provider)  # decrypted per use, never kept
         except CredentialError as exc:
             raise GatewayError(500, str(exc), type="server_error", code="credential_unreadable") from None
-        if len(self._stored) > 100_000:
-            self._stored.clear()
-        self._stored[(user_id, provider)] = (now + self._ttl, key)
-        return key
 
     async def resolve(self, user_id: uuid.UUID, provider: str, header_key: str | None) -> Credential:
         base_url = self._settings.provider(provider).base_url

@@ -54,10 +54,8 @@ async def set_credential(
     return last4
 
 
-async def get_credential(
-    conn: AsyncConnection, cipher: Fernet, user_id: uuid.UUID, provider: str
-) -> str | None:
-    """A user's decrypted key for a provider, or None when they stored none."""
+async def get_encrypted_credential(conn: AsyncConnection, user_id: uuid.UUID, provider: str) -> bytes | None:
+    """A user's stored key for a provider, still encrypted (None when they stored none)."""
     token = (
         await conn.execute(
             select(credentials.c.encrypted_key).where(
@@ -65,14 +63,25 @@ async def get_credential(
             )
         )
     ).scalar_one_or_none()
-    if token is None:
-        return None
+    return None if token is None else bytes(token)
+
+
+def decrypt_credential(cipher: Fernet, token: bytes, provider: str) -> str:
+    """The plaintext of a stored key; CredentialError when SYNAPGATE_SECRET_KEY cannot open it."""
     try:
         return cipher.decrypt(token).decode()
     except InvalidToken:
         raise CredentialError(
             f"the stored {provider} key cannot be decrypted with SYNAPGATE_SECRET_KEY"
         ) from None
+
+
+async def get_credential(
+    conn: AsyncConnection, cipher: Fernet, user_id: uuid.UUID, provider: str
+) -> str | None:
+    """A user's decrypted key for a provider, or None when they stored none."""
+    token = await get_encrypted_credential(conn, user_id, provider)
+    return None if token is None else decrypt_credential(cipher, token, provider)
 
 
 async def delete_credential(conn: AsyncConnection, user_id: uuid.UUID, provider: str) -> bool:
