@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from functools import cache
+from typing import Any, TypeVar
 
 from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+T = TypeVar("T")
 
 
 def insert_for(conn: AsyncConnection, table: Table) -> Any:
@@ -14,3 +18,19 @@ def insert_for(conn: AsyncConnection, table: Table) -> Any:
     if conn.dialect.name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
+
+
+def built_once(build: Callable[[str], T]) -> Callable[[AsyncConnection], T]:
+    """Statements built once per dialect, not per call: building a Core upsert (its `excluded` alias
+    proxies every column) costs more than executing it on the hot path."""
+    cached = cache(build)
+
+    def for_connection(conn: AsyncConnection) -> T:
+        return cached(conn.dialect.name)
+
+    return for_connection
+
+
+def dialect_insert(dialect: str, table: Table) -> Any:
+    """`insert_for`, by dialect name (for statements built once)."""
+    return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)

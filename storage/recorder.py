@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pricing.cost import Usage
-from storage.dialect import insert_for
+from storage.dialect import built_once, dialect_insert
 from storage.ledger.base import CreditLedger, HotMove, Reservation
 from storage.ledger.entries import account_state, move_accounts
 from storage.models import BillingEvent, Conversation, ConversationLlm, Message, UsageLog, table_of
@@ -133,6 +133,40 @@ def _usage_row(rec: CompletionRecord) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    conversation_upsert: Any
+    conversation_owners: Any
+    conversation_llms_upsert: Any
+
+
+@built_once
+def _statements(dialect: str) -> _Statements:
+    upsert = dialect_insert(dialect, conversations)
+    cl = dialect_insert(dialect, conversation_llms)
+    return _Statements(
+        conversation_upsert=upsert.on_conflict_do_update(
+            index_elements=["id"],
+            set_={"updated_at": upsert.excluded.updated_at},
+            where=conversations.c.user_id == upsert.excluded.user_id,  # never touch another user's chat
+        ),
+        conversation_owners=select(conversations.c.id, conversations.c.user_id).where(
+            conversations.c.id.in_(bindparam("ids", expanding=True))
+        ),
+        conversation_llms_upsert=cl.on_conflict_do_update(
+            index_elements=["conversation_id", "llm_id"],
+            set_={
+                "message_count": conversation_llms.c.message_count + cl.excluded.message_count,
+                "input_tokens": conversation_llms.c.input_tokens + cl.excluded.input_tokens,
+                "output_tokens": conversation_llms.c.output_tokens + cl.excluded.output_tokens,
+                "cost_nano": conversation_llms.c.cost_nano + cl.excluded.cost_nano,
+                "latency_ms_sum": conversation_llms.c.latency_ms_sum + cl.excluded.latency_ms_sum,
+                "last_used_at": cl.excluded.last_used_at,
+            },
+        ),
+    )
+
+
 def _posts(rec: CompletionRecord) -> bool:
     """A platform call is always debited (a zero-cost one too, so every call has its ledger line);
     a BYOK call only when the operator charges a fee for it."""
@@ -153,20 +187,9 @@ async def record_batch(
         latest: dict[uuid.UUID, dict[str, Any]] = {}
         for rec in records:
             latest[rec.conversation_id] = _conversation_row(rec)
-        upsert = insert_for(conn, conversations)
-        await conn.execute(
-            upsert.on_conflict_do_update(
-                index_elements=["id"],
-                set_={"updated_at": upsert.excluded.updated_at},
-                where=conversations.c.user_id == upsert.excluded.user_id,
-            ),
-            list(latest.values()),
-        )
-        owners = dict(
-            (await conn.execute(select(conversations.c.id, conversations.c.user_id).where(
-                conversations.c.id.in_(list(latest))
-            ))).all()
-        )  # fmt: skip
+        statements = _statements(conn)
+        await conn.execute(statements.conversation_upsert, list(latest.values()))
+        owners = dict((await conn.execute(statements.conversation_owners, {"ids": list(latest)})).all())
         for rec in records:
             if owners.get(rec.conversation_id) != rec.user_id:
                 raise ConversationNotOwned(str(rec.conversation_id))
@@ -225,21 +248,7 @@ async def record_batch(
             row["latency_ms_sum"] += r.latency_ms
             row["first_used_at"] = min(row["first_used_at"], r.created_at)
             row["last_used_at"] = max(row["last_used_at"], r.created_at)
-        cl = insert_for(conn, conversation_llms)
-        await conn.execute(
-            cl.on_conflict_do_update(
-                index_elements=["conversation_id", "llm_id"],
-                set_={
-                    "message_count": conversation_llms.c.message_count + cl.excluded.message_count,
-                    "input_tokens": conversation_llms.c.input_tokens + cl.excluded.input_tokens,
-                    "output_tokens": conversation_llms.c.output_tokens + cl.excluded.output_tokens,
-                    "cost_nano": conversation_llms.c.cost_nano + cl.excluded.cost_nano,
-                    "latency_ms_sum": conversation_llms.c.latency_ms_sum + cl.excluded.latency_ms_sum,
-                    "last_used_at": cl.excluded.last_used_at,
-                },
-            ),
-            list(per_model.values()),
-        )
+        await conn.execute(statements.conversation_llms_upsert, list(per_model.values()))
 
     # The hot copy: every reservation closes; each user's batch delta applies once, at its new version.
     moves: list[HotMove] = []

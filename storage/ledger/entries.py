@@ -9,11 +9,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage.dialect import insert_for
+from storage.dialect import built_once, dialect_insert, insert_for
 from storage.models import BillingEvent, CreditAccount, table_of
 from storage.types import utcnow
 
@@ -77,24 +78,33 @@ async def move_accounts(
     which is what makes `version` a faithful sequence for the Redis snapshot.
     """
     now = utcnow()
+    stmt = _account_move(conn)
     moved: dict[uuid.UUID, tuple[int, int]] = {}
     for user_id, delta in sorted(
         deltas.items(), key=lambda item: str(item[0])
     ):  # one lock order: no deadlock
-        stmt = insert_for(conn, accounts).values(
-            user_id=user_id, balance_nano=delta, held_nano=0, version=1, updated_at=now
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["user_id"],
-            set_={
-                "balance_nano": accounts.c.balance_nano + delta,
-                "version": accounts.c.version + 1,
-                "updated_at": now,
-            },
-        ).returning(accounts.c.balance_nano, accounts.c.version)
-        row = (await conn.execute(stmt)).one()
+        row = (await conn.execute(stmt, {"mv_user": user_id, "mv_delta": delta, "mv_now": now})).one()
         moved[user_id] = (int(row.balance_nano), int(row.version))
     return moved
+
+
+@built_once
+def _account_move(dialect: str) -> Any:
+    stmt = dialect_insert(dialect, accounts).values(
+        user_id=bindparam("mv_user"),
+        balance_nano=bindparam("mv_delta"),
+        held_nano=0,
+        version=1,
+        updated_at=bindparam("mv_now"),
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=["user_id"],
+        set_={
+            "balance_nano": accounts.c.balance_nano + stmt.excluded.balance_nano,
+            "version": accounts.c.version + 1,
+            "updated_at": stmt.excluded.updated_at,
+        },
+    ).returning(accounts.c.balance_nano, accounts.c.version)
 
 
 async def account_state(conn: AsyncConnection, user_id: uuid.UUID) -> tuple[int, int]:
