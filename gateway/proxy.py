@@ -1,7 +1,9 @@
-"""The only code that talks to upstream providers: pooled HTTP, timeouts, and streamed bodies.
+"""The only code that talks to upstream providers: pooled HTTP (aiohttp), timeouts, streamed bodies.
 
-Transport failures become ProviderErrors (502 unreachable, 504 timed out) whose messages never carry
-a URL or header, so no provider key can leak through an error.
+aiohttp rather than httpx: under concurrency httpx's connection pool was a measurable share of the
+gateway's own CPU (see the README's benchmark section). Transport failures become ProviderErrors
+(502 unreachable, 504 timed out, 502 cut stream) whose messages never carry a URL or header, so no
+provider key can leak through an error.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 
 from gateway.providers.base import ProviderError, UpstreamRequest
 
@@ -26,100 +28,116 @@ class UpstreamResponse:
     elapsed_ms: int
 
 
-def _transport_error(exc: Exception) -> ProviderError:
-    if isinstance(exc, httpx.TimeoutException):
-        return ProviderError(504, "The upstream provider timed out.", code="upstream_timeout")
+def _timed_out() -> ProviderError:
+    return ProviderError(504, "The upstream provider timed out.", code="upstream_timeout")
+
+
+def _unreachable() -> ProviderError:
     return ProviderError(502, "The upstream provider could not be reached.", code="upstream_unreachable")
+
+
+def _headers(response: aiohttp.ClientResponse) -> dict[str, str]:
+    return {k.lower(): v for k, v in response.headers.items()}
 
 
 class UpstreamStream:
     """An open streaming response: status and headers now, the body as it arrives."""
 
-    def __init__(self, response: httpx.Response, started: float) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, started: float) -> None:
         self._response = response
-        self.status = response.status_code
-        self.headers = {k.lower(): v for k, v in response.headers.items()}
+        self.status = response.status
+        self.headers = _headers(response)
         self.first_byte_ms = int((time.perf_counter() - started) * 1000)
 
     async def read(self) -> bytes:
         try:
-            return await self._response.aread()
-        except httpx.HTTPError as exc:
-            raise _transport_error(exc) from None
+            return await self._response.read()
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            raise _timed_out() from None
+        except aiohttp.ClientError:
+            raise _unreachable() from None
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The raw body, chunk by chunk as the network delivers it (no buffering)."""
         try:
-            async for chunk in self._response.aiter_raw():
+            async for chunk in self._response.content.iter_any():
                 yield chunk
-        except httpx.TimeoutException:
+        except (TimeoutError, aiohttp.ServerTimeoutError):
             raise ProviderError(
                 504, "The upstream provider stopped sending mid-stream.", code="upstream_timeout"
             ) from None
-        except httpx.HTTPError:
+        except aiohttp.ClientError:
             raise ProviderError(
                 502, "The upstream provider ended the stream early.", code="upstream_stream_cut"
             ) from None
 
     async def close(self) -> None:
-        await self._response.aclose()
+        self._response.release()
+        if not self._response.closed:
+            self._response.close()
 
 
 class UpstreamClient:
     """One pooled HTTP client for every provider, created in the app lifespan."""
 
     def __init__(self, connect_timeout: float, read_timeout: float, max_connections: int) -> None:
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(
-                connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout
-            ),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-            follow_redirects=False,
-        )
+        self._defaults: Timeouts = (connect_timeout, read_timeout, connect_timeout + read_timeout)
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
 
-    def _request(self, req: UpstreamRequest, timeouts: Timeouts | None) -> httpx.Request:
-        timeout = None
-        if timeouts is not None:
-            connect, read, _total = timeouts
-            timeout = httpx.Timeout(connect=connect, read=read, write=read, pool=connect)
-        return self._client.build_request(
-            req.method,
-            req.url,
-            headers=req.headers,
-            content=req.body,
-            timeout=timeout or httpx.USE_CLIENT_DEFAULT,
-        )
+    def _client(self) -> aiohttp.ClientSession:
+        # Created on first use, inside the running loop (aiohttp binds a session to its loop).
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections, ttl_dns_cache=300, keepalive_timeout=30
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector, auto_decompress=True, skip_auto_headers=("User-Agent",)
+            )
+        return self._session
+
+    def _timeout(self, timeouts: Timeouts | None) -> aiohttp.ClientTimeout:
+        connect, read, _total = timeouts or self._defaults
+        return aiohttp.ClientTimeout(total=None, connect=connect, sock_read=read)
 
     async def send(self, req: UpstreamRequest, timeouts: Timeouts | None = None) -> UpstreamResponse:
         """Send a request and read the whole answer, within the provider's (connect, read, total) timeouts."""
         started = time.perf_counter()
+        total = (timeouts or self._defaults)[2]
         try:
-            async with asyncio.timeout(timeouts[2] if timeouts else None):
-                response = await self._client.send(self._request(req, timeouts))
-                body = await response.aread()
-        except TimeoutError:
-            raise ProviderError(504, "The upstream provider timed out.", code="upstream_timeout") from None
-        except httpx.HTTPError as exc:
-            raise _transport_error(exc) from None
+            async with asyncio.timeout(total):
+                async with self._client().request(
+                    req.method, req.url, headers=req.headers, data=req.body, timeout=self._timeout(timeouts),
+                    allow_redirects=False,
+                ) as response:  # fmt: skip
+                    body = await response.read()
+                    status, headers = response.status, _headers(response)
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            raise _timed_out() from None
+        except aiohttp.ClientError:
+            raise _unreachable() from None
         return UpstreamResponse(
-            status=response.status_code,
-            headers={k.lower(): v for k, v in response.headers.items()},
-            body=body,
-            elapsed_ms=int((time.perf_counter() - started) * 1000),
+            status=status, headers=headers, body=body, elapsed_ms=int((time.perf_counter() - started) * 1000)
         )
 
     async def open_stream(self, req: UpstreamRequest, timeouts: Timeouts | None = None) -> UpstreamStream:
         """Send a request and return as soon as the status line and headers are in (the total timeout
         bounds the wait for them; the read timeout then bounds each gap between chunks)."""
         started = time.perf_counter()
+        total = (timeouts or self._defaults)[2]
         try:
-            async with asyncio.timeout(timeouts[2] if timeouts else None):
-                response = await self._client.send(self._request(req, timeouts), stream=True)
-        except TimeoutError:
-            raise ProviderError(504, "The upstream provider timed out.", code="upstream_timeout") from None
-        except httpx.HTTPError as exc:
-            raise _transport_error(exc) from None
+            async with asyncio.timeout(total):
+                response = await self._client().request(
+                    req.method, req.url, headers=req.headers, data=req.body, timeout=self._timeout(timeouts),
+                    allow_redirects=False,
+                )  # fmt: skip
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            raise _timed_out() from None
+        except aiohttp.ClientError:
+            raise _unreachable() from None
         return UpstreamStream(response, started)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
