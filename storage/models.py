@@ -225,6 +225,9 @@ class Message(Base):
     created_at: Mapped[datetime] = _created()
 
 
+_LATENCY_COVER = ("model", "status", "latency_ms", "ttft_ms")
+
+
 class UsageLog(Base):
     """One row per request that reached the metering step: tokens, cost, latency, outcome.
 
@@ -240,6 +243,8 @@ class UsageLog(Base):
         Index(None, "workspace_id", "created_at"),
         Index(None, "llm_id", "created_at"),
         Index(None, "created_at"),
+        # Covers a user's latency percentiles (llm-performance for a user key) with an index-only scan.
+        Index("ix_usage_logs_user_id_latency", "user_id", "created_at", *_LATENCY_COVER),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
@@ -380,6 +385,10 @@ class MessageFeedback(Base):
             "(scale = 'thumbs' AND rating IN (-1, 1)) OR (scale = 'stars' AND rating BETWEEN 1 AND 5)",
             name="rating_range",
         ),
+        # One rating per user and message (a second one replaces it); the operator's (user_id NULL) are kept.
+        Index(None, "message_id", "user_id", unique=True),
+        Index(None, "message_created_at"),
+        Index(None, "message_user_id", "message_created_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True, default=uuid.uuid4)
@@ -390,6 +399,11 @@ class MessageFeedback(Base):
     comment: Mapped[str | None] = mapped_column(Text)
     categories: Mapped[list[str] | None] = mapped_column(JSONType)
     created_at: Mapped[datetime] = _created()
+    # Copies of the rated message's model, owner and time (a message never changes), so llm-performance
+    # counts ratings per model and period from this table alone instead of joining every message.
+    llm_id: Mapped[int | None] = mapped_column(Integer)
+    message_user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid())
+    message_created_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Tag(Base):
@@ -409,6 +423,70 @@ class Tag(Base):
     confidence: Mapped[Decimal | None] = mapped_column(ExactDecimal(6, 5))
     author_user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = _created()
+
+
+# -- analytics rollups, kept current by the recorder in the transaction of each usage_logs row ------------
+
+NO_WORKSPACE = uuid.UUID(int=0)  # usage_daily.workspace_id of requests made without a workspace
+
+
+class _UsageSums:
+    """Additive totals of usage_logs rows (sums only, so partial periods add up exactly)."""
+
+    requests: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    errors: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    cancelled: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    cached_input_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    cache_write_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    reasoning_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    cost_nano: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    charged_nano: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    success_output_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    success_latency_ms_sum: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class UsageHourly(_UsageSums, Base):
+    """All users' usage per UTC hour, model and BYOK flag: the global analytics (top LLMs, performance)."""
+
+    __tablename__ = "usage_hourly"
+
+    hour: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    model: Mapped[str] = mapped_column(String(100), primary_key=True)
+    user_api_key_used: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+
+
+class UsageDaily(_UsageSums, Base):
+    """Usage per UTC day, user, workspace, model and BYOK flag: a user's usage and a workspace's costs.
+
+    `workspace_id` is NO_WORKSPACE for requests made without one (a key part cannot be NULL).
+    """
+
+    __tablename__ = "usage_daily"
+    __table_args__ = (Index(None, "workspace_id", "day"),)
+
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True)
+    day: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    workspace_id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True)
+    model: Mapped[str] = mapped_column(String(100), primary_key=True)
+    user_api_key_used: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+
+
+class LatencyDaily(Base):
+    """Latency and TTFT histograms of successful requests per UTC day and model (percentiles at scale).
+
+    `bucket_ms` is the lower bound of a bucket at most 10 % wide (storage.rollups.LATENCY_BOUNDS).
+    """
+
+    __tablename__ = "latency_daily"
+    __table_args__ = (CheckConstraint(_in("metric", ("latency", "ttft")), name="metric"),)
+
+    day: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    model: Mapped[str] = mapped_column(String(100), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(8), primary_key=True)
+    bucket_ms: Mapped[int] = mapped_column(Integer, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 def table_of(model: type[Base]) -> Table:

@@ -22,6 +22,7 @@ from storage.dialect import built_once, dialect_insert
 from storage.ledger.base import CreditLedger, HotMove, Reservation
 from storage.ledger.entries import account_state, move_accounts
 from storage.models import BillingEvent, Conversation, ConversationLlm, Message, UsageLog, table_of
+from storage.rollups import apply_usage_rollup, apply_usage_rollups
 
 conversations = table_of(Conversation)
 messages = table_of(Message)
@@ -249,6 +250,8 @@ async def record_batch(
             row["first_used_at"] = min(row["first_used_at"], r.created_at)
             row["last_used_at"] = max(row["last_used_at"], r.created_at)
         await conn.execute(statements.conversation_llms_upsert, list(per_model.values()))
+        # Last in the transaction: one rollup row per model and hour is shared by concurrent requests.
+        await apply_usage_rollups(conn, records)
 
     # The hot copy: every reservation closes; each user's batch delta applies once, at its new version.
     moves: list[HotMove] = []
@@ -319,3 +322,4 @@ async def record_failure(engine: AsyncEngine, rec: FailureRecord) -> None:
                 created_at=rec.created_at,
             )
         )
+        await apply_usage_rollup(conn, rec)

@@ -1,7 +1,493 @@
-"""Admin API: conversations, feedback and tags routes (see gateway/api/admin/__init__.py)."""
+"""Admin API: conversations (with their messages and per-model totals), feedback on messages, and tags.
+
+Who sees what (anything else is 404, as if it did not exist):
+- A conversation, and a message's feedback: the admin key, or the key of the user it belongs to.
+- Feedback: a user rates only messages of their own conversations; the admin key any message. A user's
+  second rating of a message replaces the first (200 instead of 201); the admin's ratings (no user) are
+  each kept.
+- Tags: a user tags, lists and sees tags only on their own conversations and messages, on themselves,
+  and on workspaces they are a member of; a manual tag's author is the calling user. The admin key tags
+  anything; its tags have no author unless `author_user_id` names one, and only it adds automatic tags
+  (`is_auto`, with an optional `confidence` 0–1). A user deletes only tags they wrote (another's on a
+  target they see: 403); the admin key deletes any.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import unicodedata
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
 
-ROUTES: list[Any] = []
+from litestar import Request, Response, delete, get, post
+from litestar.params import FromPath, JSONBody
+
+from gateway.api.admin.accounts import GUARDS, Body, Limit, Offset, Struct, caller, runtime_of
+from gateway.api.admin.analytics import TokensOut
+from gateway.api.admin.common import money, page_limits
+from gateway.api.admin.scope import Scope, not_found
+from gateway.errors import GatewayError, bad_request
+from storage import annotations as store
+from storage.models import TAG_TARGET_TYPES
+
+MAX_COMMENT = 10_000
+MAX_CATEGORIES = 20
+MAX_CATEGORY = 64
+MAX_TAG_NAME = 100
+MAX_TAGS_SHOWN = 1000
+
+# -- response shapes -----------------------------------------------------------------------------
+
+
+class FeedbackOut(Struct):
+    id: uuid.UUID
+    message_id: uuid.UUID
+    user_id: uuid.UUID | None  # None: given with the admin key
+    scale: str  # thumbs (rating -1 or 1) | stars (rating 1–5)
+    rating: int
+    comment: str | None
+    categories: list[str] | None
+    created_at: datetime
+
+
+class FeedbackPage(Struct):
+    data: list[FeedbackOut]
+    total: int
+    limit: int
+    offset: int
+    has_more: bool
+
+
+class MessageUsageOut(Struct):
+    status: str
+    tokens: TokensOut
+    cost_usd: str
+    cost_nano: int
+    charged_usd: str
+    charged_nano: int
+    latency_ms: int
+    ttft_ms: int | None
+    byok: bool
+    stream: bool
+
+
+class MessageOut(Struct):
+    id: uuid.UUID
+    role: str
+    llm_id: int | None
+    model: str | None
+    request_id: str
+    finish_reason: str | None
+    created_at: datetime
+    prompt: Any  # kept only when the operator stores message content
+    content: str | None
+    usage: MessageUsageOut | None
+    feedback: list[FeedbackOut]
+
+
+class MessagePage(Struct):
+    data: list[MessageOut]
+    total: int
+    limit: int
+    offset: int
+    has_more: bool
+
+
+class ConversationLlmOut(Struct):
+    llm_id: int
+    model: str | None
+    provider: str | None
+    message_count: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: str
+    cost_nano: int
+    average_latency_ms: float | None
+    first_used_at: datetime
+    last_used_at: datetime
+
+
+class TagOut(Struct):
+    id: uuid.UUID
+    target_type: str
+    target_id: uuid.UUID
+    name: str
+    is_auto: bool
+    confidence: str | None  # exact decimal, 0–1
+    author_user_id: uuid.UUID | None
+    created_at: datetime
+
+
+class TagPage(Struct):
+    data: list[TagOut]
+    total: int
+    limit: int
+    offset: int
+    has_more: bool
+
+
+class ConversationOut(Struct):
+    id: uuid.UUID
+    user_id: uuid.UUID
+    workspace_id: uuid.UUID | None
+    api_key_id: uuid.UUID | None
+    title: str | None
+    created_at: datetime
+    updated_at: datetime
+    tags: list[TagOut]
+    llms: list[ConversationLlmOut]
+    messages: MessagePage
+
+
+def feedback_out(f: store.FeedbackInfo) -> FeedbackOut:
+    return FeedbackOut(
+        id=f.id,
+        message_id=f.message_id,
+        user_id=f.user_id,
+        scale=f.scale,
+        rating=f.rating,
+        comment=f.comment,
+        categories=f.categories,
+        created_at=f.created_at,
+    )
+
+
+def tag_out(t: store.TagInfo) -> TagOut:
+    return TagOut(
+        id=t.id,
+        target_type=t.target_type,
+        target_id=t.target_id,
+        name=t.name,
+        is_auto=t.is_auto,
+        confidence=None if t.confidence is None else format(t.confidence.normalize(), "f"),  # 0.87000 → 0.87
+        author_user_id=t.author_user_id,
+        created_at=t.created_at,
+    )
+
+
+def _usage_out(u: store.MessageUsage) -> MessageUsageOut:
+    return MessageUsageOut(
+        status=u.status,
+        tokens=TokensOut(
+            input=u.input_tokens,
+            cached_input=u.cached_input_tokens,
+            cache_write=u.cache_write_tokens,
+            output=u.output_tokens,
+            reasoning=u.reasoning_tokens,
+            total=u.input_tokens + u.output_tokens,
+        ),
+        **money(u.cost_nano, "cost"),
+        **money(u.charged_nano, "charged"),
+        latency_ms=u.latency_ms,
+        ttft_ms=u.ttft_ms,
+        byok=u.byok,
+        stream=u.is_stream,
+    )
+
+
+def _llm_out(row: store.ConversationLlmInfo) -> ConversationLlmOut:
+    return ConversationLlmOut(
+        llm_id=row.llm_id,
+        model=row.model,
+        provider=row.provider,
+        message_count=row.message_count,
+        input_tokens=row.input_tokens,
+        output_tokens=row.output_tokens,
+        **money(row.cost_nano, "cost"),
+        average_latency_ms=round(row.latency_ms_sum / row.message_count, 3) if row.message_count else None,
+        first_used_at=row.first_used_at,
+        last_used_at=row.last_used_at,
+    )
+
+
+def _owned_by_caller(scope: Scope, owner: uuid.UUID) -> bool:
+    return scope.is_admin or scope.user_id == owner
+
+
+# -- request bodies ------------------------------------------------------------------------------
+
+
+class FeedbackIn(Body):
+    """`rating`: "up" / "down" (thumbs) or an integer 1–5 (stars); `scale` may say which explicitly
+    (thumbs then also takes 1 / -1)."""
+
+    rating: int | str
+    scale: Literal["thumbs", "stars"] | None = None
+    comment: str | None = None
+    categories: list[str] | None = None
+
+
+class TagIn(Body):
+    target_type: Literal["conversation", "message", "user", "workspace"]
+    target_id: uuid.UUID
+    name: str
+    is_auto: bool = False
+    confidence: Decimal | None = None
+    author_user_id: uuid.UUID | None = None
+
+
+def parse_rating(data: FeedbackIn) -> tuple[str, int]:
+    """(scale, rating) as stored: thumbs -1/1, stars 1–5."""
+    rating, scale = data.rating, data.scale
+    if isinstance(rating, str):
+        thumbs = {"up": 1, "down": -1}.get(rating.strip().lower())
+        if thumbs is None or scale == "stars":
+            expected = "an integer 1-5" if scale == "stars" else "'up', 'down' or an integer 1-5"
+            raise bad_request(f"'rating' must be {expected}, not {rating!r}.", param="rating")
+        return "thumbs", thumbs
+    if scale == "thumbs":
+        if rating not in (-1, 1):
+            raise bad_request("'rating' on the thumbs scale must be 1, -1, 'up' or 'down'.", param="rating")
+        return "thumbs", rating
+    if not 1 <= rating <= 5:
+        raise bad_request("'rating' must be an integer from 1 to 5 (or 'up' / 'down').", param="rating")
+    return "stars", rating
+
+
+def parse_categories(values: list[str] | None) -> list[str] | None:
+    if values is None:
+        return None
+    if len(values) > MAX_CATEGORIES:
+        raise bad_request(f"'categories' takes at most {MAX_CATEGORIES} entries.", param="categories")
+    out: list[str] = []
+    for value in values:
+        item = value.strip()
+        if not item or len(item) > MAX_CATEGORY:
+            raise bad_request(
+                f"each of 'categories' must be 1 to {MAX_CATEGORY} characters.", param="categories"
+            )
+        if item not in out:
+            out.append(item)
+    return out
+
+
+def parse_tag_name(value: str) -> str:
+    name = " ".join(value.split())
+    if not name or len(name) > MAX_TAG_NAME:
+        raise bad_request(f"'name' must be 1 to {MAX_TAG_NAME} characters.", param="name")
+    if any(unicodedata.category(ch).startswith("C") for ch in name):
+        raise bad_request("'name' may not hold control characters.", param="name")
+    return name
+
+
+def parse_confidence(value: Decimal | None) -> Decimal | None:
+    if value is None:
+        return None
+    if not value.is_finite() or not 0 <= value <= 1:
+        raise bad_request("'confidence' must be between 0 and 1.", param="confidence")
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -5:
+        raise bad_request("'confidence' takes at most 5 decimal places.", param="confidence")
+    return value
+
+
+# -- routes --------------------------------------------------------------------------------------
+
+
+@get("/conversations/{conversation_id:uuid}", guards=GUARDS, tags=["conversations"])
+async def conversation_route(
+    request: Request[Any, Any, Any],
+    conversation_id: FromPath[uuid.UUID],
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> ConversationOut:
+    """A conversation with its tags, its per-model totals (conversation_llms) and a page of its messages
+    (oldest first, ties by id), each with its usage and its feedback."""
+    scope = caller(request)
+    limit, offset = page_limits(limit, offset)
+    async with runtime_of(request).engine.connect() as conn:
+        conv = await store.get_conversation(conn, conversation_id)
+        if conv is None or not _owned_by_caller(scope, conv.user_id):
+            raise not_found("conversation")
+        llm_rows = await store.conversation_llm_rows(conn, conversation_id)
+        page = await store.list_messages(conn, conversation_id, limit=limit, offset=offset)
+        ratings = await store.feedback_for_messages(conn, [m.id for m in page.items])
+        conv_tags = await store.list_tags(
+            conn, "conversation", conversation_id, limit=MAX_TAGS_SHOWN, offset=0
+        )
+    return ConversationOut(
+        id=conv.id,
+        user_id=conv.user_id,
+        workspace_id=conv.workspace_id,
+        api_key_id=conv.api_key_id,
+        title=conv.title,
+        created_at=conv.created_at,
+        updated_at=conv.updated_at,
+        tags=[tag_out(t) for t in conv_tags.items],
+        llms=[_llm_out(row) for row in llm_rows],
+        messages=MessagePage(
+            data=[
+                MessageOut(
+                    id=m.id,
+                    role=m.role,
+                    llm_id=m.llm_id,
+                    model=m.model,
+                    request_id=m.request_id,
+                    finish_reason=m.finish_reason,
+                    created_at=m.created_at,
+                    prompt=m.prompt,
+                    content=m.content,
+                    usage=None if m.usage is None else _usage_out(m.usage),
+                    feedback=[feedback_out(f) for f in ratings.get(m.id, [])],
+                )
+                for m in page.items
+            ],
+            total=page.total,
+            limit=limit,
+            offset=offset,
+            has_more=offset + len(page.items) < page.total,
+        ),
+    )
+
+
+@post("/messages/{message_id:uuid}/feedback", guards=GUARDS, tags=["conversations"])
+async def rate_message_route(
+    request: Request[Any, Any, Any], message_id: FromPath[uuid.UUID], data: JSONBody[FeedbackIn]
+) -> Response[FeedbackOut]:
+    """Rate a message: thumbs ("up"/"down") or stars (1–5), with an optional comment and categories.
+    201 when new; 200 when it replaces the caller's earlier rating of the message."""
+    scope = caller(request)
+    async with runtime_of(request).engine.begin() as conn:
+        message = await store.get_message(conn, message_id)
+        if message is None or not _owned_by_caller(scope, message.user_id):
+            raise not_found("message")
+        scale, rating = parse_rating(data)
+        if data.comment is not None and len(data.comment) > MAX_COMMENT:
+            raise bad_request(f"'comment' takes at most {MAX_COMMENT} characters.", param="comment")
+        saved, created = await store.save_feedback(
+            conn,
+            message,
+            user_id=scope.user_id,
+            scale=scale,
+            rating=rating,
+            comment=data.comment,
+            categories=parse_categories(data.categories),
+        )
+    return Response(feedback_out(saved), status_code=201 if created else 200)
+
+
+@get("/messages/{message_id:uuid}/feedback", guards=GUARDS, tags=["conversations"])
+async def list_feedback_route(
+    request: Request[Any, Any, Any], message_id: FromPath[uuid.UUID], limit: Limit = 100, offset: Offset = 0
+) -> FeedbackPage:
+    """A message's feedback, oldest first (ties by id)."""
+    scope = caller(request)
+    limit, offset = page_limits(limit, offset)
+    async with runtime_of(request).engine.connect() as conn:
+        message = await store.get_message(conn, message_id)
+        if message is None or not _owned_by_caller(scope, message.user_id):
+            raise not_found("message")
+        page = await store.list_feedback(conn, message_id, limit=limit, offset=offset)
+    return FeedbackPage(
+        data=[feedback_out(f) for f in page.items],
+        total=page.total,
+        limit=limit,
+        offset=offset,
+        has_more=offset + len(page.items) < page.total,
+    )
+
+
+async def _visible_target(conn: Any, scope: Scope, target_type: str, target_id: uuid.UUID) -> None:
+    """404 unless the target exists and the caller may see it (its owner, or a workspace's member)."""
+    facts = await store.target_facts(conn, target_type, target_id)
+    if not facts.exists or (not scope.is_admin and scope.user_id not in facts.owners):
+        raise not_found(target_type)
+
+
+@post("/tags", guards=GUARDS, tags=["tags"])
+async def add_tag_route(request: Request[Any, Any, Any], data: JSONBody[TagIn]) -> Response[TagOut]:
+    """Tag a conversation, message, user or workspace. 201 when new; 200 with the existing tag when the
+    target carries that name already."""
+    scope = caller(request)
+    async with runtime_of(request).engine.begin() as conn:
+        # Someone else's target is a 404 before anything about the body is judged.
+        await _visible_target(conn, scope, data.target_type, data.target_id)
+        name = parse_tag_name(data.name)
+        confidence = parse_confidence(data.confidence)
+        if not scope.is_admin:
+            if data.is_auto:
+                raise GatewayError(
+                    403, "Only the admin key adds automatic tags.", type="permission_error", param="is_auto"
+                )
+            if data.author_user_id not in (None, scope.user_id):
+                raise GatewayError(
+                    403,
+                    "A user's tags are written by that user; 'author_user_id' needs the admin key.",
+                    type="permission_error",
+                    param="author_user_id",
+                )
+        author = scope.user_id if not scope.is_admin else data.author_user_id
+        if (
+            scope.is_admin
+            and author is not None
+            and not (await store.target_facts(conn, "user", author)).exists
+        ):
+            raise bad_request("'author_user_id' names no user.", param="author_user_id")
+        tag, created = await store.add_tag(
+            conn,
+            target_type=data.target_type,
+            target_id=data.target_id,
+            name=name,
+            is_auto=data.is_auto,
+            confidence=confidence,
+            author_user_id=author,
+        )
+    return Response(tag_out(tag), status_code=201 if created else 200)
+
+
+@get("/tags/{target_type:str}/{target_id:uuid}", guards=GUARDS, tags=["tags"])
+async def list_tags_route(
+    request: Request[Any, Any, Any],
+    target_type: FromPath[str],
+    target_id: FromPath[uuid.UUID],
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> TagPage:
+    """The tags of one target, oldest first (ties by id)."""
+    scope = caller(request)
+    if target_type not in TAG_TARGET_TYPES:
+        raise bad_request(f"'target_type' must be one of {', '.join(TAG_TARGET_TYPES)}.", param="target_type")
+    limit, offset = page_limits(limit, offset)
+    async with runtime_of(request).engine.connect() as conn:
+        await _visible_target(conn, scope, target_type, target_id)
+        page = await store.list_tags(conn, target_type, target_id, limit=limit, offset=offset)
+    return TagPage(
+        data=[tag_out(t) for t in page.items],
+        total=page.total,
+        limit=limit,
+        offset=offset,
+        has_more=offset + len(page.items) < page.total,
+    )
+
+
+@delete("/tags/{tag_id:uuid}", guards=GUARDS, tags=["tags"])
+async def delete_tag_route(request: Request[Any, Any, Any], tag_id: FromPath[uuid.UUID]) -> None:
+    """Remove a tag (204). A user removes only tags they wrote, on targets they can see."""
+    scope = caller(request)
+    async with runtime_of(request).engine.begin() as conn:
+        tag = await store.get_tag(conn, tag_id)
+        if tag is None:
+            raise not_found("tag")
+        if not scope.is_admin:
+            facts = await store.target_facts(conn, tag.target_type, tag.target_id)
+            if scope.user_id not in facts.owners:
+                raise not_found("tag")
+            if tag.author_user_id != scope.user_id:
+                raise GatewayError(
+                    403,
+                    "Only the tag's author (or the admin key) removes it.",
+                    type="permission_error",
+                    code="not_tag_author",
+                )
+        await store.delete_tag(conn, tag_id)
+
+
+ROUTES: list[Any] = [
+    conversation_route,
+    rate_message_route,
+    list_feedback_route,
+    add_tag_route,
+    list_tags_route,
+    delete_tag_route,
+]

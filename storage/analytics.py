@@ -1,0 +1,508 @@
+"""Analytics queries: usage, workspace costs, per-model performance and top models (SQLAlchemy Core).
+
+Every total comes from the rollups for the whole hours/days inside a time range, plus usage_logs itself
+for the partial periods at its edges, so answers are exact for any time-zone-aware range and cost
+O(periods), not O(requests) (storage/rollups.py says how the rollups are kept).
+
+Percentiles follow PostgreSQL's `percentile_cont` (linear interpolation between the two nearest ranks):
+- exact, from usage_logs, for a user's own rows and for any range holding at most
+  EXACT_PERCENTILE_MAX_ROWS successful requests: `percentile_cont` on PostgreSQL; on SQLite the
+  latencies are fetched and the same formula runs in Python (`percentile_cont` below);
+- from the daily latency histograms (buckets ≤ 10 % wide, so within ~5 %) above that, where sorting
+  every request would not answer in time. The report says which (`percentile_method`).
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Float, Table, case, func, select, type_coerce
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storage.models import (
+    Llm,
+    MessageFeedback,
+    User,
+    Workspace,
+    WorkspaceMember,
+    table_of,
+)
+from storage.rollups import (
+    DAY,
+    HOUR,
+    SUM_FIELDS,
+    bucket_value,
+    ceil_to,
+    floor_to,
+    latency_bucket,
+    latency_daily,
+    usage_daily,
+    usage_hourly,
+    usage_log_sums,
+    usage_logs,
+)
+
+llms = table_of(Llm)
+feedback = table_of(MessageFeedback)
+users = table_of(User)
+workspaces = table_of(Workspace)
+members = table_of(WorkspaceMember)
+
+#: Above this many successful requests in a range, global percentiles come from the histograms.
+EXACT_PERCENTILE_MAX_ROWS = 50_000
+
+
+# -- time ranges -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A half-open time range [start, end); None means unbounded on that side. Both ends are aware."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def filters(self, column: Any) -> list[ColumnElement[bool]]:
+        out: list[ColumnElement[bool]] = []
+        if self.start is not None:
+            out.append(column >= self.start)
+        if self.end is not None:
+            out.append(column < self.end)
+        return out
+
+
+def split_window(window: Window, unit: timedelta) -> tuple[Window | None, list[Window]]:
+    """The whole `unit` periods inside `window` (read from a rollup), and the partial ones at its edges.
+
+    Each edge lies inside a single period, so its rows all belong to `floor_to(edge.start, unit)`.
+    """
+    start, end = window.start, window.end
+    whole_start = ceil_to(start, unit) if start is not None else None
+    whole_end = floor_to(end, unit) if end is not None else None
+    if whole_start is not None and whole_end is not None and whole_start > whole_end:
+        return None, [window]  # both ends inside one period
+    edges: list[Window] = []
+    if start is not None and whole_start is not None and start < whole_start:
+        edges.append(Window(start, whole_start))
+    if end is not None and whole_end is not None and whole_end < end:
+        edges.append(Window(whole_end, end))
+    whole = None if whole_start is not None and whole_start == whole_end else Window(whole_start, whole_end)
+    return whole, edges
+
+
+# -- additive totals ---------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Sums:
+    """Totals of some usage_logs rows (field names are storage.rollups.SUM_FIELDS)."""
+
+    requests: int = 0
+    errors: int = 0
+    cancelled: int = 0
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_nano: int = 0
+    charged_nano: int = 0
+    success_output_tokens: int = 0
+    success_latency_ms_sum: int = 0
+
+    @property
+    def successes(self) -> int:
+        return self.requests - self.errors - self.cancelled
+
+    def add(self, other: Sums) -> None:
+        for name in SUM_FIELDS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    @classmethod
+    def of_values(cls, values: Sequence[Any]) -> Sums:
+        return cls(*(int(v or 0) for v in values))  # PostgreSQL's SUM(bigint) is a NUMERIC: exact ints
+
+    @classmethod
+    def total(cls, items: Iterable[Sums]) -> Sums:
+        out = cls()
+        for item in items:
+            out.add(item)
+        return out
+
+
+assert tuple(f.name for f in fields(Sums)) == SUM_FIELDS
+
+
+def _rollup_sums(table: Table) -> list[Any]:
+    return [func.sum(table.c[name]) for name in SUM_FIELDS]
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """Where grouped totals come from: a rollup (its period column, filters, group keys) and the same
+    selection over usage_logs for the edges."""
+
+    rollup: Table
+    unit: timedelta
+    period: str  # the rollup's period column: hour | day
+    rollup_filters: list[ColumnElement[bool]]
+    rollup_keys: list[Any]
+    raw_filters: list[ColumnElement[bool]]
+    raw_keys: list[Any]
+
+
+async def _grouped(
+    conn: AsyncConnection, source: _Source, window: Window, *, by_period: bool = False
+) -> dict[tuple[Any, ...], Sums]:
+    """Totals per group key (with the period first when `by_period`), exact over `window`."""
+    out: dict[tuple[Any, ...], Sums] = defaultdict(Sums)
+    whole, edges = split_window(window, source.unit)
+    if whole is not None:
+        period = source.rollup.c[source.period]
+        keys = [period, *source.rollup_keys] if by_period else list(source.rollup_keys)
+        stmt = select(*keys, *_rollup_sums(source.rollup)).where(
+            *source.rollup_filters, *whole.filters(period)
+        )
+        if keys:
+            stmt = stmt.group_by(*keys)
+        for row in (await conn.execute(stmt)).all():
+            out[tuple(row[: len(keys)])].add(Sums.of_values(row[len(keys) :]))
+    for edge in edges:
+        keys = list(source.raw_keys)
+        stmt = select(*keys, *usage_log_sums()).where(
+            *source.raw_filters, *edge.filters(usage_logs.c.created_at)
+        )
+        if keys:
+            stmt = stmt.group_by(*keys)
+        prefix = (floor_to(edge.start, source.unit),) if by_period and edge.start is not None else ()
+        for row in (await conn.execute(stmt)).all():
+            sums = Sums.of_values(row[len(keys) :])
+            if sums.requests:
+                out[prefix + tuple(row[: len(keys)])].add(sums)
+    return {k: v for k, v in out.items() if v.requests}
+
+
+def _user_source(user_id: uuid.UUID, rollup_keys: list[str], raw_keys: list[str]) -> _Source:
+    return _Source(
+        rollup=usage_daily,
+        unit=DAY,
+        period="day",
+        rollup_filters=[usage_daily.c.user_id == user_id],
+        rollup_keys=[usage_daily.c[k] for k in rollup_keys],
+        raw_filters=[usage_logs.c.user_id == user_id],
+        raw_keys=[usage_logs.c[k] for k in raw_keys],
+    )
+
+
+async def user_usage_by_day_and_model(
+    conn: AsyncConnection, user_id: uuid.UUID, window: Window
+) -> dict[tuple[datetime, str], Sums]:
+    """A user's totals per (UTC day, model)."""
+    source = _user_source(user_id, ["model"], ["model"])
+    found = await _grouped(conn, source, window, by_period=True)
+    return {(k[0], k[1]): v for k, v in found.items()}
+
+
+async def workspace_costs_by_user_and_model(
+    conn: AsyncConnection, workspace_id: uuid.UUID, window: Window
+) -> dict[tuple[uuid.UUID, str, bool], Sums]:
+    """A workspace's totals per (user, model, BYOK)."""
+    keys = ["user_id", "model", "user_api_key_used"]
+    source = _Source(
+        rollup=usage_daily,
+        unit=DAY,
+        period="day",
+        rollup_filters=[usage_daily.c.workspace_id == workspace_id],
+        rollup_keys=[usage_daily.c[k] for k in keys],
+        raw_filters=[usage_logs.c.workspace_id == workspace_id],
+        raw_keys=[usage_logs.c[k] for k in keys],
+    )
+    found = await _grouped(conn, source, window)
+    return {(k[0], k[1], bool(k[2])): v for k, v in found.items()}
+
+
+async def totals_by_model(
+    conn: AsyncConnection, window: Window, user_id: uuid.UUID | None = None
+) -> dict[tuple[str, bool], Sums]:
+    """Totals per (model, BYOK): over everyone's requests (hourly rollup), or one user's (daily rollup)."""
+    keys = ["model", "user_api_key_used"]
+    if user_id is not None:
+        source = _user_source(user_id, keys, keys)
+    else:
+        source = _Source(
+            rollup=usage_hourly,
+            unit=HOUR,
+            period="hour",
+            rollup_filters=[],
+            rollup_keys=[usage_hourly.c[k] for k in keys],
+            raw_filters=[],
+            raw_keys=[usage_logs.c[k] for k in keys],
+        )
+    found = await _grouped(conn, source, window)
+    return {(k[0], bool(k[1])): v for k, v in found.items()}
+
+
+# -- percentiles -------------------------------------------------------------------------------------------
+
+
+def percentile_cont(ordered: Sequence[float], fraction: float) -> float | None:
+    """PostgreSQL's percentile_cont over sorted values: linear interpolation between adjacent ranks."""
+    if not ordered:
+        return None
+    position = fraction * (len(ordered) - 1)
+    lower = math.floor(position)
+    upper = min(lower + 1, len(ordered) - 1)
+    low, high = float(ordered[lower]), float(ordered[upper])
+    return low + (high - low) * (position - lower)
+
+
+def histogram_percentile(histogram: Mapping[int, int], fraction: float) -> float | None:
+    """percentile_cont over a histogram, each value standing for its bucket (storage.rollups.bucket_value)."""
+    total = sum(histogram.values())
+    if total == 0:
+        return None
+    position = fraction * (total - 1)
+    lower = math.floor(position)
+    upper = min(lower + 1, total - 1)
+
+    def value_at(rank: int) -> float:
+        seen = 0
+        for bucket in sorted(histogram):
+            seen += histogram[bucket]
+            if rank < seen:
+                return bucket_value(bucket)
+        raise AssertionError("rank beyond the histogram")
+
+    low, high = value_at(lower), value_at(upper)
+    return low + (high - low) * (position - lower)
+
+
+@dataclass(frozen=True, slots=True)
+class Percentiles:
+    latency_p50: float | None = None
+    latency_p95: float | None = None
+    ttft_p50: float | None = None
+
+
+async def exact_percentiles(
+    conn: AsyncConnection, window: Window, user_id: uuid.UUID | None = None
+) -> dict[str, Percentiles]:
+    """Latency p50/p95 and TTFT p50 of successful requests per model, from usage_logs."""
+    c = usage_logs.c
+    where = [c.status == "success", *window.filters(c.created_at)]
+    if user_id is not None:
+        where.append(c.user_id == user_id)
+    if conn.dialect.name == "postgresql":
+
+        def pct(fraction: float, column: Any) -> Any:
+            return type_coerce(func.percentile_cont(fraction).within_group(column), Float())
+
+        stmt = (
+            select(c.model, pct(0.5, c.latency_ms), pct(0.95, c.latency_ms), pct(0.5, c.ttft_ms))
+            .where(*where)
+            .group_by(c.model)
+        )
+        return {
+            row[0]: Percentiles(*(None if v is None else float(v) for v in row[1:]))
+            for row in (await conn.execute(stmt)).all()
+        }
+    # SQLite has no percentile_cont: fetch the (covered, indexed) latencies and compute it here.
+    latencies: dict[str, list[int]] = defaultdict(list)
+    ttfts: dict[str, list[int]] = defaultdict(list)
+    for model, latency, ttft in (
+        await conn.execute(select(c.model, c.latency_ms, c.ttft_ms).where(*where))
+    ).all():
+        latencies[model].append(latency)
+        if ttft is not None:
+            ttfts[model].append(ttft)
+    out = {}
+    for model, values in latencies.items():
+        values.sort()
+        ttft_values = sorted(ttfts.get(model, []))
+        out[model] = Percentiles(
+            percentile_cont(values, 0.5), percentile_cont(values, 0.95), percentile_cont(ttft_values, 0.5)
+        )
+    return out
+
+
+async def latency_histograms(conn: AsyncConnection, window: Window) -> dict[tuple[str, str], dict[int, int]]:
+    """Histograms per (model, metric) of every successful request in `window`: the daily rollup for whole
+    days, usage_logs (bucketed here) for the partial days at the edges."""
+    out: dict[tuple[str, str], dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    whole, edges = split_window(window, DAY)
+    if whole is not None:
+        t = latency_daily.c
+        stmt = (
+            select(t.model, t.metric, t.bucket_ms, func.sum(t.count))
+            .where(*whole.filters(t.day))
+            .group_by(t.model, t.metric, t.bucket_ms)
+        )
+        for model, metric, bucket, count in (await conn.execute(stmt)).all():
+            out[(model, metric)][bucket] += int(count)
+    c = usage_logs.c
+    for edge in edges:
+        for metric, column in (("latency", c.latency_ms), ("ttft", c.ttft_ms)):
+            stmt = (
+                select(c.model, column, func.count())
+                .where(c.status == "success", column.is_not(None), *edge.filters(c.created_at))
+                .group_by(c.model, column)
+            )
+            for row in (await conn.execute(stmt)).all():
+                out[(row[0], metric)][latency_bucket(int(row[1]))] += int(row[2])
+    return out
+
+
+def histogram_percentiles(histograms: Mapping[tuple[str, str], Mapping[int, int]]) -> dict[str, Percentiles]:
+    models = {model for model, _metric in histograms}
+    out = {}
+    for model in models:
+        latency = histograms.get((model, "latency"), {})
+        ttft = histograms.get((model, "ttft"), {})
+        out[model] = Percentiles(
+            histogram_percentile(latency, 0.5),
+            histogram_percentile(latency, 0.95),
+            histogram_percentile(ttft, 0.5),
+        )
+    return out
+
+
+# -- feedback ----------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class FeedbackSums:
+    stars_count: int = 0
+    stars_sum: int = 0
+    thumbs_up: int = 0
+    thumbs_down: int = 0
+
+    @property
+    def count(self) -> int:
+        return self.stars_count + self.thumbs_up + self.thumbs_down
+
+
+async def feedback_by_model(
+    conn: AsyncConnection, window: Window, user_id: uuid.UUID | None = None
+) -> dict[int, FeedbackSums]:
+    """Ratings per llm id of the messages answered in `window` (of one user's messages, when given)."""
+    f = feedback.c
+    where = [f.llm_id.is_not(None), *window.filters(f.message_created_at)]
+    if user_id is not None:
+        where.append(f.message_user_id == user_id)
+    stmt = (
+        select(
+            f.llm_id,
+            f.scale,
+            func.count(),
+            func.sum(f.rating),
+            func.sum(case((f.rating > 0, 1), else_=0)),
+        )
+        .where(*where)
+        .group_by(f.llm_id, f.scale)
+    )
+    out: dict[int, FeedbackSums] = defaultdict(FeedbackSums)
+    for llm_id, scale, count, rating_sum, positive in (await conn.execute(stmt)).all():
+        sums = out[int(llm_id)]
+        if scale == "stars":
+            sums.stars_count += int(count)
+            sums.stars_sum += int(rating_sum)
+        else:
+            sums.thumbs_up += int(positive)
+            sums.thumbs_down += int(count) - int(positive)
+    return dict(out)
+
+
+# -- reports -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogEntry:
+    llm_id: int | None
+    name: str
+    provider: str | None
+
+
+async def catalog_entries(conn: AsyncConnection) -> dict[str, CatalogEntry]:
+    """Every model of the catalog by name (usage is grouped by model name; the catalog adds ids)."""
+    rows = (await conn.execute(select(llms.c.id, llms.c.name, llms.c.provider))).all()
+    return {name: CatalogEntry(llm_id, name, provider) for llm_id, name, provider in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPerformance:
+    model: CatalogEntry
+    sums: Sums
+    percentiles: Percentiles
+    feedback: FeedbackSums
+
+
+@dataclass(frozen=True, slots=True)
+class PerformanceReport:
+    percentile_method: str  # exact | histogram
+    models: list[ModelPerformance] = field(default_factory=list)
+
+
+async def llm_performance(
+    conn: AsyncConnection, window: Window, user_id: uuid.UUID | None = None
+) -> PerformanceReport:
+    """Per model: totals, latency/TTFT percentiles and feedback; ordered by requests, then name."""
+    catalog = await catalog_entries(conn)
+    by_id = {entry.llm_id: entry for entry in catalog.values()}
+    per_model: dict[str, Sums] = defaultdict(Sums)
+    for (model, _byok), sums in (await totals_by_model(conn, window, user_id)).items():
+        per_model[model].add(sums)
+    successes = sum(s.successes for s in per_model.values())
+    if user_id is not None or successes <= EXACT_PERCENTILE_MAX_ROWS:
+        method, percentiles = "exact", await exact_percentiles(conn, window, user_id)
+    else:
+        method, percentiles = "histogram", histogram_percentiles(await latency_histograms(conn, window))
+    ratings: dict[str, FeedbackSums] = {}
+    for llm_id, rated in (await feedback_by_model(conn, window, user_id)).items():
+        entry = by_id.get(llm_id)
+        if entry is not None:
+            ratings[entry.name] = rated
+    names = set(per_model) | set(ratings)
+    models = [
+        ModelPerformance(
+            model=catalog.get(name) or CatalogEntry(None, name, None),
+            sums=per_model.get(name) or Sums(),
+            percentiles=percentiles.get(name) or Percentiles(),
+            feedback=ratings.get(name) or FeedbackSums(),
+        )
+        for name in names
+    ]
+    models.sort(key=lambda m: (-m.sums.requests, m.model.name))
+    return PerformanceReport(method, models)
+
+
+# -- access ------------------------------------------------------------------------------------------------
+
+
+async def user_exists(conn: AsyncConnection, user_id: uuid.UUID) -> bool:
+    return (await conn.execute(select(users.c.id).where(users.c.id == user_id))).first() is not None
+
+
+async def workspace_exists(conn: AsyncConnection, workspace_id: uuid.UUID) -> bool:
+    stmt = select(workspaces.c.id).where(workspaces.c.id == workspace_id)
+    return (await conn.execute(stmt)).first() is not None
+
+
+async def workspace_role(conn: AsyncConnection, workspace_id: uuid.UUID, user_id: uuid.UUID) -> str | None:
+    """The user's role in the workspace (owner | admin | member), or None if not a member."""
+    stmt = select(members.c.role).where(members.c.workspace_id == workspace_id, members.c.user_id == user_id)
+    role = (await conn.execute(stmt)).scalar_one_or_none()
+    return None if role is None else str(role)
+
+
+async def user_emails(conn: AsyncConnection, user_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str]:
+    ids = list(user_ids)
+    if not ids:
+        return {}
+    rows = (await conn.execute(select(users.c.id, users.c.email).where(users.c.id.in_(ids)))).all()
+    return {uid: email for uid, email in rows}

@@ -1,0 +1,359 @@
+"""Analytics rollups: usage totals per hour and per day, latency histograms per day, kept exact.
+
+Three tables, written in the recorder's transaction together with the usage_logs row they count, so a
+rollup never disagrees with the log it summarises:
+
+- `usage_hourly`  (hour, model, byok): every user's totals — top LLMs and llm-performance for the operator.
+- `usage_daily`   (user, day, workspace, model, byok): one user's usage, one workspace's costs.
+- `latency_daily` (day, model, metric, bucket): latency and TTFT histograms of successful requests, for
+  percentiles over more rows than is cheap to sort (storage/analytics.py decides when).
+
+Hours and days are UTC. Only sums are stored, so any set of whole periods adds up exactly; the queries
+read the partial periods at the edges of a time range from usage_logs itself.
+
+Lock order (no deadlocks): a batch's rows are summed per key, then upserted table by table
+(hourly, daily, latency) in sorted key order, so every transaction takes rollup row locks in one global
+order. An hourly row is shared by every request to its model in that hour: concurrent transactions queue
+on it until they commit, so the hook belongs at the very end of the recorder's transaction (with group
+commit, one wait per batch).
+"""
+
+from __future__ import annotations
+
+import bisect
+import uuid
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Table, Uuid, case, delete, func, literal, literal_column, select, type_coerce
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storage.models import NO_WORKSPACE, LatencyDaily, UsageDaily, UsageHourly, UsageLog, table_of
+from storage.types import UTCDateTime
+
+if TYPE_CHECKING:
+    from storage.recorder import CompletionRecord, FailureRecord
+
+usage_hourly = table_of(UsageHourly)
+usage_daily = table_of(UsageDaily)
+latency_daily = table_of(LatencyDaily)
+usage_logs = table_of(UsageLog)
+
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+SUM_FIELDS: tuple[str, ...] = (
+    "requests",
+    "errors",
+    "cancelled",
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "cost_nano",
+    "charged_nano",
+    "success_output_tokens",
+    "success_latency_ms_sum",
+)
+
+
+def _latency_bounds(limit_ms: int = 3_600_000) -> tuple[int, ...]:
+    """Bucket lower bounds: 0, 1, …, 10, then each about 10 % above the last (integer ms), up to an hour."""
+    bounds = [0]
+    while bounds[-1] < limit_ms:
+        last = bounds[-1]
+        bounds.append(max(last + 1, -(-last * 11 // 10)))  # ceil(last × 1.1), exact in integers
+    return tuple(bounds)
+
+
+LATENCY_BOUNDS = _latency_bounds()
+
+
+def latency_bucket(value_ms: int) -> int:
+    """The lower bound of the histogram bucket holding `value_ms` (the last bucket is open-ended)."""
+    if value_ms <= 0:
+        return 0
+    return LATENCY_BOUNDS[bisect.bisect_right(LATENCY_BOUNDS, value_ms) - 1]
+
+
+def bucket_value(lower_ms: int) -> float:
+    """What a bucket stands for in a percentile: the middle of the integers it holds.
+
+    Buckets below 11 ms hold one value each (exact); wider ones are off by at most ~5 %.
+    """
+    index = bisect.bisect_left(LATENCY_BOUNDS, lower_ms)
+    if index + 1 >= len(LATENCY_BOUNDS):
+        return float(lower_ms)
+    upper = LATENCY_BOUNDS[index + 1] - 1
+    return (lower_ms + upper) / 2
+
+
+def floor_to(moment: datetime, unit: timedelta) -> datetime:
+    """The start of the UTC hour or day (any unit dividing a day) holding `moment`."""
+    return EPOCH + unit * ((moment.astimezone(UTC) - EPOCH) // unit)
+
+
+def ceil_to(moment: datetime, unit: timedelta) -> datetime:
+    floor = floor_to(moment, unit)
+    return floor if floor == moment else floor + unit
+
+
+@dataclass(frozen=True, slots=True)
+class UsageFacts:
+    """What the rollups need of one usage_logs row."""
+
+    created_at: datetime
+    user_id: uuid.UUID
+    workspace_id: uuid.UUID | None
+    model: str
+    byok: bool
+    status: str
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_nano: int = 0
+    charged_nano: int = 0
+    latency_ms: int = 0
+    ttft_ms: int | None = None
+
+    def sums(self) -> dict[str, int]:
+        success = self.status == "success"
+        return {
+            "requests": 1,
+            "errors": int(self.status == "error"),
+            "cancelled": int(self.status == "cancelled"),
+            "input_tokens": self.input_tokens,
+            "cached_input_tokens": self.cached_input_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+            "output_tokens": self.output_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "cost_nano": self.cost_nano,
+            "charged_nano": self.charged_nano,
+            "success_output_tokens": self.output_tokens if success else 0,
+            "success_latency_ms_sum": self.latency_ms if success else 0,
+        }
+
+    def hourly_key(self) -> dict[str, Any]:
+        return {"hour": floor_to(self.created_at, HOUR), "model": self.model, "user_api_key_used": self.byok}
+
+    def daily_key(self) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id,
+            "day": floor_to(self.created_at, DAY),
+            "workspace_id": self.workspace_id or NO_WORKSPACE,
+            "model": self.model,
+            "user_api_key_used": self.byok,
+        }
+
+    def latency_keys(self) -> list[dict[str, Any]]:
+        """The histogram rows this request counts in (successful requests only), in lock order."""
+        if self.status != "success":
+            return []
+        day = floor_to(self.created_at, DAY)
+        keys = [
+            {
+                "day": day,
+                "model": self.model,
+                "metric": "latency",
+                "bucket_ms": latency_bucket(self.latency_ms),
+            }
+        ]
+        if self.ttft_ms is not None:
+            keys.append(
+                {"day": day, "model": self.model, "metric": "ttft", "bucket_ms": latency_bucket(self.ttft_ms)}
+            )
+        return keys
+
+
+def facts_of_record(rec: CompletionRecord | FailureRecord) -> UsageFacts:
+    """The rollup facts of a record the recorder writes (a completion, or a failure without usage)."""
+    usage = getattr(rec, "usage", None)
+    return UsageFacts(
+        created_at=rec.created_at,
+        user_id=rec.user_id,
+        workspace_id=rec.workspace_id,
+        model=rec.model,
+        byok=rec.byok,
+        status=getattr(rec, "status", "error"),
+        input_tokens=usage.prompt_tokens if usage is not None else 0,
+        cached_input_tokens=usage.cached_tokens if usage is not None else 0,
+        cache_write_tokens=usage.cache_write_tokens if usage is not None else 0,
+        output_tokens=usage.completion_tokens if usage is not None else 0,
+        reasoning_tokens=usage.reasoning_tokens if usage is not None else 0,
+        cost_nano=getattr(rec, "cost_nano", 0),
+        charged_nano=getattr(rec, "charged_nano", 0),
+        latency_ms=rec.latency_ms,
+        ttft_ms=getattr(rec, "ttft_ms", None),
+    )
+
+
+_UPSERTS: dict[tuple[str, str, tuple[str, ...]], Any] = {}
+
+
+def _upsert_many(dialect: str, table: Table, counters: Sequence[str]) -> Any:
+    """INSERT rows, or add their counters to the existing rows (executemany, both dialects).
+
+    Built once per dialect and table: the recorder calls this for every request.
+    """
+    key = (dialect, table.name, tuple(counters))
+    cached = _UPSERTS.get(key)
+    if cached is None:
+        stmt = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+        cached = stmt.on_conflict_do_update(
+            index_elements=[c.name for c in table.primary_key.columns],
+            set_={name: table.c[name] + stmt.excluded[name] for name in counters},
+        )
+        _UPSERTS[key] = cached
+    return cached
+
+
+def _sum_into(
+    target: dict[tuple[Any, ...], list[int]], key: Mapping[str, Any], sums: Mapping[str, int]
+) -> None:
+    row = target.setdefault(tuple(key.values()), [0] * len(SUM_FIELDS))
+    for i, name in enumerate(SUM_FIELDS):
+        row[i] += sums[name]
+
+
+async def apply_facts(conn: AsyncConnection, facts: Sequence[UsageFacts]) -> None:
+    """Count usage_logs rows in every rollup, inside the caller's transaction.
+
+    The rows are summed per rollup key first, then upserted table by table in sorted key order: every
+    transaction takes its rollup row locks in the same global order, so concurrent batches cannot
+    deadlock on them (and each key is written once per batch).
+    """
+    hourly: dict[tuple[Any, ...], list[int]] = {}
+    daily: dict[tuple[Any, ...], list[int]] = {}
+    latency: dict[tuple[Any, ...], int] = defaultdict(int)
+    for f in facts:
+        sums = f.sums()
+        _sum_into(hourly, f.hourly_key(), sums)
+        _sum_into(daily, f.daily_key(), sums)
+        for key in f.latency_keys():
+            latency[tuple(key.values())] += 1
+    dialect = conn.dialect.name
+    for table, rows in ((usage_hourly, hourly), (usage_daily, daily)):
+        if rows:
+            names = [c.name for c in table.primary_key.columns] + list(SUM_FIELDS)
+            params = [dict(zip(names, (*key, *rows[key]), strict=True)) for key in sorted(rows)]
+            await conn.execute(_upsert_many(dialect, table, SUM_FIELDS), params)
+    if latency:
+        names = ["day", "model", "metric", "bucket_ms", "count"]
+        params = [dict(zip(names, (*key, latency[key]), strict=True)) for key in sorted(latency)]
+        await conn.execute(_upsert_many(dialect, latency_daily, ["count"]), params)
+
+
+async def apply_usage_rollups(
+    conn: AsyncConnection, records: Sequence[CompletionRecord | FailureRecord]
+) -> None:
+    """The recorder's hook: count the usage_logs rows of `records` in the rollups, in the same transaction.
+
+    Call it last in the transaction: the rollup rows it locks (one per model and hour, shared by every
+    request to that model) are then held only until the commit.
+    """
+    await apply_facts(conn, [facts_of_record(rec) for rec in records])
+
+
+async def apply_usage_rollup(conn: AsyncConnection, rec: CompletionRecord | FailureRecord) -> None:
+    """apply_usage_rollups for one record."""
+    await apply_usage_rollups(conn, [rec])
+
+
+# -- rebuilding from usage_logs (the migration that adds the rollups, the benchmark, repairs) --------------
+
+
+def usage_log_sums() -> list[Any]:
+    """SUM expressions over usage_logs rows, in SUM_FIELDS order (UsageFacts.sums, in SQL)."""
+    c = usage_logs.c
+    success = c.status == "success"
+    return [
+        func.count(),
+        func.sum(case((c.status == "error", 1), else_=0)),
+        func.sum(case((c.status == "cancelled", 1), else_=0)),
+        func.sum(c.input_tokens),
+        func.sum(c.cached_input_tokens),
+        func.sum(c.cache_write_tokens),
+        func.sum(c.output_tokens),
+        func.sum(c.reasoning_tokens),
+        func.sum(c.cost_nano),
+        func.sum(c.charged_nano),
+        func.sum(case((success, c.output_tokens), else_=0)),
+        func.sum(case((success, c.latency_ms), else_=0)),
+    ]
+
+
+def _utc_start(dialect: str, column: Any, unit: str) -> Any:
+    """SQL for floor_to(column, HOUR or DAY), as the column type stores it (tests hold it to floor_to)."""
+    if dialect == "postgresql":
+        utc: Any = literal_column("'UTC'")
+        return func.timezone(utc, func.date_trunc(literal_column(f"'{unit}'"), func.timezone(utc, column)))
+    # SQLite keeps UTC as 'YYYY-MM-DD HH:MM:SS.ffffff' text
+    pattern = "%Y-%m-%d %H:00:00.000000" if unit == "hour" else "%Y-%m-%d 00:00:00.000000"
+    return func.strftime(literal_column(f"'{pattern}'"), column)
+
+
+def rebuild_usage_rollups(conn: Connection) -> int:
+    """Recompute every rollup from usage_logs (in the caller's transaction); returns the rows summarised.
+
+    The sums are grouped in SQL; histogram buckets are assigned here (latency_bucket is the only
+    definition of a bucket) from values already grouped per day and model. Run it with the recorder
+    stopped — the migration that creates the rollups does.
+    """
+    dialect = conn.dialect.name
+    for table in (usage_hourly, usage_daily, latency_daily):
+        conn.execute(delete(table))
+    c = usage_logs.c
+    hour = _utc_start(dialect, c.created_at, "hour")
+    conn.execute(
+        usage_hourly.insert().from_select(
+            ["hour", "model", "user_api_key_used", *SUM_FIELDS],
+            select(hour, c.model, c.user_api_key_used, *usage_log_sums()).group_by(
+                hour, c.model, c.user_api_key_used
+            ),
+        )
+    )
+    day = _utc_start(dialect, c.created_at, "day")
+    workspace = func.coalesce(c.workspace_id, literal(NO_WORKSPACE, Uuid()))
+    conn.execute(
+        usage_daily.insert().from_select(
+            ["user_id", "day", "workspace_id", "model", "user_api_key_used", *SUM_FIELDS],
+            select(c.user_id, day, workspace, c.model, c.user_api_key_used, *usage_log_sums()).group_by(
+                c.user_id, day, c.workspace_id, c.model, c.user_api_key_used
+            ),
+        )
+    )
+    counts: dict[tuple[datetime, str, str, int], int] = defaultdict(int)
+    typed_day = type_coerce(day, UTCDateTime())
+    for metric, column in (("latency", c.latency_ms), ("ttft", c.ttft_ms)):
+        grouped = (
+            select(typed_day, c.model, column, func.count())
+            .where(c.status == "success", column.is_not(None))
+            .group_by(day, c.model, column)
+        )
+        result = conn.execute(grouped, execution_options={"stream_results": True, "yield_per": 50_000})
+        for row in result:
+            counts[(row[0], row[1], metric, latency_bucket(int(row[2])))] += int(row[3])
+    names = ("day", "model", "metric", "bucket_ms", "count")
+    rows = [dict(zip(names, (*key, n), strict=True)) for key, n in counts.items()]
+    for start in range(0, len(rows), 10_000):
+        conn.execute(latency_daily.insert(), rows[start : start + 10_000])
+    total = conn.execute(select(func.count()).select_from(usage_logs)).scalar_one()
+    return int(total)
+
+
+def rollup_rows(conn: Connection) -> dict[str, list[tuple[Any, ...]]]:
+    """Every rollup row in a comparable form (tests: incremental upkeep equals a rebuild)."""
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    for table in (usage_hourly, usage_daily, latency_daily):
+        keys = list(table.primary_key.columns)
+        out[table.name] = [tuple(r) for r in conn.execute(select(table).order_by(*keys)).all()]
+    return out
