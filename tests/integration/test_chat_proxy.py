@@ -392,3 +392,30 @@ async def test_database_connections_killed_mid_request(gateway: Gateway) -> None
     assert response.status_code == 503
     assert await balance_nano(gateway, user_id) == start
     assert await gateway.ledger.available(user_id) == start
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_provider_that_reports_no_usage_is_counted_with_tiktoken(
+    gateway: Gateway, stream: bool
+) -> None:
+    from pricing.tokens import count_completion_tokens, count_prompt_tokens
+
+    user_id, key = await gateway.seed_user("1")
+    start = await balance_nano(gateway, user_id)
+    messages = user_says("count me [mock usage=none completion_tokens=9]")
+    sdk = client(gateway, key)
+    if stream:
+        list(sdk.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True))  # type: ignore[arg-type]
+    else:
+        sdk.chat.completions.create(model="gpt-4o-mini", messages=messages)  # type: ignore[arg-type]
+    prompt, estimator = count_prompt_tokens("gpt-4o-mini", messages)
+    completion, _ = count_completion_tokens("gpt-4o-mini", " ".join(f"mock{i}" for i in range(9)))
+    assert estimator == "tiktoken:o200k_base"  # the offline encodings, not the bytes/4 fallback
+    row = (
+        await gateway.rows(
+            "SELECT usage_source, usage_estimator, input_tokens, output_tokens, cost_nano FROM usage_logs"
+        )
+    )[0]
+    cost = expected_nano(prompt, completion)
+    assert tuple(row) == ("estimated", "tiktoken:o200k_base", prompt, completion, cost)
+    assert await balance_nano(gateway, user_id) == start - cost
