@@ -15,9 +15,7 @@ T = TypeVar("T")
 
 def insert_for(conn: AsyncConnection, table: Table) -> Any:
     """An INSERT with `.on_conflict_do_update/…_nothing` for the connection's dialect."""
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
+    return dialect_insert(conn.dialect.name, table)
 
 
 def built_once(build: Callable[[str], T]) -> Callable[[AsyncConnection], T]:

@@ -16,13 +16,21 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, delete, get, post, put
-from litestar.connection import ASGIConnection
-from litestar.handlers.base import BaseRouteHandler
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody
 
 from config import PROVIDERS
-from gateway.api.admin.common import money, page_limits
-from gateway.api.admin.scope import Scope, not_found, provide_scope
+from gateway.api.admin.common import (
+    Body,
+    Limit,
+    Offset,
+    Struct,
+    conflict,
+    money,
+    page_limits,
+    runtime_of,
+    user_not_found,
+)
+from gateway.api.admin.scope import GUARDS, caller, not_found
 from gateway.errors import GatewayError, bad_request
 from storage import admin as queries
 from storage.credentials import cipher_for, delete_credential, set_credential
@@ -30,58 +38,9 @@ from storage.keys import create_key
 from storage.users import DuplicateUser, create_user, default_workspace
 
 if TYPE_CHECKING:
-    from gateway.app import Runtime
+    pass
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_SCOPE_STATE = "synapgate_admin_scope"
-
-# -- shared by the admin modules -----------------------------------------------------------------
-
-
-async def authenticated(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Guard: resolve the caller (admin key or a user's key) before the body is parsed; 401 if neither."""
-    scope = await provide_scope(connection)  # type: ignore[arg-type]  # reads only .app and .headers
-    connection.state[_SCOPE_STATE] = scope
-    # Another user's id in the path is a 404 before anything else (even a bad body) is looked at.
-    path_user = connection.path_params.get("user_id")
-    if path_user is not None and not scope.is_admin and str(path_user) != str(scope.user_id):
-        raise not_found("user")
-
-
-GUARDS = [authenticated]
-
-
-def caller(request: Request[Any, Any, Any]) -> Scope:
-    """The Scope the guard resolved for this request."""
-    scope: Scope = request.state[_SCOPE_STATE]
-    return scope
-
-
-def runtime_of(request: Request[Any, Any, Any]) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
-
-
-def conflict(message: str, code: str, param: str | None = None) -> GatewayError:
-    return GatewayError(409, message, code=code, param=param)
-
-
-def user_not_found(param: str | None = None) -> GatewayError:
-    return GatewayError(404, "No such user.", code="user_not_found", param=param)
-
-
-Limit = Annotated[int, QueryParameter(description="page size, 1 to 1000")]
-Offset = Annotated[int, QueryParameter(description="rows to skip (the order is stable)")]
-
-
-class Struct(msgspec.Struct, kw_only=True):
-    """Response bodies: typed, so the OpenAPI schema documents them."""
-
-
-class Body(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Request bodies: an unknown or mistyped field is a 400 that names it."""
-
-
 # -- response shapes -----------------------------------------------------------------------------
 
 

@@ -28,9 +28,8 @@ from typing import Annotated, Any, Literal, TypeVar
 from litestar import Request, get
 from litestar.params import FromPath, FromQuery, QueryParameter
 
-from gateway.api.admin.accounts import GUARDS, Limit, Offset, Struct, caller, runtime_of
-from gateway.api.admin.common import aware, money, page_limits
-from gateway.api.admin.scope import Scope, not_found
+from gateway.api.admin.common import Limit, Offset, Struct, aware, money, page_limits, runtime_of
+from gateway.api.admin.scope import GUARDS, Scope, caller, not_found
 from gateway.errors import bad_request
 from pricing.money import nano_to_usd, round_to_nano
 from storage import analytics as queries

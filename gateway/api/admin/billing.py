@@ -18,19 +18,19 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from gateway.api.admin.accounts import (
-    GUARDS,
+from gateway.api.admin.common import (
     Body,
     Limit,
     Offset,
     Struct,
-    caller,
+    aware,
     conflict,
+    money,
+    page_limits,
     runtime_of,
     user_not_found,
 )
-from gateway.api.admin.common import aware, money, page_limits
-from gateway.api.admin.scope import not_found
+from gateway.api.admin.scope import GUARDS, caller, not_found
 from gateway.errors import bad_request
 from pricing.money import MoneyError, parse_usd
 from storage import admin as queries

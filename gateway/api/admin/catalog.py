@@ -16,8 +16,8 @@ import msgspec
 from litestar import Request, get, post, put
 from litestar.params import FromPath, FromQuery, JSONBody
 
-from gateway.api.admin.accounts import GUARDS, Body, Limit, Offset, Struct, caller, runtime_of
-from gateway.api.admin.common import page_limits
+from gateway.api.admin.common import Body, Limit, Offset, Struct, page_limits, runtime_of
+from gateway.api.admin.scope import GUARDS, caller
 from gateway.errors import GatewayError, bad_request
 from pricing.money import TOKENS_PER_PRICE_UNIT
 from storage import admin as queries

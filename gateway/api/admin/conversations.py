@@ -23,10 +23,9 @@ from typing import Any, Literal
 from litestar import Request, Response, delete, get, post
 from litestar.params import FromPath, JSONBody
 
-from gateway.api.admin.accounts import GUARDS, Body, Limit, Offset, Struct, caller, runtime_of
 from gateway.api.admin.analytics import TokensOut
-from gateway.api.admin.common import money, page_limits
-from gateway.api.admin.scope import Scope, not_found
+from gateway.api.admin.common import Body, Limit, Offset, Struct, money, page_limits, runtime_of
+from gateway.api.admin.scope import GUARDS, Scope, caller, not_found
 from gateway.errors import GatewayError, bad_request
 from storage import annotations as store
 from storage.models import TAG_TARGET_TYPES

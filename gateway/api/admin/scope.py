@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from litestar import Request
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
 
 from gateway.auth import bearer_token
 from gateway.errors import GatewayError
@@ -44,12 +46,34 @@ def not_found(what: str) -> GatewayError:
     return GatewayError(404, f"No such {what}.", code=f"{what}_not_found")
 
 
-async def provide_scope(request: Request[Any, Any, Any]) -> Scope:
-    """Litestar dependency: the caller's scope from its bearer key."""
-    runtime = request.app.state.runtime
-    token = bearer_token(request.headers.get("authorization"))
+async def resolve_scope(connection: ASGIConnection[Any, Any, Any, Any]) -> Scope:
+    """The caller's scope from its bearer key (401 when it is neither the admin key nor a live user key)."""
+    runtime = connection.app.state.runtime
+    token = bearer_token(connection.headers.get("authorization"))
     admin_key = runtime.settings.admin_key
     if admin_key is not None and hmac.compare_digest(token.encode(), admin_key.get_secret_value().encode()):
         return Scope(user_id=None)
     principal = await runtime.chat.auth.authenticate(f"Bearer {token}")
     return Scope(user_id=principal.user_id, workspace_id=principal.workspace_id)
+
+
+_SCOPE_STATE = "synapgate_admin_scope"
+
+
+async def authenticated(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard: resolve the caller (admin key or a user's key) before the body is parsed; 401 if neither."""
+    scope = await resolve_scope(connection)
+    connection.state[_SCOPE_STATE] = scope
+    # Another user's id in the path is a 404 before anything else (even a bad body) is looked at.
+    path_user = connection.path_params.get("user_id")
+    if path_user is not None and not scope.is_admin and str(path_user) != str(scope.user_id):
+        raise not_found("user")
+
+
+GUARDS = [authenticated]
+
+
+def caller(request: Request[Any, Any, Any]) -> Scope:
+    """The Scope the guard resolved for this request."""
+    scope: Scope = request.state[_SCOPE_STATE]
+    return scope
