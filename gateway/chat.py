@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -27,7 +27,14 @@ from gateway.catalog_cache import CatalogCache
 from gateway.conversations import conversation_id_for
 from gateway.credentials import CredentialResolver
 from gateway.errors import GatewayError, bad_request, encode_error, insufficient_credits, record_failed
-from gateway.providers.base import ChatRequest, ChatResult, Credential, ProviderAdapter, ProviderError
+from gateway.providers.base import (
+    ChatRequest,
+    ChatResult,
+    Credential,
+    JSONObject,
+    ProviderAdapter,
+    ProviderError,
+)
 from gateway.providers.sse import SSEDecoder
 from gateway.proxy import UpstreamClient, UpstreamResponse, UpstreamStream
 from gateway.resilience import CircuitBreaker, backoff_seconds, is_fallback_worthy, is_retryable
@@ -581,21 +588,16 @@ class ChatService:
         try:
             async for raw in stream.chunks():
                 for event in decoder.feed(raw):
-                    for chunk in call.adapter.parse_stream_event(state, event):
-                        if not include_usage and "usage" in chunk:
-                            if not chunk.get("choices"):
-                                continue  # the usage-only chunk the client did not ask for
-                            chunk = {k: v for k, v in chunk.items() if k != "usage"}
+                    for chunk in _client_chunks(call.adapter.parse_stream_event(state, event), include_usage):
                         if ttft_ms is None:
                             ttft_ms = int((time.perf_counter() - call.started) * 1000)
                         await send(_sse(msgspec.json.encode(chunk)))
                 if disconnected.is_set():
                     break
-            if not disconnected.is_set():
+            if not disconnected.is_set():  # an event the upstream did not close with a blank line
                 for event in decoder.flush():
-                    for chunk in call.adapter.parse_stream_event(state, event):
-                        if include_usage or "usage" not in chunk:
-                            await send(_sse(msgspec.json.encode(chunk)))
+                    for chunk in _client_chunks(call.adapter.parse_stream_event(state, event), include_usage):
+                        await send(_sse(msgspec.json.encode(chunk)))
         except ProviderError as exc:
             error = exc
         finally:
@@ -639,6 +641,18 @@ class ChatService:
         else:
             await send(_sse(b"[DONE]"))
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _client_chunks(chunks: Sequence[JSONObject], include_usage: bool) -> Iterator[JSONObject]:
+    """The chunks as the client asked for them: the gateway always asks upstream for usage, so when the
+    client did not, the usage-only chunk is dropped and `usage` is removed from the others (DeepSeek puts
+    it on the chunk that also carries finish_reason)."""
+    for chunk in chunks:
+        if not include_usage and "usage" in chunk:
+            if not chunk.get("choices"):
+                continue
+            chunk = {k: v for k, v in chunk.items() if k != "usage"}
+        yield chunk
 
 
 def _sse(data: bytes) -> dict[str, Any]:
