@@ -41,7 +41,8 @@ from storage.users import create_user
 
 PG_HOST = os.environ.get("SYNAPGATE_TEST_PG_HOST", "127.0.0.1")
 PG_ADMIN_DSN = f"postgresql://postgres@{PG_HOST}:5432/postgres"
-REDIS_URL = "redis://127.0.0.1:6379/11"
+# One Redis db per concurrent test run (xdist workers and parallel checkouts each set their own).
+REDIS_URL = os.environ.get("SYNAPGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
 RUN_ID = f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
 TEMPLATE_DB = f"sg_tmpl_{RUN_ID}"
 
