@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from gateway.mock_upstream import MockConfig, MockServerThread, create_mock_app, parse_directives
+from devtools.mock_upstream import MockConfig, MockServerThread, create_mock_app, parse_directives
 
 REPO = Path(__file__).resolve().parents[2]
 WEATHER_TOOL = {
@@ -187,7 +187,15 @@ def test_cli_entry_point_serves() -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "gateway.mock_upstream", "--port", str(port), "--completion-tokens", "2"]
+    command = [
+        sys.executable,
+        "-m",
+        "devtools.mock_upstream",
+        "--port",
+        str(port),
+        "--completion-tokens",
+        "2",
+    ]
     process = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 15
