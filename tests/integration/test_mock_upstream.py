@@ -213,6 +213,9 @@ def test_cli_entry_point_serves() -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+    assert process.stderr is not None
+    first_line = process.stderr.read().decode().splitlines()[0]
+    assert first_line == f"mock upstream on http://127.0.0.1:{port}"  # one line, saying where it listens
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -768,3 +771,26 @@ def test_records_bad_json_with_a_null_body(mock: MockServerThread, http: httpx.C
 def test_keeps_the_last_thousand_requests() -> None:
     app = create_mock_app(MockConfig())
     assert app.requests.maxlen == 1000
+
+
+def test_help_documents_every_directive() -> None:
+    """`python -m devtools.mock_upstream --help` lists each directive the mock understands."""
+    from devtools.mock_upstream import DIRECTIVES
+    from devtools.mock_upstream.directives import _FLOAT_DIRECTIVES, _INT_DIRECTIVES
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-m", "devtools.mock_upstream", "--help"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    understood = _INT_DIRECTIVES | _FLOAT_DIRECTIVES | {"key", "usage"}
+    assert {name.partition("=")[0] for name in DIRECTIVES} == understood
+    for name in DIRECTIVES:
+        assert name in result.stdout
+    for option in ("--port", "--latency-ms", "--completion-tokens", "--chunk-delay-ms", "retry-after"):
+        assert option in result.stdout
