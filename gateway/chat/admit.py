@@ -24,7 +24,7 @@ from gateway.chat.record import byok_fee
 from gateway.conversations import conversation_id_for
 from gateway.credentials import CredentialResolver
 from gateway.errors import GatewayError, conversation_not_found
-from gateway.providers.base import ChatRequest, Credential, ProviderAdapter
+from gateway.providers.base import AnyAdapter, ChatRequest, Credential
 from pricing.catalog import Model
 from pricing.cost import reservation_nano
 from pricing.tokens import count_prompt_tokens
@@ -50,7 +50,7 @@ class Route:
     """One way to serve a request: a catalog model, its adapter, and the key to call it with."""
 
     model: Model
-    adapter: ProviderAdapter
+    adapter: AnyAdapter
     credential: Credential
 
 
@@ -68,7 +68,7 @@ class Call:
     principal: KeyPrincipal
     request: ChatRequest
     model: Model
-    adapter: ProviderAdapter
+    adapter: AnyAdapter
     credential: Credential
     conversation_id: uuid.UUID
     message_id: uuid.UUID
@@ -93,7 +93,7 @@ class Admission:
         auth: KeyAuthenticator,
         credentials: CredentialResolver,
         catalog: CatalogCache,
-        adapters: Mapping[str, ProviderAdapter],
+        adapters: Mapping[str, AnyAdapter],
     ) -> None:
         self.settings = settings
         self.engine = engine

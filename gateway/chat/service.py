@@ -39,7 +39,7 @@ from gateway.errors import (
     insufficient_credits,
     record_failed,
 )
-from gateway.providers.base import ProviderAdapter, ProviderError
+from gateway.providers.base import AnyAdapter, ProviderError
 from gateway.proxy import Upstream
 from pricing.money import format_usd
 from storage.keys import KeyPrincipal
@@ -65,7 +65,7 @@ class ChatService:
         credentials: CredentialResolver,
         catalog: CatalogCache,
         upstream: Upstream,
-        adapters: Mapping[str, ProviderAdapter],
+        adapters: Mapping[str, AnyAdapter],
         recorder: GroupCommitRecorder,
     ) -> None:
         self.settings = settings
