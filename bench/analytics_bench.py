@@ -7,7 +7,7 @@
 It creates its own database on the PostgreSQL of SYNAPGATE_BENCH_PG (default postgres@127.0.0.1:5432),
 migrates it with `alembic upgrade head`, seeds users, workspaces, conversations, one message and one
 usage_logs row per request, and feedback on 2 % of the messages with COPY (asyncpg), fills the rollup
-tables the way the recorder keeps them (`storage.rollups.rebuild_usage_rollups`), runs VACUUM ANALYZE,
+tables the way the recorder keeps them (`storage.usage.rollups.rebuild_usage_rollups`), runs VACUUM ANALYZE,
 then serves the real app under uvicorn on a free port and times each analytics endpoint over HTTP:
 2 warm-up calls, then the median (and min/max) of 7. See bench/ANALYTICS.md for the figures.
 

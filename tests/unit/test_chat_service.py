@@ -33,6 +33,7 @@ from gateway.errors import GatewayError
 from gateway.providers.base import ProviderError, UpstreamRequest
 from gateway.providers.registry import build_adapters
 from migrations.runner import upgrade
+from pricing.tokens import count_completion_tokens
 from storage.credits import add_credits
 from storage.db import create_engine
 from storage.keys import create_key
@@ -280,4 +281,52 @@ async def test_a_stream_whose_record_fails_ends_with_an_error_event_and_charges_
     last_event = sent[-2]["body"]
     assert b"record_failed" in last_event and b"[DONE]" not in b"".join(m["body"] for m in sent)
     assert await h.ledger.available(h.user_id) == CREDIT_NANO
+    await h.engine.dispose()
+
+
+async def test_a_cut_stream_is_billed_for_what_was_generated_and_told_to_the_client(db_path: Path) -> None:
+    def cut_after_two(req: UpstreamRequest) -> Answer:
+        status, headers, events = openai_answer(req)
+        assert not isinstance(events, bytes)
+        cut = ProviderError(502, "The upstream provider ended the stream early.", code="upstream_stream_cut")
+        return status, headers, [*events[:3], cut]  # the role chunk and two words, then the connection drops
+
+    h = await make_harness(db_path, cut_after_two)
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def start(headers: dict[str, str]) -> None:
+        return None
+
+    await h.service.stream(h.inbound("[mock completion_tokens=9]", stream=True), start, send, asyncio.Event())
+    assert b"upstream_stream_cut" in sent[-2]["body"] and sent[-1]["more_body"] is False
+    async with h.engine.connect() as conn:
+        status, code, output, source = (
+            await conn.execute(text("SELECT status, error_code, output_tokens, usage_source FROM usage_logs"))
+        ).one()
+    assert (status, code, source) == ("error", "upstream_stream_cut", "estimated")
+    assert output == count_completion_tokens("gpt-4o-mini", "mock0 mock1")[0] > 0  # counted with tiktoken
+    assert await h.debits() < 0  # what was generated is charged
+    await h.engine.dispose()
+
+
+async def test_a_client_that_leaves_mid_stream_is_recorded_as_cancelled(db_path: Path) -> None:
+    h = await make_harness(db_path, openai_answer)
+    disconnected = asyncio.Event()
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        disconnected.set()  # the client goes away after the first chunk
+
+    async def start(headers: dict[str, str]) -> None:
+        return None
+
+    await h.service.stream(h.inbound("[mock completion_tokens=5]", stream=True), start, send, disconnected)
+    assert all(b"[DONE]" not in m["body"] for m in sent)  # nobody to tell
+    [row] = await h.usage_rows()
+    assert (row.status, row.error_code) == ("cancelled", "client_disconnected")
+    assert await h.ledger.available(h.user_id) == CREDIT_NANO - row.charged_nano
     await h.engine.dispose()
