@@ -7,7 +7,7 @@
 It creates its own database on the PostgreSQL of SYNAPGATE_BENCH_PG (default postgres@127.0.0.1:5432),
 migrates it with `alembic upgrade head`, seeds users, workspaces, conversations, one message and one
 usage_logs row per request, and feedback on 2 % of the messages with COPY (asyncpg), fills the rollup
-tables the way the recorder keeps them (`storage.rollups.rebuild_usage_rollups`), runs VACUUM ANALYZE,
+tables the way the recorder keeps them (`storage.usage.rollups.rebuild_usage_rollups`), runs VACUUM ANALYZE,
 then serves the real app under uvicorn on a free port and times each analytics endpoint over HTTP:
 2 warm-up calls, then the median (and min/max) of 7. See bench/ANALYTICS.md for the figures.
 
@@ -49,7 +49,7 @@ from gateway.app import create_app
 from migrations.runner import upgrade
 from storage.db import create_engine
 from storage.keys import create_key
-from storage.rollups import rebuild_usage_rollups
+from storage.usage.rollups import rebuild_usage_rollups
 
 PG = os.environ.get("SYNAPGATE_BENCH_PG", "postgres@127.0.0.1:5432")
 ADMIN_KEY = "sk-bench-admin"
@@ -437,7 +437,7 @@ async def rollup_upkeep(database: str, transactions: int = 500) -> list[str]:
     group-commit batch of 20): what `apply_usage_rollups` adds to the recorder's transaction."""
     from sqlalchemy import text
 
-    from storage.rollups import UsageFacts, apply_facts
+    from storage.usage.rollups import UsageFacts, apply_facts
 
     engine = create_engine(sa_url(database), pool_size=2)
     users = [uuid.UUID(int=i + 1) for i in range(50)]

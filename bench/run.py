@@ -5,7 +5,7 @@
                                   [--history-rows N] [--soak-seconds N] [--profile]
 
 What it does, in order (every process it starts is stopped at the end, the database dropped):
-  1. starts the mock upstream (`python -m gateway.mock_upstream`, uvloop + httptools) and measures it
+  1. starts the mock upstream (`python -m devtools.mock_upstream`, uvloop + httptools) and measures it
      alone with wrk: non-streaming and streaming, 1 and 32 connections, plus time-to-first-byte sampling;
   2. creates a fresh PostgreSQL database, migrates it, flushes Redis db 12, creates a user with
      plenty of credit and a key through the CLI, starts `synapgate serve --workers 1` on it and runs
@@ -831,7 +831,7 @@ def phase_mock(b: Bench) -> tuple[Proc, int]:
     port = free_port()
     proc = b.start(
         "mock",
-        [sys.executable, "-m", "gateway.mock_upstream", "--host", HOST, "--port", str(port)],
+        [sys.executable, "-m", "devtools.mock_upstream", "--host", HOST, "--port", str(port)],
         clean_env(),
     )
     wait_http(f"http://{HOST}:{port}/health", proc, 30)

@@ -29,10 +29,10 @@ from gateway.providers.registry import build_adapters
 from gateway.proxy import UpstreamClient
 from storage.credentials import cipher_for
 from storage.db import create_engine
-from storage.group_commit import GroupCommitRecorder
 from storage.ledger.base import CreditLedger
 from storage.ledger.redis import RedisLedger
 from storage.ledger.sql import SqlLedger
+from storage.usage.group_commit import GroupCommitRecorder
 
 log = logging.getLogger("synapgate.app")
 

@@ -6,6 +6,8 @@ from typing import Any
 
 import msgspec
 
+from gateway.providers.base import ProviderError
+
 
 class GatewayError(Exception):
     """An error the client receives as an OpenAI error envelope."""
@@ -65,4 +67,33 @@ def record_failed() -> GatewayError:
         type="server_error",
         code="record_failed",
         headers={"retry-after": "1"},
+    )
+
+
+def conversation_not_found() -> GatewayError:
+    return GatewayError(
+        404, "No such conversation.", code="conversation_not_found", param="X-Conversation-Id"
+    )
+
+
+def from_provider_error(exc: ProviderError) -> GatewayError:
+    """A provider's error as the client sees it: its 4xx passed through, 5xx as 502, timeouts 504."""
+    headers = {}
+    if exc.retry_after is not None:
+        headers["retry-after"] = str(max(0, round(exc.retry_after)))
+    if 400 <= exc.status < 500:
+        return GatewayError(
+            exc.status, exc.message, type=exc.type, code=exc.code, param=exc.param, headers=headers
+        )
+    if exc.code == "circuit_open":
+        return GatewayError(
+            503, exc.message, type="upstream_error", code=exc.code, headers={"retry-after": "5"}
+        )
+    status = 504 if exc.status == 504 else 502
+    return GatewayError(
+        status,
+        f"Upstream provider error: {exc.message}",
+        type="upstream_error",
+        code=exc.code,
+        headers=headers,
     )

@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import aiohttp
 
@@ -22,10 +23,44 @@ Timeouts = tuple[float, float, float]  # connect, read, total (seconds)
 
 @dataclass(frozen=True, slots=True)
 class UpstreamResponse:
+    """A whole upstream answer (header names lowercase) and how long it took."""
+
     status: int
     headers: dict[str, str]
     body: bytes
     elapsed_ms: int
+
+
+class UpstreamStream(Protocol):
+    """An open streaming response: status and headers now, the body as it arrives."""
+
+    status: int
+    headers: dict[str, str]  # lowercase names
+    first_byte_ms: int
+
+    async def read(self) -> bytes:
+        """The whole remaining body (for an error answer)."""
+        ...
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The raw body, chunk by chunk as it arrives; a transport failure raises ProviderError."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class Upstream(Protocol):
+    """The seam between the request path and the network: `UpstreamClient` in production, a fake in tests."""
+
+    async def send(self, req: UpstreamRequest, timeouts: Timeouts | None = None) -> UpstreamResponse:
+        """Send a request and read the whole answer; transport failures raise ProviderError."""
+        ...
+
+    async def open_stream(self, req: UpstreamRequest, timeouts: Timeouts | None = None) -> UpstreamStream:
+        """Send a request and return once the status and headers are in."""
+        ...
+
+    async def aclose(self) -> None: ...
 
 
 def _timed_out() -> ProviderError:
@@ -40,8 +75,8 @@ def _headers(response: aiohttp.ClientResponse) -> dict[str, str]:
     return {k.lower(): v for k, v in response.headers.items()}
 
 
-class UpstreamStream:
-    """An open streaming response: status and headers now, the body as it arrives."""
+class AiohttpStream:
+    """An open aiohttp streaming response (an `UpstreamStream`)."""
 
     def __init__(self, response: aiohttp.ClientResponse, started: float) -> None:
         self._response = response
@@ -78,7 +113,7 @@ class UpstreamStream:
 
 
 class UpstreamClient:
-    """One pooled HTTP client for every provider, created in the app lifespan."""
+    """One pooled HTTP client (aiohttp) for every provider, created in the app lifespan (an `Upstream`)."""
 
     def __init__(self, connect_timeout: float, read_timeout: float, max_connections: int) -> None:
         self._defaults: Timeouts = (connect_timeout, read_timeout, connect_timeout + read_timeout)
@@ -120,7 +155,7 @@ class UpstreamClient:
             status=status, headers=headers, body=body, elapsed_ms=int((time.perf_counter() - started) * 1000)
         )
 
-    async def open_stream(self, req: UpstreamRequest, timeouts: Timeouts | None = None) -> UpstreamStream:
+    async def open_stream(self, req: UpstreamRequest, timeouts: Timeouts | None = None) -> AiohttpStream:
         """Send a request and return as soon as the status line and headers are in (the total timeout
         bounds the wait for them; the read timeout then bounds each gap between chunks)."""
         started = time.perf_counter()
@@ -135,7 +170,7 @@ class UpstreamClient:
             raise _timed_out() from None
         except aiohttp.ClientError:
             raise _unreachable() from None
-        return UpstreamStream(response, started)
+        return AiohttpStream(response, started)
 
     async def aclose(self) -> None:
         if self._session is not None:

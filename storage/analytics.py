@@ -33,7 +33,7 @@ from storage.models import (
     WorkspaceMember,
     table_of,
 )
-from storage.rollups import (
+from storage.usage.rollups import (
     DAY,
     HOUR,
     SUM_FIELDS,

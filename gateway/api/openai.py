@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,7 +17,8 @@ from typing import Any
 from litestar import Request, get
 from litestar.handlers import asgi
 
-from gateway.chat import Call, ChatService
+from gateway.api.chat_request import parse_chat_request
+from gateway.chat import ChatService, Inbound
 from gateway.errors import GatewayError, encode_error
 from pricing.money import TOKENS_PER_PRICE_UNIT
 
@@ -72,41 +74,42 @@ def chat_completions_handler(chat: Callable[[], ChatService], max_body_bytes: in
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         service = chat()
-        call: Call | None = None
+        disconnected = asyncio.Event()
+        watcher: asyncio.Task[None] | None = None
+
+        async def start_stream(response_headers: dict[str, str]) -> None:
+            nonlocal watcher
+            raw_headers = [
+                (b"content-type", b"text/event-stream; charset=utf-8"),
+                (b"cache-control", b"no-cache"),
+                (b"x-accel-buffering", b"no"),
+            ] + [(k.encode(), v.encode()) for k, v in response_headers.items()]
+            await send({"type": "http.response.start", "status": 200, "headers": raw_headers})
+            watcher = asyncio.create_task(_watch_disconnect(receive, disconnected))
+
         try:
             received = await _read_body(receive, max_body_bytes, headers.get("content-length"))
             if received is None:
                 return  # the client left before sending its request
-            call = await service.admit(headers, received, request_id)
-            if not call.request.stream:
-                payload, response_headers = await service.complete(call)
+            started = time.perf_counter()
+            principal = await service.authenticate(headers)
+            inbound = Inbound(request_id, headers, principal, parse_chat_request(received), started)
+            if inbound.request.stream:
+                await service.stream(inbound, start_stream, send, disconnected)
+            else:
+                payload, response_headers = await service.complete(inbound)
                 await _send_json(send, 200, payload, response_headers)
-                return
-            stream = await service.open_stream(call)
         except GatewayError as exc:
-            await _send_json(send, exc.status, exc.body(), {"x-request-id": request_id, **exc.headers})
-            return
+            if watcher is None:  # nothing sent yet (a stream's own failures are sent as events)
+                await _send_json(send, exc.status, exc.body(), {"x-request-id": request_id, **exc.headers})
         except Exception:
             log.exception("unexpected failure", extra={"request_id": request_id})
-            if call is not None:
-                await service.release(call)
-            body = encode_error("Internal gateway error.", "server_error", "internal_error")
-            await _send_json(send, 500, body, {"x-request-id": request_id})
-            return
-
-        response_headers = service.response_headers(call)
-        raw_headers = [
-            (b"content-type", b"text/event-stream; charset=utf-8"),
-            (b"cache-control", b"no-cache"),
-            (b"x-accel-buffering", b"no"),
-        ] + [(k.encode(), v.encode()) for k, v in response_headers.items()]
-        await send({"type": "http.response.start", "status": 200, "headers": raw_headers})
-        disconnected = asyncio.Event()
-        watcher = asyncio.create_task(_watch_disconnect(receive, disconnected))
-        try:
-            await service.relay_stream(call, stream, send, disconnected)
+            if watcher is None:
+                body = encode_error("Internal gateway error.", "server_error", "internal_error")
+                await _send_json(send, 500, body, {"x-request-id": request_id})
         finally:
-            watcher.cancel()
+            if watcher is not None:
+                watcher.cancel()
 
     return chat_completions
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import msgspec
@@ -67,6 +68,17 @@ _ERRORS: dict[str, tuple[int, str, str | None]] = {
 _PASSTHROUGH = ("top_k", "thinking", "cache_control", "context_management", "output_config")
 
 _USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+
+
+@dataclass(slots=True)
+class AnthropicStreamState(StreamState):
+    """An Anthropic stream's state: which tool call each content block is, usage so far, thinking text."""
+
+    # content block index -> OpenAI tool-call index (which counts tool calls only, not text blocks)
+    tool_index: dict[int, int] = field(default_factory=dict)
+    # the latest non-null value of each Anthropic usage field (message_start, then message_delta)
+    usage_fields: dict[str, Any] = field(default_factory=dict)
+    reasoning_parts: list[str] = field(default_factory=list)
 
 
 class AnthropicAdapter:
@@ -202,15 +214,11 @@ class AnthropicAdapter:
 
     # --- streaming ---------------------------------------------------------------------------------
 
-    def new_stream_state(self) -> StreamState:
-        return StreamState()
+    def new_stream_state(self) -> AnthropicStreamState:
+        return AnthropicStreamState()
 
-    def parse_stream_event(self, state: StreamState, event: SSEEvent) -> Sequence[JSONObject]:
-        """OpenAI chunks for one Anthropic stream event; `message_stop` ends the stream with a usage chunk.
-
-        `state.extra`: `tool_index` (content block index -> OpenAI tool-call index, which counts tool
-        calls only), `usage_fields` (latest non-null of each Anthropic usage field), `reasoning_parts`.
-        """
+    def parse_stream_event(self, state: AnthropicStreamState, event: SSEEvent) -> Sequence[JSONObject]:
+        """OpenAI chunks for one Anthropic stream event; `message_stop` ends the stream with a usage chunk."""
         data = event.data
         if not data or data.isspace():
             return ()
@@ -250,7 +258,7 @@ class AnthropicAdapter:
         # ping, content_block_stop, and event types added later carry nothing for the client.
         return ()
 
-    def _message_start(self, state: StreamState, message: Any) -> Sequence[JSONObject]:
+    def _message_start(self, state: AnthropicStreamState, message: Any) -> Sequence[JSONObject]:
         if not isinstance(message, dict):
             raise _bad_response("anthropic sent message_start without a message")
         if isinstance(message.get("id"), str):
@@ -277,7 +285,7 @@ def _chunk(state: StreamState, delta: JSONObject, finish_reason: str | None = No
     }
 
 
-def _block_start(state: StreamState, payload: JSONObject) -> Sequence[JSONObject]:
+def _block_start(state: AnthropicStreamState, payload: JSONObject) -> Sequence[JSONObject]:
     block = payload.get("content_block")
     if not isinstance(block, dict):
         return ()
@@ -286,9 +294,8 @@ def _block_start(state: StreamState, payload: JSONObject) -> Sequence[JSONObject
         state.text_parts.append(block["text"])
         return (_chunk(state, {"content": block["text"]}),)
     if kind == "tool_use":
-        tool_index: dict[int, int] = state.extra.setdefault("tool_index", {})
-        index = len(tool_index)
-        tool_index[payload.get("index", -1)] = index
+        index = len(state.tool_index)
+        state.tool_index[payload.get("index", -1)] = index
         # `input` is always {} here; the arguments follow as input_json_delta fragments.
         call = {
             "index": index,
@@ -300,7 +307,7 @@ def _block_start(state: StreamState, payload: JSONObject) -> Sequence[JSONObject
     return ()
 
 
-def _block_delta(state: StreamState, payload: JSONObject) -> Sequence[JSONObject]:
+def _block_delta(state: AnthropicStreamState, payload: JSONObject) -> Sequence[JSONObject]:
     delta = payload.get("delta")
     if not isinstance(delta, dict):
         return ()
@@ -313,7 +320,7 @@ def _block_delta(state: StreamState, payload: JSONObject) -> Sequence[JSONObject
         return (_chunk(state, {"content": text}),)
     if kind == "input_json_delta":
         fragment = delta.get("partial_json")
-        index = state.extra.get("tool_index", {}).get(payload.get("index", -1))
+        index = state.tool_index.get(payload.get("index", -1))
         # The first fragment is often "": nothing to send.
         if not fragment or not isinstance(fragment, str) or index is None:
             return ()
@@ -323,14 +330,14 @@ def _block_delta(state: StreamState, payload: JSONObject) -> Sequence[JSONObject
         thinking = delta.get("thinking")
         if not thinking or not isinstance(thinking, str):
             return ()
-        state.extra.setdefault("reasoning_parts", []).append(thinking)
+        state.reasoning_parts.append(thinking)
         return (_chunk(state, {"reasoning_content": thinking}),)
     # signature_delta, citations_delta, compaction_delta: not part of the OpenAI answer.
     return ()
 
 
-def _update_usage(state: StreamState, raw: Any) -> None:
-    fields = _usage_fields(state.extra.setdefault("usage_fields", {}), raw)
+def _update_usage(state: AnthropicStreamState, raw: Any) -> None:
+    fields = _usage_fields(state.usage_fields, raw)
     usage = _usage(fields)
     if usage is not None:
         state.usage = usage

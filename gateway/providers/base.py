@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from pricing.cost import Usage
 
@@ -64,7 +64,11 @@ class SSEEvent:
 
 @dataclass(slots=True)
 class StreamState:
-    """What an adapter accumulates over one stream: usage, generated text, and its own extras."""
+    """What every adapter accumulates over one stream: usage, generated text, finish reason, ids.
+
+    An adapter that must remember more declares its own subclass (e.g. `AnthropicStreamState`), so every
+    field it keeps is named and typed.
+    """
 
     usage: Usage | None = None
     text_parts: list[str] = field(default_factory=list)
@@ -73,7 +77,6 @@ class StreamState:
     model: str | None = None
     created: int | None = None
     done: bool = False  # the provider said the stream is complete
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def content_text(self) -> str:
@@ -105,8 +108,11 @@ class ProviderError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
-class ProviderAdapter(Protocol):
-    """Translate one provider's wire format. Every method is pure."""
+StateT = TypeVar("StateT", bound=StreamState)
+
+
+class ProviderAdapter(Protocol[StateT]):
+    """Translate one provider's wire format. Every method is pure; `StateT` is the adapter's stream state."""
 
     name: ClassVar[str]
 
@@ -118,11 +124,14 @@ class ProviderAdapter(Protocol):
         """A finished completion from a 2xx answer; raises ProviderError for an error answer."""
         ...
 
-    def new_stream_state(self) -> StreamState: ...
+    def new_stream_state(self) -> StateT: ...
 
-    def parse_stream_event(self, state: StreamState, event: SSEEvent) -> Sequence[JSONObject]:
+    def parse_stream_event(self, state: StateT, event: SSEEvent) -> Sequence[JSONObject]:
         """OpenAI `chat.completion.chunk` objects for one upstream event (maybe none).
 
         Updates `state` (usage, text, finish reason, done); raises ProviderError for an error event.
         """
         ...
+
+
+AnyAdapter = ProviderAdapter[Any]  # an adapter whose stream state type does not matter to the caller

@@ -10,6 +10,7 @@ from __future__ import annotations
 import mimetypes
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import msgspec
@@ -71,6 +72,22 @@ _ERRORS: dict[str, tuple[int, str, str | None]] = {
 # not forwarded, since Gemini rejects unknown fields.
 _PASSTHROUGH = ("safetySettings", "cachedContent")
 _CONFIG_PASSTHROUGH = ("thinkingConfig", "topK", "responseModalities", "mediaResolution")
+
+
+@dataclass(slots=True)
+class CandidateProgress:
+    """One candidate of a Gemini stream: its tool calls so far (the next one's index), and if it ended."""
+
+    tool_calls: int = 0
+    finished: bool = False
+
+
+@dataclass(slots=True)
+class GeminiStreamState(StreamState):
+    """A Gemini stream's state: each candidate's progress, and the function calls seen over all of them."""
+
+    candidates: dict[int, CandidateProgress] = field(default_factory=dict)
+    calls_seen: int = 0  # numbers the synthesized tool-call ids (Gemini sends none)
 
 
 class GeminiAdapter:
@@ -195,15 +212,15 @@ class GeminiAdapter:
 
     # --- streaming ---------------------------------------------------------------------------------
 
-    def new_stream_state(self) -> StreamState:
-        return StreamState()
+    def new_stream_state(self) -> GeminiStreamState:
+        return GeminiStreamState()
 
-    def parse_stream_event(self, state: StreamState, event: SSEEvent) -> Sequence[JSONObject]:
+    def parse_stream_event(self, state: GeminiStreamState, event: SSEEvent) -> Sequence[JSONObject]:
         """OpenAI chunks for one Gemini stream chunk (a whole GenerateContentResponse).
 
         Usage is cumulative on every chunk, so the latest replaces `state.usage`. There is no [DONE]:
         the stream is done once every candidate seen has a finishReason, and the usage chunk
-        (`choices: []`) is emitted then, once. `state.extra["candidates"]` tracks each candidate.
+        (`choices: []`) is emitted then, once. `state.candidates` tracks each candidate.
         """
         data = event.data
         if not data or data.isspace():
@@ -220,7 +237,7 @@ class GeminiAdapter:
         usage = _usage(payload.get("usageMetadata"))
         if usage is not None:
             state.usage = usage  # cumulative: replace, never add
-        seen: dict[int, JSONObject] = state.extra.setdefault("candidates", {})
+        seen = state.candidates
         chunks: list[JSONObject] = []
         for pos, cand in enumerate(payload.get("candidates") or ()):
             if isinstance(cand, dict):
@@ -228,11 +245,11 @@ class GeminiAdapter:
                 if chunk is not None:
                     chunks.append(chunk)
         if not seen and _prompt_blocked(payload):
-            seen[0] = {"tool_calls": 0, "finished": True}
+            seen[0] = CandidateProgress(finished=True)
             state.finish_reason = "content_filter"
             delta = {"role": "assistant", "content": ""}
             chunks.append(_chunk(state, 0, delta, "content_filter"))
-        if seen and not state.done and all(c["finished"] for c in seen.values()):
+        if seen and not state.done and all(c.finished for c in seen.values()):
             state.done = True
             if state.usage is not None:
                 chunks.append(
@@ -248,13 +265,13 @@ class GeminiAdapter:
         return chunks
 
     def _candidate_chunk(
-        self, state: StreamState, seen: dict[int, JSONObject], cand: JSONObject, pos: int
+        self, state: GeminiStreamState, seen: dict[int, CandidateProgress], cand: JSONObject, pos: int
     ) -> JSONObject | None:
         index = _candidate_index(cand, pos)
         info = seen.get(index)
         delta: JSONObject = {}
         if info is None:
-            info = seen[index] = {"tool_calls": 0, "finished": False}
+            info = seen[index] = CandidateProgress()
             delta["role"] = "assistant"
         texts, thoughts, calls = _split_parts(cand)
         # A trailing chunk may hold only {"text": ""}: nothing to send for it.
@@ -268,19 +285,19 @@ class GeminiAdapter:
             # Gemini sends each function call whole, never as argument fragments.
             tool_calls = []
             for call in calls:
-                seq = state.extra.get("calls_seen", 0)
-                state.extra["calls_seen"] = seq + 1
+                seq = state.calls_seen
+                state.calls_seen = seq + 1
                 tool_call = _tool_call(call, state.response_id, seq)
-                tool_call["index"] = info["tool_calls"]
-                info["tool_calls"] += 1
+                tool_call["index"] = info.tool_calls
+                info.tool_calls += 1
                 tool_calls.append(tool_call)
                 state.text_parts.append(tool_call["function"]["arguments"])
             delta["tool_calls"] = tool_calls
         finish: str | None = None
         reason = cand.get("finishReason")
-        if reason and not info["finished"]:
-            info["finished"] = True
-            finish = _finish_reason(reason, info["tool_calls"] > 0)
+        if reason and not info.finished:
+            info.finished = True
+            finish = _finish_reason(reason, info.tool_calls > 0)
             if index == 0 or state.finish_reason is None:
                 state.finish_reason = finish
         if not delta and finish is None:

@@ -383,7 +383,7 @@ class OpenRouterAdapter(OpenAICompatAdapter):
 
 
 # One stateless instance per provider, by provider name. Typed as the protocol so mypy checks conformance.
-OPENAI_COMPAT_ADAPTERS: Mapping[str, ProviderAdapter] = {
+OPENAI_COMPAT_ADAPTERS: Mapping[str, ProviderAdapter[StreamState]] = {
     cls.name: cls()
     for cls in (OpenAIAdapter, XAIAdapter, DeepSeekAdapter, TogetherAdapter, GroqAdapter, OpenRouterAdapter)
 }

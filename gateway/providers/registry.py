@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from gateway.providers.anthropic import AnthropicAdapter
-from gateway.providers.base import ProviderAdapter
-from gateway.providers.gemini import GeminiAdapter
+from gateway.providers.anthropic import AnthropicAdapter, AnthropicStreamState
+from gateway.providers.base import AnyAdapter, ProviderAdapter
+from gateway.providers.gemini import GeminiAdapter, GeminiStreamState
 from gateway.providers.openai_compat import OPENAI_COMPAT_ADAPTERS
 
 
-def build_adapters() -> Mapping[str, ProviderAdapter]:
+def build_adapters() -> Mapping[str, AnyAdapter]:
     """One stateless adapter per provider name."""
-    adapters: dict[str, ProviderAdapter] = dict(OPENAI_COMPAT_ADAPTERS)
-    adapters["anthropic"] = AnthropicAdapter()
-    adapters["gemini"] = GeminiAdapter()
+    adapters: dict[str, AnyAdapter] = dict(OPENAI_COMPAT_ADAPTERS)
+    # Typed as the protocol over each adapter's own stream state, so mypy checks conformance.
+    anthropic: ProviderAdapter[AnthropicStreamState] = AnthropicAdapter()
+    gemini: ProviderAdapter[GeminiStreamState] = GeminiAdapter()
+    adapters["anthropic"] = anthropic
+    adapters["gemini"] = gemini
     return adapters

@@ -115,7 +115,7 @@ def upgrade() -> None:
 
     # The rollups start out holding what usage_logs already holds. (Imported here, not at the top: the
     # rebuild is the application's own definition of hours, days and buckets.)
-    from storage.rollups import rebuild_usage_rollups
+    from storage.usage.rollups import rebuild_usage_rollups
 
     rebuild_usage_rollups(op.get_bind())
 

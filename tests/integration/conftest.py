@@ -28,8 +28,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config import Settings
+from devtools.mock_upstream import MockConfig, MockServerThread
 from gateway.app import create_app
-from gateway.mock_upstream import MockConfig, MockServerThread
 from migrations.runner import upgrade
 from pricing.money import parse_usd
 from storage.credits import add_credits

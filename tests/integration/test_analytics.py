@@ -24,22 +24,20 @@ import pytest
 from sqlalchemy import inspect as inspect_schema
 
 import storage.analytics
-import storage.recorder
+import storage.usage.recorder
 from migrations.runner import downgrade, upgrade
 from pricing.cost import Usage
 from pricing.money import format_usd
 from storage.analytics import Window, histogram_percentile, percentile_cont, split_window
 from storage.keys import create_key
 from storage.models import Workspace, WorkspaceMember, table_of
-from storage.recorder import CompletionRecord, FailureRecord, record_completion, record_failure
-from storage.rollups import (
+from storage.usage.recorder import CompletionRecord, apply_usage_rollups, record_completion, record_failure
+from storage.usage.rollups import (
     DAY,
     HOUR,
     LATENCY_BOUNDS,
     UsageFacts,
     apply_facts,
-    apply_usage_rollup,
-    apply_usage_rollups,
     bucket_value,
     latency_bucket,
     rebuild_usage_rollups,
@@ -51,7 +49,7 @@ from tests.integration.conftest import Gateway, off_loop
 pytestmark = pytest.mark.integration
 
 ADMIN = "sk-admin-analytics-test"
-WIRED = "apply_usage_rollup" in inspect.getsource(storage.recorder)
+WIRED = "apply_usage_rollup" in inspect.getsource(storage.usage.recorder)
 
 
 @pytest.fixture
@@ -135,7 +133,7 @@ async def record(
     await record_completion(gw.engine, gw.ledger, rec, None)
     if not WIRED:
         async with gw.engine.begin() as conn:
-            await apply_usage_rollup(conn, rec)
+            await apply_usage_rollups(conn, [rec])
     return rec
 
 
@@ -845,17 +843,23 @@ async def test_rollups_kept_by_the_recorder_equal_a_rebuild(gateway: Gateway) ->
     for at in ("2026-11-13T00:00:00+00:00", "2026-11-13T23:59:59.999999+00:00", "2026-11-14T03:00:00+05:30"):
         await record(gateway, user, ws, at, prompt=1, completion=1, cost=1, latency=7, ttft=3)
     llm_id, provider = await llm_of(gateway, "grok-2")
-    failure = FailureRecord(
+    failure = CompletionRecord(
         request_id=f"req_{uuid.uuid4().hex}",
         user_id=user,
         workspace_id=None,
         api_key_id=None,
+        conversation_id=None,
+        message_id=None,
         llm_id=llm_id,
         model="grok-2",
         provider=provider,
         price_version=1,
+        usage=Usage(),
+        cost_nano=0,
+        charged_nano=0,
         byok=False,
         is_stream=False,
+        status="error",
         latency_ms=42,
         attempts=3,
         error_code="upstream_error",
@@ -865,7 +869,7 @@ async def test_rollups_kept_by_the_recorder_equal_a_rebuild(gateway: Gateway) ->
     await record_failure(gateway.engine, failure)
     if not WIRED:
         async with gateway.engine.begin() as conn:
-            await apply_usage_rollup(conn, failure)
+            await apply_usage_rollups(conn, [failure])
     async with gateway.engine.connect() as conn:
         incremental = await conn.run_sync(rollup_rows)
     async with gateway.engine.begin() as conn:
@@ -928,7 +932,7 @@ async def test_a_batch_of_records_is_summed_per_key(gateway: Gateway) -> None:
                 ttft_ms=20 + i,
             )
         )
-    await storage.recorder.record_batch(gateway.engine, gateway.ledger, [(r, None) for r in records])
+    await storage.usage.recorder.record_batch(gateway.engine, gateway.ledger, [(r, None) for r in records])
     if not WIRED:
         async with gateway.engine.begin() as conn:
             await apply_usage_rollups(conn, records)

@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from gateway.mock_upstream import MockConfig, MockServerThread, create_mock_app, parse_directives
+from devtools.mock_upstream import MockConfig, MockServerThread, create_mock_app, parse_directives
 
 REPO = Path(__file__).resolve().parents[2]
 WEATHER_TOOL = {
@@ -187,7 +187,15 @@ def test_cli_entry_point_serves() -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "gateway.mock_upstream", "--port", str(port), "--completion-tokens", "2"]
+    command = [
+        sys.executable,
+        "-m",
+        "devtools.mock_upstream",
+        "--port",
+        str(port),
+        "--completion-tokens",
+        "2",
+    ]
     process = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 15
@@ -205,6 +213,9 @@ def test_cli_entry_point_serves() -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+    assert process.stderr is not None
+    first_line = process.stderr.read().decode().splitlines()[0]
+    assert first_line == f"mock upstream on http://127.0.0.1:{port}"  # one line, saying where it listens
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -760,3 +771,26 @@ def test_records_bad_json_with_a_null_body(mock: MockServerThread, http: httpx.C
 def test_keeps_the_last_thousand_requests() -> None:
     app = create_mock_app(MockConfig())
     assert app.requests.maxlen == 1000
+
+
+def test_help_documents_every_directive() -> None:
+    """`python -m devtools.mock_upstream --help` lists each directive the mock understands."""
+    from devtools.mock_upstream import DIRECTIVES
+    from devtools.mock_upstream.directives import _FLOAT_DIRECTIVES, _INT_DIRECTIVES
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-m", "devtools.mock_upstream", "--help"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    understood = _INT_DIRECTIVES | _FLOAT_DIRECTIVES | {"key", "usage"}
+    assert {name.partition("=")[0] for name in DIRECTIVES} == understood
+    for name in DIRECTIVES:
+        assert name in result.stdout
+    for option in ("--port", "--latency-ms", "--completion-tokens", "--chunk-delay-ms", "retry-after"):
+        assert option in result.stdout

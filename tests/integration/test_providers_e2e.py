@@ -25,7 +25,7 @@ import httpx
 import openai
 import pytest
 
-from gateway.mock_upstream import TOOL_ARGUMENTS, reply_text
+from devtools.mock_upstream import TOOL_ARGUMENTS, reply_text
 from pricing.money import format_usd, round_to_nano
 from tests.integration.conftest import Gateway
 

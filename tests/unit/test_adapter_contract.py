@@ -2,7 +2,7 @@
 
 Two sources feed it:
 
-- the mock upstream (`gateway.mock_upstream`), called in-process as an ASGI app with the very request the
+- the mock upstream (`devtools.mock_upstream`), called in-process as an ASGI app with the very request the
   adapter built: plain text, system prompt, multi-turn, tool-call round trip, streams, usage with cache and
   reasoning details, no usage, HTTP errors, mid-stream errors and cut streams, for every adapter
   (OpenAI-compatible profiles, Anthropic, Gemini);
@@ -33,7 +33,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from gateway.mock_upstream import (
+from devtools.mock_upstream import (
     MockConfig,
     MockUpstreamApp,
     create_mock_app,

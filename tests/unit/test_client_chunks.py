@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.chat import _client_chunks
+from gateway.chat.relay import client_chunks
 
 USAGE = {"prompt_tokens": 6, "completion_tokens": 3, "total_tokens": 9}
 TEXT = {"choices": [{"index": 0, "delta": {"content": "hi"}}], "usage": None}
@@ -14,7 +14,7 @@ USAGE_ONLY = {"choices": [], "usage": USAGE}
 
 
 def test_usage_is_hidden_but_the_finish_reason_kept_when_the_client_did_not_ask() -> None:
-    seen = list(_client_chunks([TEXT, FINISH_WITH_USAGE, USAGE_ONLY], include_usage=False))
+    seen = list(client_chunks([TEXT, FINISH_WITH_USAGE, USAGE_ONLY], include_usage=False))
     assert seen == [
         {"choices": TEXT["choices"]},
         {"choices": FINISH_WITH_USAGE["choices"]},
@@ -23,4 +23,4 @@ def test_usage_is_hidden_but_the_finish_reason_kept_when_the_client_did_not_ask(
 
 def test_everything_passes_when_the_client_asked_for_usage() -> None:
     chunks = [TEXT, FINISH_WITH_USAGE, USAGE_ONLY]
-    assert list(_client_chunks(chunks, include_usage=True)) == chunks
+    assert list(client_chunks(chunks, include_usage=True)) == chunks

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from gateway.chat.resilience import CircuitBreaker, backoff_seconds, is_fallback_worthy, is_retryable
 from gateway.providers.base import ProviderError
-from gateway.resilience import CircuitBreaker, backoff_seconds, is_fallback_worthy, is_retryable
 
 
 def test_backoff_grows_exponentially_with_full_jitter_and_a_cap() -> None:

@@ -1,7 +1,8 @@
 """Analytics rollups: usage totals per hour and per day, latency histograms per day, kept exact.
 
 Three tables, written in the recorder's transaction together with the usage_logs row they count, so a
-rollup never disagrees with the log it summarises:
+rollup never disagrees with the log it summarises. This module knows only `UsageFacts`; the recorder turns
+its records into facts (so the recorder imports the rollups, never the other way round):
 
 - `usage_hourly`  (hour, model, byok): every user's totals — top LLMs and llm-performance for the operator.
 - `usage_daily`   (user, day, workspace, model, byok): one user's usage, one workspace's costs.
@@ -26,7 +27,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Table, Uuid, case, delete, func, literal, literal_column, select, type_coerce
 from sqlalchemy.dialects import postgresql, sqlite
@@ -35,9 +36,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.models import NO_WORKSPACE, LatencyDaily, UsageDaily, UsageHourly, UsageLog, table_of
 from storage.types import UTCDateTime
-
-if TYPE_CHECKING:
-    from storage.recorder import CompletionRecord, FailureRecord
 
 usage_hourly = table_of(UsageHourly)
 usage_daily = table_of(UsageDaily)
@@ -174,28 +172,6 @@ class UsageFacts:
         return keys
 
 
-def facts_of_record(rec: CompletionRecord | FailureRecord) -> UsageFacts:
-    """The rollup facts of a record the recorder writes (a completion, or a failure without usage)."""
-    usage = getattr(rec, "usage", None)
-    return UsageFacts(
-        created_at=rec.created_at,
-        user_id=rec.user_id,
-        workspace_id=rec.workspace_id,
-        model=rec.model,
-        byok=rec.byok,
-        status=getattr(rec, "status", "error"),
-        input_tokens=usage.prompt_tokens if usage is not None else 0,
-        cached_input_tokens=usage.cached_tokens if usage is not None else 0,
-        cache_write_tokens=usage.cache_write_tokens if usage is not None else 0,
-        output_tokens=usage.completion_tokens if usage is not None else 0,
-        reasoning_tokens=usage.reasoning_tokens if usage is not None else 0,
-        cost_nano=getattr(rec, "cost_nano", 0),
-        charged_nano=getattr(rec, "charged_nano", 0),
-        latency_ms=rec.latency_ms,
-        ttft_ms=getattr(rec, "ttft_ms", None),
-    )
-
-
 _UPSERTS: dict[tuple[str, str, tuple[str, ...]], Any] = {}
 
 
@@ -250,22 +226,6 @@ async def apply_facts(conn: AsyncConnection, facts: Sequence[UsageFacts]) -> Non
         names = ["day", "model", "metric", "bucket_ms", "count"]
         params = [dict(zip(names, (*key, latency[key]), strict=True)) for key in sorted(latency)]
         await conn.execute(_upsert_many(dialect, latency_daily, ["count"]), params)
-
-
-async def apply_usage_rollups(
-    conn: AsyncConnection, records: Sequence[CompletionRecord | FailureRecord]
-) -> None:
-    """The recorder's hook: count the usage_logs rows of `records` in the rollups, in the same transaction.
-
-    Call it last in the transaction: the rollup rows it locks (one per model and hour, shared by every
-    request to that model) are then held only until the commit.
-    """
-    await apply_facts(conn, [facts_of_record(rec) for rec in records])
-
-
-async def apply_usage_rollup(conn: AsyncConnection, rec: CompletionRecord | FailureRecord) -> None:
-    """apply_usage_rollups for one record."""
-    await apply_usage_rollups(conn, [rec])
 
 
 # -- rebuilding from usage_logs (the migration that adds the rollups, the benchmark, repairs) --------------

@@ -1,8 +1,15 @@
-"""Recording a completion: every row of one request in one transaction, committed before the answer.
+"""Recording a request: every row of it in one transaction, committed before the answer.
 
-conversation (upsert) + message + usage_log + the ledger debit + closing the reservation +
-conversation_llms (upsert), then the hot ledger copy is brought up to date. If the transaction fails
-nothing is written and the caller must release the reservation and fail the request.
+A completion: conversation (upsert) + message + usage_log + the ledger debit + closing the reservation +
+conversation_llms (upsert) + the analytics rollups, then the hot ledger copy is brought up to date. If the
+transaction fails nothing is written and the caller must release the reservation and fail the request.
+
+A failure (every attempt failed upstream) is the same `CompletionRecord` with status `error`, no tokens,
+no cost and no conversation or message: only its usage_log row and its rollups are written, through the
+same column mapping (`record_failure`).
+
+Conversation ownership is checked here only: `check_conversation_owner` before the upstream call, and the
+same rule again inside the recording transaction (a conversation created meanwhile cannot be taken over).
 """
 
 from __future__ import annotations
@@ -15,14 +22,14 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pricing.cost import Usage
 from storage.dialect import built_once, dialect_insert
 from storage.ledger.base import CreditLedger, HotMove, Reservation
 from storage.ledger.entries import account_state, move_accounts
 from storage.models import BillingEvent, Conversation, ConversationLlm, Message, UsageLog, table_of
-from storage.rollups import apply_usage_rollup, apply_usage_rollups
+from storage.usage.rollups import UsageFacts, apply_facts
 
 conversations = table_of(Conversation)
 messages = table_of(Message)
@@ -37,14 +44,17 @@ class ConversationNotOwned(Exception):
 
 @dataclass(frozen=True, slots=True)
 class CompletionRecord:
-    """Everything recorded about one request that reached the provider."""
+    """Everything recorded about one request: a completion, or a failure (status `error`, no usage, no cost).
+
+    A failure has no conversation or message (`None`): nothing was said in the conversation.
+    """
 
     request_id: str
     user_id: uuid.UUID
     workspace_id: uuid.UUID | None
     api_key_id: uuid.UUID | None
-    conversation_id: uuid.UUID
-    message_id: uuid.UUID
+    conversation_id: uuid.UUID | None
+    message_id: uuid.UUID | None
     llm_id: int
     model: str
     provider: str
@@ -71,6 +81,67 @@ class CompletionRecord:
 class RecordResult:
     balance_nano: int
     posted: bool
+
+
+def facts_of_record(rec: CompletionRecord) -> UsageFacts:
+    """What the analytics rollups count of one record."""
+    usage = rec.usage
+    return UsageFacts(
+        created_at=rec.created_at,
+        user_id=rec.user_id,
+        workspace_id=rec.workspace_id,
+        model=rec.model,
+        byok=rec.byok,
+        status=rec.status,
+        input_tokens=usage.prompt_tokens,
+        cached_input_tokens=usage.cached_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+        output_tokens=usage.completion_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+        cost_nano=rec.cost_nano,
+        charged_nano=rec.charged_nano,
+        latency_ms=rec.latency_ms,
+        ttft_ms=rec.ttft_ms,
+    )
+
+
+async def apply_usage_rollups(conn: AsyncConnection, records: Sequence[CompletionRecord]) -> None:
+    """Count the usage_logs rows of `records` in the rollups, inside the caller's transaction.
+
+    Called last in the transaction: the rollup rows it locks (one per model and hour, shared by every
+    request to that model) are then held only until the commit.
+    """
+    await apply_facts(conn, [facts_of_record(rec) for rec in records])
+
+
+async def check_conversation_owner(
+    engine: AsyncEngine, conversation_id: uuid.UUID, user_id: uuid.UUID
+) -> None:
+    """Raise ConversationNotOwned if the conversation exists and belongs to another user.
+
+    Called before the upstream call, so a foreign conversation id costs no upstream spend; the recording
+    transaction applies the same rule again (`_foreign_conversation`).
+    """
+    async with engine.connect() as conn:
+        owners = await _conversation_owners(conn, [conversation_id])
+    if _foreign_conversation(owners, [(conversation_id, user_id)], missing_ok=True) is not None:
+        raise ConversationNotOwned(str(conversation_id))
+
+
+async def _conversation_owners(conn: AsyncConnection, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
+    rows = (await conn.execute(_statements(conn).conversation_owners, {"ids": list(ids)})).all()
+    return {row[0]: row[1] for row in rows}
+
+
+def _foreign_conversation(
+    owners: dict[uuid.UUID, uuid.UUID], wanted: Sequence[tuple[uuid.UUID, uuid.UUID]], *, missing_ok: bool
+) -> uuid.UUID | None:
+    """The first conversation of `wanted` (conversation, user) that is not that user's, else None."""
+    for conversation_id, user_id in wanted:
+        owner = owners.get(conversation_id)
+        if (owner is None and not missing_ok) or (owner is not None and owner != user_id):
+            return conversation_id
+    return None
 
 
 def _conversation_row(rec: CompletionRecord) -> dict[str, Any]:
@@ -184,16 +255,21 @@ async def record_batch(
     All or nothing: on any error nothing is committed and the exception propagates.
     """
     records = [rec for rec, _ in items]
+    for rec in records:
+        if rec.conversation_id is None or rec.message_id is None:
+            raise ValueError(f"{rec.request_id}: a record without a message is written by record_failure")
     async with engine.begin() as conn:
         latest: dict[uuid.UUID, dict[str, Any]] = {}
         for rec in records:
+            assert rec.conversation_id is not None
             latest[rec.conversation_id] = _conversation_row(rec)
         statements = _statements(conn)
         await conn.execute(statements.conversation_upsert, list(latest.values()))
-        owners = dict((await conn.execute(statements.conversation_owners, {"ids": list(latest)})).all())
-        for rec in records:
-            if owners.get(rec.conversation_id) != rec.user_id:
-                raise ConversationNotOwned(str(rec.conversation_id))
+        owners = await _conversation_owners(conn, list(latest))
+        wanted = [(rec.conversation_id, rec.user_id) for rec in records if rec.conversation_id is not None]
+        foreign = _foreign_conversation(owners, wanted, missing_ok=False)
+        if foreign is not None:
+            raise ConversationNotOwned(str(foreign))
         await conn.execute(messages.insert(), [_message_row(r) for r in records])
         await conn.execute(usage_logs.insert(), [_usage_row(r) for r in records])
 
@@ -227,6 +303,7 @@ async def record_batch(
 
         per_model: dict[tuple[uuid.UUID, int], dict[str, Any]] = {}
         for r in records:
+            assert r.conversation_id is not None
             key = (r.conversation_id, r.llm_id)
             row = per_model.setdefault(
                 key,
@@ -278,48 +355,13 @@ async def record_completion(
     return (await record_batch(engine, ledger, [(rec, reservation)]))[0]
 
 
-@dataclass(frozen=True, slots=True)
-class FailureRecord:
-    """A request that reached no answer: every attempt failed upstream. Nothing is charged for it."""
+async def record_failure(engine: AsyncEngine, rec: CompletionRecord) -> None:
+    """One usage_logs row with status `error`, zero tokens and zero cost (for error rates and audits).
 
-    request_id: str
-    user_id: uuid.UUID
-    workspace_id: uuid.UUID | None
-    api_key_id: uuid.UUID | None
-    llm_id: int
-    model: str
-    provider: str
-    price_version: int
-    byok: bool
-    is_stream: bool
-    latency_ms: int
-    attempts: int
-    error_code: str | None
-    http_status: int
-    created_at: datetime
-
-
-async def record_failure(engine: AsyncEngine, rec: FailureRecord) -> None:
-    """One usage_logs row with status `error`, zero tokens and zero cost (for error rates and audits)."""
+    Nothing is debited and no reservation is touched (the caller released it); the rollups count it.
+    """
+    if rec.status != "error" or rec.cost_nano or rec.charged_nano or rec.usage.total_tokens:
+        raise ValueError(f"{rec.request_id}: a failure record has status error and no usage or cost")
     async with engine.begin() as conn:
-        await conn.execute(
-            usage_logs.insert().values(
-                request_id=rec.request_id,
-                user_id=rec.user_id,
-                workspace_id=rec.workspace_id,
-                api_key_id=rec.api_key_id,
-                llm_id=rec.llm_id,
-                provider=rec.provider,
-                model=rec.model,
-                price_version=rec.price_version,
-                status="error",
-                error_code=rec.error_code,
-                http_status=rec.http_status,
-                user_api_key_used=rec.byok,
-                is_stream=rec.is_stream,
-                latency_ms=rec.latency_ms,
-                attempts=rec.attempts,
-                created_at=rec.created_at,
-            )
-        )
-        await apply_usage_rollup(conn, rec)
+        await conn.execute(usage_logs.insert(), [_usage_row(rec)])
+        await apply_usage_rollups(conn, [rec])
