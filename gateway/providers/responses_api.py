@@ -953,6 +953,9 @@ class ResponsesStreamTranslator:
         out += self._event({"type": "error", "code": err.code, "message": err.message, "param": err.param})
         response = dict(self.response)
         response["status"] = "failed"
-        response["error"] = {"code": err.code or "server_error", "message": err.message}
+        # response.error.code is an enum in the SDK (server_error, rate_limit_exceeded, ...); the precise
+        # code goes in the `error` event before it.
+        code = "rate_limit_exceeded" if err.status == 429 else "server_error"
+        response["error"] = {"code": code, "message": err.message}
         response["output"] = [self._item_json(item, "incomplete") for item in self._items]
         return out + self._event({"type": "response.failed", "response": response})
