@@ -1678,8 +1678,8 @@ _TOPICS: dict[str, dict[str, list[str]]] = {
         ],
     },
 }
-for _tag, _langs in _TOPICS.items():
-    for _lang, _topics in _langs.items():
+for _tag, _topic_langs in _TOPICS.items():
+    for _lang, _topics in _topic_langs.items():
         _SHARED_TOPIC_START[(_tag, _lang)] = len(_TAGGING[_tag][_lang][0])
         _TAGGING[_tag][_lang] = (
             [*_TAGGING[_tag][_lang][0], *_SHARED_FRAMES[_lang]],
@@ -1873,40 +1873,147 @@ _SENTIMENT_PREDICATES: dict[tuple[str, str], list[str]] = {}
 # Compositional comments: a shared aspect ("the code", "a tradução") with a polar or neutral predicate,
 # so the model learns the judgement words rather than the topics.
 _ASPECTS = {
-    "en": ["the answer", "the code", "the translation", "the summary", "the email", "the explanation", "the response",
-           "the result", "the table", "the story", "the formula", "this", "it", "the rewrite", "the advice"],
-    "pt": ["a resposta", "o código", "a tradução", "o resumo", "o e-mail", "a explicação", "o retorno",
-           "o resultado", "a tabela", "a história", "a fórmula", "isso", "ficou", "o texto", "o conselho"],
+    "en": [
+        "the answer",
+        "the code",
+        "the translation",
+        "the summary",
+        "the email",
+        "the explanation",
+        "the response",
+        "the result",
+        "the table",
+        "the story",
+        "the formula",
+        "this",
+        "it",
+        "the rewrite",
+        "the advice",
+    ],
+    "pt": [
+        "a resposta",
+        "o código",
+        "a tradução",
+        "o resumo",
+        "o e-mail",
+        "a explicação",
+        "o retorno",
+        "o resultado",
+        "a tabela",
+        "a história",
+        "a fórmula",
+        "isso",
+        "ficou",
+        "o texto",
+        "o conselho",
+    ],
 }
 _PREDICATES: dict[str, dict[str, list[str]]] = {
     "positive": {
-        "en": ["was perfect", "worked great", "is really good", "helped me a lot", "is spot on and clear",
-               "was correct and fast", "made my day", "is exactly right", "is much better now", "was very useful",
-               "solved it", "is excellent", "is easy to understand", "impressed me", "was well done, thanks"],
-        "pt": ["ficou perfeito", "funcionou muito bem", "está muito bom", "me ajudou muito", "está certinho e claro",
-               "veio correto e rápido", "salvou meu dia", "está exatamente certo", "ficou bem melhor",
-               "foi muito útil", "resolveu", "está excelente", "é fácil de entender", "me impressionou",
-               "ficou caprichado, obrigado"],
+        "en": [
+            "was perfect",
+            "worked great",
+            "is really good",
+            "helped me a lot",
+            "is spot on and clear",
+            "was correct and fast",
+            "made my day",
+            "is exactly right",
+            "is much better now",
+            "was very useful",
+            "solved it",
+            "is excellent",
+            "is easy to understand",
+            "impressed me",
+            "was well done, thanks",
+        ],
+        "pt": [
+            "ficou perfeito",
+            "funcionou muito bem",
+            "está muito bom",
+            "me ajudou muito",
+            "está certinho e claro",
+            "veio correto e rápido",
+            "salvou meu dia",
+            "está exatamente certo",
+            "ficou bem melhor",
+            "foi muito útil",
+            "resolveu",
+            "está excelente",
+            "é fácil de entender",
+            "me impressionou",
+            "ficou caprichado, obrigado",
+        ],
     },
     "neutral": {
-        "en": ["was used in my report", "is for a meeting", "will be checked later", "came in three parts",
-               "is in english", "was copied to my notes", "is about the budget", "was shared with the team",
-               "has two versions", "is what I asked, I think", "is being reviewed", "was for a test run"],
-        "pt": ["foi usado no relatório", "é para uma reunião", "vou conferir depois", "veio em três partes",
-               "está em inglês", "foi copiado pras anotações", "é sobre o orçamento", "foi enviado pra equipe",
-               "tem duas versões", "é o que pedi, acho", "está em revisão", "foi pra um teste"],
+        "en": [
+            "was used in my report",
+            "is for a meeting",
+            "will be checked later",
+            "came in three parts",
+            "is in english",
+            "was copied to my notes",
+            "is about the budget",
+            "was shared with the team",
+            "has two versions",
+            "is what I asked, I think",
+            "is being reviewed",
+            "was for a test run",
+        ],
+        "pt": [
+            "foi usado no relatório",
+            "é para uma reunião",
+            "vou conferir depois",
+            "veio em três partes",
+            "está em inglês",
+            "foi copiado pras anotações",
+            "é sobre o orçamento",
+            "foi enviado pra equipe",
+            "tem duas versões",
+            "é o que pedi, acho",
+            "está em revisão",
+            "foi pra um teste",
+        ],
     },
     "negative": {
-        "en": ["is wrong", "does not work", "was useless", "has errors", "is confusing", "made it worse",
-               "is not what I asked", "was too vague", "is outdated", "broke everything", "was cut off",
-               "sounds rude", "is full of mistakes", "failed again", "wasted my time"],
-        "pt": ["está errado", "não funciona", "foi inútil", "tem erros", "está confuso", "piorou tudo",
-               "não é o que eu pedi", "ficou vago demais", "está desatualizado", "quebrou tudo", "veio cortado",
-               "ficou grosseiro", "está cheio de erros", "falhou de novo", "me fez perder tempo"],
+        "en": [
+            "is wrong",
+            "does not work",
+            "was useless",
+            "has errors",
+            "is confusing",
+            "made it worse",
+            "is not what I asked",
+            "was too vague",
+            "is outdated",
+            "broke everything",
+            "was cut off",
+            "sounds rude",
+            "is full of mistakes",
+            "failed again",
+            "wasted my time",
+        ],
+        "pt": [
+            "está errado",
+            "não funciona",
+            "foi inútil",
+            "tem erros",
+            "está confuso",
+            "piorou tudo",
+            "não é o que eu pedi",
+            "ficou vago demais",
+            "está desatualizado",
+            "quebrou tudo",
+            "veio cortado",
+            "ficou grosseiro",
+            "está cheio de erros",
+            "falhou de novo",
+            "me fez perder tempo",
+        ],
     },
 }
-for _label, _langs in _PREDICATES.items():
-    for _lang, _preds in _langs.items():
+for _label, _pred_langs in _PREDICATES.items():
+    for _lang, _preds in _pred_langs.items():
         _SENTIMENT_COMPOSED_START[(_label, _lang)] = len(_SENTIMENT[_label][_lang][0])
         _SENTIMENT[_label][_lang] = (
             [*_SENTIMENT[_label][_lang][0], *(a + " {}" for a in _ASPECTS[_lang])],
@@ -1941,7 +2048,9 @@ def _compose(
                 attempts += 1
                 t = rng.randrange(len(templates))
                 first_extra, extra_values = (
-                    _EXTRA_VALUES.get((label, lang), (len(templates), values)) if spec is _TAGGING else (len(templates), values)
+                    _EXTRA_VALUES.get((label, lang), (len(templates), values))
+                    if spec is _TAGGING
+                    else (len(templates), values)
                 )
                 shared_start = _SHARED_TOPIC_START.get((label, lang), len(templates))
                 composed_start = _SENTIMENT_COMPOSED_START.get((label, lang), len(templates))
