@@ -229,7 +229,7 @@ def labelled_examples(
 def threshold_for_precision(
     probs: Sequence[float], labels: Sequence[bool], precision: float, min_flagged: int = 10
 ) -> float | None:
-    """The lowest probability threshold whose precision reaches `precision` with at least `min_flagged` flags."""
+    """The lowest threshold whose precision reaches `precision` with at least `min_flagged` users flagged."""
     p = np.asarray(probs, dtype=np.float64)
     y = np.asarray(labels, dtype=bool)
     for t in np.round(np.arange(0.05, 0.99, 0.01), 2):

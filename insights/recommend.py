@@ -55,7 +55,7 @@ class RecommendationRule:
     min_requests: int = 200
     min_candidate_requests: int = 100
     min_feedback: int = 30
-    feedback_tolerance: float = 0.03
+    feedback_tolerance: float = 0.05
     error_tolerance: float = 0.01
     latency_tolerance: float = 0.2
     z: float = Z_ONE_SIDED_95
