@@ -15,10 +15,10 @@ import sys
 import time
 from collections.abc import Hashable, Sequence
 from collections.abc import Set as AbstractSet
-from typing import TypeVar
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
+from typing import TypeVar
 
 from insights.anomaly import detect_anomalies
 from insights.churn import UserHistory, churned_after, predict_churn, train_churn_model
@@ -198,7 +198,8 @@ def evaluate_recommendations(report: Report, sim: SimulatedPlatform) -> None:
         cur_rate = cur.feedback_up / cur.ratings if cur.ratings else 0.0
         report.add(
             f"  {r.tag}: {r.current_model} → {r.recommended_model}: held-out cost {c_now} → {c_new} nano"
-            f" ({savings_percent(c_now, c_new)} % saved); held-out positive rate {cur_rate:.3f} → {held_rate:.3f};"
+            f" ({savings_percent(c_now, c_new)} % saved);"
+            f" held-out positive rate {cur_rate:.3f} → {held_rate:.3f};"
             f" truly equal quality: {'yes' if true_ok else 'NO'}"
         )
     planted = {(t, c, n) for t, c, n in sim.planted_cheaper}
@@ -210,9 +211,11 @@ def evaluate_recommendations(report: Report, sim: SimulatedPlatform) -> None:
     )
     pct_all = savings_percent(all_spend, all_spend - (total_current - total_projected))
     report.add(
-        f"  planted cheaper-and-equal cases found {len(found & planted)}/{len(planted)}; recommendations at truly"
-        f" equal quality {equal}/{len(recs)}; held-out savings {total_current - total_projected} nano"
-        f" = {savings_percent(total_current, total_projected)} % of the affected spend, {pct_all} % of all spend"
+        f"  planted cheaper-and-equal cases found {len(found & planted)}/{len(planted)};"
+        f" recommendations at truly equal quality {equal}/{len(recs)};"
+        f" held-out savings {total_current - total_projected} nano"
+        f" = {savings_percent(total_current, total_projected)} % of the affected spend,"
+        f" {pct_all} % of all spend"
     )
     report.numbers["recommendations_equal_quality"] = equal / len(recs) if recs else 1.0
     report.numbers["recommendation_savings_pct_all"] = float(pct_all if pct_all else Decimal(0))
@@ -227,9 +230,9 @@ def evaluate_anomalies(report: Report, sim: SimulatedPlatform) -> None:
     prec, _ = precision_recall(flagged, truth | same_incident)
     _, rec = precision_recall(flagged, truth)
     report.add(
-        f"anomalies (simulated, {len(sim.spikes)} planted spikes in the last week): {len(flagged)} entity-hours"
-        f" flagged; precision {prec:.3f} (a planted user's workspace in the same hour counts as the same"
-        f" incident), recall {rec:.3f}"
+        f"anomalies (simulated, {len(sim.spikes)} planted spikes in the last week):"
+        f" {len(flagged)} entity-hours flagged; precision {prec:.3f} (a planted user's workspace in the"
+        f" same hour counts as the same incident), recall {rec:.3f}"
     )
     report.numbers["anomaly_precision"], report.numbers["anomaly_recall"] = prec, rec
 

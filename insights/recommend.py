@@ -32,8 +32,8 @@ Z_ONE_SIDED_95 = 1.6449
 class ModelTraffic:
     """One model's traffic on one task tag over a period.
 
-    `token_counts` are the recorded usages (input incl. cached and cache-write, output incl. reasoning): one per
-    request for exact costs, or aggregates of requests whose prompts sit in the same price tier.
+    `token_counts` are the recorded usages (input incl. cached and cache-write, output incl. reasoning):
+    one per request for exact costs, or aggregates of requests whose prompts sit in the same price tier.
     """
 
     tag: str
