@@ -50,7 +50,7 @@ def _json_candidate(reply: str) -> str:
 def parse_tagging_reply(
     reply: str, taxonomy: Sequence[str], *, threshold: float = 0.5, max_tags: int = 2
 ) -> list[TagPrediction]:
-    """Tags of a model's reply: known tags only, confidence clamped to 0…1, weak and duplicate tags dropped."""
+    """Tags of a reply: known tags only, confidence clamped to 0…1, weak and duplicate tags dropped."""
     try:
         data = json.loads(_json_candidate(reply))
     except (json.JSONDecodeError, ValueError):

@@ -3,7 +3,7 @@
 Generative assumptions (deterministic for a seed):
 * Users follow one of four lifecycles. `steady` (45 %): active throughout, with a 15 % chance of one
   7–14-day break (holidays: quiet, then back — the hard negatives of churn). `declining` (20 %): from a
-  random day their use fades linearly to nothing over 20–60 days, with errors and negative feedback rising as it fades.
+  random day their use fades linearly to nothing over 20–60 days, errors and negative feedback rising.
   `churned` (15 %): active, then stop on a random day; 60 % show frustration (more errors and negative
   feedback) in their last 10 days, 40 % leave without warning. `onboarding` (20 %): sign up in the last 90
   days, ramp up over two weeks; 30 % of them drop out after 1–4 weeks.
