@@ -1,4 +1,4 @@
-"""Evaluation of the insight models: `python -m insights.evaluate [--small]`.
+"""Evaluation of the insight models: `python -m insights.evaluate [--seed N] [--users N]`.
 
 Tagging and sentiment are scored on the hand-written test sets (never trained or tuned on); the tagger's
 threshold comes from the hand-written validation set. Churn, recommendations and anomalies are scored on the
@@ -254,16 +254,13 @@ def run(config: SimConfig | None = None) -> Report:
     return report
 
 
-SMALL = SimConfig(n_users=250, hourly_users=40, spikes=10, traffic_scale=1.0)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--small", action="store_true", help="a smaller simulation (faster)")
-    parser.add_argument("--seed", type=int, default=7)
+    defaults = SimConfig()
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="the simulation's seed")
+    parser.add_argument("--users", type=int, default=defaults.n_users, help="simulated users")
     args = parser.parse_args(argv)
-    base = SMALL if args.small else SimConfig()
-    report = run(dataclasses.replace(base, seed=args.seed))
+    report = run(dataclasses.replace(defaults, seed=args.seed, n_users=args.users))
     print("\n".join(report.lines))
     return 0 if not report.missed() else 1
 

@@ -65,7 +65,10 @@ class TextClassifier:
             ]
         )
         self._pipe: Any = Pipeline(
-            [("features", features), ("clf", LogisticRegression(C=c, solver="saga", max_iter=20, tol=1e-3))]
+            [
+                ("features", features),
+                ("clf", LogisticRegression(C=c, solver="saga", max_iter=20, tol=1e-3, random_state=0)),
+            ]
         )
         self.labels: tuple[str, ...] = ()
 

@@ -1765,7 +1765,7 @@ _SENTIMENT: dict[str, dict[str, tuple[list[str], list[str]]]] = {
         "en": (
             ["{}", "{}.", "note: {}", "{} for now"],
             [
-                "ok",
+                "alright",
                 "used it for a report",
                 "will check later",
                 "the answer was in bullet points",
@@ -1790,10 +1790,10 @@ _SENTIMENT: dict[str, dict[str, tuple[list[str], list[str]]]] = {
         "pt": (
             ["{}", "{}.", "obs: {}", "{} por enquanto"],
             [
-                "ok",
+                "beleza",
                 "usei num relatório",
                 "vou conferir depois",
-                "a resposta veio em tópicos",
+                "a resposta veio numerada",
                 "igual à anterior",
                 "ainda não testei",
                 "perguntei pro trabalho",
