@@ -1,8 +1,9 @@
 """Automatic conversation tags from a configurable taxonomy, behind one `Tagger` protocol.
 
 The offline default (`SklearnTagger`) is trained on first use from the shipped, generated training set;
-its confidence threshold is chosen on a validation split of held-out templates (never on the test set),
-and predictions under it are not returned. An LLM tagger fits the same protocol (see `llm_prompts`).
+its confidence threshold is chosen on the shipped hand-written validation set (never on the test set), and
+predictions under it are not returned. A taxonomy is any subset of the tags that have training examples; a
+new tag needs examples (or the LLM tagger, which fits the same protocol: see `llm_prompts`).
 """
 
 from __future__ import annotations
