@@ -1,0 +1,1 @@
+"""Shipped data of the insight models: generated training sets and hand-written test sets (see README.md)."""
