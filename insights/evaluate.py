@@ -1,7 +1,9 @@
 """Evaluation of the insight models: `python -m insights.evaluate [--seed N] [--users N]`.
 
-Tagging and sentiment are scored on the hand-written test sets (never trained or tuned on); the tagger's
-threshold comes from the hand-written validation set. Churn, recommendations and anomalies are scored on the
+Tagging and sentiment are scored on two hand-written sets never trained on: the blind sets (an author who
+never saw the models wrote them; they decide the targets) and the older test sets (looked at during
+development, so reported for comparison only); the tagger's threshold comes from the hand-written
+validation set. Churn, recommendations and anomalies are scored on the
 simulated platform with a time split: churn is trained on cut-offs whose outcome is known 30 days before the
 end and judged on what users did in those last 30 days; recommendations are made from the first traffic
 period and judged on the held-out second; anomalies are judged in the last week against planted spikes.
@@ -102,39 +104,49 @@ class Report:
         return [k for k, target in TARGETS.items() if self.numbers.get(k, 0.0) < target]
 
 
+# The targets are judged on the blind sets: written by an author who never saw the models, the generator or
+# the other data, and first scored once the models were final (2026-11-30). The older test sets were looked
+# at while the models were developed, so their figures are reported but not trusted for the targets.
+TEST_SETS = (("blind", "never seen in development"), ("test", "seen during development"))
+
+
 def evaluate_tagging(report: Report) -> None:
     started = time.perf_counter()
     tagger = SklearnTagger(load_training_set(), validation=load_validation_set())
     trained_s = time.perf_counter() - started
-    test = load_jsonl(DATA_DIR / "tagging_test.jsonl", "tag")
-    preds = tagger.tag_many([[e.text] for e in test])
-    top = [p[0].tag if p else None for p in preds]
     report.add(
-        f"tagging  (hand-written test, {len(test)} examples; threshold {tagger.threshold:.2f} chosen on the"
+        f"tagging  (threshold {tagger.threshold:.2f} from the validation set; training {trained_s:.1f} s)"
     )
-    report.add(f"          hand-written validation set; training took {trained_s:.1f} s)")
-    for lang in ("en", "pt", None):
-        idx = [i for i, e in enumerate(test) if lang is None or e.lang == lang]
-        acc, cov = accuracy_and_coverage([test[i].label for i in idx], [top[i] for i in idx])
-        report.add(
-            f"  {lang or 'all':>3}: top-1 accuracy over tagged {acc:.3f}, coverage {cov:.3f}  (n={len(idx)})"
-        )
-        if lang is None:
-            report.numbers["tagging_accuracy"], report.numbers["tagging_coverage"] = acc, cov
+    for name, what in TEST_SETS:
+        test = load_jsonl(DATA_DIR / f"tagging_{name}.jsonl", "tag")
+        preds = tagger.tag_many([[e.text] for e in test])
+        top = [p[0].tag if p else None for p in preds]
+        report.add(f"  {name} set ({len(test)} examples, {what})")
+        for lang in ("en", "pt", None):
+            idx = [i for i, e in enumerate(test) if lang is None or e.lang == lang]
+            acc, cov = accuracy_and_coverage([test[i].label for i in idx], [top[i] for i in idx])
+            report.add(
+                f"    {lang or 'all':>3}: top-1 accuracy over tagged {acc:.3f}, "
+                f"coverage {cov:.3f}  (n={len(idx)})"
+            )
+            if lang is None and name == "blind":
+                report.numbers["tagging_accuracy"], report.numbers["tagging_coverage"] = acc, cov
     report.numbers["tagger_training_seconds"] = trained_s
 
 
 def evaluate_sentiment(report: Report) -> None:
     model = SentimentModel(load_sentiment_training_set())
-    test = load_jsonl(DATA_DIR / "sentiment_test.jsonl", "label")
-    pred = [s.label for s in model.sentiment_many([e.text for e in test])]
-    report.add(f"sentiment (hand-written test, {len(test)} examples)")
-    for lang in ("en", "pt", None):
-        idx = [i for i, e in enumerate(test) if lang is None or e.lang == lang]
-        f1 = macro_f1([test[i].label for i in idx], [pred[i] for i in idx], LABELS)
-        report.add(f"  {lang or 'all':>3}: macro-F1 {f1:.3f}  (n={len(idx)})")
-        if lang is None:
-            report.numbers["sentiment_macro_f1"] = f1
+    report.add("sentiment")
+    for name, what in TEST_SETS:
+        test = load_jsonl(DATA_DIR / f"sentiment_{name}.jsonl", "label")
+        pred = [s.label for s in model.sentiment_many([e.text for e in test])]
+        report.add(f"  {name} set ({len(test)} examples, {what})")
+        for lang in ("en", "pt", None):
+            idx = [i for i, e in enumerate(test) if lang is None or e.lang == lang]
+            f1 = macro_f1([test[i].label for i in idx], [pred[i] for i in idx], LABELS)
+            report.add(f"    {lang or 'all':>3}: macro-F1 {f1:.3f}  (n={len(idx)})")
+            if lang is None and name == "blind":
+                report.numbers["sentiment_macro_f1"] = f1
 
 
 def evaluate_churn(report: Report, sim: SimulatedPlatform) -> None:

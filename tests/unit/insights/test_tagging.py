@@ -87,8 +87,9 @@ def test_training_file_is_what_the_generator_writes() -> None:
     assert shipped == generate_tagging()
 
 
-def test_test_set_is_hand_written_and_large_enough() -> None:
-    test = load_jsonl(DATA_DIR / "tagging_test.jsonl", "tag")
+@pytest.mark.parametrize("name", ["test", "blind"])
+def test_test_set_is_hand_written_and_large_enough(name: str) -> None:
+    test = load_jsonl(DATA_DIR / f"tagging_{name}.jsonl", "tag")
     train_texts = {e.text.lower() for e in load_jsonl(DATA_DIR / "tagging_train.jsonl", "tag")}
     valid_texts = {e.text.lower() for e in load_jsonl(DATA_DIR / "tagging_valid.jsonl", "tag")}
     assert len(test) >= 260
