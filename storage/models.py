@@ -556,8 +556,8 @@ class WebhookDelivery(Base):
 class StripePayment(Base):
     """A paid Stripe Checkout Session and what the ledger has moved for it (credit, refunds).
 
-    The ledger postings themselves are keyed `credit:stripe:<event id>` / `stripe:<event id>`; this row ties
-    a later `charge.refunded` (which names only the payment intent) to the user and caps refunds at the credit.
+    The ledger postings are keyed `credit:stripe:<event id>` / `stripe:<event id>`; this row ties a later
+    `charge.refunded` (which names only the payment intent) to its user and caps refunds at the credit.
     """
 
     __tablename__ = "stripe_payments"
