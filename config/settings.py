@@ -207,6 +207,36 @@ class Settings(BaseSettings):
             name=name, base_url=getattr(self, f"{name}_base_url"), api_key=getattr(self, f"{name}_api_key")
         )
 
+    # Payments: credit top-ups through Stripe Checkout (storage/payments).
+    stripe_api_key: SecretStr | None = Field(
+        default=None, description="Stripe secret key (sk_live_…/sk_test_…)."
+    )
+    stripe_webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Signing secret (whsec_…) of the Stripe webhook endpoint or `stripe listen`.",
+    )
+    stripe_api_base: str = Field(
+        default="https://api.stripe.com", description="Stripe API base URL (tests point it at a local fake)."
+    )
+    stripe_success_url: str = Field(
+        default="http://127.0.0.1:8080/dashboard/billing?checkout=success",
+        description="Where Checkout sends the payer after paying.",
+    )
+    stripe_cancel_url: str = Field(
+        default="http://127.0.0.1:8080/dashboard/billing?checkout=cancelled",
+        description="Where Checkout sends the payer who cancels.",
+    )
+    stripe_min_topup_cents: int = Field(default=500, ge=50, description="Smallest top-up, in US cents.")
+    stripe_max_topup_cents: int = Field(default=1_000_000, ge=50, description="Largest top-up, in US cents.")
+
+    # Background jobs and webhook delivery (storage/jobs, storage/webhooks).
+    jobs_in_process: bool = Field(
+        default=False,
+        description="Run the job worker inside `serve` (always so on SQLite, which has no separate worker).",
+    )
+    webhook_poll_seconds: int = Field(default=2, ge=1, le=60, description="How often the outbox is polled.")
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60, description="HTTP timeout per attempt.")
+
 
 _KNOWN_EXTRA = {f"{ENV_PREFIX}CONFIG"}
 

@@ -494,3 +494,79 @@ def table_of(model: type[Base]) -> Table:
     table = model.__table__
     assert isinstance(table, Table)
     return table
+
+
+# -- webhooks and payments -------------------------------------------------------------------------
+
+WEBHOOK_FORMATS = ("json", "slack")
+WEBHOOK_DELIVERY_STATUSES = ("pending", "delivered", "failed")
+
+
+class WebhookEndpoint(Base):
+    """Where alerts go: a URL, the event types it wants, and an optional user or workspace scope.
+
+    Neither `user_id` nor `workspace_id`: the operator's endpoint, which receives every matching event.
+    `secret` (`whsec_…`) signs every delivery; it is shown once at creation and never returned again.
+    """
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (CheckConstraint(_in("format", WEBHOOK_FORMATS), name="format"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True, default=uuid.uuid4)
+    url: Mapped[str] = mapped_column(String(2000))
+    format: Mapped[str] = mapped_column(String(16), default="json", server_default="json")
+    events: Mapped[list[str]] = mapped_column(JSONType)
+    user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    workspace_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), index=True
+    )
+    secret: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = _created()
+
+
+class WebhookDelivery(Base):
+    """The durable outbox: one row per (event, endpoint), written in the transaction of the event's cause.
+
+    `body` holds the exact bytes sent on every attempt (so each retry carries the same signature input);
+    the worker claims due rows, posts them, and records each attempt's outcome and the next attempt's time.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        CheckConstraint(_in("status", WEBHOOK_DELIVERY_STATUSES), name="status"),
+        Index(None, "status", "next_attempt_at"),
+        Index(None, "endpoint_id", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True, default=uuid.uuid4)
+    endpoint_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    event_type: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_status: Mapped[int | None] = mapped_column(SmallInteger)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = _created()
+
+
+class StripePayment(Base):
+    """A paid Stripe Checkout Session and what the ledger has moved for it (credit, refunds).
+
+    The ledger postings are keyed `credit:stripe:<event id>` / `stripe:<event id>`; this row ties a later
+    `charge.refunded` (which names only the payment intent) to its user and caps refunds at the credit.
+    """
+
+    __tablename__ = "stripe_payments"
+
+    session_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    payment_intent_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"), index=True)
+    credited_nano: Mapped[int] = mapped_column(BigInteger)
+    refunded_nano: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    unrecovered_nano: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _created()

@@ -1,0 +1,1 @@
+"""Payments: prepaid credit bought through Stripe Checkout, posted to the ledger exactly once."""
