@@ -44,7 +44,7 @@ def column_chart(
     top = nice_ceiling(max((p.value for p in points), default=0.0))
     parts = [
         f'<svg class="chart {escape(css_class)}" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
-        f'aria-label="{escape(label)}" preserveAspectRatio="none">',
+        f'aria-label="{escape(label)}" preserveAspectRatio="xMidYMid meet">',
         f"<title>{escape(label)}</title>",
     ]
     for fraction in (0.0, 0.5, 1.0):

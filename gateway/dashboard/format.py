@@ -19,7 +19,9 @@ def usd_display(nano: int) -> str:
         return f"{sign}${value.quantize(Decimal('0.01'), rounding=ROUND_HALF_EVEN):,}"
     exponent = value.adjusted()  # -1 for 0.1…, -4 for 0.000123…
     places = min(9, max(2, 3 - exponent))
-    shown = value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
+    shown = f"{value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN):f}"
+    if exponent < -2:  # sub-cent amounts: drop trailing zeros of the 4 significant digits
+        shown = shown.rstrip("0")
     return f"{sign}${shown}"
 
 
@@ -30,6 +32,17 @@ def usd_exact(nano: int) -> str:
 
 def integer(value: int | None) -> str:
     return "—" if value is None else f"{value:,}"
+
+
+def compact(value: int | None) -> str:
+    """A count for a headline card: 950, 12.3k, 4.56M (the exact count goes in `title`)."""
+    if value is None:
+        return "—"
+    for limit, suffix in ((1_000_000_000, "B"), (1_000_000, "M"), (1_000, "k")):
+        if abs(value) >= limit:
+            scaled = value / limit
+            return f"{scaled:.3g}{suffix}" if scaled < 100 else f"{scaled:.0f}{suffix}"
+    return str(value)
 
 
 def percent(ratio: float | None) -> str:

@@ -73,6 +73,7 @@ templates.filters.update(
     usd=fmt.usd_display,
     usd_exact=fmt.usd_exact,
     integer=fmt.integer,
+    compact=fmt.compact,
     percent=fmt.percent,
     ms=fmt.ms,
     number=fmt.number,
