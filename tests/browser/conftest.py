@@ -166,8 +166,10 @@ def site(
             shutil.rmtree(Path(database_url.removeprefix("sqlite+aiosqlite:///")).parent, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Chromium for one module. Not per session: Playwright's sync API keeps an event loop running on this
+    thread while it is open, which the asyncio tests of other modules must not find."""
     with playwright_sync.sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
         yield chromium

@@ -181,3 +181,27 @@ def test_bad_key_is_refused_and_phone_layout(site: Site, new_page: Any, console:
         ".reduce((s, e) => s + e.decodedBodySize, 0)"
     )
     assert 0 < total < 300_000
+
+
+def test_session_cookie_is_secure_behind_https(site: Site) -> None:
+    """Behind a TLS-terminating proxy (X-Forwarded-Proto: https) the session cookie gets `Secure`."""
+    import httpx
+
+    with httpx.Client(base_url=site.url, follow_redirects=False) as client:
+        form = client.get("/dashboard/login", headers={"X-Forwarded-Proto": "https"})
+        token = form.text.split('name="_csrf" value="')[1].split('"')[0]
+        signed = client.post(
+            "/dashboard/login",
+            data={"key": site.key_a, "_csrf": token, "next": "/dashboard"},
+            # the login form's CSRF cookie is Secure too, so a client on plain HTTP would not send it back
+            headers={
+                "X-Forwarded-Proto": "https",
+                "Cookie": f"sg_login_csrf={form.cookies['sg_login_csrf']}",
+            },
+        )
+        assert signed.status_code == 303 and signed.headers["location"] == "/dashboard"
+        cookie = next(c for c in signed.headers.get_list("set-cookie") if c.startswith("sg_session="))
+        assert "Secure" in cookie and "HttpOnly" in cookie and "samesite=lax" in cookie.lower()
+        assert site.key_a not in cookie
+        plain = client.get("/dashboard/login")  # a new login form over plain HTTP: no Secure flag
+        assert "Secure" not in plain.headers["set-cookie"]
