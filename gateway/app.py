@@ -23,6 +23,7 @@ from gateway.auth import KeyAuthenticator
 from gateway.catalog_cache import CatalogCache
 from gateway.chat import ChatService
 from gateway.credentials import CredentialResolver
+from gateway.dashboard import dashboard_router
 from gateway.errors import GatewayError, encode_error
 from gateway.logging_setup import configure_logging
 from gateway.providers.registry import build_adapters
@@ -195,6 +196,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             list_models,
             chat_completions_handler(lambda: runtime.chat, settings.max_body_bytes),
             admin_router(),
+            dashboard_router(),
         ],
         lifespan=[lifespan],
         exception_handlers={

@@ -570,3 +570,22 @@ class StripePayment(Base):
     unrecovered_nano: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _created()
+
+
+class DashboardSession(Base):
+    """A signed-in dashboard browser (used when there is no Redis): the caller's scope, never a key.
+
+    `id_hash` is the SHA-256 of the random session id held in the cookie, so a leaked table cannot be
+    replayed as cookies. `user_id` NULL is the operator (signed in with the admin key); a user's session
+    names the gateway key it was opened with, so revoking that key ends the session.
+    """
+
+    __tablename__ = "dashboard_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    workspace_id: Mapped[uuid.UUID | None] = mapped_column(Uuid())
+    api_key_id: Mapped[uuid.UUID | None] = mapped_column(Uuid())
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = _created()
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

@@ -1,0 +1,457 @@
+"""Everything the dashboard reads or writes in the database, in one module (the only storage import site).
+
+The figures come from the same storage functions and rollups as the admin API (storage/analytics.py):
+totals, per-model rows and per-workspace costs are the API's own queries, so a page and
+`/api/v1/analytics/...` agree to the nano-USD for the same scope and range. Groupings the API does not
+offer (per hour/day across everyone, per workspace across all of them) run through the same exact
+rollup-plus-edges reader. Only two things read usage_logs row by row: the request log (a page of rows)
+and anything filtered or grouped by key (no rollup carries the key).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Float, delete, func, select, type_coerce
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storage import analytics
+from storage.admin import get_key
+from storage.analytics import (
+    EXACT_PERCENTILE_MAX_ROWS,
+    CatalogEntry,
+    PerformanceReport,
+    Sums,
+    Window,
+    histogram_percentile,
+    percentile_cont,
+)
+
+# storage.analytics' grouped reader (rollup for whole periods + usage_logs for the edges) is what makes
+# the API exact; the dashboard reuses it rather than copying it. (When storage/ is reorganised, this is
+# the one place to point at its public name.)
+from storage.analytics import _grouped as grouped_reader
+from storage.analytics import _Source as RollupSource
+from storage.annotations import (
+    FeedbackInfo,
+    MessageInfo,
+    feedback_for_messages,
+    get_conversation,
+    list_messages,
+)
+from storage.models import NO_WORKSPACE, ApiKey, DashboardSession, Llm, Message, Workspace, table_of
+from storage.rollups import DAY, HOUR, floor_to, usage_daily, usage_hourly, usage_log_sums, usage_logs
+
+__all__ = [
+    "DAY",
+    "HOUR",
+    "CatalogEntry",
+    "FeedbackInfo",
+    "MessageInfo",
+    "PerformanceReport",
+    "Sums",
+    "Window",
+    "floor_to",
+]
+
+api_keys = table_of(ApiKey)
+workspaces = table_of(Workspace)
+llms = table_of(Llm)
+messages = table_of(Message)
+sessions = table_of(DashboardSession)
+
+#: Dimensions a dashboard table may group by (all of them are usage_logs columns).
+DIMENSIONS = ("model", "user_api_key_used", "user_id", "workspace_id", "api_key_id")
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """What a page is narrowed to (besides the time range); None means no narrowing."""
+
+    user_id: uuid.UUID | None = None
+    workspace_id: uuid.UUID | None = None
+    model: str | None = None
+    key_id: uuid.UUID | None = None
+
+
+# -- grouped totals ----------------------------------------------------------------------------------------
+
+
+def _source(filters: Filters, keys: Sequence[str]) -> RollupSource | None:
+    """The cheapest exact source for these filters and group keys; None when only usage_logs has them."""
+    if filters.key_id is not None or "api_key_id" in keys:
+        return None
+    per_user = filters.user_id is not None or filters.workspace_id is not None
+    per_user = per_user or "user_id" in keys or "workspace_id" in keys
+    rollup, unit, period = (usage_daily, DAY, "day") if per_user else (usage_hourly, HOUR, "hour")
+    rollup_filters: list[ColumnElement[bool]] = []
+    raw_filters: list[ColumnElement[bool]] = []
+    if filters.user_id is not None:
+        rollup_filters.append(usage_daily.c.user_id == filters.user_id)
+        raw_filters.append(usage_logs.c.user_id == filters.user_id)
+    if filters.workspace_id is not None:
+        rollup_filters.append(usage_daily.c.workspace_id == filters.workspace_id)
+        raw_filters.append(usage_logs.c.workspace_id == filters.workspace_id)
+    if filters.model is not None:
+        rollup_filters.append(rollup.c.model == filters.model)
+        raw_filters.append(usage_logs.c.model == filters.model)
+    return RollupSource(
+        rollup=rollup,
+        unit=unit,
+        period=period,
+        rollup_filters=rollup_filters,
+        rollup_keys=[rollup.c[k] for k in keys],
+        raw_filters=raw_filters,
+        raw_keys=[usage_logs.c[k] for k in keys],
+    )
+
+
+def _raw_filters(filters: Filters) -> list[ColumnElement[bool]]:
+    c = usage_logs.c
+    out: list[ColumnElement[bool]] = []
+    if filters.user_id is not None:
+        out.append(c.user_id == filters.user_id)
+    if filters.workspace_id is not None:
+        out.append(c.workspace_id == filters.workspace_id)
+    if filters.model is not None:
+        out.append(c.model == filters.model)
+    if filters.key_id is not None:
+        out.append(c.api_key_id == filters.key_id)
+    return out
+
+
+def _normal(key: str, value: Any) -> Any:
+    if key == "workspace_id" and value == NO_WORKSPACE:
+        return None  # usage_daily's stand-in for "no workspace"
+    if key == "user_api_key_used":
+        return bool(value)
+    return value
+
+
+async def grouped(
+    conn: AsyncConnection, window: Window, filters: Filters, keys: Sequence[str]
+) -> dict[tuple[Any, ...], Sums]:
+    """Exact totals per group of `keys` (a subset of DIMENSIONS) over the window and filters."""
+    assert all(k in DIMENSIONS for k in keys), keys
+    source = _source(filters, keys)
+    if source is not None:
+        found = await grouped_reader(conn, source, window)
+    else:  # grouped or filtered by key: only usage_logs knows the key
+        columns = [usage_logs.c[k] for k in keys]
+        stmt = select(*columns, *usage_log_sums()).where(
+            *_raw_filters(filters), *window.filters(usage_logs.c.created_at)
+        )
+        if columns:
+            stmt = stmt.group_by(*columns)
+        found = {}
+        for row in (await conn.execute(stmt)).all():
+            sums = Sums.of_values(row[len(keys) :])
+            if sums.requests:
+                found[tuple(row[: len(keys)])] = sums
+    out: dict[tuple[Any, ...], Sums] = defaultdict(Sums)
+    for key, sums in found.items():
+        out[tuple(_normal(k, v) for k, v in zip(keys, key, strict=True))].add(sums)
+    return dict(out)
+
+
+async def totals(conn: AsyncConnection, window: Window, filters: Filters) -> Sums:
+    return Sums.total((await grouped(conn, window, filters, [])).values())
+
+
+async def series(
+    conn: AsyncConnection, window: Window, filters: Filters, unit: timedelta
+) -> dict[datetime, Sums] | None:
+    """Totals per UTC hour or day (only periods with requests); None when the filters have no rollup
+    (a key) or hours were asked of the daily rollup."""
+    source = _source(filters, [])
+    if source is None or (unit == HOUR and source.unit != HOUR):
+        return None
+    found = await grouped_reader(conn, source, window, by_period=True)
+    out: dict[datetime, Sums] = defaultdict(Sums)
+    for (period,), sums in found.items():
+        out[floor_to(period, unit) if unit != source.unit else period].add(sums)
+    return dict(out)
+
+
+# -- the admin API's own reports ---------------------------------------------------------------------------
+
+
+async def llm_performance(
+    conn: AsyncConnection, window: Window, user_id: uuid.UUID | None
+) -> PerformanceReport:
+    """The report behind /api/v1/analytics/llm-performance (all requests, or one user's)."""
+    return await analytics.llm_performance(conn, window, user_id)
+
+
+async def catalog(conn: AsyncConnection) -> dict[str, CatalogEntry]:
+    return await analytics.catalog_entries(conn)
+
+
+async def model_names(conn: AsyncConnection) -> list[str]:
+    """Every catalog model name, for the model filter."""
+    return sorted(await analytics.catalog_entries(conn))
+
+
+# -- latency over a whole range ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    p50: float | None
+    p95: float | None
+    method: str  # exact | histogram (as storage/analytics.py decides for llm-performance)
+
+
+async def latency(conn: AsyncConnection, window: Window, filters: Filters, successes: int) -> Latency:
+    """p50/p95 latency of the successful requests in range, across models.
+
+    Exact (`percentile_cont`, as the API computes per model) whenever the API would be exact — a
+    narrowed scope, or at most EXACT_PERCENTILE_MAX_ROWS successes; above that, the daily histograms
+    of every model merged (only unfiltered or per-model scopes are that large and they have histograms).
+    """
+    c = usage_logs.c
+    narrowed = filters.user_id is not None or filters.workspace_id is not None or filters.key_id is not None
+    if narrowed or successes <= EXACT_PERCENTILE_MAX_ROWS:
+        where = [c.status == "success", *_raw_filters(filters), *window.filters(c.created_at)]
+        if conn.dialect.name == "postgresql":
+
+            def pct(fraction: float) -> Any:
+                return type_coerce(func.percentile_cont(fraction).within_group(c.latency_ms), Float())
+
+            row = (await conn.execute(select(pct(0.5), pct(0.95)).where(*where))).one()
+            p50, p95 = (None if v is None else float(v) for v in row)
+            return Latency(p50, p95, "exact")
+        values = sorted(int(v) for v in (await conn.execute(select(c.latency_ms).where(*where))).scalars())
+        return Latency(percentile_cont(values, 0.5), percentile_cont(values, 0.95), "exact")
+    merged: dict[int, int] = defaultdict(int)
+    for (model, metric), histogram in (await analytics.latency_histograms(conn, window)).items():
+        if metric == "latency" and (filters.model is None or model == filters.model):
+            for bucket, count in histogram.items():
+                merged[bucket] += count
+    return Latency(histogram_percentile(merged, 0.5), histogram_percentile(merged, 0.95), "histogram")
+
+
+# -- names -------------------------------------------------------------------------------------------------
+
+
+async def user_emails(conn: AsyncConnection, user_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
+    return await analytics.user_emails(conn, user_ids)
+
+
+async def workspace_names(conn: AsyncConnection, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
+    if not ids:
+        return {}
+    stmt = select(workspaces.c.id, workspaces.c.name).where(workspaces.c.id.in_(list(ids)))
+    return {wid: name for wid, name in (await conn.execute(stmt)).all()}
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLabel:
+    id: uuid.UUID
+    prefix: str
+    name: str | None
+    user_id: uuid.UUID
+    status: str
+
+
+async def key_labels(conn: AsyncConnection, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, KeyLabel]:
+    """Visible prefixes and names of keys (never hashes)."""
+    if not ids:
+        return {}
+    k = api_keys.c
+    stmt = select(k.id, k.key_prefix, k.name, k.user_id, k.status).where(k.id.in_(list(ids)))
+    return {row[0]: KeyLabel(*row) for row in (await conn.execute(stmt)).all()}
+
+
+async def key_is_active(conn: AsyncConnection, key_id: uuid.UUID) -> bool:
+    info = await get_key(conn, key_id)
+    return info is not None and info.status == "active"
+
+
+async def user_exists(conn: AsyncConnection, user_id: uuid.UUID) -> bool:
+    return await analytics.user_exists(conn, user_id)
+
+
+# -- the request log ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRow:
+    """One usage_logs row as the request log shows it."""
+
+    request_id: str
+    created_at: datetime
+    user_id: uuid.UUID
+    workspace_id: uuid.UUID | None
+    api_key_id: uuid.UUID | None
+    conversation_id: uuid.UUID | None
+    message_id: uuid.UUID | None
+    provider: str
+    model: str
+    status: str
+    http_status: int | None
+    error_code: str | None
+    input_tokens: int
+    cached_input_tokens: int
+    cache_write_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+    cost_nano: int
+    charged_nano: int
+    latency_ms: int
+    ttft_ms: int | None
+    upstream_latency_ms: int | None
+    attempts: int
+    byok: bool
+    is_stream: bool
+    usage_source: str
+    price_version: int | None
+
+
+_ROW_COLUMNS = [
+    usage_logs.c[name]
+    for name in (
+        "request_id",
+        "created_at",
+        "user_id",
+        "workspace_id",
+        "api_key_id",
+        "conversation_id",
+        "message_id",
+        "provider",
+        "model",
+        "status",
+        "http_status",
+        "error_code",
+        "input_tokens",
+        "cached_input_tokens",
+        "cache_write_tokens",
+        "output_tokens",
+        "reasoning_tokens",
+        "cost_nano",
+        "charged_nano",
+        "latency_ms",
+        "ttft_ms",
+        "upstream_latency_ms",
+        "attempts",
+        "user_api_key_used",
+        "is_stream",
+        "usage_source",
+        "price_version",
+    )
+]
+
+
+def _request_row(row: Any) -> RequestRow:
+    values = list(row)
+    values[23], values[24] = bool(values[23]), bool(values[24])
+    return RequestRow(*values)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestPage:
+    rows: list[RequestRow]
+    total: int
+
+
+async def request_log(
+    conn: AsyncConnection,
+    window: Window,
+    filters: Filters,
+    *,
+    status: str | None,
+    limit: int,
+    offset: int,
+) -> RequestPage:
+    """Newest first (ties by id): one page of usage_logs rows and how many match."""
+    c = usage_logs.c
+    where = [*_raw_filters(filters), *window.filters(c.created_at)]
+    if status is not None:
+        where.append(c.status == status)
+    total = (await conn.execute(select(func.count()).select_from(usage_logs).where(*where))).scalar_one()
+    stmt = select(*_ROW_COLUMNS).where(*where).order_by(c.created_at.desc(), c.id.desc())
+    rows = (await conn.execute(stmt.limit(limit).offset(offset))).all()
+    return RequestPage([_request_row(r) for r in rows], int(total))
+
+
+@dataclass(frozen=True, slots=True)
+class RequestDetail:
+    request: RequestRow
+    message_id: uuid.UUID | None
+    conversation_title: str | None
+    conversation_messages: list[MessageInfo] = field(default_factory=list)
+    conversation_total: int = 0
+    feedback: dict[uuid.UUID, list[FeedbackInfo]] = field(default_factory=dict)
+
+
+async def request_detail(
+    conn: AsyncConnection, request_id: str, *, max_messages: int = 100
+) -> RequestDetail | None:
+    """One request with its conversation (its messages, oldest first) and the feedback they got."""
+    row = (await conn.execute(select(*_ROW_COLUMNS).where(usage_logs.c.request_id == request_id))).first()
+    if row is None:
+        return None
+    request = _request_row(row)
+    message_id = request.message_id
+    if message_id is None:
+        found = await conn.execute(select(messages.c.id).where(messages.c.request_id == request_id))
+        message_id = found.scalar_one_or_none()
+    if request.conversation_id is None:
+        return RequestDetail(request, message_id, None)
+    conversation = await get_conversation(conn, request.conversation_id)
+    page = await list_messages(conn, request.conversation_id, limit=max_messages, offset=0)
+    ratings = await feedback_for_messages(conn, [m.id for m in page.items])
+    return RequestDetail(
+        request,
+        message_id,
+        conversation.title if conversation else None,
+        page.items,
+        page.total,
+        ratings,
+    )
+
+
+# -- sessions (database store, used when there is no Redis) ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    user_id: uuid.UUID | None
+    workspace_id: uuid.UUID | None
+    api_key_id: uuid.UUID | None
+    csrf_token: str
+    expires_at: datetime
+
+
+async def session_insert(conn: AsyncConnection, id_hash: str, record: SessionRecord, now: datetime) -> None:
+    """Store a session, sweeping expired ones in the same step (sign-ins are rare; the sweep is cheap)."""
+    await conn.execute(delete(sessions).where(sessions.c.expires_at < now))
+    await conn.execute(
+        sessions.insert().values(
+            id_hash=id_hash,
+            user_id=record.user_id,
+            workspace_id=record.workspace_id,
+            api_key_id=record.api_key_id,
+            csrf_token=record.csrf_token,
+            created_at=now,
+            expires_at=record.expires_at,
+        )
+    )
+
+
+async def session_get(conn: AsyncConnection, id_hash: str, now: datetime) -> SessionRecord | None:
+    s = sessions.c
+    stmt = select(s.user_id, s.workspace_id, s.api_key_id, s.csrf_token, s.expires_at).where(
+        s.id_hash == id_hash, s.expires_at > now
+    )
+    row = (await conn.execute(stmt)).first()
+    return None if row is None else SessionRecord(*row)
+
+
+async def session_delete(conn: AsyncConnection, id_hash: str) -> None:
+    await conn.execute(delete(sessions).where(sessions.c.id_hash == id_hash))

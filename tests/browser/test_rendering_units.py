@@ -1,0 +1,84 @@
+"""The dashboard's pure parts: money and number formatting, the SVG chart, and reading a view's URL."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from gateway.dashboard import charts
+from gateway.dashboard import format as fmt
+from gateway.dashboard.context import DashboardError, parse_view
+from gateway.dashboard.sessions import Session
+
+
+@pytest.mark.parametrize(
+    ("nano", "shown"),
+    [
+        (0, "$0.00"),
+        (6_600, "$0.0000066"),
+        (1_710_000, "$0.00171"),
+        (189_400_000, "$0.1894"),
+        (1_000_000_000, "$1.00"),
+        (1_234_567_890_123, "$1,234.57"),
+        (-5, "-$0.000000005"),
+    ],
+)
+def test_money_is_shown_as_currency_and_kept_exact(nano: int, shown: str) -> None:
+    assert fmt.usd_display(nano) == shown
+    assert fmt.usd_exact(1_234_567_890_123) == "1234.567890123"
+
+
+def test_compact_counts_and_ratios() -> None:
+    assert [fmt.compact(v) for v in (950, 3_564, 49_610, 123_456, 1_234_567)] == [
+        "950",
+        "3.56k",
+        "49.6k",
+        "123k",
+        "1.23M",
+    ]
+    assert fmt.ratio(1, 3) == 0.333333 and fmt.ratio(1, 0) is None
+
+
+def test_chart_scales_bars_and_escapes_labels() -> None:
+    points = [charts.Point("a", 1.0, "one <b>"), charts.Point("b", 4.0, "four")]
+    svg = str(charts.column_chart(points, label="Spend & more", axis_format=str))
+    assert svg.count("<rect") == 2 and "one &lt;b&gt;" in svg and "Spend &amp; more" in svg
+    assert charts.nice_ceiling(4.0) == 5.0 and charts.nice_ceiling(0.0031) == 0.005
+    assert 'height="129.6"' in svg  # 4 on an axis topped at 5: four fifths of the 162 px plot
+    empty = str(charts.column_chart([], label="x", axis_format=str))
+    assert "<rect" not in empty
+
+
+ADMIN = Session(None, None, None, "t", datetime(2030, 1, 1, tzinfo=UTC))
+
+
+def test_a_view_is_read_from_its_url() -> None:
+    now = datetime(2026, 11, 30, 15, tzinfo=UTC)
+    view = parse_view({"start": "2026-11-01", "end": "2026-11-30", "model": "gpt-4o"}, ADMIN, now)
+    assert view.window.start == datetime(2026, 11, 1, tzinfo=UTC)
+    assert view.window.end == datetime(2026, 12, 1, tzinfo=UTC)  # the end date counts whole
+    assert view.filters.model == "gpt-4o" and view.filters.user_id is None
+    default = parse_view({}, ADMIN, now)
+    assert default.window.end == datetime(2026, 12, 1, tzinfo=UTC) and default.days == 7
+    exact = parse_view({"start": "2026-11-30T10:00:00Z", "end": "2026-11-30T12:00:00+00:00"}, ADMIN, now)
+    assert exact.days == pytest.approx(2 / 24)
+    for bad in (
+        {"start": "yesterday"},
+        {"start": "2026-11-30T10:00:00"},
+        {"start": "2026-12-01", "end": "2026-11-01"},
+    ):
+        with pytest.raises(DashboardError) as raised:
+            parse_view(bad, ADMIN, now)
+        assert raised.value.status == 400
+
+
+def test_a_user_view_is_narrowed_to_that_user() -> None:
+    me, other = uuid.uuid4(), uuid.uuid4()
+    mine = Session(me, None, uuid.uuid4(), "t", datetime(2030, 1, 1, tzinfo=UTC))
+    assert parse_view({}, mine).filters.user_id == me
+    assert parse_view({"user_id": str(me)}, mine).filters.user_id == me
+    with pytest.raises(DashboardError) as raised:
+        parse_view({"user_id": str(other)}, mine)
+    assert raised.value.status == 404
