@@ -20,10 +20,10 @@ from sqlalchemy import create_engine, select, update
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gateway.mock_upstream import MockConfig, MockServerThread  # noqa: E402
+from devtools.mock_upstream import MockConfig, MockServerThread  # noqa: E402
 from migrations.runner import upgrade  # noqa: E402
 from storage.models import UsageLog, table_of  # noqa: E402
-from storage.rollups import rebuild_usage_rollups  # noqa: E402
+from storage.usage.rollups import rebuild_usage_rollups  # noqa: E402
 from tests.browser.conftest import ADMIN_KEY, CHROMIUM, _seed  # noqa: E402
 from tests.integration.conftest import GatewayThread, make_settings  # noqa: E402
 

@@ -45,7 +45,7 @@ from storage.annotations import (
     list_messages,
 )
 from storage.models import NO_WORKSPACE, ApiKey, DashboardSession, Llm, Message, Workspace, table_of
-from storage.rollups import DAY, HOUR, floor_to, usage_daily, usage_hourly, usage_log_sums, usage_logs
+from storage.usage.rollups import DAY, HOUR, floor_to, usage_daily, usage_hourly, usage_log_sums, usage_logs
 
 __all__ = [
     "DAY",

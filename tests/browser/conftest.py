@@ -23,7 +23,7 @@ import httpx
 import pytest
 import redis as redis_sync
 
-from gateway.mock_upstream import MockConfig, MockServerThread
+from devtools.mock_upstream import MockConfig, MockServerThread
 from migrations.runner import upgrade
 from tests.integration.conftest import GatewayThread, make_settings, off_loop
 
