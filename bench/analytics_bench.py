@@ -48,7 +48,7 @@ from config import Settings
 from gateway.app import create_app
 from migrations.runner import upgrade
 from storage.db import create_engine
-from storage.keys import create_key
+from storage.accounts.keys import create_key
 from storage.rollups import rebuild_usage_rollups
 
 PG = os.environ.get("SYNAPGATE_BENCH_PG", "postgres@127.0.0.1:5432")

@@ -27,12 +27,12 @@ from gateway.errors import GatewayError, encode_error
 from gateway.logging_setup import configure_logging
 from gateway.providers.registry import build_adapters
 from gateway.proxy import UpstreamClient
-from storage.credentials import cipher_for
+from storage.accounts.credentials import cipher_for
 from storage.db import create_engine
 from storage.group_commit import GroupCommitRecorder
-from storage.ledger.base import CreditLedger
-from storage.ledger.redis import RedisLedger
-from storage.ledger.sql import SqlLedger
+from storage.billing.ledger.base import CreditLedger
+from storage.billing.ledger.redis import RedisLedger
+from storage.billing.ledger.sql import SqlLedger
 
 log = logging.getLogger("synapgate.app")
 

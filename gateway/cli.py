@@ -124,8 +124,8 @@ async def _storage(settings: Settings) -> Any:
     from redis.asyncio import Redis
 
     from storage.db import create_engine
-    from storage.ledger.redis import RedisLedger
-    from storage.ledger.sql import SqlLedger
+    from storage.billing.ledger.redis import RedisLedger
+    from storage.billing.ledger.sql import SqlLedger
 
     engine = create_engine(settings.database_url)
     redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
@@ -143,7 +143,7 @@ async def _storage(settings: Settings) -> Any:
 
 
 async def _require_user(engine: Any, user_id: uuid.UUID) -> None:
-    from storage.users import user_exists
+    from storage.accounts.users import user_exists
 
     if not await user_exists(engine, user_id):
         raise CliError(f"no user with id {user_id}")
@@ -182,9 +182,9 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:
 
 
 async def cmd_users_create(args: argparse.Namespace, settings: Settings) -> None:
-    from storage.ledger.base import HotMove
-    from storage.ledger.entries import post_entry
-    from storage.users import DuplicateUser, create_user
+    from storage.billing.ledger.base import HotMove
+    from storage.billing.ledger.entries import post_entry
+    from storage.accounts.users import DuplicateUser, create_user
 
     async with _storage(settings) as (engine, ledger, _):
         posted = None
@@ -252,7 +252,7 @@ async def cmd_users_show(args: argparse.Namespace, settings: Settings) -> None:
 async def cmd_invoices_create(args: argparse.Namespace, settings: Settings) -> None:
     from gateway.api.admin.billing import invoice_out
     from storage.admin import UnknownUser
-    from storage.invoices import InvoiceOverlap, create_invoice
+    from storage.billing.invoices import InvoiceOverlap, create_invoice
 
     if args.period_end <= args.period_start:
         raise CliError("--period-end must be after --period-start")
@@ -274,7 +274,7 @@ async def cmd_invoices_create(args: argparse.Namespace, settings: Settings) -> N
 
 async def cmd_invoices_show(args: argparse.Namespace, settings: Settings) -> None:
     from gateway.api.admin.billing import invoice_out
-    from storage.invoices import get_invoice
+    from storage.billing.invoices import get_invoice
 
     async with _storage(settings) as (engine, _ledger, _), engine.connect() as conn:
         invoice = await get_invoice(conn, args.invoice)
@@ -285,7 +285,7 @@ async def cmd_invoices_show(args: argparse.Namespace, settings: Settings) -> Non
 
 async def cmd_invoices_list(args: argparse.Namespace, settings: Settings) -> None:
     from gateway.api.admin.billing import InvoicePage, invoice_out
-    from storage.invoices import list_invoices
+    from storage.billing.invoices import list_invoices
 
     async with _storage(settings) as (engine, _ledger, _):
         if args.user is not None:
@@ -304,8 +304,8 @@ async def cmd_invoices_list(args: argparse.Namespace, settings: Settings) -> Non
 
 
 async def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> None:
-    from storage.keys import create_key
-    from storage.users import default_workspace
+    from storage.accounts.keys import create_key
+    from storage.accounts.users import default_workspace
 
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     async with _storage(settings) as (engine, _ledger, _):
@@ -329,7 +329,7 @@ async def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> None:
 
 
 async def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> None:
-    from storage.keys import revoke_key
+    from storage.accounts.keys import revoke_key
 
     async with _storage(settings) as (engine, _ledger, _), engine.begin() as conn:
         if not await revoke_key(conn, args.key_id):
@@ -339,7 +339,7 @@ async def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> None:
 
 async def cmd_credits_add(args: argparse.Namespace, settings: Settings) -> None:
     from pricing.money import format_usd
-    from storage.credits import add_credits
+    from storage.billing.credits import add_credits
 
     key = args.idempotency_key or f"cli:{uuid.uuid4()}"
     async with _storage(settings) as (engine, ledger, _):
@@ -360,7 +360,7 @@ async def cmd_credits_add(args: argparse.Namespace, settings: Settings) -> None:
 
 async def cmd_credits_balance(args: argparse.Namespace, settings: Settings) -> None:
     from pricing.money import format_usd
-    from storage.ledger.entries import account_state
+    from storage.billing.ledger.entries import account_state
 
     async with _storage(settings) as (engine, ledger, _):
         await _require_user(engine, args.user)
@@ -371,7 +371,7 @@ async def cmd_credits_balance(args: argparse.Namespace, settings: Settings) -> N
 
 
 async def cmd_llms_list(args: argparse.Namespace, settings: Settings) -> None:
-    from storage.catalog import load_catalog
+    from storage.catalog.repository import load_catalog
 
     async with _storage(settings) as (engine, _ledger, _), engine.connect() as conn:
         catalog = await load_catalog(conn)
@@ -397,7 +397,7 @@ async def cmd_llms_list(args: argparse.Namespace, settings: Settings) -> None:
 
 
 async def cmd_llms_set_price(args: argparse.Namespace, settings: Settings) -> None:
-    from storage.catalog import PriceChange, UnknownModel, set_price
+    from storage.catalog.repository import PriceChange, UnknownModel, set_price
 
     change = PriceChange(
         input_price=args.input,
@@ -420,7 +420,7 @@ async def cmd_llms_set_price(args: argparse.Namespace, settings: Settings) -> No
 
 
 async def cmd_credentials_set(args: argparse.Namespace, settings: Settings) -> None:
-    from storage.credentials import cipher_for, set_credential
+    from storage.accounts.credentials import cipher_for, set_credential
 
     if settings.secret_key is None:
         raise CliError("SYNAPGATE_SECRET_KEY is not set: it is needed to encrypt stored provider keys")
@@ -438,7 +438,7 @@ async def cmd_credentials_set(args: argparse.Namespace, settings: Settings) -> N
 
 
 async def cmd_ledger_reconcile(args: argparse.Namespace, settings: Settings) -> None:
-    from storage.reconcile import reconcile
+    from storage.billing.reconcile import reconcile
 
     async with _storage(settings) as (engine, ledger, _):
         report = await reconcile(engine, ledger, fix=args.fix)

@@ -32,12 +32,12 @@ from gateway.app import create_app
 from gateway.mock_upstream import MockConfig, MockServerThread
 from migrations.runner import upgrade
 from pricing.money import parse_usd
-from storage.credits import add_credits
+from storage.billing.credits import add_credits
 from storage.db import create_engine
-from storage.keys import create_key
-from storage.ledger.redis import RedisLedger
-from storage.ledger.sql import SqlLedger
-from storage.users import create_user
+from storage.accounts.keys import create_key
+from storage.billing.ledger.redis import RedisLedger
+from storage.billing.ledger.sql import SqlLedger
+from storage.accounts.users import create_user
 
 PG_HOST = os.environ.get("SYNAPGATE_TEST_PG_HOST", "127.0.0.1")
 PG_ADMIN_DSN = f"postgresql://postgres@{PG_HOST}:5432/postgres"

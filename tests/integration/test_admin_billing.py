@@ -16,9 +16,9 @@ import openai
 import pytest
 
 from pricing.money import format_usd, round_to_nano
-from storage.ledger.base import HotMove
-from storage.ledger.entries import post_entry
-from storage.reconcile import reconcile
+from storage.billing.ledger.base import HotMove
+from storage.billing.ledger.entries import post_entry
+from storage.billing.reconcile import reconcile
 from tests.integration.conftest import Gateway
 from tests.integration.test_admin_accounts import ADMIN, api, create_key, create_user, db_id, error_of
 

@@ -23,13 +23,13 @@ import openai
 import pytest
 from sqlalchemy import inspect as inspect_schema
 
-import storage.analytics
+import storage.usage.analytics
 import storage.recorder
 from migrations.runner import downgrade, upgrade
 from pricing.cost import Usage
 from pricing.money import format_usd
-from storage.analytics import Window, histogram_percentile, percentile_cont, split_window
-from storage.keys import create_key
+from storage.usage.analytics import Window, histogram_percentile, percentile_cont, split_window
+from storage.accounts.keys import create_key
 from storage.models import Workspace, WorkspaceMember, table_of
 from storage.recorder import CompletionRecord, FailureRecord, record_completion, record_failure
 from storage.rollups import (
@@ -45,7 +45,7 @@ from storage.rollups import (
     rebuild_usage_rollups,
     rollup_rows,
 )
-from storage.users import create_user, default_workspace
+from storage.accounts.users import create_user, default_workspace
 from tests.integration.conftest import Gateway, off_loop
 
 pytestmark = pytest.mark.integration
@@ -689,7 +689,7 @@ async def test_llm_performance_from_histograms_at_scale(
     """Above EXACT_PERCENTILE_MAX_ROWS successes the percentiles come from the daily histograms."""
     await _seed_models(gateway)
     exact = perf_by_model((await api(gateway, "/analytics/llm-performance")).json())
-    monkeypatch.setattr(storage.analytics, "EXACT_PERCENTILE_MAX_ROWS", 0)
+    monkeypatch.setattr(storage.usage.analytics, "EXACT_PERCENTILE_MAX_ROWS", 0)
     body = (await api(gateway, "/analytics/llm-performance")).json()
     assert body["percentile_method"] == "histogram"
     by = perf_by_model(body)

@@ -26,7 +26,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from storage.credentials import cipher_for
+from storage.accounts.credentials import cipher_for
 
 pytestmark = pytest.mark.integration
 

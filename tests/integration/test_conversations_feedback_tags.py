@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from storage.models import Workspace, WorkspaceMember, table_of
-from storage.users import default_workspace
+from storage.accounts.users import default_workspace
 from tests.integration.conftest import Gateway
 
 pytestmark = pytest.mark.integration

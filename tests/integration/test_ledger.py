@@ -12,14 +12,14 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from storage.credits import add_credits
+from storage.billing.credits import add_credits
 from storage.db import create_engine
-from storage.ledger.base import HotMove, InsufficientCredit
-from storage.ledger.entries import account_state, post_entry
-from storage.ledger.redis import RedisLedger
-from storage.ledger.sql import SqlLedger
-from storage.reconcile import reconcile
-from storage.users import create_user
+from storage.billing.ledger.base import HotMove, InsufficientCredit
+from storage.billing.ledger.entries import account_state, post_entry
+from storage.billing.ledger.redis import RedisLedger
+from storage.billing.ledger.sql import SqlLedger
+from storage.billing.reconcile import reconcile
+from storage.accounts.users import create_user
 
 KINDS = ["sql-sqlite", "sql-postgres", "redis-postgres"]
 

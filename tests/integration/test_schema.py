@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from migrations.runner import alembic_config, downgrade, upgrade
 from pricing.catalog import PriceTier
-from storage.catalog import PriceChange, UnknownModel, load_catalog, set_price
+from storage.catalog.repository import PriceChange, UnknownModel, load_catalog, set_price
 from storage.db import create_engine
 from storage.models import (
     Base,

@@ -33,9 +33,9 @@ from gateway.api.admin.common import (
 from gateway.api.admin.scope import GUARDS, caller, not_found
 from gateway.errors import GatewayError, bad_request
 from storage import admin as queries
-from storage.credentials import cipher_for, delete_credential, set_credential
-from storage.keys import create_key
-from storage.users import DuplicateUser, create_user, default_workspace
+from storage.accounts.credentials import cipher_for, delete_credential, set_credential
+from storage.accounts.keys import create_key
+from storage.accounts.users import DuplicateUser, create_user, default_workspace
 
 if TYPE_CHECKING:
     pass
@@ -386,7 +386,7 @@ async def list_keys_route(
 @delete("/keys/{key_id:uuid}", guards=GUARDS, tags=["accounts"])
 async def revoke_key_route(request: Request[Any, Any, Any], key_id: FromPath[uuid.UUID]) -> None:
     """Revoke a key (idempotent). This worker refuses it at once, every worker within the key cache time."""
-    from storage.keys import revoke_key
+    from storage.accounts.keys import revoke_key
 
     scope = caller(request)
     runtime = runtime_of(request)

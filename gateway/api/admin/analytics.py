@@ -32,8 +32,8 @@ from gateway.api.admin.common import Limit, Offset, Struct, aware, money, page_l
 from gateway.api.admin.scope import GUARDS, Scope, caller, not_found
 from gateway.errors import bad_request
 from pricing.money import nano_to_usd, round_to_nano
-from storage import analytics as queries
-from storage.analytics import CatalogEntry, Sums, Window
+from storage.usage import analytics as queries
+from storage.usage.analytics import CatalogEntry, Sums, Window
 
 K = TypeVar("K")
 G = TypeVar("G")

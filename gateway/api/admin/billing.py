@@ -34,9 +34,9 @@ from gateway.api.admin.scope import GUARDS, caller, not_found
 from gateway.errors import bad_request
 from pricing.money import MoneyError, parse_usd
 from storage import admin as queries
-from storage import invoices as invoice_store
-from storage.credits import add_credits
-from storage.ledger.entries import account_state
+from storage.billing import invoices as invoice_store
+from storage.billing.credits import add_credits
+from storage.billing.ledger.entries import account_state
 from storage.models import BILLING_EVENT_TYPES
 from storage.types import utcnow
 

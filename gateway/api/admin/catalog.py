@@ -21,7 +21,7 @@ from gateway.api.admin.scope import GUARDS, caller
 from gateway.errors import GatewayError, bad_request
 from pricing.money import TOKENS_PER_PRICE_UNIT
 from storage import admin as queries
-from storage.catalog import PriceChange, UnknownModel, set_active, set_price
+from storage.catalog.repository import PriceChange, UnknownModel, set_active, set_price
 
 MAX_RATE = Decimal(10) ** 9  # NUMERIC(18, 9): nine digits each side of the point
 PRICE_UNIT = f"USD per {TOKENS_PER_PRICE_UNIT} tokens"

@@ -27,7 +27,7 @@ from gateway.api.admin.analytics import TokensOut
 from gateway.api.admin.common import Body, Limit, Offset, Struct, money, page_limits, runtime_of
 from gateway.api.admin.scope import GUARDS, Scope, caller, not_found
 from gateway.errors import GatewayError, bad_request
-from storage import annotations as store
+from storage.annotations import repository as store
 from storage.models import TAG_TARGET_TYPES
 
 MAX_COMMENT = 10_000

@@ -479,30 +479,3 @@ async def llm_performance(
     ]
     models.sort(key=lambda m: (-m.sums.requests, m.model.name))
     return PerformanceReport(method, models)
-
-
-# -- access ------------------------------------------------------------------------------------------------
-
-
-async def user_exists(conn: AsyncConnection, user_id: uuid.UUID) -> bool:
-    return (await conn.execute(select(users.c.id).where(users.c.id == user_id))).first() is not None
-
-
-async def workspace_exists(conn: AsyncConnection, workspace_id: uuid.UUID) -> bool:
-    stmt = select(workspaces.c.id).where(workspaces.c.id == workspace_id)
-    return (await conn.execute(stmt)).first() is not None
-
-
-async def workspace_role(conn: AsyncConnection, workspace_id: uuid.UUID, user_id: uuid.UUID) -> str | None:
-    """The user's role in the workspace (owner | admin | member), or None if not a member."""
-    stmt = select(members.c.role).where(members.c.workspace_id == workspace_id, members.c.user_id == user_id)
-    role = (await conn.execute(stmt)).scalar_one_or_none()
-    return None if role is None else str(role)
-
-
-async def user_emails(conn: AsyncConnection, user_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str]:
-    ids = list(user_ids)
-    if not ids:
-        return {}
-    rows = (await conn.execute(select(users.c.id, users.c.email).where(users.c.id.in_(ids)))).all()
-    return {uid: email for uid, email in rows}

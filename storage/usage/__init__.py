@@ -1,0 +1,1 @@
+"""Usage: the recorder, rollups and analytics."""
