@@ -42,9 +42,9 @@ from pricing.catalog import Model
 from pricing.cost import Usage, price_usage, reservation_nano
 from pricing.money import format_usd, round_to_nano
 from pricing.tokens import count_completion_tokens, count_prompt_tokens
-from storage.group_commit import GroupCommitRecorder
 from storage.accounts.keys import KeyPrincipal
 from storage.billing.ledger.base import CreditLedger, InsufficientCredit, Reservation
+from storage.group_commit import GroupCommitRecorder
 from storage.models import Conversation, table_of
 from storage.recorder import (
     CompletionRecord,

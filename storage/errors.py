@@ -173,3 +173,7 @@ class NotConfigured(DomainError):
     """The operation needs a setting the deployment lacks."""
 
     code = "not_configured"
+
+
+class SecretKeyMissing(NotConfigured):
+    code = "secret_key_not_configured"

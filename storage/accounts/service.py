@@ -30,7 +30,7 @@ from storage.errors import (
     InvalidInput,
     KeyNotFound,
     NotAMember,
-    NotConfigured,
+    SecretKeyMissing,
     ProviderKeyNotFound,
     UnknownModels,
     UserNotFound,
@@ -140,6 +140,12 @@ async def create_workspace(
     return await users.insert_workspace(conn, name, list(roles.items()))
 
 
+async def list_workspaces(
+    conn: AsyncConnection, page: PageRequest, *, member: uuid.UUID | None = None
+) -> Page[WorkspaceInfo]:
+    return await users.list_workspaces(conn, page, member=member)
+
+
 # -- gateway keys ----------------------------------------------------------------------------------
 
 
@@ -176,11 +182,23 @@ async def create_key(
     return CreatedKey(**{f.name: getattr(info, f.name) for f in fields(KeyInfo)}, key=plaintext)
 
 
-async def revoke_key(conn: AsyncConnection, key_id: uuid.UUID, *, owner: uuid.UUID | None = None) -> KeyInfo:
-    """Revoke a key (idempotent); KeyNotFound when there is none (or it is not `owner`'s)."""
+async def get_key(conn: AsyncConnection, key_id: uuid.UUID, *, owner: uuid.UUID | None = None) -> KeyInfo:
+    """A key (of `owner`, when given); KeyNotFound otherwise."""
     key = await keys.get_key(conn, key_id)
     if key is None or (owner is not None and key.user_id != owner):
         raise KeyNotFound(f"no key with id {key_id}", param="key_id")
+    return key
+
+
+async def list_keys(
+    conn: AsyncConnection, page: PageRequest, *, user_id: uuid.UUID | None = None, status: str | None = None
+) -> Page[KeyInfo]:
+    return await keys.list_keys(conn, page, user_id=user_id, status=status)
+
+
+async def revoke_key(conn: AsyncConnection, key_id: uuid.UUID) -> KeyInfo:
+    """Revoke a key (idempotent: a revoked key stays revoked); KeyNotFound when there is none."""
+    await get_key(conn, key_id)
     await keys.revoke_key(conn, key_id)
     revoked = await keys.get_key(conn, key_id)
     assert revoked is not None
@@ -204,7 +222,7 @@ async def set_provider_key(
     """Store (or replace) a user's own provider key, encrypted; only its last four characters come back."""
     check_provider(provider)
     if secret_key is None:
-        raise NotConfigured("SYNAPGATE_SECRET_KEY is not set: it is needed to encrypt stored provider keys")
+        raise SecretKeyMissing("SYNAPGATE_SECRET_KEY is not set: it is needed to encrypt stored provider keys")
     api_key = api_key.strip()
     if not api_key:
         raise InvalidInput("no provider key was given", param="api_key")

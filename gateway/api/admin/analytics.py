@@ -25,13 +25,17 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar
 
-from litestar import Request, get
+from litestar import Router, get
 from litestar.params import FromPath, FromQuery, QueryParameter
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.api.admin.common import Limit, Offset, Struct, aware, money, page_limits, runtime_of
-from gateway.api.admin.scope import GUARDS, Scope, caller, not_found
+from gateway.api.admin.common import Struct, aware, money
+from gateway.api.admin.scope import Scope, not_found
 from gateway.errors import bad_request
 from pricing.money import nano_to_usd, round_to_nano
+from storage.accounts import users
+from storage.accounts.users import require_user
+from storage.paging import PageRequest
 from storage.usage import analytics as queries
 from storage.usage.analytics import CatalogEntry, Sums, Window
 
@@ -273,21 +277,22 @@ def _split_byok(found: dict[K, Sums], group_of: Callable[[K], tuple[G, bool]]) -
     return out
 
 
-def _target_user(scope: Scope, user_id: uuid.UUID | None) -> uuid.UUID | None:
+def _target_user(caller: Scope, user_id: uuid.UUID | None) -> uuid.UUID | None:
     """Whose requests a global report covers: a user key always its own; the admin anyone's, or all."""
-    if scope.is_admin:
+    if caller.is_admin:
         return user_id
-    if user_id is not None and user_id != scope.user_id:
+    if user_id is not None and user_id != caller.user_id:
         raise not_found("user")
-    return scope.user_id
+    return caller.user_id
 
 
 # -- routes --------------------------------------------------------------------------------------
 
 
-@get("/analytics/usage/{user_id:uuid}", guards=GUARDS, tags=["analytics"])
+@get("/analytics/usage/{user_id:uuid}")
 async def usage_route(
-    request: Request[Any, Any, Any],
+    caller: Scope,
+    engine: AsyncEngine,
     user_id: FromPath[uuid.UUID],
     start: Start = None,
     end: End = None,
@@ -297,11 +302,10 @@ async def usage_route(
 
     The series lists only periods with requests, oldest first; models are ordered by cost, then name.
     """
-    caller(request).require_user(user_id)
+    caller.require_user(user_id)
     window = window_of(start, end)
-    async with runtime_of(request).engine.connect() as conn:
-        if not await queries.user_exists(conn, user_id):
-            raise not_found("user")
+    async with engine.connect() as conn:
+        await require_user(conn, user_id, param=None)
         found = await queries.user_usage_by_day_and_model(conn, user_id, window)
         catalog = await queries.catalog_entries(conn)
     periods: dict[datetime, Sums] = defaultdict(Sums)
@@ -321,34 +325,33 @@ async def usage_route(
     )
 
 
-@get("/analytics/costs/{workspace_id:uuid}", guards=GUARDS, tags=["analytics"])
+@get("/analytics/costs/{workspace_id:uuid}")
 async def costs_route(
-    request: Request[Any, Any, Any],
+    caller: Scope,
+    engine: AsyncEngine,
+    page: PageRequest,
     workspace_id: FromPath[uuid.UUID],
     start: Start = None,
     end: End = None,
-    limit: Limit = 100,
-    offset: Offset = 0,
 ) -> WorkspaceCostsOut:
     """A workspace's cost by user (paged: highest cost first, ties by user id) and by model, split into
     platform calls and BYOK calls. Admin key, or a workspace owner's or admin's own key."""
-    scope = caller(request)
-    limit, offset = page_limits(limit, offset)
+    limit, offset = page.limit, page.offset
     window = window_of(start, end)
-    async with runtime_of(request).engine.connect() as conn:
-        if scope.is_admin:
-            visible = await queries.workspace_exists(conn, workspace_id)
+    async with engine.connect() as conn:
+        if caller.is_admin:
+            visible = await users.workspace_exists(conn, workspace_id)
         else:
-            assert scope.user_id is not None
-            visible = await queries.workspace_role(conn, workspace_id, scope.user_id) in ("owner", "admin")
+            assert caller.user_id is not None
+            visible = await users.workspace_role(conn, workspace_id, caller.user_id) in ("owner", "admin")
         if not visible:
             raise not_found("workspace")
         found = await queries.workspace_costs_by_user_and_model(conn, workspace_id, window)
         catalog = await queries.catalog_entries(conn)
         by_user = _split_byok(found, lambda k: (k[0], k[2]))
         ranked = sorted(by_user.items(), key=lambda item: (-Sums.total(item[1]).cost_nano, str(item[0])))
-        page = ranked[offset : offset + limit]
-        emails = await queries.user_emails(conn, [u for u, _ in page])
+        chunk = ranked[offset : offset + limit]
+        emails = await users.user_emails(conn, [u for u, _ in chunk])
     by_model = _split_byok(found, lambda k: (k[1], k[2]))
     models = sorted(by_model.items(), key=lambda item: (-Sums.total(item[1]).cost_nano, item[0]))
     platform = Sums.total(p for p, _ in by_model.values())
@@ -363,19 +366,20 @@ async def costs_route(
         ],
         by_user=UserCostPage(
             data=[
-                UserCostOut(user_id=u, email=emails.get(u), **_breakdown_fields(*pair)) for u, pair in page
+                UserCostOut(user_id=u, email=emails.get(u), **_breakdown_fields(*pair)) for u, pair in chunk
             ],
             total=len(ranked),
             limit=limit,
             offset=offset,
-            has_more=offset + len(page) < len(ranked),
+            has_more=offset + len(chunk) < len(ranked),
         ),
     )
 
 
-@get("/analytics/top-llms", guards=GUARDS, tags=["analytics"])
+@get("/analytics/top-llms")
 async def top_llms_route(
-    request: Request[Any, Any, Any],
+    caller: Scope,
+    engine: AsyncEngine,
     start: Start = None,
     end: End = None,
     user_id: Annotated[
@@ -386,14 +390,13 @@ async def top_llms_route(
 ) -> TopLlmsOut:
     """The models with the highest cost (or requests, or tokens) in the range, with their share of the
     total cost and the platform/BYOK split. Ties are ordered by model name."""
-    scope = caller(request)
     if not 1 <= limit <= 100:
         raise bad_request("'limit' must be between 1 and 100.", param="limit")
     window = window_of(start, end)
-    target = _target_user(scope, user_id)
-    async with runtime_of(request).engine.connect() as conn:
-        if target is not None and not await queries.user_exists(conn, target):
-            raise not_found("user")
+    target = _target_user(caller, user_id)
+    async with engine.connect() as conn:
+        if target is not None:
+            await require_user(conn, target, param=None)
         found = await queries.totals_by_model(conn, window, target)
         catalog = await queries.catalog_entries(conn)
     per_model = _split_byok(found, lambda k: k)
@@ -440,9 +443,10 @@ def _ms(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-@get("/analytics/llm-performance", guards=GUARDS, tags=["analytics"])
+@get("/analytics/llm-performance")
 async def llm_performance_route(
-    request: Request[Any, Any, Any],
+    caller: Scope,
+    engine: AsyncEngine,
     start: Start = None,
     end: End = None,
     user_id: Annotated[
@@ -451,12 +455,11 @@ async def llm_performance_route(
 ) -> PerformanceOut:
     """Per model: requests, error rate, latency p50/p95, TTFT p50, tokens per second, cost per 1k output
     tokens and the feedback its answers got. Ordered by requests, then model name."""
-    scope = caller(request)
     window = window_of(start, end)
-    target = _target_user(scope, user_id)
-    async with runtime_of(request).engine.connect() as conn:
-        if target is not None and not await queries.user_exists(conn, target):
-            raise not_found("user")
+    target = _target_user(caller, user_id)
+    async with engine.connect() as conn:
+        if target is not None:
+            await require_user(conn, target, param=None)
         report = await queries.llm_performance(conn, window, target)
     data = []
     for m in report.models:
@@ -497,4 +500,9 @@ async def llm_performance_route(
     )
 
 
-ROUTES: list[Any] = [usage_route, costs_route, top_llms_route, llm_performance_route]
+def router() -> Router:
+    return Router(
+        path="/",
+        tags=["analytics"],
+        route_handlers=[usage_route, costs_route, top_llms_route, llm_performance_route],
+    )

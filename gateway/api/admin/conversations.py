@@ -20,15 +20,17 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from litestar import Request, Response, delete, get, post
+from litestar import Response, Router, delete, get, post
 from litestar.params import FromPath, JSONBody
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.api.admin.analytics import TokensOut
-from gateway.api.admin.common import Body, Limit, Offset, Struct, money, page_limits, runtime_of
-from gateway.api.admin.scope import GUARDS, Scope, caller, not_found
+from gateway.api.admin.common import Body, Struct, money
+from gateway.api.admin.scope import Scope, not_found
 from gateway.errors import GatewayError, bad_request
 from storage.annotations import repository as store
 from storage.models import TAG_TARGET_TYPES
+from storage.paging import PageRequest
 
 MAX_COMMENT = 10_000
 MAX_CATEGORIES = 20
@@ -200,8 +202,8 @@ def _llm_out(row: store.ConversationLlmInfo) -> ConversationLlmOut:
     )
 
 
-def _owned_by_caller(scope: Scope, owner: uuid.UUID) -> bool:
-    return scope.is_admin or scope.user_id == owner
+def _owned_by_caller(caller: Scope, owner: uuid.UUID) -> bool:
+    return caller.is_admin or caller.user_id == owner
 
 
 # -- request bodies ------------------------------------------------------------------------------
@@ -284,24 +286,23 @@ def parse_confidence(value: Decimal | None) -> Decimal | None:
 # -- routes --------------------------------------------------------------------------------------
 
 
-@get("/conversations/{conversation_id:uuid}", guards=GUARDS, tags=["conversations"])
+@get("/conversations/{conversation_id:uuid}")
 async def conversation_route(
-    request: Request[Any, Any, Any],
+    caller: Scope,
+    engine: AsyncEngine,
     conversation_id: FromPath[uuid.UUID],
-    limit: Limit = 100,
-    offset: Offset = 0,
+    page: PageRequest,
 ) -> ConversationOut:
     """A conversation with its tags, its per-model totals (conversation_llms) and a page of its messages
     (oldest first, ties by id), each with its usage and its feedback."""
-    scope = caller(request)
-    limit, offset = page_limits(limit, offset)
-    async with runtime_of(request).engine.connect() as conn:
+    limit, offset = page.limit, page.offset
+    async with engine.connect() as conn:
         conv = await store.get_conversation(conn, conversation_id)
-        if conv is None or not _owned_by_caller(scope, conv.user_id):
+        if conv is None or not _owned_by_caller(caller, conv.user_id):
             raise not_found("conversation")
         llm_rows = await store.conversation_llm_rows(conn, conversation_id)
-        page = await store.list_messages(conn, conversation_id, limit=limit, offset=offset)
-        ratings = await store.feedback_for_messages(conn, [m.id for m in page.items])
+        found = await store.list_messages(conn, conversation_id, limit=limit, offset=offset)
+        ratings = await store.feedback_for_messages(conn, [m.id for m in found.items])
         conv_tags = await store.list_tags(
             conn, "conversation", conversation_id, limit=MAX_TAGS_SHOWN, offset=0
         )
@@ -330,26 +331,25 @@ async def conversation_route(
                     usage=None if m.usage is None else _usage_out(m.usage),
                     feedback=[feedback_out(f) for f in ratings.get(m.id, [])],
                 )
-                for m in page.items
+                for m in found.items
             ],
-            total=page.total,
+            total=found.total,
             limit=limit,
             offset=offset,
-            has_more=offset + len(page.items) < page.total,
+            has_more=found.has_more,
         ),
     )
 
 
-@post("/messages/{message_id:uuid}/feedback", guards=GUARDS, tags=["conversations"])
+@post("/messages/{message_id:uuid}/feedback")
 async def rate_message_route(
-    request: Request[Any, Any, Any], message_id: FromPath[uuid.UUID], data: JSONBody[FeedbackIn]
+    caller: Scope, engine: AsyncEngine, message_id: FromPath[uuid.UUID], data: JSONBody[FeedbackIn]
 ) -> Response[FeedbackOut]:
     """Rate a message: thumbs ("up"/"down") or stars (1–5), with an optional comment and categories.
     201 when new; 200 when it replaces the caller's earlier rating of the message."""
-    scope = caller(request)
-    async with runtime_of(request).engine.begin() as conn:
+    async with engine.begin() as conn:
         message = await store.get_message(conn, message_id)
-        if message is None or not _owned_by_caller(scope, message.user_id):
+        if message is None or not _owned_by_caller(caller, message.user_id):
             raise not_found("message")
         scale, rating = parse_rating(data)
         if data.comment is not None and len(data.comment) > MAX_COMMENT:
@@ -357,7 +357,7 @@ async def rate_message_route(
         saved, created = await store.save_feedback(
             conn,
             message,
-            user_id=scope.user_id,
+            user_id=caller.user_id,
             scale=scale,
             rating=rating,
             comment=data.comment,
@@ -366,59 +366,57 @@ async def rate_message_route(
     return Response(feedback_out(saved), status_code=201 if created else 200)
 
 
-@get("/messages/{message_id:uuid}/feedback", guards=GUARDS, tags=["conversations"])
+@get("/messages/{message_id:uuid}/feedback")
 async def list_feedback_route(
-    request: Request[Any, Any, Any], message_id: FromPath[uuid.UUID], limit: Limit = 100, offset: Offset = 0
+    caller: Scope, engine: AsyncEngine, page: PageRequest, message_id: FromPath[uuid.UUID]
 ) -> FeedbackPage:
     """A message's feedback, oldest first (ties by id)."""
-    scope = caller(request)
-    limit, offset = page_limits(limit, offset)
-    async with runtime_of(request).engine.connect() as conn:
+    limit, offset = page.limit, page.offset
+    async with engine.connect() as conn:
         message = await store.get_message(conn, message_id)
-        if message is None or not _owned_by_caller(scope, message.user_id):
+        if message is None or not _owned_by_caller(caller, message.user_id):
             raise not_found("message")
-        page = await store.list_feedback(conn, message_id, limit=limit, offset=offset)
+        found = await store.list_feedback(conn, message_id, limit=limit, offset=offset)
     return FeedbackPage(
-        data=[feedback_out(f) for f in page.items],
-        total=page.total,
+        data=[feedback_out(f) for f in found.items],
+        total=found.total,
         limit=limit,
         offset=offset,
-        has_more=offset + len(page.items) < page.total,
+        has_more=found.has_more,
     )
 
 
-async def _visible_target(conn: Any, scope: Scope, target_type: str, target_id: uuid.UUID) -> None:
+async def _visible_target(conn: Any, caller: Scope, target_type: str, target_id: uuid.UUID) -> None:
     """404 unless the target exists and the caller may see it (its owner, or a workspace's member)."""
     facts = await store.target_facts(conn, target_type, target_id)
-    if not facts.exists or (not scope.is_admin and scope.user_id not in facts.owners):
+    if not facts.exists or (not caller.is_admin and caller.user_id not in facts.owners):
         raise not_found(target_type)
 
 
-@post("/tags", guards=GUARDS, tags=["tags"])
-async def add_tag_route(request: Request[Any, Any, Any], data: JSONBody[TagIn]) -> Response[TagOut]:
+@post("/tags")
+async def add_tag_route(caller: Scope, engine: AsyncEngine, data: JSONBody[TagIn]) -> Response[TagOut]:
     """Tag a conversation, message, user or workspace. 201 when new; 200 with the existing tag when the
     target carries that name already."""
-    scope = caller(request)
-    async with runtime_of(request).engine.begin() as conn:
+    async with engine.begin() as conn:
         # Someone else's target is a 404 before anything about the body is judged.
-        await _visible_target(conn, scope, data.target_type, data.target_id)
+        await _visible_target(conn, caller, data.target_type, data.target_id)
         name = parse_tag_name(data.name)
         confidence = parse_confidence(data.confidence)
-        if not scope.is_admin:
+        if not caller.is_admin:
             if data.is_auto:
                 raise GatewayError(
                     403, "Only the admin key adds automatic tags.", type="permission_error", param="is_auto"
                 )
-            if data.author_user_id not in (None, scope.user_id):
+            if data.author_user_id not in (None, caller.user_id):
                 raise GatewayError(
                     403,
                     "A user's tags are written by that user; 'author_user_id' needs the admin key.",
                     type="permission_error",
                     param="author_user_id",
                 )
-        author = scope.user_id if not scope.is_admin else data.author_user_id
+        author = caller.user_id if not caller.is_admin else data.author_user_id
         if (
-            scope.is_admin
+            caller.is_admin
             and author is not None
             and not (await store.target_facts(conn, "user", author)).exists
         ):
@@ -435,44 +433,42 @@ async def add_tag_route(request: Request[Any, Any, Any], data: JSONBody[TagIn]) 
     return Response(tag_out(tag), status_code=201 if created else 200)
 
 
-@get("/tags/{target_type:str}/{target_id:uuid}", guards=GUARDS, tags=["tags"])
+@get("/tags/{target_type:str}/{target_id:uuid}")
 async def list_tags_route(
-    request: Request[Any, Any, Any],
+    caller: Scope,
+    engine: AsyncEngine,
     target_type: FromPath[str],
     target_id: FromPath[uuid.UUID],
-    limit: Limit = 100,
-    offset: Offset = 0,
+    page: PageRequest,
 ) -> TagPage:
     """The tags of one target, oldest first (ties by id)."""
-    scope = caller(request)
     if target_type not in TAG_TARGET_TYPES:
         raise bad_request(f"'target_type' must be one of {', '.join(TAG_TARGET_TYPES)}.", param="target_type")
-    limit, offset = page_limits(limit, offset)
-    async with runtime_of(request).engine.connect() as conn:
-        await _visible_target(conn, scope, target_type, target_id)
-        page = await store.list_tags(conn, target_type, target_id, limit=limit, offset=offset)
+    limit, offset = page.limit, page.offset
+    async with engine.connect() as conn:
+        await _visible_target(conn, caller, target_type, target_id)
+        found = await store.list_tags(conn, target_type, target_id, limit=limit, offset=offset)
     return TagPage(
-        data=[tag_out(t) for t in page.items],
-        total=page.total,
+        data=[tag_out(t) for t in found.items],
+        total=found.total,
         limit=limit,
         offset=offset,
-        has_more=offset + len(page.items) < page.total,
+        has_more=found.has_more,
     )
 
 
-@delete("/tags/{tag_id:uuid}", guards=GUARDS, tags=["tags"])
-async def delete_tag_route(request: Request[Any, Any, Any], tag_id: FromPath[uuid.UUID]) -> None:
+@delete("/tags/{tag_id:uuid}")
+async def delete_tag_route(caller: Scope, engine: AsyncEngine, tag_id: FromPath[uuid.UUID]) -> None:
     """Remove a tag (204). A user removes only tags they wrote, on targets they can see."""
-    scope = caller(request)
-    async with runtime_of(request).engine.begin() as conn:
+    async with engine.begin() as conn:
         tag = await store.get_tag(conn, tag_id)
         if tag is None:
             raise not_found("tag")
-        if not scope.is_admin:
+        if not caller.is_admin:
             facts = await store.target_facts(conn, tag.target_type, tag.target_id)
-            if scope.user_id not in facts.owners:
+            if caller.user_id not in facts.owners:
                 raise not_found("tag")
-            if tag.author_user_id != scope.user_id:
+            if tag.author_user_id != caller.user_id:
                 raise GatewayError(
                     403,
                     "Only the tag's author (or the admin key) removes it.",
@@ -482,11 +478,16 @@ async def delete_tag_route(request: Request[Any, Any, Any], tag_id: FromPath[uui
         await store.delete_tag(conn, tag_id)
 
 
-ROUTES: list[Any] = [
-    conversation_route,
-    rate_message_route,
-    list_feedback_route,
-    add_tag_route,
-    list_tags_route,
-    delete_tag_route,
-]
+def router() -> Router:
+    return Router(
+        path="/",
+        tags=["conversations"],
+        route_handlers=[
+            conversation_route,
+            rate_message_route,
+            list_feedback_route,
+            add_tag_route,
+            list_tags_route,
+            delete_tag_route,
+        ],
+    )
