@@ -1,8 +1,10 @@
 """Integration fixtures: real PostgreSQL, real Redis, real HTTP.
 
-Each test gets its own database: a PostgreSQL database cloned from a template migrated once per session
-(`alembic upgrade head`), or a copy of a migrated SQLite file. Redis database 11 is flushed per test.
-The gateway runs under uvicorn in a thread on a free port; the mock upstream likewise.
+Each test gets its own database: a PostgreSQL database (`sg_t_*`) cloned from a template (`sg_tmpl_*`)
+migrated once per session (`alembic upgrade head`), or a copy of a migrated SQLite file. The Redis database
+of SYNAPGATE_TEST_REDIS_URL (default db 11) is flushed per test. The gateway runs under uvicorn in a thread
+on a free port, or — for modules that set `gateway_transport` to "asgi" — in-process behind an ASGI test
+client (its lifespan run by the client); the mock upstream runs in a thread.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
+import openai
 import pytest
 import redis as redis_sync
 import uvicorn
@@ -35,8 +39,7 @@ from pricing.money import parse_usd
 from storage.billing.credits import add_credits
 from storage.db import create_engine
 from storage.accounts.keys import create_key
-from storage.billing.ledger.redis import RedisLedger
-from storage.billing.ledger.sql import SqlLedger
+from storage.billing.ledger.factory import build_ledger
 from storage.accounts.users import create_user
 
 PG_HOST = os.environ.get("SYNAPGATE_TEST_PG_HOST", "127.0.0.1")
@@ -172,10 +175,22 @@ class Gateway:
     ledger: Any
     mock: MockServerThread
     redis_url: str | None
+    client: httpx.AsyncClient | None = None  # the in-process ASGI client, when not over a socket
 
     @property
     def v1(self) -> str:
         return f"{self.url}/v1"
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One HTTP request to the gateway (`path` from the root)."""
+        if self.client is not None:
+            return await self.client.request(method, path, **kwargs)
+        async with httpx.AsyncClient(base_url=self.url, timeout=30) as http:
+            return await http.request(method, path, **kwargs)
+
+    def openai(self, key: str) -> openai.AsyncOpenAI:
+        """The real openai SDK (async) pointed at this gateway."""
+        return openai.AsyncOpenAI(base_url=self.v1, api_key=key, max_retries=0, http_client=self.client)
 
     async def seed_user(
         self, credits_usd: str = "10", *, models: list[str] | None = None
@@ -238,11 +253,18 @@ def gateway_settings_overrides() -> dict[str, Any]:
 
 
 @pytest.fixture
+def gateway_transport() -> str:
+    """"http": uvicorn in a thread (real sockets); "asgi": in-process. Test modules override this fixture."""
+    return "http"
+
+
+@pytest.fixture
 async def gateway(
     backend: str,
     request: pytest.FixtureRequest,
     mock: MockServerThread,
     gateway_settings_overrides: dict[str, Any],
+    gateway_transport: str,
 ) -> AsyncIterator[Gateway]:
     """The gateway on the embedded default (SQLite, SQL ledger) or on PostgreSQL with the Redis ledger."""
     if backend == "sqlite":
@@ -250,21 +272,29 @@ async def gateway(
     else:
         database_url, redis_url = request.getfixturevalue("pg_database"), request.getfixturevalue("redis_url")
     settings = make_settings(database_url, redis_url, mock.url, **gateway_settings_overrides)
-    server = GatewayThread(settings)
-    server.start()
     engine = create_engine(database_url, pool_size=5)
     redis_client = None
     if redis_url:
         from redis.asyncio import Redis
 
         redis_client = Redis.from_url(redis_url)
-        ledger: Any = RedisLedger(redis_client, engine, settings.reservation_ttl_seconds)
-    else:
-        ledger = SqlLedger(engine, settings.reservation_ttl_seconds)
+    ledger: Any = build_ledger(settings, engine, redis_client)
     try:
-        yield Gateway(server.url, settings, engine, ledger, mock, redis_url)
+        if gateway_transport == "asgi":
+            from litestar.testing import AsyncTestClient
+
+            async with AsyncTestClient(
+                create_app(settings), raise_server_exceptions=False, timeout=30
+            ) as client:
+                yield Gateway(str(client.base_url).rstrip("/"), settings, engine, ledger, mock, redis_url, client)
+        else:
+            server = GatewayThread(settings)
+            server.start()
+            try:
+                yield Gateway(server.url, settings, engine, ledger, mock, redis_url)
+            finally:
+                server.stop()
     finally:
-        server.stop()
         if redis_client is not None:
             await redis_client.aclose()
         await engine.dispose()

@@ -2,7 +2,7 @@
 
 One router per domain (accounts, billing, catalog, analytics, conversations) under the admin router, which
 declares once what every handler gets: the caller guard, the dependencies (`caller`, `runtime`, `engine`,
-`ledger`, `page`) and the mapping of the services' domain errors to the error envelope.
+`page`) and the mapping of the services' domain errors to the error envelope.
 """
 
 from __future__ import annotations

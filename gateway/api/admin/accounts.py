@@ -15,14 +15,11 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Router, delete, get, post, put
 from litestar.params import FromPath, FromQuery, JSONBody
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.api.admin.common import Body, Struct, shape
-from gateway.api.admin.scope import Scope
-from gateway.runtime import Runtime
+from gateway.api.admin.scope import AppRuntime, Caller, Engine, Paging
 from storage.accounts import service
-from storage.billing.ledger.base import CreditLedger
-from storage.paging import Page, PageRequest
+from storage.paging import Page
 
 # -- response shapes -----------------------------------------------------------------------------
 
@@ -162,22 +159,22 @@ def _page(page: Page[Any], cls: type[Any], item: type[Any]) -> Any:
 
 @post("/users", status_code=201)
 async def create_user_route(
-    caller: Scope, engine: AsyncEngine, ledger: CreditLedger, data: JSONBody[CreateUserIn]
+    caller: Caller, runtime: AppRuntime, data: JSONBody[CreateUserIn]
 ) -> UserDetailOut:
     """Create a user with their own workspace (they own it) and an empty credit account. Admin only."""
     caller.require_admin()
     created = await service.create_user(
-        engine, ledger, data.email, name=data.name, workspace_name=data.workspace_name
+        runtime.engine, runtime.ledger, data.email, name=data.name, workspace_name=data.workspace_name
     )
-    async with engine.connect() as conn:
+    async with runtime.engine.connect() as conn:
         return shape(await service.user_detail(conn, created.user_id), UserDetailOut)
 
 
 @get("/users")
 async def list_users_route(
-    caller: Scope,
-    engine: AsyncEngine,
-    page: PageRequest,
+    caller: Caller,
+    engine: Engine,
+    page: Paging,
     email: FromQuery[str | None] = None,
     status: FromQuery[Literal["active", "disabled"] | None] = None,
 ) -> UserPage:
@@ -188,7 +185,7 @@ async def list_users_route(
 
 
 @get("/users/{user_id:uuid}")
-async def get_user_route(caller: Scope, engine: AsyncEngine, user_id: FromPath[uuid.UUID]) -> UserDetailOut:
+async def get_user_route(caller: Caller, engine: Engine, user_id: FromPath[uuid.UUID]) -> UserDetailOut:
     """A user with their workspaces, balance and number of active keys."""
     caller.require_user(user_id)
     async with engine.connect() as conn:
@@ -200,7 +197,7 @@ async def get_user_route(caller: Scope, engine: AsyncEngine, user_id: FromPath[u
 
 @post("/workspaces", status_code=201)
 async def create_workspace_route(
-    caller: Scope, engine: AsyncEngine, data: JSONBody[CreateWorkspaceIn]
+    caller: Caller, engine: Engine, data: JSONBody[CreateWorkspaceIn]
 ) -> WorkspaceOut:
     """Create a workspace, optionally with an owner and members (existing users). Admin only."""
     for user_id in [u for u in [data.owner_user_id, *data.member_user_ids] if u is not None]:
@@ -212,7 +209,7 @@ async def create_workspace_route(
 
 
 @get("/workspaces")
-async def list_workspaces_route(caller: Scope, engine: AsyncEngine, page: PageRequest) -> WorkspacePage:
+async def list_workspaces_route(caller: Caller, engine: Engine, page: Paging) -> WorkspacePage:
     """Workspaces with their members, oldest first. A user's own key sees the workspaces it belongs to."""
     async with engine.connect() as conn:
         found = await service.list_workspaces(conn, page, member=caller.user_id)
@@ -223,7 +220,7 @@ async def list_workspaces_route(caller: Scope, engine: AsyncEngine, page: PageRe
 
 
 @post("/keys", status_code=201)
-async def create_key_route(caller: Scope, engine: AsyncEngine, data: JSONBody[CreateKeyIn]) -> KeyCreatedOut:
+async def create_key_route(caller: Caller, engine: Engine, data: JSONBody[CreateKeyIn]) -> KeyCreatedOut:
     """Create a gateway key for a user. The plaintext `key` is in this response only. Admin only."""
     caller.require_user(data.user_id)
     caller.require_admin()
@@ -240,9 +237,9 @@ async def create_key_route(caller: Scope, engine: AsyncEngine, data: JSONBody[Cr
 
 @get("/keys")
 async def list_keys_route(
-    caller: Scope,
-    engine: AsyncEngine,
-    page: PageRequest,
+    caller: Caller,
+    engine: Engine,
+    page: Paging,
     user_id: FromQuery[uuid.UUID | None] = None,
     status: FromQuery[Literal["active", "revoked"] | None] = None,
 ) -> KeyPage:
@@ -255,7 +252,7 @@ async def list_keys_route(
 
 
 @delete("/keys/{key_id:uuid}")
-async def revoke_key_route(caller: Scope, runtime: Runtime, key_id: FromPath[uuid.UUID]) -> None:
+async def revoke_key_route(caller: Caller, runtime: AppRuntime, key_id: FromPath[uuid.UUID]) -> None:
     """Revoke a key (idempotent). This worker refuses it at once, every worker within the key cache time."""
     async with runtime.engine.begin() as conn:
         await service.get_key(conn, key_id, owner=caller.user_id)
@@ -269,7 +266,7 @@ async def revoke_key_route(caller: Scope, runtime: Runtime, key_id: FromPath[uui
 
 @get("/users/{user_id:uuid}/provider-keys")
 async def list_provider_keys_route(
-    caller: Scope, engine: AsyncEngine, user_id: FromPath[uuid.UUID]
+    caller: Caller, engine: Engine, user_id: FromPath[uuid.UUID]
 ) -> ProviderKeyList:
     """The providers a user stored their own key for, with each key's last four characters."""
     caller.require_user(user_id)
@@ -280,8 +277,8 @@ async def list_provider_keys_route(
 
 @put("/users/{user_id:uuid}/provider-keys/{provider:str}")
 async def set_provider_key_route(
-    caller: Scope,
-    runtime: Runtime,
+    caller: Caller,
+    runtime: AppRuntime,
     user_id: FromPath[uuid.UUID],
     provider: FromPath[str],
     data: JSONBody[SetProviderKeyIn],
@@ -300,7 +297,7 @@ async def set_provider_key_route(
 
 @delete("/users/{user_id:uuid}/provider-keys/{provider:str}")
 async def delete_provider_key_route(
-    caller: Scope, runtime: Runtime, user_id: FromPath[uuid.UUID], provider: FromPath[str]
+    caller: Caller, runtime: AppRuntime, user_id: FromPath[uuid.UUID], provider: FromPath[str]
 ) -> None:
     """Remove a user's stored key for a provider; their calls go back to the platform key. Admin only."""
     caller.require_user(user_id)

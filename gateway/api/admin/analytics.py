@@ -27,15 +27,13 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from litestar import Router, get
 from litestar.params import FromPath, FromQuery, QueryParameter
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.api.admin.common import Struct, aware, money
-from gateway.api.admin.scope import Scope, not_found
+from gateway.api.admin.scope import Caller, Engine, Paging, not_found
 from gateway.errors import bad_request
 from pricing.money import nano_to_usd, round_to_nano
 from storage.accounts import users
 from storage.accounts.users import require_user
-from storage.paging import PageRequest
 from storage.usage import analytics as queries
 from storage.usage.analytics import CatalogEntry, Sums, Window
 
@@ -277,7 +275,7 @@ def _split_byok(found: dict[K, Sums], group_of: Callable[[K], tuple[G, bool]]) -
     return out
 
 
-def _target_user(caller: Scope, user_id: uuid.UUID | None) -> uuid.UUID | None:
+def _target_user(caller: Caller, user_id: uuid.UUID | None) -> uuid.UUID | None:
     """Whose requests a global report covers: a user key always its own; the admin anyone's, or all."""
     if caller.is_admin:
         return user_id
@@ -291,8 +289,8 @@ def _target_user(caller: Scope, user_id: uuid.UUID | None) -> uuid.UUID | None:
 
 @get("/analytics/usage/{user_id:uuid}")
 async def usage_route(
-    caller: Scope,
-    engine: AsyncEngine,
+    caller: Caller,
+    engine: Engine,
     user_id: FromPath[uuid.UUID],
     start: Start = None,
     end: End = None,
@@ -327,9 +325,9 @@ async def usage_route(
 
 @get("/analytics/costs/{workspace_id:uuid}")
 async def costs_route(
-    caller: Scope,
-    engine: AsyncEngine,
-    page: PageRequest,
+    caller: Caller,
+    engine: Engine,
+    page: Paging,
     workspace_id: FromPath[uuid.UUID],
     start: Start = None,
     end: End = None,
@@ -378,8 +376,8 @@ async def costs_route(
 
 @get("/analytics/top-llms")
 async def top_llms_route(
-    caller: Scope,
-    engine: AsyncEngine,
+    caller: Caller,
+    engine: Engine,
     start: Start = None,
     end: End = None,
     user_id: Annotated[
@@ -445,8 +443,8 @@ def _ms(value: float | None) -> float | None:
 
 @get("/analytics/llm-performance")
 async def llm_performance_route(
-    caller: Scope,
-    engine: AsyncEngine,
+    caller: Caller,
+    engine: Engine,
     start: Start = None,
     end: End = None,
     user_id: Annotated[

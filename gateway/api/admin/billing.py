@@ -18,14 +18,11 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Response, Router, get, post
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.api.admin.common import Body, Struct, aware, shape
-from gateway.api.admin.scope import Scope
+from gateway.api.admin.scope import AppRuntime, Caller, Engine, Paging
 from storage.billing import service
 from storage.billing.invoices import invoice_to_dict
-from storage.billing.ledger.base import CreditLedger
-from storage.paging import PageRequest
 
 # -- response shapes -----------------------------------------------------------------------------
 
@@ -173,7 +170,7 @@ def invoice_out(inv: Any) -> InvoiceOut:
 
 @post("/billing/add-credits")
 async def add_credits_route(
-    caller: Scope, engine: AsyncEngine, ledger: CreditLedger, data: JSONBody[AddCreditsIn]
+    caller: Caller, runtime: AppRuntime, data: JSONBody[AddCreditsIn]
 ) -> Response[CreditOut]:
     """Add credits to a user's balance, once per idempotency key: a replay returns the first top-up (200)
     and moves nothing; a first top-up answers 201. Reusing a key for another user or amount is a 409.
@@ -181,25 +178,28 @@ async def add_credits_route(
     caller.require_user(data.user_id)
     caller.require_admin()
     top_up = await service.add_credits(
-        engine, ledger, data.user_id, data.amount_usd, data.idempotency_key, description=data.description
+        runtime.engine,
+        runtime.ledger,
+        data.user_id,
+        data.amount_usd,
+        data.idempotency_key,
+        description=data.description,
     )
     return Response(shape(top_up, CreditOut), status_code=200 if top_up.replayed else 201)
 
 
 @get("/billing/balance/{user_id:uuid}")
-async def balance_route(
-    caller: Scope, engine: AsyncEngine, ledger: CreditLedger, user_id: FromPath[uuid.UUID]
-) -> BalanceOut:
+async def balance_route(caller: Caller, runtime: AppRuntime, user_id: FromPath[uuid.UUID]) -> BalanceOut:
     """A user's settled balance, what requests in flight hold, and what is available to spend."""
     caller.require_user(user_id)
-    return shape(await service.balance(engine, ledger, user_id), BalanceOut)
+    return shape(await service.balance(runtime.engine, runtime.ledger, user_id), BalanceOut)
 
 
 @get("/billing/events/{user_id:uuid}")
 async def events_route(
-    caller: Scope,
-    engine: AsyncEngine,
-    page: PageRequest,
+    caller: Caller,
+    engine: Engine,
+    page: Paging,
     user_id: FromPath[uuid.UUID],
     event_types: Annotated[
         list[str] | None, QueryParameter(name="type", description="repeatable: usage, credit, refund, …")
@@ -235,9 +235,7 @@ async def events_route(
 
 
 @post("/billing/invoices", status_code=201)
-async def create_invoice_route(
-    caller: Scope, engine: AsyncEngine, data: JSONBody[CreateInvoiceIn]
-) -> InvoiceOut:
+async def create_invoice_route(caller: Caller, engine: Engine, data: JSONBody[CreateInvoiceIn]) -> InvoiceOut:
     """Close a user's period into one invoice: usage per model, fees, credits, refunds and adjustments,
     whose total equals the ledger over the period to the nano-USD. Refused (409) when the period overlaps
     one of the user's invoices. Admin only."""
@@ -247,9 +245,7 @@ async def create_invoice_route(
 
 
 @get("/billing/invoice/{invoice_id:uuid}")
-async def get_invoice_route(
-    caller: Scope, engine: AsyncEngine, invoice_id: FromPath[uuid.UUID]
-) -> InvoiceOut:
+async def get_invoice_route(caller: Caller, engine: Engine, invoice_id: FromPath[uuid.UUID]) -> InvoiceOut:
     """One invoice with its lines, totals and the balance before and at the end of its period."""
     async with engine.connect() as conn:
         return invoice_out(await service.get_invoice(conn, invoice_id, owner=caller.user_id))
@@ -257,7 +253,7 @@ async def get_invoice_route(
 
 @get("/billing/invoices")
 async def list_invoices_route(
-    caller: Scope, engine: AsyncEngine, page: PageRequest, user_id: FromQuery[uuid.UUID | None] = None
+    caller: Caller, engine: Engine, page: Paging, user_id: FromQuery[uuid.UUID | None] = None
 ) -> InvoicePage:
     """Invoices by period, oldest first, optionally of one user. A user's own key sees its user's."""
     if user_id is not None:

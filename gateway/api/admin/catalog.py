@@ -17,16 +17,13 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Router, get, post, put
 from litestar.params import FromPath, FromQuery, JSONBody
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.api.admin.common import Body, Struct
-from gateway.api.admin.scope import Scope
-from gateway.runtime import Runtime
+from gateway.api.admin.scope import AppRuntime, Caller, Engine, Paging
 from pricing.money import TOKENS_PER_PRICE_UNIT
 from storage.catalog import repository, service
 from storage.catalog.repository import LlmInfo, Prices
 from storage.catalog.service import KEEP, PriceChange
-from storage.paging import PageRequest
 
 PRICE_UNIT = f"USD per {TOKENS_PER_PRICE_UNIT} tokens"
 
@@ -159,7 +156,7 @@ def _price_change(data: SetPriceIn) -> PriceChange:
     return PriceChange(**values)
 
 
-async def _detail(engine: AsyncEngine, name: str) -> LlmDetailOut:
+async def _detail(engine: Engine, name: str) -> LlmDetailOut:
     async with engine.connect() as conn:
         model, history = await service.model_with_history(conn, name)
     return LlmDetailOut(
@@ -176,8 +173,8 @@ async def _detail(engine: AsyncEngine, name: str) -> LlmDetailOut:
 
 @get("/llms")
 async def list_llms_route(
-    engine: AsyncEngine,
-    page: PageRequest,
+    engine: Engine,
+    page: Paging,
     active: FromQuery[bool | None] = None,
     provider: FromQuery[str | None] = None,
 ) -> LlmPage:
@@ -194,14 +191,14 @@ async def list_llms_route(
 
 
 @get("/llms/{name:str}")
-async def get_llm_route(engine: AsyncEngine, name: FromPath[str]) -> LlmDetailOut:
+async def get_llm_route(engine: Engine, name: FromPath[str]) -> LlmDetailOut:
     """One model with every price version it has had."""
     return await _detail(engine, name)
 
 
 @put("/llms/{name:str}")
 async def set_price_route(
-    caller: Scope, runtime: Runtime, name: FromPath[str], data: JSONBody[SetPriceIn]
+    caller: Caller, runtime: AppRuntime, name: FromPath[str], data: JSONBody[SetPriceIn]
 ) -> LlmDetailOut:
     """Give a model a new price version; charged usage keeps its own. Admin only."""
     caller.require_admin()
@@ -212,7 +209,7 @@ async def set_price_route(
     return await _detail(runtime.engine, name)
 
 
-async def _set_active(caller: Scope, runtime: Runtime, name: str, active: bool) -> LlmOut:
+async def _set_active(caller: Caller, runtime: AppRuntime, name: str, active: bool) -> LlmOut:
     caller.require_admin()
     async with runtime.engine.begin() as conn:
         model = await service.set_active(conn, name, active)
@@ -221,13 +218,13 @@ async def _set_active(caller: Scope, runtime: Runtime, name: str, active: bool) 
 
 
 @post("/llms/{name:str}/activate", status_code=200)
-async def activate_llm_route(caller: Scope, runtime: Runtime, name: FromPath[str]) -> LlmOut:
+async def activate_llm_route(caller: Caller, runtime: AppRuntime, name: FromPath[str]) -> LlmOut:
     """Serve a model again (it appears in /v1/models). Admin only."""
     return await _set_active(caller, runtime, name, True)
 
 
 @post("/llms/{name:str}/deactivate", status_code=200)
-async def deactivate_llm_route(caller: Scope, runtime: Runtime, name: FromPath[str]) -> LlmOut:
+async def deactivate_llm_route(caller: Caller, runtime: AppRuntime, name: FromPath[str]) -> LlmOut:
     """Stop serving a model (requests for it get 404 model_not_found); its history stays. Admin only."""
     return await _set_active(caller, runtime, name, False)
 

@@ -22,15 +22,13 @@ from typing import Any, Literal
 
 from litestar import Response, Router, delete, get, post
 from litestar.params import FromPath, JSONBody
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.api.admin.analytics import TokensOut
 from gateway.api.admin.common import Body, Struct, money
-from gateway.api.admin.scope import Scope, not_found
+from gateway.api.admin.scope import Caller, Engine, Paging, not_found
 from gateway.errors import GatewayError, bad_request
 from storage.annotations import repository as store
 from storage.models import TAG_TARGET_TYPES
-from storage.paging import PageRequest
 
 MAX_COMMENT = 10_000
 MAX_CATEGORIES = 20
@@ -202,7 +200,7 @@ def _llm_out(row: store.ConversationLlmInfo) -> ConversationLlmOut:
     )
 
 
-def _owned_by_caller(caller: Scope, owner: uuid.UUID) -> bool:
+def _owned_by_caller(caller: Caller, owner: uuid.UUID) -> bool:
     return caller.is_admin or caller.user_id == owner
 
 
@@ -288,10 +286,10 @@ def parse_confidence(value: Decimal | None) -> Decimal | None:
 
 @get("/conversations/{conversation_id:uuid}")
 async def conversation_route(
-    caller: Scope,
-    engine: AsyncEngine,
+    caller: Caller,
+    engine: Engine,
     conversation_id: FromPath[uuid.UUID],
-    page: PageRequest,
+    page: Paging,
 ) -> ConversationOut:
     """A conversation with its tags, its per-model totals (conversation_llms) and a page of its messages
     (oldest first, ties by id), each with its usage and its feedback."""
@@ -343,7 +341,7 @@ async def conversation_route(
 
 @post("/messages/{message_id:uuid}/feedback")
 async def rate_message_route(
-    caller: Scope, engine: AsyncEngine, message_id: FromPath[uuid.UUID], data: JSONBody[FeedbackIn]
+    caller: Caller, engine: Engine, message_id: FromPath[uuid.UUID], data: JSONBody[FeedbackIn]
 ) -> Response[FeedbackOut]:
     """Rate a message: thumbs ("up"/"down") or stars (1–5), with an optional comment and categories.
     201 when new; 200 when it replaces the caller's earlier rating of the message."""
@@ -368,7 +366,7 @@ async def rate_message_route(
 
 @get("/messages/{message_id:uuid}/feedback")
 async def list_feedback_route(
-    caller: Scope, engine: AsyncEngine, page: PageRequest, message_id: FromPath[uuid.UUID]
+    caller: Caller, engine: Engine, page: Paging, message_id: FromPath[uuid.UUID]
 ) -> FeedbackPage:
     """A message's feedback, oldest first (ties by id)."""
     limit, offset = page.limit, page.offset
@@ -386,7 +384,7 @@ async def list_feedback_route(
     )
 
 
-async def _visible_target(conn: Any, caller: Scope, target_type: str, target_id: uuid.UUID) -> None:
+async def _visible_target(conn: Any, caller: Caller, target_type: str, target_id: uuid.UUID) -> None:
     """404 unless the target exists and the caller may see it (its owner, or a workspace's member)."""
     facts = await store.target_facts(conn, target_type, target_id)
     if not facts.exists or (not caller.is_admin and caller.user_id not in facts.owners):
@@ -394,7 +392,7 @@ async def _visible_target(conn: Any, caller: Scope, target_type: str, target_id:
 
 
 @post("/tags")
-async def add_tag_route(caller: Scope, engine: AsyncEngine, data: JSONBody[TagIn]) -> Response[TagOut]:
+async def add_tag_route(caller: Caller, engine: Engine, data: JSONBody[TagIn]) -> Response[TagOut]:
     """Tag a conversation, message, user or workspace. 201 when new; 200 with the existing tag when the
     target carries that name already."""
     async with engine.begin() as conn:
@@ -435,11 +433,11 @@ async def add_tag_route(caller: Scope, engine: AsyncEngine, data: JSONBody[TagIn
 
 @get("/tags/{target_type:str}/{target_id:uuid}")
 async def list_tags_route(
-    caller: Scope,
-    engine: AsyncEngine,
+    caller: Caller,
+    engine: Engine,
     target_type: FromPath[str],
     target_id: FromPath[uuid.UUID],
-    page: PageRequest,
+    page: Paging,
 ) -> TagPage:
     """The tags of one target, oldest first (ties by id)."""
     if target_type not in TAG_TARGET_TYPES:
@@ -458,7 +456,7 @@ async def list_tags_route(
 
 
 @delete("/tags/{tag_id:uuid}")
-async def delete_tag_route(caller: Scope, engine: AsyncEngine, tag_id: FromPath[uuid.UUID]) -> None:
+async def delete_tag_route(caller: Caller, engine: Engine, tag_id: FromPath[uuid.UUID]) -> None:
     """Remove a tag (204). A user removes only tags they wrote, on targets they can see."""
     async with engine.begin() as conn:
         tag = await store.get_tag(conn, tag_id)

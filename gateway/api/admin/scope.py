@@ -15,15 +15,14 @@ from typing import Annotated, Any
 from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.handlers.base import BaseRouteHandler
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.auth import bearer_token
 from gateway.errors import GatewayError
 from gateway.runtime import Runtime
-from storage.billing.ledger.base import CreditLedger
 from storage.paging import MAX_LIMIT, MAX_OFFSET, PageRequest
 
 
@@ -48,6 +47,13 @@ class Scope:
         """Pass for the operator and for the user themself; 404 for anyone else's data."""
         if not self.is_admin and self.user_id != user_id:
             raise not_found("user")
+
+
+# What handlers declare to be given, by name, from DEPENDENCIES.
+Caller = NamedDependency[Scope]
+AppRuntime = NamedDependency[Runtime]
+Engine = NamedDependency[AsyncEngine]
+Paging = NamedDependency[PageRequest]
 
 
 def not_found(what: str) -> GatewayError:
@@ -89,18 +95,14 @@ def provide_runtime(state: State) -> Runtime:
     return runtime
 
 
-def provide_engine(runtime: Runtime) -> AsyncEngine:
+def provide_engine(runtime: AppRuntime) -> AsyncEngine:
     return runtime.engine
 
 
-def provide_ledger(runtime: Runtime) -> CreditLedger:
-    return runtime.ledger
-
-
 def provide_page(
-    limit: Annotated[int, Parameter(query="limit", description=f"page size, 1 to {MAX_LIMIT}")] = 100,
+    limit: Annotated[int, QueryParameter(description=f"page size, 1 to {MAX_LIMIT}")] = 100,
     offset: Annotated[
-        int, Parameter(query="offset", description=f"rows to skip, 0 to {MAX_OFFSET} (the order is stable)")
+        int, QueryParameter(description=f"rows to skip, 0 to {MAX_OFFSET} (the order is stable)")
     ] = 0,
 ) -> PageRequest:
     """The page of a list; out of bounds is a 400 naming `limit` or `offset` (InvalidPage)."""
@@ -112,6 +114,5 @@ DEPENDENCIES = {
     "caller": Provide(provide_scope, sync_to_thread=False),
     "runtime": Provide(provide_runtime, sync_to_thread=False),
     "engine": Provide(provide_engine, sync_to_thread=False),
-    "ledger": Provide(provide_ledger, sync_to_thread=False),
     "page": Provide(provide_page, sync_to_thread=False),
 }
