@@ -36,11 +36,11 @@ from gateway.app import create_app
 from gateway.mock_upstream import MockConfig, MockServerThread
 from migrations.runner import upgrade
 from pricing.money import parse_usd
-from storage.billing.credits import add_credits
-from storage.db import create_engine
 from storage.accounts.keys import create_key
-from storage.billing.ledger.factory import build_ledger
 from storage.accounts.users import create_user
+from storage.billing.credits import add_credits
+from storage.billing.ledger.factory import build_ledger
+from storage.db import create_engine
 
 PG_HOST = os.environ.get("SYNAPGATE_TEST_PG_HOST", "127.0.0.1")
 PG_ADMIN_DSN = f"postgresql://postgres@{PG_HOST}:5432/postgres"
@@ -254,7 +254,7 @@ def gateway_settings_overrides() -> dict[str, Any]:
 
 @pytest.fixture
 def gateway_transport() -> str:
-    """"http": uvicorn in a thread (real sockets); "asgi": in-process. Test modules override this fixture."""
+    """ "http": uvicorn in a thread (real sockets); "asgi": in-process. Test modules override this fixture."""
     return "http"
 
 
@@ -286,7 +286,9 @@ async def gateway(
             async with AsyncTestClient(
                 create_app(settings), raise_server_exceptions=False, timeout=30
             ) as client:
-                yield Gateway(str(client.base_url).rstrip("/"), settings, engine, ledger, mock, redis_url, client)
+                yield Gateway(
+                    str(client.base_url).rstrip("/"), settings, engine, ledger, mock, redis_url, client
+                )
         else:
             server = GatewayThread(settings)
             server.start()

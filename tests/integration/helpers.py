@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
-import openai
 
 if TYPE_CHECKING:
     from tests.integration.conftest import Gateway

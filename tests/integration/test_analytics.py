@@ -23,13 +23,13 @@ import openai
 import pytest
 from sqlalchemy import inspect as inspect_schema
 
-import storage.usage.analytics
 import storage.recorder
+import storage.usage.analytics
 from migrations.runner import downgrade, upgrade
 from pricing.cost import Usage
 from pricing.money import format_usd
-from storage.usage.analytics import Window, histogram_percentile, percentile_cont, split_window
 from storage.accounts.keys import create_key
+from storage.accounts.users import create_user, default_workspace
 from storage.models import Workspace, WorkspaceMember, table_of
 from storage.recorder import CompletionRecord, FailureRecord, record_completion, record_failure
 from storage.rollups import (
@@ -45,7 +45,7 @@ from storage.rollups import (
     rebuild_usage_rollups,
     rollup_rows,
 )
-from storage.accounts.users import create_user, default_workspace
+from storage.usage.analytics import Window, histogram_percentile, percentile_cont, split_window
 from tests.integration.conftest import Gateway, off_loop
 
 pytestmark = pytest.mark.integration
