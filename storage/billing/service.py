@@ -42,7 +42,7 @@ def parse_amount(value: str, param: str = "amount_usd") -> int:
     try:
         amount = parse_usd(value.strip())
     except MoneyError as exc:
-        raise InvalidAmount(f"{exc}: {value!r}", param=param) from None
+        raise InvalidAmount(str(exc), param=param) from None
     if amount <= 0:
         raise InvalidAmount(f"must be a positive amount: {value!r}", param=param)
     if amount > MAX_CREDIT_NANO:
