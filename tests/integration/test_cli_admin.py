@@ -113,9 +113,7 @@ async def test_invoices_create_show_and_list(gateway: Gateway) -> None:
 
 def _state(path: Path) -> dict[str, Any]:
     with closing(sqlite3.connect(path)) as conn:
-        state: dict[str, Any] = {
-            t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES
-        }
+        state: dict[str, Any] = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
         state["balances"] = conn.execute(
             "SELECT user_id, balance_nano, version FROM credit_accounts"
         ).fetchall()
@@ -186,3 +184,58 @@ def test_bad_admin_input_changes_nothing(sqlite_template: Path, tmp_path: Path) 
     failures = [p for index in range(len(cases)) for p in one(index)]
     assert not failures, "\n".join(failures)
     assert uuid.UUID(invoice_id)
+
+
+async def test_the_cli_and_the_api_refuse_the_same_bad_input_the_same_way(gateway: Gateway) -> None:
+    """One rule, two consumers: each bad input gets the same code and the same words from both."""
+    from gateway.cli import CLI_FLAGS
+
+    a = (await api(gateway, "POST", "/users", json={"email": "a@example.com"})).json()
+    b = (await api(gateway, "POST", "/users", json={"email": "b@example.com"})).json()
+    foreign = b["workspaces"][0]["workspace_id"]
+    first = {"user_id": a["id"], "amount_usd": "1", "idempotency_key": "same-key"}
+    assert (await api(gateway, "POST", "/billing/add-credits", json=first)).status_code == 201
+    assert (
+        run(gateway, "credits", "add", "--user", a["id"], "--amount-usd", "1", "--idempotency-key", "k2").code
+        == 0
+    )
+
+    cases: list[tuple[str, str, dict[str, Any], tuple[str, ...], str]] = [
+        # (method, path, API body, CLI args, the code both must mean)
+        ("POST", "/keys", {"user_id": a["id"], "workspace_id": foreign},
+         ("keys", "create", "--user", a["id"], "--workspace", foreign), "not_a_member"),
+        ("POST", "/keys", {"user_id": a["id"], "allowed_models": ["no-such-model"]},
+         ("keys", "create", "--user", a["id"], "--models", "no-such-model"), "unknown_models"),
+        ("POST", "/users", {"email": "not-an-email"},
+         ("users", "create", "--email", "not-an-email"), "invalid_email"),
+        ("POST", "/users", {"email": "A@Example.com"},
+         ("users", "create", "--email", "A@Example.com"), "user_exists"),
+        ("POST", "/keys", {"user_id": UNKNOWN_ID},
+         ("keys", "create", "--user", UNKNOWN_ID), "user_not_found"),
+        ("POST", "/billing/add-credits", {"user_id": a["id"], "amount_usd": "1.5abc", "idempotency_key": "x"},
+         ("credits", "add", "--user", a["id"], "--amount-usd", "1.5abc", "--idempotency-key", "x"),
+         "invalid_amount"),
+        ("POST", "/billing/add-credits", {**first, "amount_usd": "2"},
+         ("credits", "add", "--user", a["id"], "--amount-usd", "2", "--idempotency-key", "same-key"),
+         "idempotency_key_reused"),
+    ]  # fmt: skip
+    before = (
+        await gateway.rows("SELECT COUNT(*) FROM users"),
+        await gateway.rows("SELECT COUNT(*) FROM api_keys"),
+    )
+    for method, path, body, args, code in cases:
+        error = (await api(gateway, method, path, json=body)).json()["error"]
+        line = run(gateway, *args).error_line()
+        assert error["code"] == code, (path, body, error)
+        # The API says "'param': Message." and the CLI "flag: message": the same words from the same rule.
+        assert error["param"] is not None and line.startswith(f"{CLI_FLAGS[error['param']]}: "), (error, line)
+        api_words = error["message"].split(": ", 1)[1].rstrip(".")
+        cli_words = line.split(": ", 1)[1]
+        assert api_words.lower() == cli_words.lower(), (code, api_words, cli_words)
+    after = (
+        await gateway.rows("SELECT COUNT(*) FROM users"),
+        await gateway.rows("SELECT COUNT(*) FROM api_keys"),
+    )
+    assert after == before
+    balance = await gateway.scalar("SELECT balance_nano FROM credit_accounts WHERE user_id = :u", u=a["id"])
+    assert balance == 2_000_000_000  # the replay with another amount added nothing, on either side
