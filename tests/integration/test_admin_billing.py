@@ -410,6 +410,13 @@ async def test_new_price_version_never_rewrites_charged_history(gateway: Gateway
     )
     assert [Decimal(str(x)) for x in v1[0]] == [Decimal("0.15"), Decimal("0.60")]
 
+    # the CLI's rule, shared: an omitted optional price keeps its value; an explicit null clears it
+    kept = await api(gateway, "PUT", "/llms/gpt-4o-mini", json={"input_price": "0.3", "output_price": "1.2"})
+    assert (kept.json()["price_version"], kept.json()["prices"]["cached_input"]) == (3, "0.15")
+    body = {"input_price": "0.3", "output_price": "1.2", "cached_input_price": None}
+    cleared = await api(gateway, "PUT", "/llms/gpt-4o-mini", json=body)
+    assert (cleared.json()["price_version"], cleared.json()["prices"]["cached_input"]) == (4, None)
+
 
 async def test_price_changes_are_validated_and_admin_only(gateway: Gateway) -> None:
     _uid, key = await gateway.seed_user("0")
