@@ -310,3 +310,34 @@ async def test_openapi_schema_documents_the_admin_api(gateway: Gateway) -> None:
     assert credit["properties"]["amount_usd"]["type"] == "string"
     events = {p["name"] for p in paths["/api/v1/billing/events/{user_id}"]["get"]["parameters"]}
     assert {"type", "start", "end", "limit", "offset"} <= events
+
+
+# -- paging bounds, on every list ----------------------------------------------------------------
+
+
+async def test_every_list_bounds_limit_and_offset_with_a_400_naming_the_parameter(gateway: Gateway) -> None:
+    user = await create_user(gateway)
+    schema = (await gateway.request("GET", "/schema/openapi.json")).json()
+    lists = []
+    for path, operations in schema["paths"].items():
+        params = {p["name"] for p in operations.get("get", {}).get("parameters", []) if p["in"] == "query"}
+        if {"limit", "offset"} <= params:
+            lists.append(path.removeprefix("/api/v1"))
+    assert len(lists) >= 9, lists  # users, workspaces, keys, events, invoices, llms, costs, messages, ...
+    bad = [
+        ({"offset": "3560301864148169668952064"}, "offset"),  # beyond int64: was a 500 from asyncpg
+        ({"offset": str(2**53 + 1)}, "offset"),
+        ({"offset": "-1"}, "offset"),
+        ({"limit": "0"}, "limit"),
+        ({"limit": "1001"}, "limit"),
+    ]
+    for template in lists:
+        path = template.replace("{user_id}", user["id"])
+        path = path.replace("{workspace_id}", user["workspaces"][0]["workspace_id"])
+        path = path.replace("{target_type}", "user").replace("{target_id}", user["id"])
+        path = path.replace("{conversation_id}", str(uuid.uuid4())).replace("{message_id}", str(uuid.uuid4()))
+        for params, name in bad:
+            error = error_of(await api(gateway, "GET", path, params=params), 400)
+            assert error["param"] == name and name in error["message"], (path, params, error)
+    fine = await api(gateway, "GET", "/users", params={"limit": "1000", "offset": str(2**53)})
+    assert fine.status_code == 200 and fine.json()["data"] == [] and fine.json()["offset"] == 2**53
