@@ -52,11 +52,6 @@ def normalize_email(value: str, param: str = "email") -> str:
 require_user = users.require_user
 
 
-async def user_exists(engine: AsyncEngine, user_id: uuid.UUID) -> bool:
-    async with engine.connect() as conn:
-        return await users.get_user(conn, user_id) is not None
-
-
 # -- users -----------------------------------------------------------------------------------------
 
 
