@@ -30,8 +30,8 @@ from storage.errors import (
     InvalidInput,
     KeyNotFound,
     NotAMember,
-    SecretKeyMissing,
     ProviderKeyNotFound,
+    SecretKeyMissing,
     UnknownModels,
     UserNotFound,
 )
@@ -217,7 +217,9 @@ async def set_provider_key(
     """Store (or replace) a user's own provider key, encrypted; only its last four characters come back."""
     check_provider(provider)
     if secret_key is None:
-        raise SecretKeyMissing("SYNAPGATE_SECRET_KEY is not set: it is needed to encrypt stored provider keys")
+        raise SecretKeyMissing(
+            "SYNAPGATE_SECRET_KEY is not set: it is needed to encrypt stored provider keys"
+        )
     api_key = api_key.strip()
     if not api_key:
         raise InvalidInput("no provider key was given", param="api_key")
