@@ -6,7 +6,8 @@ Feedback: one rating per (message, user) — a second one replaces the first; th
 llm-performance counts ratings per model and period from message_feedback alone.
 
 Tags: unique per (target, name); adding an existing tag returns it unchanged. Who may see or add which
-tag is the API's rule (gateway/api/admin/conversations.py); `target_owner` gives it the facts.
+tag is the API's rule (gateway/api/admin/conversations.py); `target_facts` gives it the facts. The value
+rules are in annotations/service.py.
 """
 
 from __future__ import annotations

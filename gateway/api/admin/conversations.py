@@ -14,7 +14,6 @@ Who sees what (anything else is 404, as if it did not exist):
 
 from __future__ import annotations
 
-import unicodedata
 import uuid
 from datetime import datetime
 from decimal import Decimal
@@ -28,12 +27,9 @@ from gateway.api.admin.common import Body, Struct, money
 from gateway.api.admin.scope import Caller, Engine, Paging, not_found
 from gateway.errors import GatewayError, bad_request
 from storage.annotations import repository as store
+from storage.annotations import service
 from storage.models import TAG_TARGET_TYPES
 
-MAX_COMMENT = 10_000
-MAX_CATEGORIES = 20
-MAX_CATEGORY = 64
-MAX_TAG_NAME = 100
 MAX_TAGS_SHOWN = 1000
 
 # -- response shapes -----------------------------------------------------------------------------
@@ -226,61 +222,6 @@ class TagIn(Body):
     author_user_id: uuid.UUID | None = None
 
 
-def parse_rating(data: FeedbackIn) -> tuple[str, int]:
-    """(scale, rating) as stored: thumbs -1/1, stars 1–5."""
-    rating, scale = data.rating, data.scale
-    if isinstance(rating, str):
-        thumbs = {"up": 1, "down": -1}.get(rating.strip().lower())
-        if thumbs is None or scale == "stars":
-            expected = "an integer 1-5" if scale == "stars" else "'up', 'down' or an integer 1-5"
-            raise bad_request(f"'rating' must be {expected}, not {rating!r}.", param="rating")
-        return "thumbs", thumbs
-    if scale == "thumbs":
-        if rating not in (-1, 1):
-            raise bad_request("'rating' on the thumbs scale must be 1, -1, 'up' or 'down'.", param="rating")
-        return "thumbs", rating
-    if not 1 <= rating <= 5:
-        raise bad_request("'rating' must be an integer from 1 to 5 (or 'up' / 'down').", param="rating")
-    return "stars", rating
-
-
-def parse_categories(values: list[str] | None) -> list[str] | None:
-    if values is None:
-        return None
-    if len(values) > MAX_CATEGORIES:
-        raise bad_request(f"'categories' takes at most {MAX_CATEGORIES} entries.", param="categories")
-    out: list[str] = []
-    for value in values:
-        item = value.strip()
-        if not item or len(item) > MAX_CATEGORY:
-            raise bad_request(
-                f"each of 'categories' must be 1 to {MAX_CATEGORY} characters.", param="categories"
-            )
-        if item not in out:
-            out.append(item)
-    return out
-
-
-def parse_tag_name(value: str) -> str:
-    name = " ".join(value.split())
-    if not name or len(name) > MAX_TAG_NAME:
-        raise bad_request(f"'name' must be 1 to {MAX_TAG_NAME} characters.", param="name")
-    if any(unicodedata.category(ch).startswith("C") for ch in name):
-        raise bad_request("'name' may not hold control characters.", param="name")
-    return name
-
-
-def parse_confidence(value: Decimal | None) -> Decimal | None:
-    if value is None:
-        return None
-    if not value.is_finite() or not 0 <= value <= 1:
-        raise bad_request("'confidence' must be between 0 and 1.", param="confidence")
-    exponent = value.as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -5:
-        raise bad_request("'confidence' takes at most 5 decimal places.", param="confidence")
-    return value
-
-
 # -- routes --------------------------------------------------------------------------------------
 
 
@@ -349,17 +290,14 @@ async def rate_message_route(
         message = await store.get_message(conn, message_id)
         if message is None or not _owned_by_caller(caller, message.user_id):
             raise not_found("message")
-        scale, rating = parse_rating(data)
-        if data.comment is not None and len(data.comment) > MAX_COMMENT:
-            raise bad_request(f"'comment' takes at most {MAX_COMMENT} characters.", param="comment")
-        saved, created = await store.save_feedback(
+        saved, created = await service.rate_message(
             conn,
             message,
             user_id=caller.user_id,
-            scale=scale,
-            rating=rating,
+            rating=data.rating,
+            scale=data.scale,
             comment=data.comment,
-            categories=parse_categories(data.categories),
+            categories=data.categories,
         )
     return Response(feedback_out(saved), status_code=201 if created else 200)
 
@@ -398,8 +336,6 @@ async def add_tag_route(caller: Caller, engine: Engine, data: JSONBody[TagIn]) -
     async with engine.begin() as conn:
         # Someone else's target is a 404 before anything about the body is judged.
         await _visible_target(conn, caller, data.target_type, data.target_id)
-        name = parse_tag_name(data.name)
-        confidence = parse_confidence(data.confidence)
         if not caller.is_admin:
             if data.is_auto:
                 raise GatewayError(
@@ -412,21 +348,14 @@ async def add_tag_route(caller: Caller, engine: Engine, data: JSONBody[TagIn]) -
                     type="permission_error",
                     param="author_user_id",
                 )
-        author = caller.user_id if not caller.is_admin else data.author_user_id
-        if (
-            caller.is_admin
-            and author is not None
-            and not (await store.target_facts(conn, "user", author)).exists
-        ):
-            raise bad_request("'author_user_id' names no user.", param="author_user_id")
-        tag, created = await store.add_tag(
+        tag, created = await service.add_tag(
             conn,
             target_type=data.target_type,
             target_id=data.target_id,
-            name=name,
+            name=data.name,
             is_auto=data.is_auto,
-            confidence=confidence,
-            author_user_id=author,
+            confidence=data.confidence,
+            author_user_id=caller.user_id if not caller.is_admin else data.author_user_id,
         )
     return Response(tag_out(tag), status_code=201 if created else 200)
 
