@@ -100,6 +100,103 @@ def pg_database(pg_template: str) -> Iterator[str]:
     _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+class ReusableDatabase:
+    """One cloned database per module, emptied between tests instead of cloned again (~20× cheaper).
+
+    Between tests every table is truncated (identities restarted) and the rows the migrations seeded (the
+    catalog) are put back as they were; a test that changed the schema itself gets a fresh clone.
+    """
+
+    def __init__(self, template: str) -> None:
+        self.template = template
+        self.name = ""
+        self.seed: dict[str, tuple[list[str], list[Any]]] = {}
+        self.schema: list[Any] = []
+
+    def create(self) -> None:
+        self.name = f"sg_t_{uuid.uuid4().hex[:12]}"
+        _admin(f'CREATE DATABASE "{self.name}" TEMPLATE "{self.template}"')
+        off_loop(asyncio.run, self._snapshot())
+
+    def drop(self) -> None:
+        _admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://postgres@{PG_HOST}:5432/{self.name}"
+
+    async def _schema(self, conn: asyncpg.Connection) -> list[Any]:
+        return list(
+            await conn.fetch(
+                "SELECT table_name, column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = 'public' ORDER BY 1, 2"
+            )
+        ) + list(await conn.fetch("SELECT version_num FROM alembic_version"))
+
+    async def _tables(self, conn: asyncpg.Connection) -> list[str]:
+        rows = await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+        )
+        return sorted(r[0] for r in rows)
+
+    async def _snapshot(self) -> None:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            self.schema = await self._schema(conn)
+            self.seed = {}
+            for table in await self._tables(conn):
+                rows = await conn.fetch(f'SELECT * FROM "{table}"')
+                if rows:
+                    self.seed[table] = (list(rows[0].keys()), [tuple(r) for r in rows])
+        finally:
+            await conn.close()
+
+    async def _reset(self) -> bool:
+        """Empty the database back to its migrated state; False when its schema was changed."""
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            if await self._schema(conn) != self.schema:
+                return False
+            tables = ", ".join(f'"{t}"' for t in await self._tables(conn))
+            async with conn.transaction():
+                await conn.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+                await conn.execute("SET LOCAL session_replication_role = replica")  # seed rows in any order
+                for table, (columns, rows) in self.seed.items():
+                    await conn.copy_records_to_table(table, records=rows, columns=columns)
+                    for (column,) in await conn.fetch(
+                        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public' "
+                        "AND table_name = $1 AND (column_default LIKE 'nextval%' OR is_identity = 'YES')",
+                        table,
+                    ):
+                        await conn.execute(
+                            f"SELECT setval(pg_get_serial_sequence('\"{table}\"', '{column}'), "
+                            f'COALESCE((SELECT MAX("{column}") FROM "{table}"), 0) + 1, false)'
+                        )
+            return True
+        finally:
+            await conn.close()
+
+    def reset(self) -> str:
+        if not off_loop(asyncio.run, self._reset()):
+            self.drop()
+            self.create()
+        return pg_url(self.name)
+
+
+@pytest.fixture(scope="module")
+def pg_module_database(pg_template: str) -> Iterator[ReusableDatabase]:
+    database = ReusableDatabase(pg_template)
+    database.create()
+    yield database
+    database.drop()
+
+
+@pytest.fixture
+def pg_reset_database(pg_module_database: ReusableDatabase) -> str:
+    """A migrated PostgreSQL database in its just-migrated state, reused across one module's tests."""
+    return pg_module_database.reset()
+
+
 @pytest.fixture
 def sqlite_database(sqlite_template: Path, tmp_path: Path) -> str:
     path = tmp_path / "synapgate.db"
@@ -252,6 +349,24 @@ def gateway_settings_overrides() -> dict[str, Any]:
     return {}
 
 
+_APPS: dict[str, Any] = {}
+
+
+def _asgi_app(settings: Settings) -> Any:
+    """The app for these settings, built once: building it costs more than a test; each test still runs
+    its own lifespan (a fresh engine, Redis client, caches and recorder)."""
+    key = settings.model_dump_json()
+    if key not in _APPS:
+        _APPS[key] = create_app(settings)
+    return _APPS[key]
+
+
+@pytest.fixture
+def gateway_database() -> str:
+    """ "clone": a PostgreSQL database cloned per test; "reset": one per module, emptied between tests."""
+    return "clone"
+
+
 @pytest.fixture
 def gateway_transport() -> str:
     """ "http": uvicorn in a thread (real sockets); "asgi": in-process. Test modules override this fixture."""
@@ -265,12 +380,14 @@ async def gateway(
     mock: MockServerThread,
     gateway_settings_overrides: dict[str, Any],
     gateway_transport: str,
+    gateway_database: str,
 ) -> AsyncIterator[Gateway]:
     """The gateway on the embedded default (SQLite, SQL ledger) or on PostgreSQL with the Redis ledger."""
     if backend == "sqlite":
         database_url, redis_url = request.getfixturevalue("sqlite_database"), None
     else:
-        database_url, redis_url = request.getfixturevalue("pg_database"), request.getfixturevalue("redis_url")
+        database = "pg_reset_database" if gateway_database == "reset" else "pg_database"
+        database_url, redis_url = request.getfixturevalue(database), request.getfixturevalue("redis_url")
     settings = make_settings(database_url, redis_url, mock.url, **gateway_settings_overrides)
     engine = create_engine(database_url, pool_size=5)
     redis_client = None
@@ -284,7 +401,7 @@ async def gateway(
             from litestar.testing import AsyncTestClient
 
             async with AsyncTestClient(
-                create_app(settings), raise_server_exceptions=False, timeout=30
+                _asgi_app(settings), raise_server_exceptions=False, timeout=30
             ) as client:
                 yield Gateway(
                     str(client.base_url).rstrip("/"), settings, engine, ledger, mock, redis_url, client

@@ -27,6 +27,11 @@ def gateway_transport() -> str:
 
 
 @pytest.fixture
+def gateway_database() -> str:
+    return "reset"  # one PostgreSQL database for the module, emptied between tests
+
+
+@pytest.fixture
 def gateway_settings_overrides() -> dict[str, Any]:
     return {"admin_key": ADMIN}
 
