@@ -1,8 +1,8 @@
 """The admin, billing and analytics REST API under /api/v1 (JSON in and out, OpenAI-style error envelope).
 
-One router per domain (accounts, billing, catalog, analytics, conversations) under the admin router, which
-declares once what every handler gets: the caller guard, the dependencies (`caller`, `runtime`, `engine`,
-`page`) and the mapping of the services' domain errors to the error envelope.
+One Controller per domain (accounts, billing, catalog, analytics, conversations) under the admin router,
+which declares once what every handler gets: the caller guard, the dependencies (`caller`, `runtime`,
+`engine`, `page`) and the mapping of the services' domain errors to the error envelope.
 """
 
 from __future__ import annotations
@@ -16,10 +16,15 @@ from storage.errors import DomainError
 
 
 def admin_router() -> Router:
-    domains = [accounts.router, billing.router, catalog.router, analytics.router, conversations.router]
     return Router(
         path="/api/v1",
-        route_handlers=[domain() for domain in domains],
+        route_handlers=[
+            accounts.AccountsController,
+            billing.BillingController,
+            catalog.CatalogController,
+            analytics.AnalyticsController,
+            conversations.ConversationsController,
+        ],
         guards=GUARDS,
         dependencies=DEPENDENCIES,
         exception_handlers={DomainError: domain_error_handler},

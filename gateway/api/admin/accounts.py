@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
-from litestar import Router, delete, get, post, put
+from litestar import Controller, delete, get, post, put
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from gateway.api.admin.common import Body, Struct, shape
@@ -157,171 +157,158 @@ def _page(page: Page[Any], cls: type[Any], item: type[Any]) -> Any:
 # -- users ---------------------------------------------------------------------------------------
 
 
-@post("/users", status_code=201)
-async def create_user_route(
-    caller: Caller, runtime: AppRuntime, data: JSONBody[CreateUserIn]
-) -> UserDetailOut:
-    """Create a user with their own workspace (they own it) and an empty credit account. Admin only."""
-    caller.require_admin()
-    created = await service.create_user(
-        runtime.engine, runtime.ledger, data.email, name=data.name, workspace_name=data.workspace_name
-    )
-    async with runtime.engine.connect() as conn:
-        return shape(await service.user_detail(conn, created.user_id), UserDetailOut)
-
-
-@get("/users")
-async def list_users_route(
-    caller: Caller,
-    engine: Engine,
-    page: Paging,
-    email: FromQuery[str | None] = None,
-    status: FromQuery[Literal["active", "disabled"] | None] = None,
-) -> UserPage:
-    """Users, oldest first. A user's own key sees only itself."""
-    async with engine.connect() as conn:
-        users = await service.list_users(conn, page, only_user=caller.user_id, email=email, status=status)
-    return _page(users, UserPage, UserOut)  # type: ignore[no-any-return]
-
-
-@get("/users/{user_id:uuid}")
-async def get_user_route(caller: Caller, engine: Engine, user_id: FromPath[uuid.UUID]) -> UserDetailOut:
-    """A user with their workspaces, balance and number of active keys."""
-    caller.require_user(user_id)
-    async with engine.connect() as conn:
-        return shape(await service.user_detail(conn, user_id), UserDetailOut)
-
-
 # -- workspaces ----------------------------------------------------------------------------------
-
-
-@post("/workspaces", status_code=201)
-async def create_workspace_route(
-    caller: Caller, engine: Engine, data: JSONBody[CreateWorkspaceIn]
-) -> WorkspaceOut:
-    """Create a workspace, optionally with an owner and members (existing users). Admin only."""
-    for user_id in [u for u in [data.owner_user_id, *data.member_user_ids] if u is not None]:
-        caller.require_user(user_id)
-    caller.require_admin()
-    async with engine.begin() as conn:
-        workspace = await service.create_workspace(conn, data.name, data.owner_user_id, data.member_user_ids)
-    return shape(workspace, WorkspaceOut)
-
-
-@get("/workspaces")
-async def list_workspaces_route(caller: Caller, engine: Engine, page: Paging) -> WorkspacePage:
-    """Workspaces with their members, oldest first. A user's own key sees the workspaces it belongs to."""
-    async with engine.connect() as conn:
-        found = await service.list_workspaces(conn, page, member=caller.user_id)
-    return _page(found, WorkspacePage, WorkspaceOut)  # type: ignore[no-any-return]
 
 
 # -- gateway keys --------------------------------------------------------------------------------
 
 
-@post("/keys", status_code=201)
-async def create_key_route(caller: Caller, engine: Engine, data: JSONBody[CreateKeyIn]) -> KeyCreatedOut:
-    """Create a gateway key for a user. The plaintext `key` is in this response only. Admin only."""
-    caller.require_user(data.user_id)
-    caller.require_admin()
-    async with engine.begin() as conn:
-        key = await service.create_key(
-            conn,
-            data.user_id,
-            workspace_id=data.workspace_id,
-            name=data.name,
-            allowed_models=data.allowed_models,
-        )
-    return shape(key, KeyCreatedOut)
-
-
-@get("/keys")
-async def list_keys_route(
-    caller: Caller,
-    engine: Engine,
-    page: Paging,
-    user_id: FromQuery[uuid.UUID | None] = None,
-    status: FromQuery[Literal["active", "revoked"] | None] = None,
-) -> KeyPage:
-    """Gateway keys (prefix only), oldest first, optionally of one user. A user's own key sees its user's."""
-    if user_id is not None:
-        caller.require_user(user_id)
-    async with engine.connect() as conn:
-        found = await service.list_keys(conn, page, user_id=user_id or caller.user_id, status=status)
-    return _page(found, KeyPage, KeyOut)  # type: ignore[no-any-return]
-
-
-@delete("/keys/{key_id:uuid}")
-async def revoke_key_route(caller: Caller, runtime: AppRuntime, key_id: FromPath[uuid.UUID]) -> None:
-    """Revoke a key (idempotent). This worker refuses it at once, every worker within the key cache time."""
-    async with runtime.engine.begin() as conn:
-        await service.get_key(conn, key_id, owner=caller.user_id)
-        caller.require_admin()
-        await service.revoke_key(conn, key_id)
-    runtime.auth.forget()
-
-
 # -- provider keys (BYOK) ------------------------------------------------------------------------
 
 
-@get("/users/{user_id:uuid}/provider-keys")
-async def list_provider_keys_route(
-    caller: Caller, engine: Engine, user_id: FromPath[uuid.UUID]
-) -> ProviderKeyList:
-    """The providers a user stored their own key for, with each key's last four characters."""
-    caller.require_user(user_id)
-    async with engine.connect() as conn:
-        keys = await service.list_provider_keys(conn, user_id)
-    return ProviderKeyList(data=[shape(p, ProviderKeyOut) for p in keys])
+class AccountsController(Controller):
+    """Users, workspaces, gateway keys, provider keys. (Guard and dependencies: on the admin router.)"""
 
+    path = "/"
+    tags = ("accounts",)
 
-@put("/users/{user_id:uuid}/provider-keys/{provider:str}")
-async def set_provider_key_route(
-    caller: Caller,
-    runtime: AppRuntime,
-    user_id: FromPath[uuid.UUID],
-    provider: FromPath[str],
-    data: JSONBody[SetProviderKeyIn],
-) -> ProviderKeyOut:
-    """Store (or replace) a user's own provider key, encrypted; the key is never returned. Admin only."""
-    caller.require_user(user_id)
-    caller.require_admin()
-    secret = runtime.settings.secret_key
-    async with runtime.engine.begin() as conn:
-        stored = await service.set_provider_key(
-            conn, secret.get_secret_value() if secret else None, user_id, provider, data.api_key
+    @post("/users", status_code=201)
+    async def create_user_route(
+        self, caller: Caller, runtime: AppRuntime, data: JSONBody[CreateUserIn]
+    ) -> UserDetailOut:
+        """Create a user with their own workspace (they own it) and an empty credit account. Admin only."""
+        caller.require_admin()
+        created = await service.create_user(
+            runtime.engine, runtime.ledger, data.email, name=data.name, workspace_name=data.workspace_name
         )
-    runtime.credentials.forget()
-    return shape(stored, ProviderKeyOut)
+        async with runtime.engine.connect() as conn:
+            return shape(await service.user_detail(conn, created.user_id), UserDetailOut)
 
+    @get("/users")
+    async def list_users_route(
+        self,
+        caller: Caller,
+        engine: Engine,
+        page: Paging,
+        email: FromQuery[str | None] = None,
+        status: FromQuery[Literal["active", "disabled"] | None] = None,
+    ) -> UserPage:
+        """Users, oldest first. A user's own key sees only itself."""
+        async with engine.connect() as conn:
+            users = await service.list_users(conn, page, only_user=caller.user_id, email=email, status=status)
+        return _page(users, UserPage, UserOut)  # type: ignore[no-any-return]
 
-@delete("/users/{user_id:uuid}/provider-keys/{provider:str}")
-async def delete_provider_key_route(
-    caller: Caller, runtime: AppRuntime, user_id: FromPath[uuid.UUID], provider: FromPath[str]
-) -> None:
-    """Remove a user's stored key for a provider; their calls go back to the platform key. Admin only."""
-    caller.require_user(user_id)
-    caller.require_admin()
-    async with runtime.engine.begin() as conn:
-        await service.delete_provider_key(conn, user_id, provider)
-    runtime.credentials.forget()
+    @get("/users/{user_id:uuid}")
+    async def get_user_route(
+        self, caller: Caller, engine: Engine, user_id: FromPath[uuid.UUID]
+    ) -> UserDetailOut:
+        """A user with their workspaces, balance and number of active keys."""
+        caller.require_user(user_id)
+        async with engine.connect() as conn:
+            return shape(await service.user_detail(conn, user_id), UserDetailOut)
 
+    @post("/workspaces", status_code=201)
+    async def create_workspace_route(
+        self, caller: Caller, engine: Engine, data: JSONBody[CreateWorkspaceIn]
+    ) -> WorkspaceOut:
+        """Create a workspace, optionally with an owner and members (existing users). Admin only."""
+        for user_id in [u for u in [data.owner_user_id, *data.member_user_ids] if u is not None]:
+            caller.require_user(user_id)
+        caller.require_admin()
+        async with engine.begin() as conn:
+            workspace = await service.create_workspace(
+                conn, data.name, data.owner_user_id, data.member_user_ids
+            )
+        return shape(workspace, WorkspaceOut)
 
-def router() -> Router:
-    return Router(
-        path="/",
-        tags=["accounts"],
-        route_handlers=[
-            create_user_route,
-            list_users_route,
-            get_user_route,
-            create_workspace_route,
-            list_workspaces_route,
-            create_key_route,
-            list_keys_route,
-            revoke_key_route,
-            list_provider_keys_route,
-            set_provider_key_route,
-            delete_provider_key_route,
-        ],
-    )
+    @get("/workspaces")
+    async def list_workspaces_route(self, caller: Caller, engine: Engine, page: Paging) -> WorkspacePage:
+        """Workspaces with their members, oldest first. A user's own key sees the workspaces it belongs to."""
+        async with engine.connect() as conn:
+            found = await service.list_workspaces(conn, page, member=caller.user_id)
+        return _page(found, WorkspacePage, WorkspaceOut)  # type: ignore[no-any-return]
+
+    @post("/keys", status_code=201)
+    async def create_key_route(
+        self, caller: Caller, engine: Engine, data: JSONBody[CreateKeyIn]
+    ) -> KeyCreatedOut:
+        """Create a gateway key for a user. The plaintext `key` is in this response only. Admin only."""
+        caller.require_user(data.user_id)
+        caller.require_admin()
+        async with engine.begin() as conn:
+            key = await service.create_key(
+                conn,
+                data.user_id,
+                workspace_id=data.workspace_id,
+                name=data.name,
+                allowed_models=data.allowed_models,
+            )
+        return shape(key, KeyCreatedOut)
+
+    @get("/keys")
+    async def list_keys_route(
+        self,
+        caller: Caller,
+        engine: Engine,
+        page: Paging,
+        user_id: FromQuery[uuid.UUID | None] = None,
+        status: FromQuery[Literal["active", "revoked"] | None] = None,
+    ) -> KeyPage:
+        """Gateway keys (prefix only), oldest first, optionally of one user; a user's key sees its own."""
+        if user_id is not None:
+            caller.require_user(user_id)
+        async with engine.connect() as conn:
+            found = await service.list_keys(conn, page, user_id=user_id or caller.user_id, status=status)
+        return _page(found, KeyPage, KeyOut)  # type: ignore[no-any-return]
+
+    @delete("/keys/{key_id:uuid}")
+    async def revoke_key_route(
+        self, caller: Caller, runtime: AppRuntime, key_id: FromPath[uuid.UUID]
+    ) -> None:
+        """Revoke a key (idempotent): refused at once here, by every worker within the key cache time."""
+        async with runtime.engine.begin() as conn:
+            await service.get_key(conn, key_id, owner=caller.user_id)
+            caller.require_admin()
+            await service.revoke_key(conn, key_id)
+        runtime.auth.forget()
+
+    @get("/users/{user_id:uuid}/provider-keys")
+    async def list_provider_keys_route(
+        self, caller: Caller, engine: Engine, user_id: FromPath[uuid.UUID]
+    ) -> ProviderKeyList:
+        """The providers a user stored their own key for, with each key's last four characters."""
+        caller.require_user(user_id)
+        async with engine.connect() as conn:
+            keys = await service.list_provider_keys(conn, user_id)
+        return ProviderKeyList(data=[shape(p, ProviderKeyOut) for p in keys])
+
+    @put("/users/{user_id:uuid}/provider-keys/{provider:str}")
+    async def set_provider_key_route(
+        self,
+        caller: Caller,
+        runtime: AppRuntime,
+        user_id: FromPath[uuid.UUID],
+        provider: FromPath[str],
+        data: JSONBody[SetProviderKeyIn],
+    ) -> ProviderKeyOut:
+        """Store (or replace) a user's own provider key, encrypted; the key is never returned. Admin only."""
+        caller.require_user(user_id)
+        caller.require_admin()
+        secret = runtime.settings.secret_key
+        async with runtime.engine.begin() as conn:
+            stored = await service.set_provider_key(
+                conn, secret.get_secret_value() if secret else None, user_id, provider, data.api_key
+            )
+        runtime.credentials.forget()
+        return shape(stored, ProviderKeyOut)
+
+    @delete("/users/{user_id:uuid}/provider-keys/{provider:str}")
+    async def delete_provider_key_route(
+        self, caller: Caller, runtime: AppRuntime, user_id: FromPath[uuid.UUID], provider: FromPath[str]
+    ) -> None:
+        """Remove a user's stored key for a provider; their calls go back to the platform key. Admin only."""
+        caller.require_user(user_id)
+        caller.require_admin()
+        async with runtime.engine.begin() as conn:
+            await service.delete_provider_key(conn, user_id, provider)
+        runtime.credentials.forget()

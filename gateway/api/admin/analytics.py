@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar
 
-from litestar import Router, get
+from litestar import Controller, get
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from gateway.api.admin.common import Struct, aware, money
@@ -287,149 +287,6 @@ def _target_user(caller: Caller, user_id: uuid.UUID | None) -> uuid.UUID | None:
 # -- routes --------------------------------------------------------------------------------------
 
 
-@get("/analytics/usage/{user_id:uuid}")
-async def usage_route(
-    caller: Caller,
-    engine: Engine,
-    user_id: FromPath[uuid.UUID],
-    start: Start = None,
-    end: End = None,
-    granularity: FromQuery[Literal["day", "week", "month"]] = "day",
-) -> UsageReportOut:
-    """A user's requests, tokens by kind and cost: totals, a series per UTC day/week/month, and per model.
-
-    The series lists only periods with requests, oldest first; models are ordered by cost, then name.
-    """
-    caller.require_user(user_id)
-    window = window_of(start, end)
-    async with engine.connect() as conn:
-        await require_user(conn, user_id, param=None)
-        found = await queries.user_usage_by_day_and_model(conn, user_id, window)
-        catalog = await queries.catalog_entries(conn)
-    periods: dict[datetime, Sums] = defaultdict(Sums)
-    models: dict[str, Sums] = defaultdict(Sums)
-    for (day, model), sums in found.items():
-        periods[period_start(day, granularity)].add(sums)
-        models[model].add(sums)
-    by_model = sorted(models.items(), key=lambda item: (-item[1].cost_nano, item[0]))
-    return UsageReportOut(
-        user_id=user_id,
-        start=window.start,
-        end=window.end,
-        granularity=granularity,
-        totals=UsageFiguresOut(**_usage_fields(Sums.total(models.values()))),
-        series=[UsagePeriodOut(period_start=p, **_usage_fields(periods[p])) for p in sorted(periods)],
-        by_model=[ModelUsageOut(**_model_fields(m, catalog), **_usage_fields(s)) for m, s in by_model],
-    )
-
-
-@get("/analytics/costs/{workspace_id:uuid}")
-async def costs_route(
-    caller: Caller,
-    engine: Engine,
-    page: Paging,
-    workspace_id: FromPath[uuid.UUID],
-    start: Start = None,
-    end: End = None,
-) -> WorkspaceCostsOut:
-    """A workspace's cost by user (paged: highest cost first, ties by user id) and by model, split into
-    platform calls and BYOK calls. Admin key, or a workspace owner's or admin's own key."""
-    limit, offset = page.limit, page.offset
-    window = window_of(start, end)
-    async with engine.connect() as conn:
-        if caller.is_admin:
-            visible = await users.workspace_exists(conn, workspace_id)
-        else:
-            assert caller.user_id is not None
-            visible = await users.workspace_role(conn, workspace_id, caller.user_id) in ("owner", "admin")
-        if not visible:
-            raise not_found("workspace")
-        found = await queries.workspace_costs_by_user_and_model(conn, workspace_id, window)
-        catalog = await queries.catalog_entries(conn)
-        by_user = _split_byok(found, lambda k: (k[0], k[2]))
-        ranked = sorted(by_user.items(), key=lambda item: (-Sums.total(item[1]).cost_nano, str(item[0])))
-        chunk = ranked[offset : offset + limit]
-        emails = await users.user_emails(conn, [u for u, _ in chunk])
-    by_model = _split_byok(found, lambda k: (k[1], k[2]))
-    models = sorted(by_model.items(), key=lambda item: (-Sums.total(item[1]).cost_nano, item[0]))
-    platform = Sums.total(p for p, _ in by_model.values())
-    byok = Sums.total(b for _, b in by_model.values())
-    return WorkspaceCostsOut(
-        workspace_id=workspace_id,
-        start=window.start,
-        end=window.end,
-        totals=CostBreakdownOut(**_breakdown_fields(platform, byok)),
-        by_model=[
-            ModelCostOut(**_model_fields(m, catalog), **_breakdown_fields(*pair)) for m, pair in models
-        ],
-        by_user=UserCostPage(
-            data=[
-                UserCostOut(user_id=u, email=emails.get(u), **_breakdown_fields(*pair)) for u, pair in chunk
-            ],
-            total=len(ranked),
-            limit=limit,
-            offset=offset,
-            has_more=offset + len(chunk) < len(ranked),
-        ),
-    )
-
-
-@get("/analytics/top-llms")
-async def top_llms_route(
-    caller: Caller,
-    engine: Engine,
-    start: Start = None,
-    end: End = None,
-    user_id: Annotated[
-        uuid.UUID | None, QueryParameter(description="admin key: only this user's requests")
-    ] = None,
-    order_by: FromQuery[Literal["cost", "requests", "tokens"]] = "cost",
-    limit: Annotated[int, QueryParameter(description="how many models, 1 to 100")] = 10,
-) -> TopLlmsOut:
-    """The models with the highest cost (or requests, or tokens) in the range, with their share of the
-    total cost and the platform/BYOK split. Ties are ordered by model name."""
-    if not 1 <= limit <= 100:
-        raise bad_request("'limit' must be between 1 and 100.", param="limit")
-    window = window_of(start, end)
-    target = _target_user(caller, user_id)
-    async with engine.connect() as conn:
-        if target is not None:
-            await require_user(conn, target, param=None)
-        found = await queries.totals_by_model(conn, window, target)
-        catalog = await queries.catalog_entries(conn)
-    per_model = _split_byok(found, lambda k: k)
-
-    def measure(sums: Sums) -> int:
-        if order_by == "requests":
-            return sums.requests
-        if order_by == "tokens":
-            return sums.input_tokens + sums.output_tokens
-        return sums.cost_nano
-
-    totals = {m: Sums.total(pair) for m, pair in per_model.items()}
-    ranked = sorted(per_model, key=lambda m: (-measure(totals[m]), m))
-    grand = Sums.total(totals.values())
-    return TopLlmsOut(
-        start=window.start,
-        end=window.end,
-        scope="all" if target is None else "user",
-        user_id=target,
-        order_by=order_by,
-        models_total=len(ranked),
-        totals=CostFiguresOut(**_cost_fields(grand)),
-        data=[
-            TopLlmOut(
-                rank=rank,
-                **_model_fields(m, catalog),
-                tokens=tokens_out(totals[m]),
-                cost_share=_ratio(totals[m].cost_nano, grand.cost_nano),
-                **_breakdown_fields(*per_model[m]),
-            )
-            for rank, m in enumerate(ranked[:limit], start=1)
-        ],
-    )
-
-
 def _cost_per_1k(cost_nano: int, output_tokens: int) -> dict[str, Any]:
     if output_tokens == 0:
         return {"cost_per_1k_output_tokens_usd": None, "cost_per_1k_output_tokens_nano": None}
@@ -441,66 +298,209 @@ def _ms(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-@get("/analytics/llm-performance")
-async def llm_performance_route(
-    caller: Caller,
-    engine: Engine,
-    start: Start = None,
-    end: End = None,
-    user_id: Annotated[
-        uuid.UUID | None, QueryParameter(description="admin key: only this user's requests")
-    ] = None,
-) -> PerformanceOut:
-    """Per model: requests, error rate, latency p50/p95, TTFT p50, tokens per second, cost per 1k output
-    tokens and the feedback its answers got. Ordered by requests, then model name."""
-    window = window_of(start, end)
-    target = _target_user(caller, user_id)
-    async with engine.connect() as conn:
-        if target is not None:
-            await require_user(conn, target, param=None)
-        report = await queries.llm_performance(conn, window, target)
-    data = []
-    for m in report.models:
-        s, p, f = m.sums, m.percentiles, m.feedback
-        data.append(
-            ModelPerformanceOut(
-                model=m.model.name,
-                llm_id=m.model.llm_id,
-                provider=m.model.provider,
-                requests=s.requests,
-                successes=s.successes,
-                errors=s.errors,
-                cancelled=s.cancelled,
-                error_rate=_ratio(s.errors, s.requests),
-                latency_ms=LatencyOut(p50=_ms(p.latency_p50), p95=_ms(p.latency_p95)),
-                ttft_ms=TtftOut(p50=_ms(p.ttft_p50)),
-                output_tokens=s.output_tokens,
-                tokens_per_second=_ratio(s.success_output_tokens * 1000, s.success_latency_ms_sum, 3),
-                **money(s.cost_nano, "cost"),
-                **_cost_per_1k(s.cost_nano, s.output_tokens),
-                feedback=FeedbackOut(
-                    count=f.count,
-                    stars_count=f.stars_count,
-                    stars_average=_ratio(f.stars_sum, f.stars_count, 3),
-                    thumbs_up=f.thumbs_up,
-                    thumbs_down=f.thumbs_down,
-                    thumbs_up_rate=_ratio(f.thumbs_up, f.thumbs_up + f.thumbs_down),
-                ),
-            )
+class AnalyticsController(Controller):
+    """Usage, costs, per-model performance and top LLMs. (Guard and dependencies: on the admin router.)"""
+
+    path = "/"
+    tags = ("analytics",)
+
+    @get("/analytics/usage/{user_id:uuid}")
+    async def usage_route(
+        self,
+        caller: Caller,
+        engine: Engine,
+        user_id: FromPath[uuid.UUID],
+        start: Start = None,
+        end: End = None,
+        granularity: FromQuery[Literal["day", "week", "month"]] = "day",
+    ) -> UsageReportOut:
+        """A user's requests, tokens by kind and cost: totals, a series per UTC day/week/month, and per model.
+
+        The series lists only periods with requests, oldest first; models are ordered by cost, then name.
+        """
+        caller.require_user(user_id)
+        window = window_of(start, end)
+        async with engine.connect() as conn:
+            await require_user(conn, user_id, param=None)
+            found = await queries.user_usage_by_day_and_model(conn, user_id, window)
+            catalog = await queries.catalog_entries(conn)
+        periods: dict[datetime, Sums] = defaultdict(Sums)
+        models: dict[str, Sums] = defaultdict(Sums)
+        for (day, model), sums in found.items():
+            periods[period_start(day, granularity)].add(sums)
+            models[model].add(sums)
+        by_model = sorted(models.items(), key=lambda item: (-item[1].cost_nano, item[0]))
+        return UsageReportOut(
+            user_id=user_id,
+            start=window.start,
+            end=window.end,
+            granularity=granularity,
+            totals=UsageFiguresOut(**_usage_fields(Sums.total(models.values()))),
+            series=[UsagePeriodOut(period_start=p, **_usage_fields(periods[p])) for p in sorted(periods)],
+            by_model=[ModelUsageOut(**_model_fields(m, catalog), **_usage_fields(s)) for m, s in by_model],
         )
-    return PerformanceOut(
-        start=window.start,
-        end=window.end,
-        scope="all" if target is None else "user",
-        user_id=target,
-        percentile_method=report.percentile_method,
-        data=data,
-    )
 
+    @get("/analytics/costs/{workspace_id:uuid}")
+    async def costs_route(
+        self,
+        caller: Caller,
+        engine: Engine,
+        page: Paging,
+        workspace_id: FromPath[uuid.UUID],
+        start: Start = None,
+        end: End = None,
+    ) -> WorkspaceCostsOut:
+        """A workspace's cost by user (paged: highest cost first, ties by user id) and by model, split into
+        platform calls and BYOK calls. Admin key, or a workspace owner's or admin's own key."""
+        limit, offset = page.limit, page.offset
+        window = window_of(start, end)
+        async with engine.connect() as conn:
+            if caller.is_admin:
+                visible = await users.workspace_exists(conn, workspace_id)
+            else:
+                assert caller.user_id is not None
+                visible = await users.workspace_role(conn, workspace_id, caller.user_id) in ("owner", "admin")
+            if not visible:
+                raise not_found("workspace")
+            found = await queries.workspace_costs_by_user_and_model(conn, workspace_id, window)
+            catalog = await queries.catalog_entries(conn)
+            by_user = _split_byok(found, lambda k: (k[0], k[2]))
+            ranked = sorted(by_user.items(), key=lambda item: (-Sums.total(item[1]).cost_nano, str(item[0])))
+            chunk = ranked[offset : offset + limit]
+            emails = await users.user_emails(conn, [u for u, _ in chunk])
+        by_model = _split_byok(found, lambda k: (k[1], k[2]))
+        models = sorted(by_model.items(), key=lambda item: (-Sums.total(item[1]).cost_nano, item[0]))
+        platform = Sums.total(p for p, _ in by_model.values())
+        byok = Sums.total(b for _, b in by_model.values())
+        return WorkspaceCostsOut(
+            workspace_id=workspace_id,
+            start=window.start,
+            end=window.end,
+            totals=CostBreakdownOut(**_breakdown_fields(platform, byok)),
+            by_model=[
+                ModelCostOut(**_model_fields(m, catalog), **_breakdown_fields(*pair)) for m, pair in models
+            ],
+            by_user=UserCostPage(
+                data=[
+                    UserCostOut(user_id=u, email=emails.get(u), **_breakdown_fields(*pair))
+                    for u, pair in chunk
+                ],
+                total=len(ranked),
+                limit=limit,
+                offset=offset,
+                has_more=offset + len(chunk) < len(ranked),
+            ),
+        )
 
-def router() -> Router:
-    return Router(
-        path="/",
-        tags=["analytics"],
-        route_handlers=[usage_route, costs_route, top_llms_route, llm_performance_route],
-    )
+    @get("/analytics/top-llms")
+    async def top_llms_route(
+        self,
+        caller: Caller,
+        engine: Engine,
+        start: Start = None,
+        end: End = None,
+        user_id: Annotated[
+            uuid.UUID | None, QueryParameter(description="admin key: only this user's requests")
+        ] = None,
+        order_by: FromQuery[Literal["cost", "requests", "tokens"]] = "cost",
+        limit: Annotated[int, QueryParameter(description="how many models, 1 to 100")] = 10,
+    ) -> TopLlmsOut:
+        """The models with the highest cost (or requests, or tokens) in the range, with their share of the
+        total cost and the platform/BYOK split. Ties are ordered by model name."""
+        if not 1 <= limit <= 100:
+            raise bad_request("'limit' must be between 1 and 100.", param="limit")
+        window = window_of(start, end)
+        target = _target_user(caller, user_id)
+        async with engine.connect() as conn:
+            if target is not None:
+                await require_user(conn, target, param=None)
+            found = await queries.totals_by_model(conn, window, target)
+            catalog = await queries.catalog_entries(conn)
+        per_model = _split_byok(found, lambda k: k)
+
+        def measure(sums: Sums) -> int:
+            if order_by == "requests":
+                return sums.requests
+            if order_by == "tokens":
+                return sums.input_tokens + sums.output_tokens
+            return sums.cost_nano
+
+        totals = {m: Sums.total(pair) for m, pair in per_model.items()}
+        ranked = sorted(per_model, key=lambda m: (-measure(totals[m]), m))
+        grand = Sums.total(totals.values())
+        return TopLlmsOut(
+            start=window.start,
+            end=window.end,
+            scope="all" if target is None else "user",
+            user_id=target,
+            order_by=order_by,
+            models_total=len(ranked),
+            totals=CostFiguresOut(**_cost_fields(grand)),
+            data=[
+                TopLlmOut(
+                    rank=rank,
+                    **_model_fields(m, catalog),
+                    tokens=tokens_out(totals[m]),
+                    cost_share=_ratio(totals[m].cost_nano, grand.cost_nano),
+                    **_breakdown_fields(*per_model[m]),
+                )
+                for rank, m in enumerate(ranked[:limit], start=1)
+            ],
+        )
+
+    @get("/analytics/llm-performance")
+    async def llm_performance_route(
+        self,
+        caller: Caller,
+        engine: Engine,
+        start: Start = None,
+        end: End = None,
+        user_id: Annotated[
+            uuid.UUID | None, QueryParameter(description="admin key: only this user's requests")
+        ] = None,
+    ) -> PerformanceOut:
+        """Per model: requests, error rate, latency p50/p95, TTFT p50, tokens per second, cost per 1k output
+        tokens and the feedback its answers got. Ordered by requests, then model name."""
+        window = window_of(start, end)
+        target = _target_user(caller, user_id)
+        async with engine.connect() as conn:
+            if target is not None:
+                await require_user(conn, target, param=None)
+            report = await queries.llm_performance(conn, window, target)
+        data = []
+        for m in report.models:
+            s, p, f = m.sums, m.percentiles, m.feedback
+            data.append(
+                ModelPerformanceOut(
+                    model=m.model.name,
+                    llm_id=m.model.llm_id,
+                    provider=m.model.provider,
+                    requests=s.requests,
+                    successes=s.successes,
+                    errors=s.errors,
+                    cancelled=s.cancelled,
+                    error_rate=_ratio(s.errors, s.requests),
+                    latency_ms=LatencyOut(p50=_ms(p.latency_p50), p95=_ms(p.latency_p95)),
+                    ttft_ms=TtftOut(p50=_ms(p.ttft_p50)),
+                    output_tokens=s.output_tokens,
+                    tokens_per_second=_ratio(s.success_output_tokens * 1000, s.success_latency_ms_sum, 3),
+                    **money(s.cost_nano, "cost"),
+                    **_cost_per_1k(s.cost_nano, s.output_tokens),
+                    feedback=FeedbackOut(
+                        count=f.count,
+                        stars_count=f.stars_count,
+                        stars_average=_ratio(f.stars_sum, f.stars_count, 3),
+                        thumbs_up=f.thumbs_up,
+                        thumbs_down=f.thumbs_down,
+                        thumbs_up_rate=_ratio(f.thumbs_up, f.thumbs_up + f.thumbs_down),
+                    ),
+                )
+            )
+        return PerformanceOut(
+            start=window.start,
+            end=window.end,
+            scope="all" if target is None else "user",
+            user_id=target,
+            percentile_method=report.percentile_method,
+            data=data,
+        )

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
-from litestar import Response, Router, get, post
+from litestar import Controller, Response, get, post
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from gateway.api.admin.common import Body, Struct, aware, shape
@@ -168,117 +168,112 @@ def invoice_out(inv: Any) -> InvoiceOut:
 # -- credits and balances ------------------------------------------------------------------------
 
 
-@post("/billing/add-credits")
-async def add_credits_route(
-    caller: Caller, runtime: AppRuntime, data: JSONBody[AddCreditsIn]
-) -> Response[CreditOut]:
-    """Add credits to a user's balance, once per idempotency key: a replay returns the first top-up (200)
-    and moves nothing; a first top-up answers 201. Reusing a key for another user or amount is a 409.
-    Admin only."""
-    caller.require_user(data.user_id)
-    caller.require_admin()
-    top_up = await service.add_credits(
-        runtime.engine,
-        runtime.ledger,
-        data.user_id,
-        data.amount_usd,
-        data.idempotency_key,
-        description=data.description,
-    )
-    return Response(shape(top_up, CreditOut), status_code=200 if top_up.replayed else 201)
-
-
-@get("/billing/balance/{user_id:uuid}")
-async def balance_route(caller: Caller, runtime: AppRuntime, user_id: FromPath[uuid.UUID]) -> BalanceOut:
-    """A user's settled balance, what requests in flight hold, and what is available to spend."""
-    caller.require_user(user_id)
-    return shape(await service.balance(runtime.engine, runtime.ledger, user_id), BalanceOut)
-
-
-@get("/billing/events/{user_id:uuid}")
-async def events_route(
-    caller: Caller,
-    engine: Engine,
-    page: Paging,
-    user_id: FromPath[uuid.UUID],
-    event_types: Annotated[
-        list[str] | None, QueryParameter(name="type", description="repeatable: usage, credit, refund, …")
-    ] = None,
-    start: Annotated[datetime | None, QueryParameter(description="inclusive, with a time zone")] = None,
-    end: Annotated[datetime | None, QueryParameter(description="exclusive, with a time zone")] = None,
-    invoice_id: FromQuery[uuid.UUID | None] = None,
-    order: FromQuery[Literal["asc", "desc"]] = "asc",
-) -> EventPage:
-    """A user's ledger events in time order (ties by id), filtered by type, time range and invoice."""
-    caller.require_user(user_id)
-    async with engine.connect() as conn:
-        found = await service.list_events(
-            conn,
-            user_id,
-            page,
-            types=event_types or [],
-            start=aware(start, "start"),
-            end=aware(end, "end"),
-            invoice_id=invoice_id,
-            newest_first=order == "desc",
-        )
-    return EventPage(
-        data=[shape(e, EventOut) for e in found.items],
-        total=found.total,
-        limit=found.limit,
-        offset=found.offset,
-        has_more=found.has_more,
-    )
-
-
 # -- invoices ------------------------------------------------------------------------------------
 
 
-@post("/billing/invoices", status_code=201)
-async def create_invoice_route(caller: Caller, engine: Engine, data: JSONBody[CreateInvoiceIn]) -> InvoiceOut:
-    """Close a user's period into one invoice: usage per model, fees, credits, refunds and adjustments,
-    whose total equals the ledger over the period to the nano-USD. Refused (409) when the period overlaps
-    one of the user's invoices. Admin only."""
-    caller.require_user(data.user_id)
-    caller.require_admin()
-    return invoice_out(await service.create_invoice(engine, data.user_id, data.period_start, data.period_end))
+class BillingController(Controller):
+    """Credits, balances, ledger events and invoices. (Guard and dependencies: on the admin router.)"""
 
+    path = "/"
+    tags = ("billing",)
 
-@get("/billing/invoice/{invoice_id:uuid}")
-async def get_invoice_route(caller: Caller, engine: Engine, invoice_id: FromPath[uuid.UUID]) -> InvoiceOut:
-    """One invoice with its lines, totals and the balance before and at the end of its period."""
-    async with engine.connect() as conn:
-        return invoice_out(await service.get_invoice(conn, invoice_id, owner=caller.user_id))
+    @post("/billing/add-credits")
+    async def add_credits_route(
+        self, caller: Caller, runtime: AppRuntime, data: JSONBody[AddCreditsIn]
+    ) -> Response[CreditOut]:
+        """Add credits to a user's balance, once per idempotency key: a replay returns the first top-up (200)
+        and moves nothing; a first top-up answers 201. Reusing a key for another user or amount is a 409.
+        Admin only."""
+        caller.require_user(data.user_id)
+        caller.require_admin()
+        top_up = await service.add_credits(
+            runtime.engine,
+            runtime.ledger,
+            data.user_id,
+            data.amount_usd,
+            data.idempotency_key,
+            description=data.description,
+        )
+        return Response(shape(top_up, CreditOut), status_code=200 if top_up.replayed else 201)
 
-
-@get("/billing/invoices")
-async def list_invoices_route(
-    caller: Caller, engine: Engine, page: Paging, user_id: FromQuery[uuid.UUID | None] = None
-) -> InvoicePage:
-    """Invoices by period, oldest first, optionally of one user. A user's own key sees its user's."""
-    if user_id is not None:
+    @get("/billing/balance/{user_id:uuid}")
+    async def balance_route(
+        self, caller: Caller, runtime: AppRuntime, user_id: FromPath[uuid.UUID]
+    ) -> BalanceOut:
+        """A user's settled balance, what requests in flight hold, and what is available to spend."""
         caller.require_user(user_id)
-    async with engine.connect() as conn:
-        found = await service.list_invoices(conn, page, user_id=user_id or caller.user_id)
-    return InvoicePage(
-        data=[invoice_out(i) for i in found.items],
-        total=found.total,
-        limit=found.limit,
-        offset=found.offset,
-        has_more=found.has_more,
-    )
+        return shape(await service.balance(runtime.engine, runtime.ledger, user_id), BalanceOut)
 
+    @get("/billing/events/{user_id:uuid}")
+    async def events_route(
+        self,
+        caller: Caller,
+        engine: Engine,
+        page: Paging,
+        user_id: FromPath[uuid.UUID],
+        event_types: Annotated[
+            list[str] | None, QueryParameter(name="type", description="repeatable: usage, credit, refund, …")
+        ] = None,
+        start: Annotated[datetime | None, QueryParameter(description="inclusive, with a time zone")] = None,
+        end: Annotated[datetime | None, QueryParameter(description="exclusive, with a time zone")] = None,
+        invoice_id: FromQuery[uuid.UUID | None] = None,
+        order: FromQuery[Literal["asc", "desc"]] = "asc",
+    ) -> EventPage:
+        """A user's ledger events in time order (ties by id), filtered by type, time range and invoice."""
+        caller.require_user(user_id)
+        async with engine.connect() as conn:
+            found = await service.list_events(
+                conn,
+                user_id,
+                page,
+                types=event_types or [],
+                start=aware(start, "start"),
+                end=aware(end, "end"),
+                invoice_id=invoice_id,
+                newest_first=order == "desc",
+            )
+        return EventPage(
+            data=[shape(e, EventOut) for e in found.items],
+            total=found.total,
+            limit=found.limit,
+            offset=found.offset,
+            has_more=found.has_more,
+        )
 
-def router() -> Router:
-    return Router(
-        path="/",
-        tags=["billing"],
-        route_handlers=[
-            add_credits_route,
-            balance_route,
-            events_route,
-            create_invoice_route,
-            get_invoice_route,
-            list_invoices_route,
-        ],
-    )
+    @post("/billing/invoices", status_code=201)
+    async def create_invoice_route(
+        self, caller: Caller, engine: Engine, data: JSONBody[CreateInvoiceIn]
+    ) -> InvoiceOut:
+        """Close a user's period into one invoice: usage per model, fees, credits, refunds and adjustments,
+        whose total equals the ledger over the period to the nano-USD. Refused (409) when the period overlaps
+        one of the user's invoices. Admin only."""
+        caller.require_user(data.user_id)
+        caller.require_admin()
+        return invoice_out(
+            await service.create_invoice(engine, data.user_id, data.period_start, data.period_end)
+        )
+
+    @get("/billing/invoice/{invoice_id:uuid}")
+    async def get_invoice_route(
+        self, caller: Caller, engine: Engine, invoice_id: FromPath[uuid.UUID]
+    ) -> InvoiceOut:
+        """One invoice with its lines, totals and the balance before and at the end of its period."""
+        async with engine.connect() as conn:
+            return invoice_out(await service.get_invoice(conn, invoice_id, owner=caller.user_id))
+
+    @get("/billing/invoices")
+    async def list_invoices_route(
+        self, caller: Caller, engine: Engine, page: Paging, user_id: FromQuery[uuid.UUID | None] = None
+    ) -> InvoicePage:
+        """Invoices by period, oldest first, optionally of one user. A user's own key sees its user's."""
+        if user_id is not None:
+            caller.require_user(user_id)
+        async with engine.connect() as conn:
+            found = await service.list_invoices(conn, page, user_id=user_id or caller.user_id)
+        return InvoicePage(
+            data=[invoice_out(i) for i in found.items],
+            total=found.total,
+            limit=found.limit,
+            offset=found.offset,
+            has_more=found.has_more,
+        )

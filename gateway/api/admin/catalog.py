@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Router, get, post, put
+from litestar import Controller, get, post, put
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from gateway.api.admin.common import Body, Struct
@@ -171,44 +171,6 @@ async def _detail(engine: Engine, name: str) -> LlmDetailOut:
 # -- routes --------------------------------------------------------------------------------------
 
 
-@get("/llms")
-async def list_llms_route(
-    engine: Engine,
-    page: Paging,
-    active: FromQuery[bool | None] = None,
-    provider: FromQuery[str | None] = None,
-) -> LlmPage:
-    """The catalog by id, active and inactive models, with their current prices."""
-    async with engine.connect() as conn:
-        found = await repository.list_llms(conn, page, active=active, provider=provider)
-    return LlmPage(
-        data=[LlmOut(**_llm_fields(m)) for m in found.items],
-        total=found.total,
-        limit=found.limit,
-        offset=found.offset,
-        has_more=found.has_more,
-    )
-
-
-@get("/llms/{name:str}")
-async def get_llm_route(engine: Engine, name: FromPath[str]) -> LlmDetailOut:
-    """One model with every price version it has had."""
-    return await _detail(engine, name)
-
-
-@put("/llms/{name:str}")
-async def set_price_route(
-    caller: Caller, runtime: AppRuntime, name: FromPath[str], data: JSONBody[SetPriceIn]
-) -> LlmDetailOut:
-    """Give a model a new price version; charged usage keeps its own. Admin only."""
-    caller.require_admin()
-    change = _price_change(data)
-    async with runtime.engine.begin() as conn:
-        await service.set_price(conn, name, change)
-    await runtime.catalog.refresh()
-    return await _detail(runtime.engine, name)
-
-
 async def _set_active(caller: Caller, runtime: AppRuntime, name: str, active: bool) -> LlmOut:
     caller.require_admin()
     async with runtime.engine.begin() as conn:
@@ -217,27 +179,54 @@ async def _set_active(caller: Caller, runtime: AppRuntime, name: str, active: bo
     return LlmOut(**_llm_fields(model))
 
 
-@post("/llms/{name:str}/activate", status_code=200)
-async def activate_llm_route(caller: Caller, runtime: AppRuntime, name: FromPath[str]) -> LlmOut:
-    """Serve a model again (it appears in /v1/models). Admin only."""
-    return await _set_active(caller, runtime, name, True)
+class CatalogController(Controller):
+    """The model catalog and its price versions. (Guard and dependencies: on the admin router.)"""
 
+    path = "/"
+    tags = ("catalog",)
 
-@post("/llms/{name:str}/deactivate", status_code=200)
-async def deactivate_llm_route(caller: Caller, runtime: AppRuntime, name: FromPath[str]) -> LlmOut:
-    """Stop serving a model (requests for it get 404 model_not_found); its history stays. Admin only."""
-    return await _set_active(caller, runtime, name, False)
+    @get("/llms")
+    async def list_llms_route(
+        self,
+        engine: Engine,
+        page: Paging,
+        active: FromQuery[bool | None] = None,
+        provider: FromQuery[str | None] = None,
+    ) -> LlmPage:
+        """The catalog by id, active and inactive models, with their current prices."""
+        async with engine.connect() as conn:
+            found = await repository.list_llms(conn, page, active=active, provider=provider)
+        return LlmPage(
+            data=[LlmOut(**_llm_fields(m)) for m in found.items],
+            total=found.total,
+            limit=found.limit,
+            offset=found.offset,
+            has_more=found.has_more,
+        )
 
+    @get("/llms/{name:str}")
+    async def get_llm_route(self, engine: Engine, name: FromPath[str]) -> LlmDetailOut:
+        """One model with every price version it has had."""
+        return await _detail(engine, name)
 
-def router() -> Router:
-    return Router(
-        path="/",
-        tags=["catalog"],
-        route_handlers=[
-            list_llms_route,
-            get_llm_route,
-            set_price_route,
-            activate_llm_route,
-            deactivate_llm_route,
-        ],
-    )
+    @put("/llms/{name:str}")
+    async def set_price_route(
+        self, caller: Caller, runtime: AppRuntime, name: FromPath[str], data: JSONBody[SetPriceIn]
+    ) -> LlmDetailOut:
+        """Give a model a new price version; charged usage keeps its own. Admin only."""
+        caller.require_admin()
+        change = _price_change(data)
+        async with runtime.engine.begin() as conn:
+            await service.set_price(conn, name, change)
+        await runtime.catalog.refresh()
+        return await _detail(runtime.engine, name)
+
+    @post("/llms/{name:str}/activate", status_code=200)
+    async def activate_llm_route(self, caller: Caller, runtime: AppRuntime, name: FromPath[str]) -> LlmOut:
+        """Serve a model again (it appears in /v1/models). Admin only."""
+        return await _set_active(caller, runtime, name, True)
+
+    @post("/llms/{name:str}/deactivate", status_code=200)
+    async def deactivate_llm_route(self, caller: Caller, runtime: AppRuntime, name: FromPath[str]) -> LlmOut:
+        """Stop serving a model (requests for it get 404 model_not_found); its history stays. Admin only."""
+        return await _set_active(caller, runtime, name, False)

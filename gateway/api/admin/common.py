@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 import msgspec
 from litestar import Request, Response
 
-from gateway.errors import GatewayError, bad_request, encode_error
+from gateway.errors import bad_request, encode_error
 from pricing.money import format_usd
 from storage.errors import Conflict, DomainError, InvalidInput, NotConfigured, NotFound
 from storage.views import to_dict
@@ -60,10 +60,6 @@ def aware(value: datetime | None, param: str) -> datetime | None:
     if value.tzinfo is None:
         raise bad_request(f"'{param}' needs a time zone, e.g. 2026-11-01T00:00:00Z.", param=param)
     return value.astimezone(UTC)
-
-
-def conflict(message: str, code: str, param: str | None = None) -> GatewayError:
-    return GatewayError(409, message, code=code, param=param)
 
 
 class Struct(msgspec.Struct, kw_only=True):

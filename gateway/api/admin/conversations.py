@@ -19,7 +19,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from litestar import Response, Router, delete, get, post
+from litestar import Controller, Response, delete, get, post
 from litestar.params import FromPath, JSONBody
 
 from gateway.api.admin.analytics import TokensOut
@@ -225,103 +225,6 @@ class TagIn(Body):
 # -- routes --------------------------------------------------------------------------------------
 
 
-@get("/conversations/{conversation_id:uuid}")
-async def conversation_route(
-    caller: Caller,
-    engine: Engine,
-    conversation_id: FromPath[uuid.UUID],
-    page: Paging,
-) -> ConversationOut:
-    """A conversation with its tags, its per-model totals (conversation_llms) and a page of its messages
-    (oldest first, ties by id), each with its usage and its feedback."""
-    limit, offset = page.limit, page.offset
-    async with engine.connect() as conn:
-        conv = await store.get_conversation(conn, conversation_id)
-        if conv is None or not _owned_by_caller(caller, conv.user_id):
-            raise not_found("conversation")
-        llm_rows = await store.conversation_llm_rows(conn, conversation_id)
-        found = await store.list_messages(conn, conversation_id, limit=limit, offset=offset)
-        ratings = await store.feedback_for_messages(conn, [m.id for m in found.items])
-        conv_tags = await store.list_tags(
-            conn, "conversation", conversation_id, limit=MAX_TAGS_SHOWN, offset=0
-        )
-    return ConversationOut(
-        id=conv.id,
-        user_id=conv.user_id,
-        workspace_id=conv.workspace_id,
-        api_key_id=conv.api_key_id,
-        title=conv.title,
-        created_at=conv.created_at,
-        updated_at=conv.updated_at,
-        tags=[tag_out(t) for t in conv_tags.items],
-        llms=[_llm_out(row) for row in llm_rows],
-        messages=MessagePage(
-            data=[
-                MessageOut(
-                    id=m.id,
-                    role=m.role,
-                    llm_id=m.llm_id,
-                    model=m.model,
-                    request_id=m.request_id,
-                    finish_reason=m.finish_reason,
-                    created_at=m.created_at,
-                    prompt=m.prompt,
-                    content=m.content,
-                    usage=None if m.usage is None else _usage_out(m.usage),
-                    feedback=[feedback_out(f) for f in ratings.get(m.id, [])],
-                )
-                for m in found.items
-            ],
-            total=found.total,
-            limit=limit,
-            offset=offset,
-            has_more=found.has_more,
-        ),
-    )
-
-
-@post("/messages/{message_id:uuid}/feedback")
-async def rate_message_route(
-    caller: Caller, engine: Engine, message_id: FromPath[uuid.UUID], data: JSONBody[FeedbackIn]
-) -> Response[FeedbackOut]:
-    """Rate a message: thumbs ("up"/"down") or stars (1–5), with an optional comment and categories.
-    201 when new; 200 when it replaces the caller's earlier rating of the message."""
-    async with engine.begin() as conn:
-        message = await store.get_message(conn, message_id)
-        if message is None or not _owned_by_caller(caller, message.user_id):
-            raise not_found("message")
-        saved, created = await service.rate_message(
-            conn,
-            message,
-            user_id=caller.user_id,
-            rating=data.rating,
-            scale=data.scale,
-            comment=data.comment,
-            categories=data.categories,
-        )
-    return Response(feedback_out(saved), status_code=201 if created else 200)
-
-
-@get("/messages/{message_id:uuid}/feedback")
-async def list_feedback_route(
-    caller: Caller, engine: Engine, page: Paging, message_id: FromPath[uuid.UUID]
-) -> FeedbackPage:
-    """A message's feedback, oldest first (ties by id)."""
-    limit, offset = page.limit, page.offset
-    async with engine.connect() as conn:
-        message = await store.get_message(conn, message_id)
-        if message is None or not _owned_by_caller(caller, message.user_id):
-            raise not_found("message")
-        found = await store.list_feedback(conn, message_id, limit=limit, offset=offset)
-    return FeedbackPage(
-        data=[feedback_out(f) for f in found.items],
-        total=found.total,
-        limit=limit,
-        offset=offset,
-        has_more=found.has_more,
-    )
-
-
 async def _visible_target(conn: Any, caller: Caller, target_type: str, target_id: uuid.UUID) -> None:
     """404 unless the target exists and the caller may see it (its owner, or a workspace's member)."""
     facts = await store.target_facts(conn, target_type, target_id)
@@ -329,92 +232,182 @@ async def _visible_target(conn: Any, caller: Caller, target_type: str, target_id
         raise not_found(target_type)
 
 
-@post("/tags")
-async def add_tag_route(caller: Caller, engine: Engine, data: JSONBody[TagIn]) -> Response[TagOut]:
-    """Tag a conversation, message, user or workspace. 201 when new; 200 with the existing tag when the
-    target carries that name already."""
-    async with engine.begin() as conn:
-        # Someone else's target is a 404 before anything about the body is judged.
-        await _visible_target(conn, caller, data.target_type, data.target_id)
-        if not caller.is_admin:
-            if data.is_auto:
-                raise GatewayError(
-                    403, "Only the admin key adds automatic tags.", type="permission_error", param="is_auto"
-                )
-            if data.author_user_id not in (None, caller.user_id):
-                raise GatewayError(
-                    403,
-                    "A user's tags are written by that user; 'author_user_id' needs the admin key.",
-                    type="permission_error",
-                    param="author_user_id",
-                )
-        tag, created = await service.add_tag(
-            conn,
-            target_type=data.target_type,
-            target_id=data.target_id,
-            name=data.name,
-            is_auto=data.is_auto,
-            confidence=data.confidence,
-            author_user_id=caller.user_id if not caller.is_admin else data.author_user_id,
+class ConversationsController(Controller):
+    """Conversations, feedback on messages, and tags. (Guard and dependencies: on the admin router.)"""
+
+    path = "/"
+    tags = ("conversations",)
+
+    @get("/conversations/{conversation_id:uuid}")
+    async def conversation_route(
+        self,
+        caller: Caller,
+        engine: Engine,
+        conversation_id: FromPath[uuid.UUID],
+        page: Paging,
+    ) -> ConversationOut:
+        """A conversation with its tags, its per-model totals (conversation_llms) and a page of its messages
+        (oldest first, ties by id), each with its usage and its feedback."""
+        limit, offset = page.limit, page.offset
+        async with engine.connect() as conn:
+            conv = await store.get_conversation(conn, conversation_id)
+            if conv is None or not _owned_by_caller(caller, conv.user_id):
+                raise not_found("conversation")
+            llm_rows = await store.conversation_llm_rows(conn, conversation_id)
+            found = await store.list_messages(conn, conversation_id, limit=limit, offset=offset)
+            ratings = await store.feedback_for_messages(conn, [m.id for m in found.items])
+            conv_tags = await store.list_tags(
+                conn, "conversation", conversation_id, limit=MAX_TAGS_SHOWN, offset=0
+            )
+        return ConversationOut(
+            id=conv.id,
+            user_id=conv.user_id,
+            workspace_id=conv.workspace_id,
+            api_key_id=conv.api_key_id,
+            title=conv.title,
+            created_at=conv.created_at,
+            updated_at=conv.updated_at,
+            tags=[tag_out(t) for t in conv_tags.items],
+            llms=[_llm_out(row) for row in llm_rows],
+            messages=MessagePage(
+                data=[
+                    MessageOut(
+                        id=m.id,
+                        role=m.role,
+                        llm_id=m.llm_id,
+                        model=m.model,
+                        request_id=m.request_id,
+                        finish_reason=m.finish_reason,
+                        created_at=m.created_at,
+                        prompt=m.prompt,
+                        content=m.content,
+                        usage=None if m.usage is None else _usage_out(m.usage),
+                        feedback=[feedback_out(f) for f in ratings.get(m.id, [])],
+                    )
+                    for m in found.items
+                ],
+                total=found.total,
+                limit=limit,
+                offset=offset,
+                has_more=found.has_more,
+            ),
         )
-    return Response(tag_out(tag), status_code=201 if created else 200)
 
+    @post("/messages/{message_id:uuid}/feedback")
+    async def rate_message_route(
+        self, caller: Caller, engine: Engine, message_id: FromPath[uuid.UUID], data: JSONBody[FeedbackIn]
+    ) -> Response[FeedbackOut]:
+        """Rate a message: thumbs ("up"/"down") or stars (1–5), with an optional comment and categories.
+        201 when new; 200 when it replaces the caller's earlier rating of the message."""
+        async with engine.begin() as conn:
+            message = await store.get_message(conn, message_id)
+            if message is None or not _owned_by_caller(caller, message.user_id):
+                raise not_found("message")
+            saved, created = await service.rate_message(
+                conn,
+                message,
+                user_id=caller.user_id,
+                rating=data.rating,
+                scale=data.scale,
+                comment=data.comment,
+                categories=data.categories,
+            )
+        return Response(feedback_out(saved), status_code=201 if created else 200)
 
-@get("/tags/{target_type:str}/{target_id:uuid}")
-async def list_tags_route(
-    caller: Caller,
-    engine: Engine,
-    target_type: FromPath[str],
-    target_id: FromPath[uuid.UUID],
-    page: Paging,
-) -> TagPage:
-    """The tags of one target, oldest first (ties by id)."""
-    if target_type not in TAG_TARGET_TYPES:
-        raise bad_request(f"'target_type' must be one of {', '.join(TAG_TARGET_TYPES)}.", param="target_type")
-    limit, offset = page.limit, page.offset
-    async with engine.connect() as conn:
-        await _visible_target(conn, caller, target_type, target_id)
-        found = await store.list_tags(conn, target_type, target_id, limit=limit, offset=offset)
-    return TagPage(
-        data=[tag_out(t) for t in found.items],
-        total=found.total,
-        limit=limit,
-        offset=offset,
-        has_more=found.has_more,
-    )
+    @get("/messages/{message_id:uuid}/feedback")
+    async def list_feedback_route(
+        self, caller: Caller, engine: Engine, page: Paging, message_id: FromPath[uuid.UUID]
+    ) -> FeedbackPage:
+        """A message's feedback, oldest first (ties by id)."""
+        limit, offset = page.limit, page.offset
+        async with engine.connect() as conn:
+            message = await store.get_message(conn, message_id)
+            if message is None or not _owned_by_caller(caller, message.user_id):
+                raise not_found("message")
+            found = await store.list_feedback(conn, message_id, limit=limit, offset=offset)
+        return FeedbackPage(
+            data=[feedback_out(f) for f in found.items],
+            total=found.total,
+            limit=limit,
+            offset=offset,
+            has_more=found.has_more,
+        )
 
+    @post("/tags")
+    async def add_tag_route(self, caller: Caller, engine: Engine, data: JSONBody[TagIn]) -> Response[TagOut]:
+        """Tag a conversation, message, user or workspace. 201 when new; 200 with the existing tag when the
+        target carries that name already."""
+        async with engine.begin() as conn:
+            # Someone else's target is a 404 before anything about the body is judged.
+            await _visible_target(conn, caller, data.target_type, data.target_id)
+            if not caller.is_admin:
+                if data.is_auto:
+                    raise GatewayError(
+                        403,
+                        "Only the admin key adds automatic tags.",
+                        type="permission_error",
+                        param="is_auto",
+                    )
+                if data.author_user_id not in (None, caller.user_id):
+                    raise GatewayError(
+                        403,
+                        "A user's tags are written by that user; 'author_user_id' needs the admin key.",
+                        type="permission_error",
+                        param="author_user_id",
+                    )
+            tag, created = await service.add_tag(
+                conn,
+                target_type=data.target_type,
+                target_id=data.target_id,
+                name=data.name,
+                is_auto=data.is_auto,
+                confidence=data.confidence,
+                author_user_id=caller.user_id if not caller.is_admin else data.author_user_id,
+            )
+        return Response(tag_out(tag), status_code=201 if created else 200)
 
-@delete("/tags/{tag_id:uuid}")
-async def delete_tag_route(caller: Caller, engine: Engine, tag_id: FromPath[uuid.UUID]) -> None:
-    """Remove a tag (204). A user removes only tags they wrote, on targets they can see."""
-    async with engine.begin() as conn:
-        tag = await store.get_tag(conn, tag_id)
-        if tag is None:
-            raise not_found("tag")
-        if not caller.is_admin:
-            facts = await store.target_facts(conn, tag.target_type, tag.target_id)
-            if caller.user_id not in facts.owners:
+    @get("/tags/{target_type:str}/{target_id:uuid}")
+    async def list_tags_route(
+        self,
+        caller: Caller,
+        engine: Engine,
+        target_type: FromPath[str],
+        target_id: FromPath[uuid.UUID],
+        page: Paging,
+    ) -> TagPage:
+        """The tags of one target, oldest first (ties by id)."""
+        if target_type not in TAG_TARGET_TYPES:
+            raise bad_request(
+                f"'target_type' must be one of {', '.join(TAG_TARGET_TYPES)}.", param="target_type"
+            )
+        limit, offset = page.limit, page.offset
+        async with engine.connect() as conn:
+            await _visible_target(conn, caller, target_type, target_id)
+            found = await store.list_tags(conn, target_type, target_id, limit=limit, offset=offset)
+        return TagPage(
+            data=[tag_out(t) for t in found.items],
+            total=found.total,
+            limit=limit,
+            offset=offset,
+            has_more=found.has_more,
+        )
+
+    @delete("/tags/{tag_id:uuid}")
+    async def delete_tag_route(self, caller: Caller, engine: Engine, tag_id: FromPath[uuid.UUID]) -> None:
+        """Remove a tag (204). A user removes only tags they wrote, on targets they can see."""
+        async with engine.begin() as conn:
+            tag = await store.get_tag(conn, tag_id)
+            if tag is None:
                 raise not_found("tag")
-            if tag.author_user_id != caller.user_id:
-                raise GatewayError(
-                    403,
-                    "Only the tag's author (or the admin key) removes it.",
-                    type="permission_error",
-                    code="not_tag_author",
-                )
-        await store.delete_tag(conn, tag_id)
-
-
-def router() -> Router:
-    return Router(
-        path="/",
-        tags=["conversations"],
-        route_handlers=[
-            conversation_route,
-            rate_message_route,
-            list_feedback_route,
-            add_tag_route,
-            list_tags_route,
-            delete_tag_route,
-        ],
-    )
+            if not caller.is_admin:
+                facts = await store.target_facts(conn, tag.target_type, tag.target_id)
+                if caller.user_id not in facts.owners:
+                    raise not_found("tag")
+                if tag.author_user_id != caller.user_id:
+                    raise GatewayError(
+                        403,
+                        "Only the tag's author (or the admin key) removes it.",
+                        type="permission_error",
+                        code="not_tag_author",
+                    )
+            await store.delete_tag(conn, tag_id)
