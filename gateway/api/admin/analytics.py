@@ -206,7 +206,7 @@ class PerformanceOut(Struct):
     end: datetime | None
     scope: str  # all | user
     user_id: uuid.UUID | None
-    percentile_method: str  # exact | histogram (storage/analytics.py)
+    percentile_method: str  # exact | histogram (storage/usage/analytics.py)
     data: list[ModelPerformanceOut]
 
 
