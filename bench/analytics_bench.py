@@ -47,8 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from config import Settings
 from gateway.app import create_app
 from migrations.runner import upgrade
+from storage.accounts.keys import create_key
 from storage.db import create_engine
-from storage.keys import create_key
 from storage.usage.rollups import rebuild_usage_rollups
 
 PG = os.environ.get("SYNAPGATE_BENCH_PG", "postgres@127.0.0.1:5432")

@@ -6,86 +6,22 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 from litestar import Litestar, Request, Response, get
 from litestar.exceptions import HTTPException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
-from redis.asyncio import Redis
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config import Settings, load_settings
 from gateway.api.admin import admin_router
 from gateway.api.openai import chat_completions_handler, list_models
-from gateway.auth import KeyAuthenticator
-from gateway.catalog_cache import CatalogCache
-from gateway.chat import ChatService
-from gateway.credentials import CredentialResolver
 from gateway.dashboard import dashboard_router
 from gateway.errors import GatewayError, encode_error
 from gateway.logging_setup import configure_logging
-from gateway.providers.registry import build_adapters
-from gateway.proxy import UpstreamClient
-from storage.credentials import cipher_for
-from storage.db import create_engine
-from storage.ledger.base import CreditLedger
-from storage.ledger.redis import RedisLedger
-from storage.ledger.sql import SqlLedger
-from storage.usage.group_commit import GroupCommitRecorder
+from gateway.runtime import Runtime, runtime_of
 
 log = logging.getLogger("synapgate.app")
-
-
-@dataclass
-class Runtime:
-    """The process-wide resources of one app, created in its lifespan and closed at shutdown."""
-
-    settings: Settings
-    engine: AsyncEngine = field(init=False)
-    redis: Redis | None = field(init=False, default=None)
-    ledger: CreditLedger = field(init=False)
-    upstream: UpstreamClient = field(init=False)
-    chat: ChatService = field(init=False)
-    recorder: GroupCommitRecorder = field(init=False)
-
-    async def start(self) -> None:
-        s = self.settings
-        self.engine = create_engine(s.database_url)
-        if s.redis_url:
-            self.redis = Redis.from_url(s.redis_url)
-            self.ledger = RedisLedger(self.redis, self.engine, s.reservation_ttl_seconds)
-        else:
-            self.ledger = SqlLedger(self.engine, s.reservation_ttl_seconds)
-        self.upstream = UpstreamClient(
-            s.upstream_connect_timeout, s.upstream_read_timeout, s.upstream_max_connections
-        )
-        cipher = cipher_for(s.secret_key.get_secret_value()) if s.secret_key else None
-        catalog = CatalogCache(self.engine)
-        await catalog.refresh()
-        self.recorder = GroupCommitRecorder(self.engine, self.ledger)
-        self.recorder.start()
-        self.chat = ChatService(
-            settings=s,
-            engine=self.engine,
-            ledger=self.ledger,
-            auth=KeyAuthenticator(self.engine, s.key_cache_seconds),
-            credentials=CredentialResolver(s, self.engine, cipher),
-            catalog=catalog,
-            upstream=self.upstream,
-            adapters=build_adapters(),
-            recorder=self.recorder,
-        )
-        log.info("started", extra={"ledger": type(self.ledger).__name__, "sqlite": s.is_sqlite})
-
-    async def stop(self) -> None:
-        await self.recorder.stop()  # every queued record is committed before the engine goes
-        await self.upstream.aclose()
-        await self.ledger.close()
-        if self.redis is not None:
-            await self.redis.aclose()
-        await self.engine.dispose()
 
 
 def _envelope(
@@ -154,7 +90,7 @@ async def health() -> dict[str, str]:
 @get("/ready")
 async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     """Readiness: the database (and Redis, when configured) answer."""
-    runtime: Runtime = request.app.state.runtime
+    runtime = runtime_of(request.app)
     checks: dict[str, str] = {}
     try:
         async with runtime.engine.connect() as conn:

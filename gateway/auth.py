@@ -12,7 +12,7 @@ import time
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import unauthorized
-from storage.keys import KeyPrincipal, hash_key, principal_for_key
+from storage.accounts.keys import KeyPrincipal, hash_key, principal_for_key
 
 
 def bearer_token(authorization: str | None) -> str:

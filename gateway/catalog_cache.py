@@ -7,7 +7,7 @@ import time
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pricing.catalog import Catalog
-from storage.catalog import catalog_fingerprint, load_catalog
+from storage.catalog.repository import catalog_fingerprint, load_catalog
 
 
 class CatalogCache:

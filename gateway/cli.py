@@ -1,31 +1,68 @@
 """`synapgate`: serve the gateway, migrate, and the admin operations for scripting.
 
-Each admin command prints one JSON object on success. Bad input prints one line on stderr
-(`synapgate: error: …`), exits non-zero and changes nothing.
+Each admin command prints one JSON object on success (the same JSON the admin API answers for the same
+object). Bad input prints one line on stderr (`synapgate: error: …`), exits non-zero and changes nothing.
+The rules are the storage services' (the same the admin API applies); this module parses arguments and
+maps the services' domain errors to its one line (`CLI_FLAGS`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import re
 import sys
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Any, NoReturn
 
 from config import PROVIDERS, Settings, SettingsError, load_settings
 
-MAX_RATE = Decimal(10**9)  # NUMERIC(18, 9) holds 9 digits before the point
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-
 
 class CliError(Exception):
     """A one-line error for the user."""
+
+
+# The CLI's one mapping of the services' domain errors: the input a refusal names (`param`, as the API
+# spells it) → the flag that gave it here. The message itself is the service's.
+CLI_FLAGS = {
+    "user_id": "--user",
+    "workspace_id": "--workspace",
+    "allowed_models": "--models",
+    "email": "--email",
+    "credits_usd": "--credits-usd",
+    "amount_usd": "--amount-usd",
+    "idempotency_key": "--idempotency-key",
+    "key_id": "--key-id",
+    "period_start": "--period-start",
+    "period_end": "--period-end",
+    "limit": "--limit",
+    "offset": "--offset",
+    "provider": "--provider",
+    "api_key": "standard input",
+    "name": "name",
+    "input_price": "--input",
+    "output_price": "--output",
+    "cached_input_price": "--cached-input",
+    "cache_write_price": "--cache-write",
+    "long_context_threshold": "--long-threshold",
+    "long_input_price": "--long-input",
+    "long_cached_input_price": "--long-cached-input",
+    "long_cache_write_price": "--long-cache-write",
+    "long_output_price": "--long-output",
+}
+
+
+def cli_error_line(exc: Exception) -> str:
+    """The one line a domain error prints as (without the `synapgate: error: ` prefix)."""
+    from storage.errors import DomainError
+
+    if isinstance(exc, DomainError) and exc.param is not None:
+        return f"{CLI_FLAGS.get(exc.param, exc.param)}: {exc.message}"
+    return str(exc)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,47 +78,25 @@ def _uuid(value: str) -> uuid.UUID:
         raise argparse.ArgumentTypeError(f"not an id: {value!r}") from None
 
 
-def _usd(value: str) -> int:
-    from pricing.money import MoneyError, parse_usd
-
+def _int(value: str) -> int:
     try:
-        amount = parse_usd(value)
-    except MoneyError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if amount <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive amount: {value!r}")
-    return amount
-
-
-def _rate(value: str) -> Decimal:
-    """A price in USD per 1M tokens, as the catalog's NUMERIC(18, 9) columns can hold it exactly."""
-    try:
-        rate = Decimal(value)
-    except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"not a decimal price: {value!r}") from None
-    if not rate.is_finite() or rate < 0:
-        raise argparse.ArgumentTypeError(f"a price must be zero or more: {value!r}")
-    if rate >= MAX_RATE:
-        raise argparse.ArgumentTypeError(f"a price must be below {MAX_RATE} USD per 1M tokens: {value!r}")
-    if rate != rate.quantize(Decimal("1e-9")):
-        raise argparse.ArgumentTypeError(f"a price has at most 9 decimal places: {value!r}")
-    return rate
-
-
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
+        return int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more: {value!r}")
-    return number
 
 
-def _email(value: str) -> str:
-    if not EMAIL.match(value) or len(value) > 320:
-        raise argparse.ArgumentTypeError(f"not an email address: {value!r}")
-    return value.lower()
+def _port(value: str) -> int:
+    port = _int(value)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is from 1 to 65535: {value!r}")
+    return port
+
+
+def _workers(value: str) -> int:
+    workers = _int(value)
+    if not 1 <= workers <= 64:
+        raise argparse.ArgumentTypeError(f"from 1 to 64 worker processes: {value!r}")
+    return workers
 
 
 def _aware_datetime(value: str) -> datetime:
@@ -95,58 +110,86 @@ def _aware_datetime(value: str) -> datetime:
     return moment.astimezone(UTC)
 
 
-def _page_size(value: str) -> int:
-    if not value.isdigit() or not 1 <= int(value) <= 1000:
-        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 1000: {value!r}")
-    return int(value)
-
-
-def _offset(value: str) -> int:
-    if not value.isdigit():
-        raise argparse.ArgumentTypeError(f"must be a whole number, 0 or more: {value!r}")
-    return int(value)
-
-
-def _out(obj: dict[str, Any]) -> None:
-    print(json.dumps(obj, default=str))
-
-
-def _out_struct(obj: Any) -> None:
-    """A response shape of the admin API, printed exactly as the API answers it."""
+def _out(obj: Any) -> None:
+    """One JSON object on stdout, encoded as the admin API encodes its answers (msgspec)."""
     import msgspec
 
-    _out(msgspec.to_builtins(obj))
+    from storage.views import to_dict
+
+    sys.stdout.write(msgspec.json.encode(to_dict(obj)).decode() + "\n")
+
+
+def _page(page: Any, item: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+    from storage.views import to_dict
+
+    return {
+        "data": [item(x) if item else to_dict(x) for x in page.items],
+        "total": page.total,
+        "limit": page.limit,
+        "offset": page.offset,
+        "has_more": page.has_more,
+    }
+
+
+# -- the database --------------------------------------------------------------------------------
+
+
+def _check_sqlite_file(settings: Settings) -> None:
+    """A SQLite database that is not there is not created by an admin command: it says how to make it."""
+    from sqlalchemy.engine import make_url
+
+    database = make_url(settings.database_url).database
+    if settings.is_sqlite and database and database != ":memory:" and not Path(database).exists():
+        raise CliError(
+            f"the database {database} does not exist (from {Path.cwd()}): run `synapgate migrate` first, "
+            "or set SYNAPGATE_DATABASE_URL to the gateway's database"
+        )
+
+
+def database_problem(exc: BaseException, settings: Settings) -> str | None:
+    """What is wrong with the database, in words, for an error the driver raised (None: not a DB error)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DBAPIError, IntegrityError
+
+    url = make_url(settings.database_url)
+    where = url.database if settings.is_sqlite else f"{url.database} on {url.host}:{url.port or 5432}"
+    if isinstance(exc, IntegrityError):
+        return (
+            "the database refused the change: it names a row that does not exist or repeats a unique value "
+            "(was something deleted meanwhile?); nothing was changed"
+        )
+    detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    text = detail[0] if detail else type(exc).__name__
+    if "no such table" in text or ("relation" in text and "does not exist" in text):
+        return f"the database {where} is not migrated: run `synapgate migrate` first"
+    if "database" in text and "does not exist" in text:
+        return f"the database {where} does not exist: create it, then run `synapgate migrate`"
+    if isinstance(exc, DBAPIError | OSError | ConnectionError | TimeoutError):
+        return f"cannot use the database {where}: {text}"
+    return None
+
+
+@dataclass
+class Storage:
+    engine: Any
+    ledger: Any
 
 
 @asynccontextmanager
-async def _storage(settings: Settings) -> Any:
-    """Engine and ledger for one CLI command (the same ledger kind the gateway uses)."""
-    from redis.asyncio import Redis
-
+async def _storage(settings: Settings) -> AsyncIterator[Storage]:
+    """Engine and ledger for one CLI command (the ledger the gateway builds, from the same settings)."""
+    from storage.billing.ledger.factory import build_ledger, redis_for
     from storage.db import create_engine
-    from storage.ledger.redis import RedisLedger
-    from storage.ledger.sql import SqlLedger
 
+    _check_sqlite_file(settings)
     engine = create_engine(settings.database_url)
-    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
-    ledger: Any = (
-        RedisLedger(redis, engine, settings.reservation_ttl_seconds)
-        if redis is not None
-        else SqlLedger(engine, settings.reservation_ttl_seconds)
-    )
+    redis = redis_for(settings)
     try:
-        yield engine, ledger, redis
+        yield Storage(engine, build_ledger(settings, engine, redis))
     finally:
         if redis is not None:
             await redis.aclose()
         await engine.dispose()
-
-
-async def _require_user(engine: Any, user_id: uuid.UUID) -> None:
-    from storage.users import user_exists
-
-    if not await user_exists(engine, user_id):
-        raise CliError(f"no user with id {user_id}")
 
 
 # -- commands ------------------------------------------------------------------------------------
@@ -157,16 +200,17 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
 
     from migrations.runner import upgrade
 
+    workers = args.workers or settings.workers
     if settings.is_sqlite:
-        upgrade(settings.database_url)  # the embedded default needs no separate set-up step
-        if args.workers > 1:
+        if workers > 1:
             raise CliError("SQLite serves one worker; use PostgreSQL (SYNAPGATE_DATABASE_URL) for more")
+        upgrade(settings.database_url)  # the embedded default needs no separate set-up step
     uvicorn.run(
         "gateway.app:create_app",
         factory=True,
         host=args.host or settings.host,
         port=args.port or settings.port,
-        workers=args.workers,
+        workers=workers,
         loop="uvloop",
         http="httptools",
         log_level="warning",
@@ -182,198 +226,105 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:
 
 
 async def cmd_users_create(args: argparse.Namespace, settings: Settings) -> None:
-    from storage.ledger.base import HotMove
-    from storage.ledger.entries import post_entry
-    from storage.users import DuplicateUser, create_user
+    from storage.accounts import service
 
-    async with _storage(settings) as (engine, ledger, _):
-        posted = None
-        try:
-            async with engine.begin() as conn:  # the user and their first credit: both or neither
-                user = await create_user(conn, args.email, name=args.name, workspace_name=args.workspace)
-                if args.credits_usd:
-                    posted = await post_entry(
-                        conn,
-                        user_id=user.user_id,
-                        type="credit",
-                        amount_nano=args.credits_usd,
-                        idempotency_key=f"credit:signup:{user.user_id}",
-                        description="initial credits",
-                    )
-        except DuplicateUser:
-            raise CliError(f"a user with email {args.email} exists already") from None
-        balance = 0
-        if posted is not None:
-            await ledger.after_commit([HotMove(user.user_id, None, args.credits_usd, posted.version)])
-            balance = posted.balance_nano
-    from pricing.money import format_usd
-
-    _out(
-        {
-            "user_id": user.user_id,
-            "email": user.email,
-            "workspace_id": user.workspace_id,
-            "workspace_name": user.workspace_name,
-            "balance_usd": format_usd(balance),
-        }
-    )
+    async with _storage(settings) as st:
+        user = await service.create_user(
+            st.engine,
+            st.ledger,
+            args.email,
+            name=args.name,
+            workspace_name=args.workspace,
+            credits_usd=args.credits_usd,
+        )
+    _out(user)
 
 
 async def cmd_users_list(args: argparse.Namespace, settings: Settings) -> None:
-    from gateway.api.admin.accounts import UserPage, user_out
-    from storage.admin import list_users
+    from storage.accounts import service
+    from storage.paging import PageRequest
 
-    async with _storage(settings) as (engine, _ledger, _), engine.connect() as conn:
-        page = await list_users(
-            conn, email=args.email, status=args.status, limit=args.limit, offset=args.offset
-        )
-    _out_struct(
-        UserPage(
-            data=[user_out(u) for u in page.items],
-            total=page.total,
-            limit=args.limit,
-            offset=args.offset,
-            has_more=args.offset + len(page.items) < page.total,
-        )
-    )
+    page = PageRequest(args.limit, args.offset)
+    async with _storage(settings) as st, st.engine.connect() as conn:
+        found = await service.list_users(conn, page, email=args.email, status=args.status)
+    _out(_page(found))
 
 
 async def cmd_users_show(args: argparse.Namespace, settings: Settings) -> None:
-    from gateway.api.admin.accounts import user_detail_out
-    from storage.admin import user_detail
+    from storage.accounts import service
 
-    async with _storage(settings) as (engine, _ledger, _), engine.connect() as conn:
-        detail = await user_detail(conn, args.user)
-    if detail is None:
-        raise CliError(f"no user with id {args.user}")
-    _out_struct(user_detail_out(detail))
+    async with _storage(settings) as st, st.engine.connect() as conn:
+        _out(await service.user_detail(conn, args.user))
 
 
 async def cmd_invoices_create(args: argparse.Namespace, settings: Settings) -> None:
-    from gateway.api.admin.billing import invoice_out
-    from storage.admin import UnknownUser
-    from storage.invoices import InvoiceOverlap, create_invoice
+    from storage.billing import service
+    from storage.billing.invoices import invoice_to_dict
 
-    if args.period_end <= args.period_start:
-        raise CliError("--period-end must be after --period-start")
-    if args.period_end > datetime.now(UTC):
-        raise CliError("--period-end is in the future: a period can be invoiced once it has ended")
-    async with _storage(settings) as (engine, _ledger, _):
-        try:
-            async with engine.begin() as conn:
-                invoice = await create_invoice(conn, args.user, args.period_start, args.period_end)
-        except UnknownUser:
-            raise CliError(f"no user with id {args.user}") from None
-        except InvoiceOverlap as exc:
-            raise CliError(
-                f"the period overlaps invoice {exc.invoice_id} ({exc.period_start.isoformat()} to "
-                f"{exc.period_end.isoformat()}); a period is invoiced once"
-            ) from None
-    _out_struct(invoice_out(invoice))
+    async with _storage(settings) as st:
+        invoice = await service.create_invoice(st.engine, args.user, args.period_start, args.period_end)
+    _out(invoice_to_dict(invoice))
 
 
 async def cmd_invoices_show(args: argparse.Namespace, settings: Settings) -> None:
-    from gateway.api.admin.billing import invoice_out
-    from storage.invoices import get_invoice
+    from storage.billing import service
+    from storage.billing.invoices import invoice_to_dict
 
-    async with _storage(settings) as (engine, _ledger, _), engine.connect() as conn:
-        invoice = await get_invoice(conn, args.invoice)
-    if invoice is None:
-        raise CliError(f"no invoice with id {args.invoice}")
-    _out_struct(invoice_out(invoice))
+    async with _storage(settings) as st, st.engine.connect() as conn:
+        _out(invoice_to_dict(await service.get_invoice(conn, args.invoice)))
 
 
 async def cmd_invoices_list(args: argparse.Namespace, settings: Settings) -> None:
-    from gateway.api.admin.billing import InvoicePage, invoice_out
-    from storage.invoices import list_invoices
+    from storage.billing import service
+    from storage.billing.invoices import invoice_to_dict
+    from storage.paging import PageRequest
 
-    async with _storage(settings) as (engine, _ledger, _):
-        if args.user is not None:
-            await _require_user(engine, args.user)
-        async with engine.connect() as conn:
-            page = await list_invoices(conn, user_id=args.user, limit=args.limit, offset=args.offset)
-    _out_struct(
-        InvoicePage(
-            data=[invoice_out(i) for i in page.items],
-            total=page.total,
-            limit=args.limit,
-            offset=args.offset,
-            has_more=args.offset + len(page.items) < page.total,
-        )
-    )
+    page = PageRequest(args.limit, args.offset)
+    async with _storage(settings) as st, st.engine.connect() as conn:
+        found = await service.list_invoices(conn, page, user_id=args.user)
+    _out(_page(found, invoice_to_dict))
 
 
 async def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> None:
-    from storage.keys import create_key
-    from storage.users import default_workspace
+    from storage.accounts import service
 
-    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
-    async with _storage(settings) as (engine, _ledger, _):
-        await _require_user(engine, args.user)
-        async with engine.begin() as conn:
-            workspace = args.workspace or await default_workspace(conn, args.user)
-            key_id, plaintext = await create_key(
-                conn, args.user, workspace_id=workspace, name=args.name, allowed_models=models
-            )
-    _out(
-        {
-            "key_id": key_id,
-            "key": plaintext,
-            "user_id": args.user,
-            "workspace_id": workspace,
-            "name": args.name,
-            "allowed_models": models,
-            "note": "the key is shown only once; store it now",
-        }
-    )
+    models = args.models.split(",") if args.models is not None else None
+    async with _storage(settings) as st, st.engine.begin() as conn:
+        key = await service.create_key(
+            conn, args.user, workspace_id=args.workspace, name=args.name, allowed_models=models
+        )
+    _out(key)
 
 
 async def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> None:
-    from storage.keys import revoke_key
+    from storage.accounts import service
 
-    async with _storage(settings) as (engine, _ledger, _), engine.begin() as conn:
-        if not await revoke_key(conn, args.key_id):
-            raise CliError(f"no active key with id {args.key_id}")
-    _out({"key_id": args.key_id, "status": "revoked"})
+    async with _storage(settings) as st, st.engine.begin() as conn:
+        _out(await service.revoke_key(conn, args.key_id))
 
 
 async def cmd_credits_add(args: argparse.Namespace, settings: Settings) -> None:
-    from pricing.money import format_usd
-    from storage.credits import add_credits
+    from storage.billing import service
 
-    key = args.idempotency_key or f"cli:{uuid.uuid4()}"
-    async with _storage(settings) as (engine, ledger, _):
-        await _require_user(engine, args.user)
-        posted = await add_credits(
-            engine, ledger, args.user, args.amount_usd, key, description=args.description
+    key = args.idempotency_key if args.idempotency_key is not None else f"cli:{uuid.uuid4()}"
+    async with _storage(settings) as st:
+        top_up = await service.add_credits(
+            st.engine, st.ledger, args.user, args.amount_usd, key, description=args.description
         )
-    _out(
-        {
-            "user_id": args.user,
-            "amount_usd": format_usd(args.amount_usd),
-            "balance_usd": format_usd(posted.balance_nano),
-            "idempotency_key": key,
-            "replayed": not posted.created,
-        }
-    )
+    _out(top_up)
 
 
 async def cmd_credits_balance(args: argparse.Namespace, settings: Settings) -> None:
-    from pricing.money import format_usd
-    from storage.ledger.entries import account_state
+    from storage.billing import service
 
-    async with _storage(settings) as (engine, ledger, _):
-        await _require_user(engine, args.user)
-        async with engine.connect() as conn:
-            balance, _version = await account_state(conn, args.user)
-        available = await ledger.available(args.user)
-    _out({"user_id": args.user, "balance_usd": format_usd(balance), "available_usd": format_usd(available)})
+    async with _storage(settings) as st:
+        _out(await service.balance(st.engine, st.ledger, args.user))
 
 
 async def cmd_llms_list(args: argparse.Namespace, settings: Settings) -> None:
-    from storage.catalog import load_catalog
+    from storage.catalog.repository import load_catalog
 
-    async with _storage(settings) as (engine, _ledger, _), engine.connect() as conn:
+    async with _storage(settings) as st, st.engine.connect() as conn:
         catalog = await load_catalog(conn)
     models = []
     for m in sorted(catalog.all() if args.all else catalog.active(), key=lambda m: m.id):
@@ -396,61 +347,55 @@ async def cmd_llms_list(args: argparse.Namespace, settings: Settings) -> None:
     _out({"models": models})
 
 
-async def cmd_llms_set_price(args: argparse.Namespace, settings: Settings) -> None:
-    from storage.catalog import PriceChange, UnknownModel, set_price
+_PRICE_FLAGS = {
+    "cached_input_price": "cached_input",
+    "cache_write_price": "cache_write",
+    "long_input_price": "long_input",
+    "long_cached_input_price": "long_cached_input",
+    "long_cache_write_price": "long_cache_write",
+    "long_output_price": "long_output",
+}
 
-    change = PriceChange(
-        input_price=args.input,
-        output_price=args.output,
-        cached_input_price=args.cached_input,
-        cache_write_price=args.cache_write,
-        long_context_threshold=args.long_threshold,
-        long_input_price=args.long_input,
-        long_cached_input_price=args.long_cached_input,
-        long_cache_write_price=args.long_cache_write,
-        long_output_price=args.long_output,
+
+async def cmd_llms_set_price(args: argparse.Namespace, settings: Settings) -> None:
+    from storage.catalog import service
+
+    optional: dict[str, Any] = {
+        field: service.parse_rate(getattr(args, attr), field)
+        for field, attr in _PRICE_FLAGS.items()
+        if getattr(args, attr) is not None
+    }
+    if args.long_threshold is not None:
+        optional["long_context_threshold"] = args.long_threshold
+    change = service.PriceChange(
+        input_price=service.parse_rate(args.input, "input_price"),
+        output_price=service.parse_rate(args.output, "output_price"),
+        **optional,
     )
-    async with _storage(settings) as (engine, _ledger, _):
-        try:
-            async with engine.begin() as conn:
-                version = await set_price(conn, args.name, change)
-        except UnknownModel:
-            raise CliError(f"no model named {args.name!r} in the catalog") from None
-    _out({"name": args.name, "price_version": version, "input": str(args.input), "output": str(args.output)})
+    async with _storage(settings) as st, st.engine.begin() as conn:
+        version = await service.set_price(conn, args.name, change)
+    _out({"name": args.name, "price_version": version, "input": str(change.input_price),
+          "output": str(change.output_price)})  # fmt: skip
 
 
 async def cmd_credentials_set(args: argparse.Namespace, settings: Settings) -> None:
-    from storage.credentials import cipher_for, set_credential
+    from storage.accounts import service
 
-    if settings.secret_key is None:
-        raise CliError("SYNAPGATE_SECRET_KEY is not set: it is needed to encrypt stored provider keys")
+    secret = settings.secret_key.get_secret_value() if settings.secret_key is not None else None
     key = sys.stdin.readline().strip()
-    if not key:
-        raise CliError("no key on standard input (pipe the provider key in, e.g. `... < keyfile`)")
-    if any(c.isspace() for c in key):
-        raise CliError("the key on standard input contains spaces; give only the key")
-    async with _storage(settings) as (engine, _ledger, _):
-        await _require_user(engine, args.user)
-        async with engine.begin() as conn:
-            last4 = await set_credential(conn, cipher_for(settings.secret_key.get_secret_value()), args.user,
-                                         args.provider, key)  # fmt: skip
-    _out({"user_id": args.user, "provider": args.provider, "key_last4": last4})
+    async with _storage(settings) as st, st.engine.begin() as conn:
+        stored = await service.set_provider_key(conn, secret, args.user, args.provider, key)
+    _out({"user_id": stored.user_id, "provider": stored.provider, "key_last4": stored.key_last4})
 
 
 async def cmd_ledger_reconcile(args: argparse.Namespace, settings: Settings) -> None:
-    from storage.reconcile import reconcile
+    from storage.billing.reconcile import reconcile
 
-    async with _storage(settings) as (engine, ledger, _):
-        report = await reconcile(engine, ledger, fix=args.fix)
-    _out(report)
-    if report["mismatches"] and not args.fix:
+    async with _storage(settings) as st:
+        report = await reconcile(st.engine, st.ledger, fix=args.fix)
+    _out(report.to_dict())
+    if report.mismatches and not args.fix:
         raise SystemExit(1)
-
-
-def cmd_mock_upstream(args: argparse.Namespace, settings: Settings | None) -> None:
-    from gateway.mock_upstream import MockConfig, serve_mock
-
-    serve_mock(args.host, args.port, MockConfig(latency_ms=args.latency_ms))
 
 
 # -- parser --------------------------------------------------------------------------------------
@@ -464,9 +409,11 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="serve the gateway (migrates the embedded SQLite database first)"
     )
     serve.add_argument("--host", help="address to bind (default SYNAPGATE_HOST, 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (default SYNAPGATE_PORT, 8080)")
+    serve.add_argument("--port", type=_port, help="port, 1 to 65535 (default SYNAPGATE_PORT, 8080)")
     serve.add_argument(
-        "--workers", type=int, default=1, help="worker processes (PostgreSQL only for more than 1)"
+        "--workers",
+        type=_workers,
+        help="worker processes, 1 to 64 (default SYNAPGATE_WORKERS, 1; PostgreSQL only for more than 1)",
     )
     serve.set_defaults(run=cmd_serve)
 
@@ -477,15 +424,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     users = commands.add_parser("users", help="manage users").add_subparsers(dest="action", required=True)
     create = users.add_parser("create", help="create a user with their own workspace")
-    create.add_argument("--email", required=True, type=_email)
+    create.add_argument("--email", required=True)
     create.add_argument("--name")
     create.add_argument("--workspace", help="name of the user's workspace")
-    create.add_argument("--credits-usd", type=_usd, help="initial credit, a decimal USD amount")
+    create.add_argument("--credits-usd", help="initial credit, a decimal USD amount")
     create.set_defaults(run=cmd_users_create)
     ulist = users.add_parser("list", help="list users, oldest first (a stable order for paging)")
-    ulist.add_argument("--limit", type=_page_size, default=100, help="page size, 1 to 1000 (default 100)")
-    ulist.add_argument("--offset", type=_offset, default=0, help="users to skip (default 0)")
-    ulist.add_argument("--email", type=_email, help="only the user with this email")
+    ulist.add_argument("--limit", type=_int, default=100, help="page size, 1 to 1000 (default 100)")
+    ulist.add_argument("--offset", type=_int, default=0, help="users to skip (default 0)")
+    ulist.add_argument("--email", help="only the user with this email")
     ulist.add_argument("--status", choices=("active", "disabled"))
     ulist.set_defaults(run=cmd_users_list)
     show = users.add_parser("show", help="a user with their workspaces, balance and number of active keys")
@@ -512,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add = credits.add_parser("add", help="add credits to a user's balance")
     add.add_argument("--user", required=True, type=_uuid)
-    add.add_argument("--amount-usd", required=True, type=_usd, help="decimal USD amount, e.g. 10.50")
+    add.add_argument("--amount-usd", required=True, help="decimal USD amount, e.g. 10.50")
     add.add_argument("--idempotency-key", help="replaying the same key adds nothing")
     add.add_argument("--description")
     add.set_defaults(run=cmd_credits_add)
@@ -526,17 +473,17 @@ def build_parser() -> argparse.ArgumentParser:
     llist.set_defaults(run=cmd_llms_list)
     price = llms.add_parser("set-price", help="record a new price version (past usage keeps its prices)")
     price.add_argument("name")
-    price.add_argument("--input", required=True, type=_rate, help="USD per 1M input tokens")
-    price.add_argument("--output", required=True, type=_rate, help="USD per 1M output tokens")
-    price.add_argument("--cached-input", type=_rate)
-    price.add_argument("--cache-write", type=_rate)
+    price.add_argument("--input", required=True, help="USD per 1M input tokens")
+    price.add_argument("--output", required=True, help="USD per 1M output tokens")
+    price.add_argument("--cached-input")
+    price.add_argument("--cache-write")
     price.add_argument(
-        "--long-threshold", type=_positive_int, help="prompt tokens above which the long-context prices apply"
+        "--long-threshold", type=_int, help="prompt tokens above which the long-context prices apply"
     )
-    price.add_argument("--long-input", type=_rate)
-    price.add_argument("--long-cached-input", type=_rate)
-    price.add_argument("--long-cache-write", type=_rate)
-    price.add_argument("--long-output", type=_rate)
+    price.add_argument("--long-input")
+    price.add_argument("--long-cached-input")
+    price.add_argument("--long-cache-write")
+    price.add_argument("--long-output")
     price.set_defaults(run=cmd_llms_set_price)
 
     creds = commands.add_parser("credentials", help="users' own provider keys (BYOK)").add_subparsers(
@@ -574,8 +521,8 @@ def build_parser() -> argparse.ArgumentParser:
     ishow.set_defaults(run=cmd_invoices_show)
     ilist = invoices.add_parser("list", help="invoices by period, oldest first")
     ilist.add_argument("--user", type=_uuid, help="only this user's invoices")
-    ilist.add_argument("--limit", type=_page_size, default=100, help="page size, 1 to 1000 (default 100)")
-    ilist.add_argument("--offset", type=_offset, default=0, help="invoices to skip (default 0)")
+    ilist.add_argument("--limit", type=_int, default=100, help="page size, 1 to 1000 (default 100)")
+    ilist.add_argument("--offset", type=_int, default=0, help="invoices to skip (default 0)")
     ilist.set_defaults(run=cmd_invoices_list)
 
     ledger = commands.add_parser("ledger", help="the credit ledger").add_subparsers(
@@ -587,35 +534,35 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--fix", action="store_true", help="rebuild the Redis copy of every mismatched balance")
     rec.set_defaults(run=cmd_ledger_reconcile)
 
-    mock = commands.add_parser(
-        "mock-upstream", help="run the mock provider (OpenAI, Anthropic, Gemini formats)"
-    )
-    mock.add_argument("--host", default="127.0.0.1")
-    mock.add_argument("--port", type=int, default=9100)
-    mock.add_argument("--latency-ms", type=float, default=0.0)
-    mock.set_defaults(run=cmd_mock_upstream, needs_settings=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Run one command; every failure is one line on stderr and a non-zero exit, never a traceback."""
+    from storage.errors import DomainError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     run: Callable[..., Any] = args.run
+    settings: Settings | None = None
     try:
-        settings = None if getattr(args, "needs_settings", True) is False else load_settings()
+        settings = load_settings()
         result = run(args, settings)
         if isinstance(result, Awaitable):
             asyncio.run(_awaited(result))
-    except (SettingsError, CliError) as exc:
-        sys.stderr.write(f"synapgate: error: {exc}\n")
-        raise SystemExit(1) from None
+    except (SettingsError, CliError, DomainError) as exc:
+        _fail(cli_error_line(exc))
     except KeyboardInterrupt:
         raise SystemExit(130) from None
-    except Exception as exc:  # a database that is down, a migration that fails: one line, not a traceback
-        sys.stderr.write(
-            f"synapgate: error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}\n"
-        )
-        raise SystemExit(1) from None
+    except Exception as exc:  # a database that is down or not migrated: one line in words, not a traceback
+        problem = database_problem(exc, settings) if settings is not None else None
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        _fail(problem or f"{type(exc).__name__}: {text}")
+
+
+def _fail(line: str) -> NoReturn:
+    sys.stderr.write(f"synapgate: error: {line}\n")
+    raise SystemExit(1) from None
 
 
 async def _awaited(result: Awaitable[Any]) -> Any:

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from config import Settings
 from gateway.errors import GatewayError
 from gateway.providers.base import Credential
-from storage.credentials import CredentialError, decrypt_credential, get_encrypted_credential
+from storage.accounts.credentials import CredentialError, decrypt_credential, get_encrypted_credential
 
 
 class CredentialResolver:

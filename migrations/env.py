@@ -1,17 +1,38 @@
-"""Alembic environment: runs the migrations on SynapGate's async engine (PostgreSQL or SQLite)."""
+"""Alembic environment: runs the migrations on an async engine (PostgreSQL or SQLite).
+
+It imports no application code (a migration must behave the same whatever the application becomes): the
+engine is made here, and the models' metadata is only needed to autogenerate a new revision — pass it as
+`config.attributes["target_metadata"]` (e.g. `storage.models.Base.metadata`) when you do.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from alembic import context
+from sqlalchemy import event
 from sqlalchemy.engine import Connection
-
-from storage.db import create_engine
-from storage.models import Base
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = config.attributes.get("target_metadata")
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _engine(url: str) -> AsyncEngine:
+    engine = create_async_engine(url, poolclass=NullPool)
+    if url.startswith("sqlite"):
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
 
 
 def _url() -> str:
@@ -35,7 +56,7 @@ def _configure(connection: Connection) -> None:
 
 
 async def _run_online() -> None:
-    engine = create_engine(_url(), null_pool=True)
+    engine = _engine(_url())
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_configure)

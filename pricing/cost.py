@@ -87,3 +87,11 @@ def reservation_nano(model: Model, prompt_tokens: int, max_output_tokens: int) -
     per = Decimal(TOKENS_PER_PRICE_UNIT)
     worst_usd = worst.prompt_tokens * rate / per + worst.completion_tokens * tier.output / per
     return round_to_nano(worst_usd, up=True)
+
+
+def byok_fee_nano(per_request_usd: Decimal, rate: Decimal, cost_usd: Decimal, *, up: bool = False) -> int:
+    """What a call on the user's own key is debited: a flat fee plus a fraction of its metered cost.
+
+    `up` rounds up (for reservations, which must cover the fee); the charge itself rounds half-even.
+    """
+    return round_to_nano(per_request_usd + rate * cost_usd, up=up)

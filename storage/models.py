@@ -476,7 +476,7 @@ class UsageDaily(_UsageSums, Base):
 class LatencyDaily(Base):
     """Latency and TTFT histograms of successful requests per UTC day and model (percentiles at scale).
 
-    `bucket_ms` is the lower bound of a bucket at most 10 % wide (storage.rollups.LATENCY_BOUNDS).
+    `bucket_ms` is the lower bound of a bucket at most 10 % wide (storage.usage.rollups.LATENCY_BOUNDS).
     """
 
     __tablename__ = "latency_daily"

@@ -20,16 +20,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from config import Settings
 from gateway.auth import KeyAuthenticator
 from gateway.catalog_cache import CatalogCache
-from gateway.chat.record import byok_fee
 from gateway.conversations import conversation_id_for
 from gateway.credentials import CredentialResolver
 from gateway.errors import GatewayError, conversation_not_found
 from gateway.providers.base import AnyAdapter, ChatRequest, Credential
 from pricing.catalog import Model
-from pricing.cost import reservation_nano
+from pricing.cost import byok_fee_nano, reservation_nano
 from pricing.tokens import count_prompt_tokens
-from storage.keys import KeyPrincipal
-from storage.ledger.base import Reservation
+from storage.accounts.keys import KeyPrincipal
+from storage.billing.ledger.base import Reservation
 from storage.types import utcnow
 from storage.usage.recorder import ConversationNotOwned, check_conversation_owner
 
@@ -195,5 +194,8 @@ class Admission:
         choices = int(request.body.get("n") or 1)
         worst = reservation_nano(model, prompt_tokens, max_out * choices)
         if byok:
-            return byok_fee(self.settings, Decimal(worst).scaleb(-9), up=True)
+            s = self.settings
+            return byok_fee_nano(
+                s.byok_fee_usd_per_request, s.byok_fee_rate, Decimal(worst).scaleb(-9), up=True
+            )
         return worst

@@ -11,12 +11,10 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from config import Settings
-from pricing.cost import Usage, price_usage
-from pricing.money import round_to_nano
+from pricing.cost import Usage, byok_fee_nano, price_usage
 from pricing.tokens import count_completion_tokens
 from storage.usage.group_commit import GroupCommitRecorder
 from storage.usage.recorder import CompletionRecord
@@ -62,11 +60,6 @@ class Recorded:
     cost_nano: int
     charged_nano: int
     balance_nano: int
-
-
-def byok_fee(settings: Settings, cost_usd: Decimal, *, up: bool = False) -> int:
-    """What a call on the user's own key is debited: the flat fee plus a fraction of its metered cost."""
-    return round_to_nano(settings.byok_fee_usd_per_request + settings.byok_fee_rate * cost_usd, up=up)
 
 
 def estimated_usage(call: Call, text: str) -> Usage:
@@ -143,7 +136,11 @@ async def price_and_record(
     Raises whatever the recorder raised (ConversationNotOwned, a database error): nothing was committed.
     """
     cost = price_usage(outcome.usage, call.model)
-    charged = byok_fee(settings, cost.total_usd) if call.credential.byok else cost.total_nano
+    charged = (
+        byok_fee_nano(settings.byok_fee_usd_per_request, settings.byok_fee_rate, cost.total_usd)
+        if call.credential.byok
+        else cost.total_nano
+    )
     rec = completion_record(
         call,
         outcome,

@@ -42,8 +42,8 @@ from gateway.errors import (
 from gateway.providers.base import AnyAdapter, ProviderError
 from gateway.proxy import Upstream
 from pricing.money import format_usd
-from storage.keys import KeyPrincipal
-from storage.ledger.base import CreditLedger, InsufficientCredit
+from storage.accounts.keys import KeyPrincipal
+from storage.billing.ledger.base import CreditLedger, InsufficientCredit
 from storage.usage.group_commit import GroupCommitRecorder
 from storage.usage.recorder import ConversationNotOwned, record_failure
 

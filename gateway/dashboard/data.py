@@ -20,24 +20,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, Float, delete, func, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage import analytics
-from storage.admin import get_key
-from storage.analytics import (
-    EXACT_PERCENTILE_MAX_ROWS,
-    CatalogEntry,
-    PerformanceReport,
-    Sums,
-    Window,
-    histogram_percentile,
-    percentile_cont,
-)
-
-# storage.analytics' grouped reader (rollup for whole periods + usage_logs for the edges) is what makes
-# the API exact; the dashboard reuses it rather than copying it. (When storage/ is reorganised, this is
-# the one place to point at its public name.)
-from storage.analytics import _grouped as grouped_reader
-from storage.analytics import _Source as RollupSource
-from storage.annotations import (
+from storage.accounts.keys import get_key
+from storage.accounts.users import get_user, user_emails
+from storage.annotations.repository import (
     FeedbackInfo,
     MessageInfo,
     feedback_for_messages,
@@ -45,6 +30,21 @@ from storage.annotations import (
     list_messages,
 )
 from storage.models import NO_WORKSPACE, ApiKey, DashboardSession, Llm, Message, Workspace, table_of
+from storage.usage import analytics
+
+# The grouped reader (rollup for whole periods + usage_logs for the edges) is what makes the API exact;
+# the dashboard reuses it rather than copying it.
+from storage.usage.analytics import (
+    EXACT_PERCENTILE_MAX_ROWS,
+    CatalogEntry,
+    PerformanceReport,
+    RollupSource,
+    Sums,
+    Window,
+    histogram_percentile,
+    percentile_cont,
+)
+from storage.usage.analytics import grouped_sums as grouped_reader
 from storage.usage.rollups import DAY, HOUR, floor_to, usage_daily, usage_hourly, usage_log_sums, usage_logs
 
 __all__ = [
@@ -57,6 +57,7 @@ __all__ = [
     "Sums",
     "Window",
     "floor_to",
+    "user_emails",
 ]
 
 api_keys = table_of(ApiKey)
@@ -239,10 +240,6 @@ async def latency(conn: AsyncConnection, window: Window, filters: Filters, succe
 # -- names -------------------------------------------------------------------------------------------------
 
 
-async def user_emails(conn: AsyncConnection, user_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
-    return await analytics.user_emails(conn, user_ids)
-
-
 async def workspace_names(conn: AsyncConnection, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
     if not ids:
         return {}
@@ -274,7 +271,7 @@ async def key_is_active(conn: AsyncConnection, key_id: uuid.UUID) -> bool:
 
 
 async def user_exists(conn: AsyncConnection, user_id: uuid.UUID) -> bool:
-    return await analytics.user_exists(conn, user_id)
+    return await get_user(conn, user_id) is not None
 
 
 # -- the request log ---------------------------------------------------------------------------------------

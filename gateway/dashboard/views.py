@@ -46,7 +46,7 @@ from gateway.errors import GatewayError
 from pricing.money import nano_to_usd, round_to_nano
 
 if TYPE_CHECKING:
-    from gateway.app import Runtime
+    from gateway.runtime import Runtime
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"

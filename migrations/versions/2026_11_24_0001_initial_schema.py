@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-import storage.types
+from migrations import frozen_types
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -30,17 +30,15 @@ def upgrade() -> None:
         sa.Column("provider", sa.String(length=32), nullable=False),
         sa.Column("upstream_model", sa.String(length=200), nullable=False),
         sa.Column("display_name", sa.String(length=200), nullable=False),
-        sa.Column("input_price", storage.types.ExactDecimal(precision=18, scale=9), nullable=False),
-        sa.Column("cached_input_price", storage.types.ExactDecimal(precision=18, scale=9), nullable=True),
-        sa.Column("cache_write_price", storage.types.ExactDecimal(precision=18, scale=9), nullable=True),
-        sa.Column("output_price", storage.types.ExactDecimal(precision=18, scale=9), nullable=False),
+        sa.Column("input_price", frozen_types.ExactDecimal(precision=18, scale=9), nullable=False),
+        sa.Column("cached_input_price", frozen_types.ExactDecimal(precision=18, scale=9), nullable=True),
+        sa.Column("cache_write_price", frozen_types.ExactDecimal(precision=18, scale=9), nullable=True),
+        sa.Column("output_price", frozen_types.ExactDecimal(precision=18, scale=9), nullable=False),
         sa.Column("long_context_threshold", sa.Integer(), nullable=True),
-        sa.Column("long_input_price", storage.types.ExactDecimal(precision=18, scale=9), nullable=True),
-        sa.Column(
-            "long_cached_input_price", storage.types.ExactDecimal(precision=18, scale=9), nullable=True
-        ),
-        sa.Column("long_cache_write_price", storage.types.ExactDecimal(precision=18, scale=9), nullable=True),
-        sa.Column("long_output_price", storage.types.ExactDecimal(precision=18, scale=9), nullable=True),
+        sa.Column("long_input_price", frozen_types.ExactDecimal(precision=18, scale=9), nullable=True),
+        sa.Column("long_cached_input_price", frozen_types.ExactDecimal(precision=18, scale=9), nullable=True),
+        sa.Column("long_cache_write_price", frozen_types.ExactDecimal(precision=18, scale=9), nullable=True),
+        sa.Column("long_output_price", frozen_types.ExactDecimal(precision=18, scale=9), nullable=True),
         sa.Column("context_window", sa.Integer(), nullable=False),
         sa.Column("max_output_tokens", sa.Integer(), nullable=False),
         sa.Column("supports_vision", sa.Boolean(), server_default=sa.false(), nullable=False),
@@ -50,13 +48,13 @@ def upgrade() -> None:
         sa.Column("price_version", sa.Integer(), server_default="1", nullable=False),
         sa.Column(
             "created_at",
-            storage.types.UTCDateTime(timezone=True),
+            frozen_types.UTCDateTime(timezone=True),
             server_default=sa.text("(CURRENT_TIMESTAMP)"),
             nullable=False,
         ),
         sa.Column(
             "updated_at",
-            storage.types.UTCDateTime(timezone=True),
+            frozen_types.UTCDateTime(timezone=True),
             server_default=sa.text("(CURRENT_TIMESTAMP)"),
             nullable=False,
         ),
@@ -71,7 +69,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=16), server_default="active", nullable=False),
         sa.Column(
             "created_at",
-            storage.types.UTCDateTime(timezone=True),
+            frozen_types.UTCDateTime(timezone=True),
             server_default=sa.text("(CURRENT_TIMESTAMP)"),
             nullable=False,
         ),
@@ -85,7 +83,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column(
             "created_at",
-            storage.types.UTCDateTime(timezone=True),
+            frozen_types.UTCDateTime(timezone=True),
             server_default=sa.text("(CURRENT_TIMESTAMP)"),
             nullable=False,
         ),
@@ -110,11 +108,11 @@ def upgrade() -> None:
         sa.Column("tpm_limit", sa.Integer(), nullable=True),
         sa.Column(
             "created_at",
-            storage.types.UTCDateTime(timezone=True),
+            frozen_types.UTCDateTime(timezone=True),
             server_default=sa.text("(CURRENT_TIMESTAMP)"),
             nullable=False,
         ),
-        sa.Column("revoked_at", storage.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("revoked_at", frozen_types.UTCDateTime(timezone=True), nullable=True),
         sa.CheckConstraint("status IN ('active', 'revoked')", name=op.f("ck_api_keys_status")),
         sa.ForeignKeyConstraint(
             ["user_id"], ["users.id"], name=op.f("fk_api_keys_user_id_users"), ondelete="CASCADE"
@@ -140,7 +138,7 @@ def upgrade() -> None:
         sa.Column("version", sa.BigInteger(), server_default="0", nullable=False),
         sa.Column(
             "updated_at",
-            storage.types.UTCDateTime(timezone=True),
+            frozen_types.UTCDateTime(timezone=True),
             server_default=sa.text("(CURRENT_TIMESTAMP)"),
             nullable=False,
         ),
@@ -154,7 +152,7 @@ def upgrade() -> None:
         sa.Column("request_id", sa.String(length=64), nullable=False),
         sa.Column("user_id", sa.Uuid(), nullable=False),
         sa.Column("amount_nano", sa.BigInteger(), nullable=False),
-        sa.Column("expires_at", storage.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", frozen_types.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["user_id"], ["users.id"], name=op.f("fk_credit_reservations_user_id_users"), ondelete="CASCADE"
         ),
@@ -169,8 +167,8 @@ def upgrade() -> None:
         "invoices",
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("user_id", sa.Uuid(), nullable=False),
-        sa.Column("period_start", storage.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("period_end", storage.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("period_start", frozen_types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("period_end", frozen_types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("total_nano", sa.BigInteger(), server_default="0", nullable=False),
         sa.Column("status", sa.String(length=16), server_default="issued", nullable=False),
         sa.Column(
@@ -180,7 +178,7 @@ def upgrade() -> None:
         ),
         sa.Column(
             "created_at",
-            storage.types.UTCDateTime(timezone=True),
+            frozen_types.UTCDateTime(timezone=True),
             server_default=sa.text("(CURRENT_TIMESTAMP)"),
             nullable=False,
         ),
@@ -200,20 +198,18 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("llm_id", sa.Integer(), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
-        sa.Column("input_price", storage.types.ExactDecimal(precision=18, scale=9), nullable=False),
-        sa.Column("cached_input_price", storage.types.ExactDecimal(precision=18, scale=9), nullable=True),
-        sa.Column("cache_write_price", storage.types.ExactDecimal(precision=18, scale=9), nullable=True),
-        sa.Column("output_price", storage.types.ExactDecimal(precision=18, scale=9), nullable=False),
+        sa.Column("input_price", frozen_types.ExactDecimal(precision=18, scale=9), nullable=False),
+        sa.Column("cached_input_price", frozen_types.ExactDecimal(precision=18, scale=9), nullable=True),
+        sa.Column("cache_write_price", frozen_types.ExactDecimal(precision=18, scale=9), nullable=True),
+        sa.Column("output_price", frozen_types.ExactDecimal(precision=18, scale=9), nullable=False),
         sa.Column("long_context_threshold", sa.Integer(), nullable=True),
-        sa.Column("long_input_price", storage.types.ExactDecimal(precision=18, scale=9), nullable=True),
-        sa.Column(
-            "long_cached_input_price", storage.types.ExactDecimal(precision=18, scale=9), nullable=True
-        ),
-        sa.Column("long_cache_write_price", storage.types.ExactDecimal(precision=18, scale=9), nullable=True),
-        sa.Column("long_output_price", storage.types.ExactDecimal(precision=18, scale=9), nullable=True),
+        sa.Column("long_input_price", frozen_types.ExactDecimal(precision=18, scale=9), nullable=True),
+        sa.Column("long_cached_input_price", frozen_types.ExactDecimal(precision=18, scale=9), nullable=True),
+        sa.Column("long_cache_write_price", frozen_types.ExactDecimal(precision=18, scale=9), nullable=True),
+        sa.Column("long_output_price", frozen_types.ExactDecimal(precision=18, scale=9), nullable=True),
         sa.Column(
             "effective_from",
-            storage.types.UTCDateTime(timezone=True),
+            frozen_types.UTCDateTime(timezone=True),
             server_default=sa.text("(CURRENT_TIMESTAMP)"),
             nullable=False,
         ),
@@ -232,13 +228,13 @@ def upgrade() -> None:
         sa.Column("key_last4", sa.String(length=4), nullable=False),
         sa.Column(
             "created_at",
-            storage.types.UTCDateTime(timezone=True),
+            frozen_types.UTCDateTime(timezone=True),
             server_default=sa.text("(CURRENT_TIMESTAMP)"),
             nullable=False,
         ),
         sa.Column(
             "updated_at",
-            storage.types.UTCDateTime(timezone=True),
+            frozen_types.UTCDateTime(timezone=True),
             server_default=sa.text("(CURRENT_TIMESTAMP)"),
             nullable=False,
         ),
@@ -255,11 +251,11 @@ def upgrade() -> None:
         sa.Column("target_id", sa.Uuid(), nullable=False),
         sa.Column("name", sa.String(length=100), nullable=False),
         sa.Column("is_auto", sa.Boolean(), server_default=sa.false(), nullable=False),
-        sa.Column("confidence", storage.types.ExactDecimal(precision=6, scale=5), nullable=True),
+        sa.Column("confidence", frozen_types.ExactDecimal(precision=6, scale=5), nullable=True),
         sa.Column("author_user_id", sa.Uuid(), nullable=True),
         sa.Column(
             "created_at",
-            storage.types.UTCDateTime(timezone=True),
+            frozen_types.UTCDateTime(timezone=True),
             server_default=sa.text("(CURRENT_TIMESTAMP)"),
             nullable=False,
         ),
@@ -288,7 +284,7 @@ def upgrade() -> None:
         sa.Column("role", sa.String(length=16), server_default="member", nullable=False),
         sa.Column(
             "created_at",
-            storage.types.UTCDateTime(timezone=True),
+            frozen_types.UTCDateTime(timezone=True),
             server_default=sa.text("(CURRENT_TIMESTAMP)"),
             nullable=False,
         ),
@@ -323,7 +319,7 @@ def upgrade() -> None:
         sa.Column("description", sa.String(length=500), nullable=True),
         sa.Column(
             "created_at",
-            storage.types.UTCDateTime(timezone=True),
+            frozen_types.UTCDateTime(timezone=True),
             server_default=sa.text("(CURRENT_TIMESTAMP)"),
             nullable=False,
         ),
@@ -373,13 +369,13 @@ def upgrade() -> None:
         sa.Column("title", sa.String(length=200), nullable=True),
         sa.Column(
             "created_at",
-            storage.types.UTCDateTime(timezone=True),
+            frozen_types.UTCDateTime(timezone=True),
             server_default=sa.text("(CURRENT_TIMESTAMP)"),
             nullable=False,
         ),
         sa.Column(
             "updated_at",
-            storage.types.UTCDateTime(timezone=True),
+            frozen_types.UTCDateTime(timezone=True),
             server_default=sa.text("(CURRENT_TIMESTAMP)"),
             nullable=False,
         ),
@@ -417,13 +413,13 @@ def upgrade() -> None:
         sa.Column("latency_ms_sum", sa.BigInteger(), server_default="0", nullable=False),
         sa.Column(
             "first_used_at",
-            storage.types.UTCDateTime(timezone=True),
+            frozen_types.UTCDateTime(timezone=True),
             server_default=sa.text("(CURRENT_TIMESTAMP)"),
             nullable=False,
         ),
         sa.Column(
             "last_used_at",
-            storage.types.UTCDateTime(timezone=True),
+            frozen_types.UTCDateTime(timezone=True),
             server_default=sa.text("(CURRENT_TIMESTAMP)"),
             nullable=False,
         ),
@@ -460,7 +456,7 @@ def upgrade() -> None:
         sa.Column("finish_reason", sa.String(length=32), nullable=True),
         sa.Column(
             "created_at",
-            storage.types.UTCDateTime(timezone=True),
+            frozen_types.UTCDateTime(timezone=True),
             server_default=sa.text("(CURRENT_TIMESTAMP)"),
             nullable=False,
         ),
@@ -502,7 +498,7 @@ def upgrade() -> None:
         ),
         sa.Column(
             "created_at",
-            storage.types.UTCDateTime(timezone=True),
+            frozen_types.UTCDateTime(timezone=True),
             server_default=sa.text("(CURRENT_TIMESTAMP)"),
             nullable=False,
         ),
@@ -560,7 +556,7 @@ def upgrade() -> None:
         sa.Column("attempts", sa.SmallInteger(), server_default="1", nullable=False),
         sa.Column(
             "created_at",
-            storage.types.UTCDateTime(timezone=True),
+            frozen_types.UTCDateTime(timezone=True),
             server_default=sa.text("(CURRENT_TIMESTAMP)"),
             nullable=False,
         ),

@@ -18,7 +18,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 from alembic import op
 
-import storage.types
+from migrations import frozen_types
 
 revision: str = "0002"
 down_revision: str | None = "0001"
@@ -78,7 +78,7 @@ def _prices(base: tuple[str, str | None, str | None, str], long: tuple | None) -
 
 
 def _rate(name: str) -> sa.Column:
-    return sa.column(name, storage.types.ExactDecimal(18, 9))
+    return sa.column(name, frozen_types.ExactDecimal(18, 9))
 
 
 def upgrade() -> None:
@@ -95,15 +95,15 @@ def upgrade() -> None:
         sa.column("max_output_tokens", sa.Integer),
         sa.column("supports_vision", sa.Boolean),
         sa.column("price_version", sa.Integer),
-        sa.column("created_at", storage.types.UTCDateTime()),
-        sa.column("updated_at", storage.types.UTCDateTime()),
+        sa.column("created_at", frozen_types.UTCDateTime()),
+        sa.column("updated_at", frozen_types.UTCDateTime()),
     )
     versions = sa.table(
         "llm_price_versions",
         sa.column("llm_id", sa.Integer),
         sa.column("version", sa.Integer),
         *(_rate(c) if c.endswith("_price") else sa.column(c, sa.Integer) for c in _PRICE_COLUMNS),
-        sa.column("effective_from", storage.types.UTCDateTime()),
+        sa.column("effective_from", frozen_types.UTCDateTime()),
     )
     rows = []
     for model_id, (name, provider, upstream, display, base, long, ctx, max_out, vision) in enumerate(

@@ -4,8 +4,9 @@
   `client_reference_id` and `metadata.user_id`, and returns its URL.
 - `handle_stripe_webhook` verifies the `Stripe-Signature` header (SYNAPGATE_STRIPE_WEBHOOK_SECRET), then:
   `checkout.session.completed` (paid) / `checkout.session.async_payment_succeeded` credit `amount_total`
-  cents; `charge.refunded` posts a refund. Each posting is keyed by the Stripe event id (`credit:stripe:<id>`
-  for credits — storage.credits' prefix — and `stripe:<id>` for refunds), so a replayed event moves nothing.
+  cents; `charge.refunded` posts a refund. Each posting is keyed by the Stripe event id
+  (`credit:stripe:<id>` for credits, storage.billing.credits' prefix; `stripe:<id>` for refunds), so a
+  replayed event moves nothing.
 
 Refund rule: Stripe reports the charge's cumulative `amount_refunded`; we post the part not yet refunded,
 capped at what that payment credited, and never taking the balance below zero — credit already spent on
@@ -26,9 +27,9 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from config import Settings
+from storage.billing.ledger.base import CreditLedger, HotMove
+from storage.billing.ledger.entries import post_entry
 from storage.dialect import insert_for
-from storage.ledger.base import CreditLedger, HotMove
-from storage.ledger.entries import post_entry
 from storage.models import CreditAccount, StripePayment, table_of
 from storage.types import utcnow
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from storage.ledger.base import CreditLedger, Reservation
+from storage.billing.ledger.base import CreditLedger, Reservation
 from storage.usage.recorder import CompletionRecord, RecordResult, record_batch, record_completion
 
 log = logging.getLogger("synapgate.recorder")

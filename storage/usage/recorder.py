@@ -25,9 +25,9 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pricing.cost import Usage
+from storage.billing.ledger.base import CreditLedger, HotMove, Reservation
+from storage.billing.ledger.entries import account_state, move_accounts
 from storage.dialect import built_once, dialect_insert
-from storage.ledger.base import CreditLedger, HotMove, Reservation
-from storage.ledger.entries import account_state, move_accounts
 from storage.models import BillingEvent, Conversation, ConversationLlm, Message, UsageLog, table_of
 from storage.usage.rollups import UsageFacts, apply_facts
 

@@ -1,64 +1,39 @@
-"""The admin API for users, workspaces, gateway keys and provider keys, over real HTTP on both backends."""
+"""The admin API for users, workspaces, gateway keys and provider keys, in-process over ASGI.
+
+One backend (PostgreSQL + Redis): these rules do not depend on the database; the backend-specific suites
+(ledger, invoices' exactness, analytics SQL, schema) run on both.
+"""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
-import httpx
 import openai
 import pytest
 
 from tests.integration.conftest import Gateway
+from tests.integration.helpers import ADMIN, api, chat, create_key, create_user, db_id, error_of
 
-ADMIN = "admin-secret"
+
+@pytest.fixture
+def backend() -> str:
+    return "postgres+redis"
+
+
+@pytest.fixture
+def gateway_transport() -> str:
+    return "asgi"
+
+
+@pytest.fixture
+def gateway_database() -> str:
+    return "reset"  # one PostgreSQL database for the module, emptied between tests
 
 
 @pytest.fixture
 def gateway_settings_overrides() -> dict[str, Any]:
     return {"admin_key": ADMIN}
-
-
-async def api(gw: Gateway, method: str, path: str, key: str | None = ADMIN, **kwargs: Any) -> httpx.Response:
-    """One call to the admin API (`path` below /api/v1) with a bearer key."""
-    headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
-    async with httpx.AsyncClient(base_url=f"{gw.url}/api/v1", timeout=30) as http:
-        return await http.request(method, path, headers=headers, **kwargs)
-
-
-def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
-    """The OpenAI-style error envelope of a response with the expected status."""
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
-    return dict(body["error"])
-
-
-def db_id(gw: Gateway, value: uuid.UUID | str) -> str:
-    """A uuid as the database stores it (32 hex characters on SQLite)."""
-    value = uuid.UUID(str(value))
-    return value.hex if gw.settings.is_sqlite else str(value)
-
-
-async def create_user(gw: Gateway, email: str | None = None, **extra: Any) -> dict[str, Any]:
-    response = await api(
-        gw, "POST", "/users", json={"email": email or f"{uuid.uuid4().hex[:10]}@example.com", **extra}
-    )
-    assert response.status_code == 201, response.text
-    return dict(response.json())
-
-
-async def create_key(gw: Gateway, user_id: str, **extra: Any) -> dict[str, Any]:
-    response = await api(gw, "POST", "/keys", json={"user_id": user_id, **extra})
-    assert response.status_code == 201, response.text
-    return dict(response.json())
-
-
-def chat(gw: Gateway, key: str, text: str = "hi [mock completion_tokens=3]", **extra: Any) -> Any:
-    sdk = openai.OpenAI(base_url=gw.v1, api_key=key, max_retries=0)
-    return sdk.chat.completions.with_raw_response.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": text}], **extra
-    )
 
 
 # -- users ---------------------------------------------------------------------------------------
@@ -191,7 +166,7 @@ async def test_key_lifecycle_plaintext_once_prefix_listed_revoke_effective(gatew
     assert created["workspace_id"] == user["workspaces"][0]["workspace_id"]
     await api(gateway, "POST", "/billing/add-credits",
               json={"user_id": user["id"], "amount_usd": "1", "idempotency_key": "k1"})  # fmt: skip
-    assert chat(gateway, plaintext).status_code == 200
+    assert (await chat(gateway, plaintext)).status_code == 200
 
     listed = await api(gateway, "GET", "/keys", params={"user_id": user["id"]})
     assert listed.status_code == 200
@@ -207,7 +182,7 @@ async def test_key_lifecycle_plaintext_once_prefix_listed_revoke_effective(gatew
     revoked = await api(gateway, "DELETE", f"/keys/{created['id']}")
     assert revoked.status_code == 204 and revoked.content == b""
     with pytest.raises(openai.AuthenticationError):
-        chat(gateway, plaintext)  # at once on this worker: the key cache is cleared
+        await chat(gateway, plaintext)  # at once on this worker: the key cache is cleared
     row = (await gateway.rows("SELECT status, revoked_at FROM api_keys"))[0]
     assert row[0] == "revoked" and row[1] is not None
     again = await api(gateway, "DELETE", f"/keys/{created['id']}")
@@ -264,7 +239,7 @@ async def test_provider_key_is_stored_encrypted_and_never_returned(gateway: Gate
     assert secret not in listed.text
 
     # The stored key is used at once for the user's calls: BYOK, metered but not debited.
-    raw = chat(gateway, key["key"])
+    raw = await chat(gateway, key["key"])
     assert raw.status_code == 200
     assert gateway.mock.app.requests[-1].headers["authorization"] == f"Bearer {secret}"
     assert await gateway.scalar("SELECT user_api_key_used FROM usage_logs") in (True, 1)
@@ -312,8 +287,7 @@ async def test_provider_key_needs_the_secret_key(gateway: Gateway) -> None:
 
 
 async def test_openapi_schema_documents_the_admin_api(gateway: Gateway) -> None:
-    async with httpx.AsyncClient(timeout=30) as http:
-        schema = (await http.get(f"{gateway.url}/schema/openapi.json")).json()
+    schema = (await gateway.request("GET", "/schema/openapi.json")).json()
     paths = schema["paths"]
     expected = {
         "/api/v1/users": {"get", "post"},
@@ -341,3 +315,34 @@ async def test_openapi_schema_documents_the_admin_api(gateway: Gateway) -> None:
     assert credit["properties"]["amount_usd"]["type"] == "string"
     events = {p["name"] for p in paths["/api/v1/billing/events/{user_id}"]["get"]["parameters"]}
     assert {"type", "start", "end", "limit", "offset"} <= events
+
+
+# -- paging bounds, on every list ----------------------------------------------------------------
+
+
+async def test_every_list_bounds_limit_and_offset_with_a_400_naming_the_parameter(gateway: Gateway) -> None:
+    user = await create_user(gateway)
+    schema = (await gateway.request("GET", "/schema/openapi.json")).json()
+    lists = []
+    for path, operations in schema["paths"].items():
+        params = {p["name"] for p in operations.get("get", {}).get("parameters", []) if p["in"] == "query"}
+        if {"limit", "offset"} <= params:
+            lists.append(path.removeprefix("/api/v1"))
+    assert len(lists) >= 9, lists  # users, workspaces, keys, events, invoices, llms, costs, messages, ...
+    bad = [
+        ({"offset": "3560301864148169668952064"}, "offset"),  # beyond int64: was a 500 from asyncpg
+        ({"offset": str(2**53 + 1)}, "offset"),
+        ({"offset": "-1"}, "offset"),
+        ({"limit": "0"}, "limit"),
+        ({"limit": "1001"}, "limit"),
+    ]
+    for template in lists:
+        path = template.replace("{user_id}", user["id"])
+        path = path.replace("{workspace_id}", user["workspaces"][0]["workspace_id"])
+        path = path.replace("{target_type}", "user").replace("{target_id}", user["id"])
+        path = path.replace("{conversation_id}", str(uuid.uuid4())).replace("{message_id}", str(uuid.uuid4()))
+        for params, name in bad:
+            error = error_of(await api(gateway, "GET", path, params=params), 400)
+            assert error["param"] == name and name in error["message"], (path, params, error)
+    fine = await api(gateway, "GET", "/users", params={"limit": "1000", "offset": str(2**53)})
+    assert fine.status_code == 200 and fine.json()["data"] == [] and fine.json()["offset"] == 2**53

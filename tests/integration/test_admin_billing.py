@@ -16,15 +16,30 @@ import openai
 import pytest
 
 from pricing.money import format_usd, round_to_nano
-from storage.ledger.base import HotMove
-from storage.ledger.entries import post_entry
-from storage.reconcile import reconcile
+from storage.billing.ledger.base import HotMove
+from storage.billing.ledger.entries import post_entry
+from storage.billing.reconcile import reconcile
 from tests.integration.conftest import Gateway
-from tests.integration.test_admin_accounts import ADMIN, api, create_key, create_user, db_id, error_of
+from tests.integration.helpers import ADMIN, api, create_key, create_user, db_id, error_of
 
 MINI = (Decimal("0.15"), Decimal("0.075"), Decimal("0.60"))  # gpt-4o-mini: input, cached input, output
 FOUR_O = (Decimal("2.50"), Decimal("1.25"), Decimal("10.00"))  # gpt-4o
 BYOK_FEE_NANO = 1_000_000  # SYNAPGATE_BYOK_FEE_USD_PER_REQUEST = 0.001
+
+
+@pytest.fixture
+def backend() -> str:
+    return "postgres+redis"
+
+
+@pytest.fixture
+def gateway_transport() -> str:
+    return "asgi"
+
+
+@pytest.fixture
+def gateway_database() -> str:
+    return "reset"  # one PostgreSQL database for the module, emptied between tests
 
 
 @pytest.fixture
@@ -39,12 +54,11 @@ def cost_nano(prices: tuple[Decimal, Decimal, Decimal], prompt: int, completion:
     return round_to_nano(usd)
 
 
-def call(
+async def call(
     gw: Gateway, key: str, model: str, prompt: int, completion: int, cached: int = 0, **extra: Any
 ) -> Any:
-    sdk = openai.OpenAI(base_url=gw.v1, api_key=key, max_retries=0)
     directive = f"[mock prompt_tokens={prompt} completion_tokens={completion} cached_tokens={cached}]"
-    raw = sdk.chat.completions.with_raw_response.create(
+    raw = await gw.openai(key).chat.completions.with_raw_response.create(
         model=model, messages=[{"role": "user", "content": f"go {directive}"}], **extra
     )
     assert raw.status_code == 200
@@ -106,7 +120,7 @@ async def test_add_credits_is_exact_and_a_replay_moves_nothing(gateway: Gateway)
     if gateway.redis_url:  # the gateway's Redis copy moved with the database, to the nano
         assert await gateway.ledger.hot_balance(uid) == 12_345_679_000
     report = await reconcile(gateway.engine, gateway.ledger)
-    assert report["mismatches"] == []
+    assert report.mismatches == []
 
 
 async def test_add_credits_input_is_validated_and_changes_nothing(gateway: Gateway) -> None:
@@ -132,8 +146,8 @@ async def test_balance_is_the_ledger_after_usage(gateway: Gateway) -> None:
     user = await create_user(gateway)
     key = (await create_key(gateway, user["id"]))["key"]
     await add_credits(gateway, user["id"], "1", "start")
-    call(gateway, key, "gpt-4o-mini", 1000, 7)
-    call(gateway, key, "gpt-4o", 333, 21, cached=100)
+    await call(gateway, key, "gpt-4o-mini", 1000, 7)
+    await call(gateway, key, "gpt-4o", 333, 21, cached=100)
     spent = cost_nano(MINI, 1000, 7) + cost_nano(FOUR_O, 333, 21, cached=100)
     assert spent == 154_200 + 917_500  # 150 + 4.2 µUSD; 582.5 + 125 + 210 µUSD
     response = await api(gateway, "GET", f"/billing/balance/{user['id']}", key=key)  # the user's own key
@@ -154,7 +168,7 @@ async def test_events_filter_by_type_and_time_zone_aware_dates_with_stable_pages
     key = (await create_key(gateway, user["id"]))["key"]
     for i in range(3):
         await add_credits(gateway, user["id"], f"0.{i + 1}", f"e-{i}")
-        call(gateway, key, "gpt-4o-mini", 100 + i, 10)
+        await call(gateway, key, "gpt-4o-mini", 100 + i, 10)
     path = f"/billing/events/{user['id']}"
     full = (await api(gateway, "GET", path)).json()
     assert full["total"] == 6
@@ -211,10 +225,10 @@ async def test_invoice_lines_and_totals_equal_the_ledger(gateway: Gateway) -> No
     assert (
         await add_credits(gateway, user["id"], "5", "inv-credit", description="prepaid")
     ).status_code == 201
-    call(gateway, key, "gpt-4o-mini", 100, 10)
-    call(gateway, key, "gpt-4o-mini", 120, 30, cached=40)
-    call(gateway, key, "gpt-4o", 1000, 5)
-    byok = call(gateway, key, "gpt-4o-mini", 50, 5, extra_headers={"X-Provider-Api-Key": "sk-own-key"})
+    await call(gateway, key, "gpt-4o-mini", 100, 10)
+    await call(gateway, key, "gpt-4o-mini", 120, 30, cached=40)
+    await call(gateway, key, "gpt-4o", 1000, 5)
+    byok = await call(gateway, key, "gpt-4o-mini", 50, 5, extra_headers={"X-Provider-Api-Key": "sk-own-key"})
     assert byok.headers["x-synapgate-charged-usd"] == "0.001000000"
     async with gateway.engine.begin() as conn:  # no API posts these yet; the ledger takes them as they come
         refund = await post_entry(conn, user_id=uid, type="refund", amount_nano=123, idempotency_key="r-1",
@@ -297,7 +311,7 @@ async def test_invoice_lines_and_totals_equal_the_ledger(gateway: Gateway) -> No
     assert await gateway.scalar("SELECT COUNT(*) FROM invoices") == 1
 
     # The next period starts where this one ended and holds only what came after.
-    later = call(gateway, key, "gpt-4o", 10, 10)
+    later = await call(gateway, key, "gpt-4o", 10, 10)
     next_end = datetime.now(UTC)
     second = await api(gateway, "POST", "/billing/invoices",
                        json={"user_id": user["id"], "period_start": period_end.isoformat(),
@@ -370,7 +384,7 @@ async def test_catalog_lists_models_with_exact_prices(gateway: Gateway) -> None:
 
 async def test_new_price_version_never_rewrites_charged_history(gateway: Gateway) -> None:
     _uid, key = await gateway.seed_user("1")
-    first = call(gateway, key, "gpt-4o-mini", 1000, 100)
+    first = await call(gateway, key, "gpt-4o-mini", 1000, 100)
     old_cost = cost_nano(MINI, 1000, 100)
     response = await api(
         gateway,
@@ -387,7 +401,7 @@ async def test_new_price_version_never_rewrites_charged_history(gateway: Gateway
     history = [(v["version"], v["prices"]["input"], v["prices"]["output"]) for v in model["price_history"]]
     assert history == [(1, "0.15", "0.6"), (2, "0.3", "1.2")]
 
-    second = call(gateway, key, "gpt-4o-mini", 1000, 100)  # this worker prices at version 2 at once
+    second = await call(gateway, key, "gpt-4o-mini", 1000, 100)  # this worker prices at version 2 at once
     new_cost = cost_nano((Decimal("0.30"), Decimal("0.15"), Decimal("1.20")), 1000, 100)
     assert second.headers["x-synapgate-cost-usd"] == format_usd(new_cost) == "0.000420000"
     rows = await gateway.rows("SELECT request_id, price_version, cost_nano FROM usage_logs ORDER BY id")
@@ -400,6 +414,13 @@ async def test_new_price_version_never_rewrites_charged_history(gateway: Gateway
         "WHERE l.name = 'gpt-4o-mini' AND v.version = 1"
     )
     assert [Decimal(str(x)) for x in v1[0]] == [Decimal("0.15"), Decimal("0.60")]
+
+    # the CLI's rule, shared: an omitted optional price keeps its value; an explicit null clears it
+    kept = await api(gateway, "PUT", "/llms/gpt-4o-mini", json={"input_price": "0.3", "output_price": "1.2"})
+    assert (kept.json()["price_version"], kept.json()["prices"]["cached_input"]) == (3, "0.15")
+    body = {"input_price": "0.3", "output_price": "1.2", "cached_input_price": None}
+    cleared = await api(gateway, "PUT", "/llms/gpt-4o-mini", json=body)
+    assert (cleared.json()["price_version"], cleared.json()["prices"]["cached_input"]) == (4, None)
 
 
 async def test_price_changes_are_validated_and_admin_only(gateway: Gateway) -> None:
@@ -430,16 +451,18 @@ async def test_deactivated_model_is_not_served_until_activated(gateway: Gateway)
     _uid, key = await gateway.seed_user("1")
     off = await api(gateway, "POST", "/llms/gpt-4o/deactivate")
     assert off.status_code == 200 and off.json()["is_active"] is False
-    sdk = openai.OpenAI(base_url=gateway.v1, api_key=key, max_retries=0)
-    assert "gpt-4o" not in {m.id for m in sdk.models.list()}
+    sdk = gateway.openai(key)
+    assert "gpt-4o" not in {m.id for m in (await sdk.models.list()).data}
     with pytest.raises(openai.NotFoundError):
-        sdk.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+        await sdk.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
     inactive = (await api(gateway, "GET", "/llms", params={"active": "false"})).json()
     assert [m["name"] for m in inactive["data"]] == ["gpt-4o"]
     assert error_of(await api(gateway, "POST", "/llms/gpt-4o/activate", key=key), 403)
     on = await api(gateway, "POST", "/llms/gpt-4o/activate")
     assert on.status_code == 200 and on.json()["is_active"] is True
-    assert sdk.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}]).choices
+    assert (
+        await sdk.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    ).choices
     assert error_of(await api(gateway, "POST", "/llms/gpt-9/activate"), 404)["code"] == "model_not_found"
 
 

@@ -16,11 +16,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-import httpx
 import pytest
 
 from tests.integration.conftest import Gateway
-from tests.integration.test_admin_accounts import ADMIN, api, chat, create_key, create_user, db_id
+from tests.integration.helpers import ADMIN, api, chat, create_key, create_user, db_id
 
 # Path parameters that name a user's object, and where B's value for each comes from.
 OWNED_PARAMS = {
@@ -62,6 +61,21 @@ EXTRA_PROBES = [
 
 
 @pytest.fixture
+def backend() -> str:
+    return "postgres+redis"
+
+
+@pytest.fixture
+def gateway_transport() -> str:
+    return "asgi"
+
+
+@pytest.fixture
+def gateway_database() -> str:
+    return "reset"  # one PostgreSQL database for the module, emptied between tests
+
+
+@pytest.fixture
 def gateway_settings_overrides() -> dict[str, Any]:
     return {"admin_key": ADMIN}
 
@@ -74,7 +88,7 @@ async def _tenant(gw: Gateway, credits: str) -> dict[str, str]:
     response = await api(gw, "POST", "/billing/add-credits", json=credit)
     assert response.status_code == 201
     start = datetime.now(UTC) - timedelta(seconds=5)
-    raw = chat(gw, key["key"])
+    raw = await chat(gw, key["key"])
     put = await api(
         gw, "PUT", f"/users/{user['id']}/provider-keys/anthropic", json={"api_key": "sk-ant-1234"}
     )
@@ -194,8 +208,7 @@ async def _b_state(gw: Gateway, b: dict[str, str]) -> tuple[Any, ...]:
 async def test_a_users_key_cannot_reach_another_users_data_through_any_endpoint(gateway: Gateway) -> None:
     a, b = await _tenant(gateway, "3"), await _tenant(gateway, "7")
     before = await _b_state(gateway, b)
-    async with httpx.AsyncClient(timeout=30) as http:
-        schema = (await http.get(f"{gateway.url}/schema/openapi.json")).json()
+    schema = (await gateway.request("GET", "/schema/openapi.json")).json()
     components = schema.get("components", {}).get("schemas", {})
     as_a = {"Authorization": f"Bearer {a['key_plaintext']}"}
 
@@ -237,24 +250,23 @@ async def test_a_users_key_cannot_reach_another_users_data_through_any_endpoint(
 
     checked = {"404": 0, "absent": 0, "list": 0, "refused": 0}
     inconclusive: list[str] = []
-    async with httpx.AsyncClient(base_url=gateway.url, timeout=30, headers=as_a) as http:
-        for method, url, body, expectation, strict in probes:
-            response = await http.request(method, url, json=body)
-            where = f"{method} {url} → {response.status_code} {response.text[:300]}"
-            leaked = _leaks(_without_what_was_sent(response.text, url, body), b)
-            assert not leaked, (where, leaked)
-            assert response.status_code < 500, where
-            if not strict and response.status_code == 400:
-                inconclusive.append(where)  # another module's route refused the probe's made-up input
-            elif expectation == "404":
-                assert response.status_code == 404, where
-            elif expectation == "absent":  # a guessed URL: B's id, or no such route (404/405) at all
-                assert response.status_code in (404, 405), where
-            elif expectation == "refused":
-                assert response.status_code in (403, 404, 405), where
-            else:
-                assert response.status_code in (200, 403), where
-            checked[expectation] += 1
+    for method, url, body, expectation, strict in probes:
+        response = await gateway.request(method, url, json=body, headers=as_a)
+        where = f"{method} {url} → {response.status_code} {response.text[:300]}"
+        leaked = _leaks(_without_what_was_sent(response.text, url, body), b)
+        assert not leaked, (where, leaked)
+        assert response.status_code < 500, where
+        if not strict and response.status_code == 400:
+            inconclusive.append(where)  # another module's route refused the probe's made-up input
+        elif expectation == "404":
+            assert response.status_code == 404, where
+        elif expectation == "absent":  # a guessed URL: B's id, or no such route (404/405) at all
+            assert response.status_code in (404, 405), where
+        elif expectation == "refused":
+            assert response.status_code in (403, 404, 405), where
+        else:
+            assert response.status_code in (200, 403), where
+        checked[expectation] += 1
     print(f"{len(probes)} probes {checked}; refused as bad input by other modules' routes (no leak):")
     print(*inconclusive, sep="\n")
     # Every route of this module's API was among the probes (they are in the schema).
@@ -262,7 +274,7 @@ async def test_a_users_key_cannot_reach_another_users_data_through_any_endpoint(
     assert checked["absent"] == len(EXTRA_PROBES)
     assert await _b_state(gateway, b) == before
     # B's key still works: nothing A sent revoked or changed it.
-    assert chat(gateway, b["key_plaintext"]).status_code == 200
+    assert (await chat(gateway, b["key_plaintext"])).status_code == 200
 
 
 async def test_list_endpoints_show_a_user_only_their_own_rows(gateway: Gateway) -> None:

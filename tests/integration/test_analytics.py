@@ -19,18 +19,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import openai
 import pytest
 from sqlalchemy import inspect as inspect_schema
 
-import storage.analytics
 import storage.usage.recorder
 from migrations.runner import downgrade, upgrade
 from pricing.cost import Usage
 from pricing.money import format_usd
-from storage.analytics import Window, histogram_percentile, percentile_cont, split_window
-from storage.keys import create_key
+from storage.accounts.keys import create_key
+from storage.accounts.users import create_user, default_workspace
 from storage.models import Workspace, WorkspaceMember, table_of
+from storage.usage.analytics import Window, histogram_percentile, percentile_cont, split_window
 from storage.usage.recorder import CompletionRecord, apply_usage_rollups, record_completion, record_failure
 from storage.usage.rollups import (
     DAY,
@@ -43,13 +42,22 @@ from storage.usage.rollups import (
     rebuild_usage_rollups,
     rollup_rows,
 )
-from storage.users import create_user, default_workspace
 from tests.integration.conftest import Gateway, off_loop
 
 pytestmark = pytest.mark.integration
 
 ADMIN = "sk-admin-analytics-test"
 WIRED = "apply_usage_rollup" in inspect.getsource(storage.usage.recorder)
+
+
+@pytest.fixture
+def gateway_transport() -> str:
+    return "asgi"  # both backends stay: the analytics SQL differs by dialect
+
+
+@pytest.fixture
+def gateway_database() -> str:
+    return "reset"  # one PostgreSQL database for the module, emptied between tests
 
 
 @pytest.fixture
@@ -63,15 +71,12 @@ def t(text: str) -> datetime:
 
 async def api(gw: Gateway, path: str, key: str | None = ADMIN, **params: Any) -> httpx.Response:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    async with httpx.AsyncClient(base_url=f"{gw.url}/api/v1", timeout=30) as http:
-        return await http.get(
-            path, params={k: v for k, v in params.items() if v is not None}, headers=headers
-        )
+    query = {k: v for k, v in params.items() if v is not None}
+    return await gw.request("GET", f"/api/v1{path}", params=query, headers=headers)
 
 
 async def post(gw: Gateway, path: str, body: dict[str, Any], key: str = ADMIN) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=f"{gw.url}/api/v1", timeout=30) as http:
-        return await http.post(path, json=body, headers={"Authorization": f"Bearer {key}"})
+    return await gw.request("POST", f"/api/v1{path}", json=body, headers={"Authorization": f"Bearer {key}"})
 
 
 async def new_user(gw: Gateway) -> tuple[uuid.UUID, str, uuid.UUID]:
@@ -687,7 +692,7 @@ async def test_llm_performance_from_histograms_at_scale(
     """Above EXACT_PERCENTILE_MAX_ROWS successes the percentiles come from the daily histograms."""
     await _seed_models(gateway)
     exact = perf_by_model((await api(gateway, "/analytics/llm-performance")).json())
-    monkeypatch.setattr(storage.analytics, "EXACT_PERCENTILE_MAX_ROWS", 0)
+    monkeypatch.setattr(storage.usage.analytics, "EXACT_PERCENTILE_MAX_ROWS", 0)
     body = (await api(gateway, "/analytics/llm-performance")).json()
     assert body["percentile_method"] == "histogram"
     by = perf_by_model(body)
@@ -1013,7 +1018,7 @@ async def test_the_migration_fills_the_rollups_and_feedback_copies_from_existing
 
 async def test_usage_made_through_the_gateway_with_the_sdk(gateway: Gateway) -> None:
     user, key = await gateway.seed_user("1")
-    sdk = openai.AsyncOpenAI(base_url=gateway.v1, api_key=key, max_retries=0)
+    sdk = gateway.openai(key)
     before = datetime.now(UTC) - timedelta(seconds=1)
     for model, directive in [
         ("gpt-4o-mini", "[mock prompt_tokens=1000 completion_tokens=7 latency_ms=30]"),
@@ -1023,7 +1028,6 @@ async def test_usage_made_through_the_gateway_with_the_sdk(gateway: Gateway) -> 
         await sdk.chat.completions.create(
             model=model, messages=[{"role": "user", "content": f"hi {directive}"}]
         )
-    await sdk.close()
     if not WIRED:  # the recorder does not keep the rollups yet: derive them from usage_logs
         async with gateway.engine.begin() as conn:
             await conn.run_sync(rebuild_usage_rollups)

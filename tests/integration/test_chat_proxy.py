@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from pricing.money import format_usd, round_to_nano
-from storage.credentials import cipher_for, set_credential
+from storage.accounts.credentials import cipher_for, set_credential
 from tests.integration.conftest import Gateway
 
 # gpt-4o-mini list prices, USD per 1M tokens (the seeded catalog).
@@ -173,7 +173,7 @@ async def test_concurrent_requests_cannot_overspend(gateway: Gateway) -> None:
     """50 parallel requests, credit for 10 worst cases: the rest get 402, nothing goes negative."""
     from pricing.cost import reservation_nano
     from pricing.tokens import count_prompt_tokens
-    from storage.catalog import load_catalog
+    from storage.catalog.repository import load_catalog
 
     messages = user_says("race [mock latency_ms=400]")
     async with gateway.engine.connect() as conn:

@@ -1,8 +1,9 @@
-"""The real `synapgate` CLI, run as a subprocess against a per-test database.
+"""The `synapgate` CLI against a per-test database, run in-process through `gateway.cli.main(argv)`.
 
 Success: exit 0, one JSON object on stdout, nothing on stderr. Bad input: non-zero exit, exactly one
-line on stderr starting with "synapgate", nothing on stdout, and the database unchanged.
-Bad-input cases run concurrently, each on its own copy of a populated SQLite database.
+line on stderr starting with "synapgate", nothing on stdout, and the database unchanged (each bad-input
+case runs on its own copy of a populated SQLite database). Three tests run the installed entry point as a
+real subprocess: `--help`, the SQLite default from another directory, and `serve` refusing a bad port.
 """
 
 from __future__ import annotations
@@ -10,14 +11,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import shutil
 import sqlite3
 import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,22 +25,12 @@ from typing import Any
 import asyncpg
 import pytest
 
-from storage.credentials import cipher_for
+from storage.accounts.credentials import cipher_for
+from tests.integration.helpers import UNKNOWN_ID, Run, cli, cli_env, sqlite_url
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED_TIKTOKEN = REPO.parent / "shared" / "tiktoken"
 SECRET = "cli-test-secret-key"
-PROVIDER_KEY_VARIABLES = (
-    "OPENAI_API_KEY",
-    "ANTHROPIC_API_KEY",
-    "GEMINI_API_KEY",
-    "GOOGLE_API_KEY",
-    "XAI_API_KEY",
-    "DEEPSEEK_API_KEY",
-    "TOGETHER_API_KEY",
-)
 STATE_TABLES = (
     "users",
     "workspaces",
@@ -53,84 +42,20 @@ STATE_TABLES = (
     "llm_price_versions",
     "provider_credentials",
 )
-UNKNOWN_ID = "6f1c8a52-0d7e-4c1b-9a43-2b7d1f0e9c11"
-WORKERS = max(2, min(4, os.cpu_count() or 2))  # each CLI run is ~1 s of CPU (imports)
 
 
-# -- running the CLI -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Run:
-    args: tuple[str, ...]
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> dict[str, Any]:
-        """The one JSON object of a successful command."""
-        assert self.code == 0, self
-        assert self.err == "", self
-        lines = self.out.splitlines()
-        assert len(lines) == 1, self
-        obj = json.loads(lines[0])
-        assert isinstance(obj, dict)
-        return obj
-
-    def problems_as_bad_input(self, expect: str) -> list[str]:
-        """What is wrong with this run as the refusal of bad input (empty when it is right)."""
-        problems = []
-        if self.code == 0:
-            problems.append("exit code 0")
-        if self.out != "":
-            problems.append(f"stdout not empty: {self.out!r}")
-        lines = self.err.splitlines()
-        if len(lines) != 1 or not self.err.endswith("\n"):
-            problems.append(f"stderr is not exactly one line: {self.err!r}")
-        elif not lines[0].startswith("synapgate"):
-            problems.append(f"stderr does not start with 'synapgate': {self.err!r}")
-        if expect not in self.err:
-            problems.append(f"stderr does not say {expect!r}: {self.err!r}")
-        if "Traceback" in self.err:
-            problems.append("a traceback")
-        return problems
-
-
-def cli_env(database_url: str | None, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of the machine minus every SYNAPGATE_* and provider key, plus the test's own."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.upper().startswith("SYNAPGATE_") and k.upper() not in PROVIDER_KEY_VARIABLES
-    }
-    env["TIKTOKEN_CACHE_DIR"] = str(SHARED_TIKTOKEN)
-    if database_url is not None:
-        env["SYNAPGATE_DATABASE_URL"] = database_url
-    env.update(extra or {})
-    return env
-
-
-def cli(
-    database_url: str | None,
-    *args: str,
-    stdin: str = "",
-    env: dict[str, str] | None = None,
-    cwd: Path | None = None,
-) -> Run:
+def entry_point(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Run:
+    """The installed `synapgate` script as a real subprocess (only for what in-process runs cannot show)."""
+    script = Path(sys.executable).with_name("synapgate")
     proc = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args],
-        input=stdin,
+        [str(script), *args],
         capture_output=True,
         text=True,
-        env=cli_env(database_url, env),
-        cwd=cwd or REPO,
+        env=cli_env(None, env),
+        cwd=cwd,
         timeout=120,
     )
     return Run(tuple(args), proc.returncode, proc.stdout, proc.stderr)
-
-
-def sqlite_url(path: Path) -> str:
-    return f"sqlite:///{path}"
 
 
 def db_bytes(path: Path) -> bytes:
@@ -185,10 +110,9 @@ def pg_state(url: str) -> dict[str, Any]:
     return asyncio.run(_pg_state(url))
 
 
-def concurrently(*calls: Callable[[], Run]) -> list[Run]:
-    """Run independent CLI commands at once (each is ~1 s of imports); results in call order."""
-    with ThreadPoolExecutor(len(calls)) as pool:
-        return list(pool.map(lambda call: call(), calls))
+def in_turn(*calls: Callable[[], Run]) -> list[Run]:
+    """Run CLI commands one after the other; results in call order."""
+    return [call() for call in calls]
 
 
 # -- the happy path, on a fresh SQLite file ------------------------------------------------------
@@ -228,7 +152,7 @@ def test_cli_end_to_end_on_sqlite(tmp_path: Path) -> None:
     # independent commands, at once: a key, a top-up, the catalog, a stored provider key
     provider_key = "sk-proj-Zq8wXe3rTy6uIo9pAs2dFg5h"
     top_up = ("credits", "add", "--user", user_id, "--amount-usd", "10.50", "--idempotency-key", "top-1")
-    key_run, first, listed, stored = concurrently(
+    key_run, first, listed, stored = in_turn(
         lambda: cli(
             url, "keys", "create", "--user", user_id, "--name", "ci", "--models", "gpt-4o, claude-3-haiku"
         ),
@@ -259,7 +183,7 @@ def test_cli_end_to_end_on_sqlite(tmp_path: Path) -> None:
     with closing(sqlite3.connect(path)) as conn:
         row = conn.execute(
             "SELECT key_hash, key_prefix, user_id, status, allowed_models FROM api_keys WHERE id = ?",
-            (uuid.UUID(created["key_id"]).hex,),
+            (uuid.UUID(created["id"]).hex,),
         ).fetchone()
     assert row[0] == hashlib.sha256(key.encode()).hexdigest()
     assert row[1] == key[:12]
@@ -267,9 +191,11 @@ def test_cli_end_to_end_on_sqlite(tmp_path: Path) -> None:
     assert json.loads(row[4]) == ["gpt-4o", "claude-3-haiku"]
 
     # credits add with an idempotency key
-    assert first.json() == {
+    top_up_fields = ("user_id", "amount_usd", "amount_nano", "balance_usd", "idempotency_key", "replayed")
+    assert {k: first.json()[k] for k in top_up_fields} == {
         "user_id": user_id,
         "amount_usd": "10.500000000",
+        "amount_nano": 10_500_000_000,
         "balance_usd": "15.500000000",
         "idempotency_key": "top-1",
         "replayed": False,
@@ -307,25 +233,27 @@ def test_cli_end_to_end_on_sqlite(tmp_path: Path) -> None:
     assert cipher_for(SECRET).decrypt(token).decode() == provider_key
 
     # the replayed top-up, a new price and a revoked key, at once
-    second, changed, revoked = concurrently(
+    second, changed, revoked = in_turn(
         lambda: cli(url, *top_up),
         lambda: cli(
             url, "llms", "set-price", "gpt-4o", "--input", "3.00", "--output", "12", "--cached-input", "1.5"
         ),
-        lambda: cli(url, "keys", "revoke", "--key-id", created["key_id"]),
+        lambda: cli(url, "keys", "revoke", "--key-id", created["id"]),
     )
     assert second.json() == {**first.json(), "replayed": True}
     assert changed.json() == {"name": "gpt-4o", "price_version": 2, "input": "3.00", "output": "12"}
-    assert revoked.json() == {"key_id": created["key_id"], "status": "revoked"}
+    assert (revoked.json()["id"], revoked.json()["status"]) == (created["id"], "revoked")
+    assert revoked.json()["revoked_at"] is not None and "key" not in revoked.json()
 
-    balance, relisted, reconciled = concurrently(
+    balance, relisted, reconciled = in_turn(
         lambda: cli(url, "credits", "balance", "--user", user_id),
         lambda: cli(url, "llms", "list"),
         lambda: cli(url, "ledger", "reconcile"),
     )
-    assert balance.json() == {
+    assert {k: balance.json()[k] for k in ("user_id", "balance_usd", "held_usd", "available_usd")} == {
         "user_id": user_id,
         "balance_usd": "15.500000000",
+        "held_usd": "0.000000000",
         "available_usd": "15.500000000",
     }
     after = {m["name"]: m for m in relisted.json()["models"]}
@@ -348,7 +276,7 @@ def test_cli_end_to_end_on_sqlite(tmp_path: Path) -> None:
         ).fetchall()
         status = conn.execute(
             "SELECT status, revoked_at IS NOT NULL FROM api_keys WHERE id = ?",
-            (uuid.UUID(created["key_id"]).hex,),
+            (uuid.UUID(created["id"]).hex,),
         ).fetchone()
     assert events == [
         ("credit", 5_000_000_000, f"credit:signup:{user_id}"),
@@ -379,13 +307,13 @@ def test_cli_on_postgresql(pg_database: str) -> None:
     user_id = user["user_id"]
     assert user["balance_usd"] == "0.000000001"
     add = ["credits", "add", "--user", user_id, "--amount-usd", "2.5", "--idempotency-key", "pg-1"]
-    first, priced = concurrently(
+    first, priced = in_turn(
         lambda: cli(url, *add),
         lambda: cli(url, "llms", "set-price", "claude-3-haiku", "--input", "0.8", "--output", "4"),
     )
     assert first.json()["balance_usd"] == "2.500000001"
     assert priced.json()["price_version"] == 2
-    replay, reconciled = concurrently(lambda: cli(url, *add), lambda: cli(url, "ledger", "reconcile"))
+    replay, reconciled = in_turn(lambda: cli(url, *add), lambda: cli(url, "ledger", "reconcile"))
     assert (replay.json()["replayed"], replay.json()["balance_usd"]) == (True, "2.500000001")
     assert reconciled.json() == {"users": 1, "mismatches": [], "fixed": False}
 
@@ -395,7 +323,7 @@ def test_cli_on_postgresql(pg_database: str) -> None:
     assert before["llm_price_versions"] == 13
     assert before["balances"] == [(uuid.UUID(user_id), 2_500_000_001, 2)]
     assert before["llm_prices"][6] == (7, 2, "0.800000000")
-    runs = concurrently(
+    runs = in_turn(
         lambda: cli(url, "users", "create", "--email", "BOB@example.com"),
         lambda: cli(url, "credits", "add", "--user", user_id, "--amount-usd", "1e12"),
     )
@@ -423,7 +351,7 @@ def populated(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -
     shutil.copy(sqlite_template, path)
     url = sqlite_url(path)
     user = cli(url, "users", "create", "--email", "alice@example.com", "--credits-usd", "5").json()
-    key_run, stored = concurrently(
+    key_run, stored = in_turn(
         lambda: cli(url, "keys", "create", "--user", user["user_id"], "--name", "k"),
         lambda: cli(
             url,
@@ -446,7 +374,7 @@ def populated(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -
         1,
         1,
     )
-    return Populated(path, user["user_id"], user["workspace_id"], key["key_id"], state)
+    return Populated(path, user["user_id"], user["workspace_id"], key["id"], state)
 
 
 @dataclass(frozen=True)
@@ -471,8 +399,7 @@ def run_bad_cases(populated: Populated, tmp_path: Path, cases: Sequence[Case]) -
             problems.append(f"database changed: {changed}")
         return [f"{' '.join(case.args)} {case.env or ''}: {p}" for p in problems]
 
-    with ThreadPoolExecutor(WORKERS) as pool:
-        failures = [p for problems in pool.map(one, range(len(cases)), cases) for p in problems]
+    failures = [p for index, case in enumerate(cases) for p in one(index, case)]
     assert not failures, "\n".join(failures)
     assert not (tmp_path / "synapgate.db").exists()  # no command fell back to the default database
 
@@ -506,9 +433,17 @@ def test_bad_input_keys(populated: Populated, tmp_path: Path) -> None:
             Case(("keys", "create", "--user", "not-a-uuid"), "not an id: 'not-a-uuid'"),
             Case(
                 ("keys", "create", "--user", populated.user_id, "--workspace", UNKNOWN_ID),
-                "synapgate: error:",
+                f"--workspace: user {populated.user_id} is not a member of workspace {UNKNOWN_ID}",
             ),
-            Case(("keys", "revoke", "--key-id", UNKNOWN_ID), f"no active key with id {UNKNOWN_ID}"),
+            Case(
+                ("keys", "create", "--user", populated.user_id, "--models", "gpt-4o,no-such-model"),
+                "--models: models not in the catalog: no-such-model",
+            ),
+            Case(
+                ("keys", "create", "--user", populated.user_id, "--models", " , "),
+                "--models: the allow-list is empty",
+            ),
+            Case(("keys", "revoke", "--key-id", UNKNOWN_ID), f"--key-id: no key with id {UNKNOWN_ID}"),
             Case(("keys", "revoke", "--key-id", "123"), "not an id"),
         ],
     )
@@ -561,8 +496,10 @@ def test_bad_input_credentials(populated: Populated, tmp_path: Path) -> None:
         tmp_path,
         [
             Case((*cset, "anthropic"), "SYNAPGATE_SECRET_KEY is not set", stdin="sk-ant-xyz\n"),
-            Case((*cset, "anthropic"), "no key on standard input", env=secret),
-            Case((*cset, "anthropic"), "no key on standard input", stdin="   \n", env=secret),
+            Case((*cset, "anthropic"), "standard input: no provider key was given", env=secret),
+            Case(
+                (*cset, "anthropic"), "standard input: no provider key was given", stdin="   \n", env=secret
+            ),
             Case((*cset, "anthropic"), "contains spaces", stdin="sk-ant xyz\n", env=secret),
             Case((*cset, "mistral"), "invalid choice: 'mistral'", stdin="sk-x\n", env=secret),
             Case(
@@ -633,12 +570,12 @@ def test_bad_settings_for_every_command(populated: Populated, tmp_path: Path) ->
     cases += [
         Case(
             ("migrate",),
-            "synapgate: error: ConnectionRefusedError",
+            "synapgate: error: cannot use the database nowhere on 127.0.0.1:1: ",
             env={"SYNAPGATE_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/nowhere"},
         ),
         Case(
             ("llms", "list"),
-            "synapgate: error: OperationalError",
+            "synapgate: error: the database /nonexistent-dir/x/synapgate.db does not exist",
             env={"SYNAPGATE_DATABASE_URL": "sqlite:////nonexistent-dir/x/synapgate.db"},
         ),
         Case((), "the following arguments are required: command"),
@@ -699,3 +636,82 @@ def test_set_price_refuses_a_negative_long_threshold(populated: Populated, tmp_p
             )
         ],
     )
+
+
+# -- the entry point itself (real subprocesses) --------------------------------------------------
+
+
+def test_entry_point_help_lists_the_commands_and_no_mock_upstream(tmp_path: Path) -> None:
+    run = entry_point("--help", cwd=tmp_path)
+    assert run.code == 0 and run.err == "", run
+    for command in (
+        "serve",
+        "migrate",
+        "users",
+        "keys",
+        "credits",
+        "llms",
+        "credentials",
+        "invoices",
+        "ledger",
+    ):
+        assert command in run.out
+    assert "mock-upstream" not in run.out  # the mock lives in devtools/, outside the shipped package
+
+
+def test_sqlite_default_from_another_directory_says_to_migrate_and_creates_nothing(tmp_path: Path) -> None:
+    run = entry_point("users", "list", cwd=tmp_path)
+    assert run.problems_as_bad_input("run `synapgate migrate` first") == []
+    assert "synapgate.db does not exist" in run.err and "no such table" not in run.err
+    assert list(tmp_path.iterdir()) == []  # no empty synapgate.db left behind
+
+
+def test_serve_refuses_a_port_out_of_range(tmp_path: Path) -> None:
+    run = entry_point("serve", "--port", "70000", cwd=tmp_path)
+    assert run.code == 2 and run.out == "", run
+    assert run.err.count("\n") == 1 and "--port: a port is from 1 to 65535: '70000'" in run.err
+    assert list(tmp_path.iterdir()) == []  # refused before anything was migrated or bound
+
+
+# -- serve, and databases that are not ready (in-process) ----------------------------------------
+
+
+def test_serve_honours_synapgate_workers(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import uvicorn
+
+    started: list[dict[str, Any]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: started.append(kwargs))
+    pg = {"SYNAPGATE_DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/unused", "SYNAPGATE_WORKERS": "2"}
+    assert cli(None, "serve", env=pg, cwd=tmp_path).code == 0
+    assert cli(None, "serve", "--workers", "3", "--port", "9001", env=pg, cwd=tmp_path).code == 0
+    assert [(s["workers"], s["port"]) for s in started] == [(2, 8080), (3, 9001)]
+    sqlite = {"SYNAPGATE_DATABASE_URL": sqlite_url(tmp_path / "g.db"), "SYNAPGATE_WORKERS": "2"}
+    refused = cli(None, "serve", env=sqlite, cwd=tmp_path)
+    assert refused.problems_as_bad_input("SQLite serves one worker") == [] and len(started) == 2
+    bad = cli(None, "serve", env={**pg, "SYNAPGATE_PORT": "70000"}, cwd=tmp_path)
+    assert bad.problems_as_bad_input("SYNAPGATE_PORT") == [] and len(started) == 2
+
+
+def test_an_unmigrated_database_is_named_in_words(tmp_path: Path, pg_template: str) -> None:
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    run = cli(sqlite_url(empty), "users", "list", cwd=tmp_path)
+    assert run.problems_as_bad_input(f"the database {empty} is not migrated: run `synapgate migrate`") == []
+    missing = "postgresql://postgres@127.0.0.1:5432/sg_t_does_not_exist"
+    run = cli(missing, "users", "list", cwd=tmp_path)
+    assert (
+        run.problems_as_bad_input("the database sg_t_does_not_exist on 127.0.0.1:5432 does not exist") == []
+    )
+    assert "DBAPIError" not in run.err and "InvalidCatalogName" not in run.err
+
+
+def test_a_constraint_violation_is_said_in_words() -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    from config import Settings
+    from gateway.cli import database_problem
+
+    exc = IntegrityError("INSERT INTO api_keys …", {}, Exception("FOREIGN KEY constraint failed"))
+    problem = database_problem(exc, Settings(database_url="sqlite:///x.db"))
+    assert problem is not None and "names a row that does not exist" in problem
+    assert "IntegrityError" not in problem and "nothing was changed" in problem

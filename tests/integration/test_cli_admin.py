@@ -1,7 +1,7 @@
 """The CLI's admin reads and invoices: `users list|show`, `invoices create|show|list`.
 
-The CLI runs as a subprocess on the database of a running gateway (both backends), so what it prints can
-be compared with what the admin API answers for the same rows: the same JSON, field for field.
+The CLI runs in-process on the database of a running (in-process) gateway, so what it prints can be
+compared with what the admin API answers for the same rows: the same JSON, field for field.
 Bad input: non-zero exit, one line on stderr, nothing on stdout, nothing changed.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -21,10 +20,24 @@ import pytest
 
 from pricing.money import format_usd, round_to_nano
 from tests.integration.conftest import Gateway
-from tests.integration.test_admin_accounts import ADMIN, api, chat
-from tests.integration.test_cli import Run, cli, sqlite_state, sqlite_url
+from tests.integration.helpers import ADMIN, UNKNOWN_ID, Run, api, chat, cli, sqlite_url
 
-UNKNOWN_ID = "6f1c8a52-0d7e-4c1b-9a43-2b7d1f0e9c11"
+TABLES = ("users", "workspaces", "api_keys", "billing_events", "credit_accounts", "invoices")
+
+
+@pytest.fixture
+def backend() -> str:
+    return "postgres+redis"
+
+
+@pytest.fixture
+def gateway_transport() -> str:
+    return "asgi"
+
+
+@pytest.fixture
+def gateway_database() -> str:
+    return "reset"  # one PostgreSQL database for the module, emptied between tests
 
 
 @pytest.fixture
@@ -67,8 +80,8 @@ async def test_invoices_create_show_and_list(gateway: Gateway) -> None:
     user = run(gateway, "users", "create", "--email", "inv@example.com", "--credits-usd", "2").json()
     user_id = user["user_id"]
     key = run(gateway, "keys", "create", "--user", user_id).json()["key"]
-    chat(gateway, key, "one [mock prompt_tokens=1000 completion_tokens=100]")
-    chat(gateway, key, "two [mock prompt_tokens=10 completion_tokens=1]")
+    await chat(gateway, key, "one [mock prompt_tokens=1000 completion_tokens=100]")
+    await chat(gateway, key, "two [mock prompt_tokens=10 completion_tokens=1]")
     end = datetime.now(UTC)
     cost = mini_cost(1000, 100) + mini_cost(10, 1)
     assert cost == 210_000 + 2_100
@@ -104,8 +117,11 @@ async def test_invoices_create_show_and_list(gateway: Gateway) -> None:
 
 
 def _state(path: Path) -> dict[str, Any]:
-    state = sqlite_state(path)
     with closing(sqlite3.connect(path)) as conn:
+        state: dict[str, Any] = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
+        state["balances"] = conn.execute(
+            "SELECT user_id, balance_nano, version FROM credit_accounts"
+        ).fetchall()
         state["invoices"] = conn.execute("SELECT id, total_nano, period_start FROM invoices").fetchall()
         state["invoiced"] = conn.execute("SELECT id, invoice_id FROM billing_events ORDER BY id").fetchall()
     return state
@@ -141,7 +157,8 @@ def test_bad_admin_input_changes_nothing(sqlite_template: Path, tmp_path: Path) 
         (("users", "list", "--limit", "1001"), "--limit"),
         (("users", "list", "--offset", "-1"), "--offset"),
         (("users", "list", "--status", "gone"), "--status"),
-        (("users", "list", "--email", "nobody"), "not an email"),
+        (("users", "list", "--email", "nobody"), "--email: not an email"),
+        (("users", "list", "--offset", str(2**53 + 1)), "--offset: 'offset' must be between 0 and"),
         (("invoices", "create", "--user", user_id, "--period-start", "2026-11-01T00:00:00",
           "--period-end", day_ago), "needs a time zone"),
         (("invoices", "create", "--user", user_id, "--period-start", day_ago,
@@ -169,7 +186,61 @@ def test_bad_admin_input_changes_nothing(sqlite_template: Path, tmp_path: Path) 
             problems.append("the database changed")
         return [f"{' '.join(args)}: {p}" for p in problems]
 
-    with ThreadPoolExecutor(4) as pool:
-        failures = [p for problems in pool.map(one, range(len(cases))) for p in problems]
+    failures = [p for index in range(len(cases)) for p in one(index)]
     assert not failures, "\n".join(failures)
     assert uuid.UUID(invoice_id)
+
+
+async def test_the_cli_and_the_api_refuse_the_same_bad_input_the_same_way(gateway: Gateway) -> None:
+    """One rule, two consumers: each bad input gets the same code and the same words from both."""
+    from gateway.cli import CLI_FLAGS
+
+    a = (await api(gateway, "POST", "/users", json={"email": "a@example.com"})).json()
+    b = (await api(gateway, "POST", "/users", json={"email": "b@example.com"})).json()
+    foreign = b["workspaces"][0]["workspace_id"]
+    first = {"user_id": a["id"], "amount_usd": "1", "idempotency_key": "same-key"}
+    assert (await api(gateway, "POST", "/billing/add-credits", json=first)).status_code == 201
+    assert (
+        run(gateway, "credits", "add", "--user", a["id"], "--amount-usd", "1", "--idempotency-key", "k2").code
+        == 0
+    )
+
+    cases: list[tuple[str, str, dict[str, Any], tuple[str, ...], str]] = [
+        # (method, path, API body, CLI args, the code both must mean)
+        ("POST", "/keys", {"user_id": a["id"], "workspace_id": foreign},
+         ("keys", "create", "--user", a["id"], "--workspace", foreign), "not_a_member"),
+        ("POST", "/keys", {"user_id": a["id"], "allowed_models": ["no-such-model"]},
+         ("keys", "create", "--user", a["id"], "--models", "no-such-model"), "unknown_models"),
+        ("POST", "/users", {"email": "not-an-email"},
+         ("users", "create", "--email", "not-an-email"), "invalid_email"),
+        ("POST", "/users", {"email": "A@Example.com"},
+         ("users", "create", "--email", "A@Example.com"), "user_exists"),
+        ("POST", "/keys", {"user_id": UNKNOWN_ID},
+         ("keys", "create", "--user", UNKNOWN_ID), "user_not_found"),
+        ("POST", "/billing/add-credits", {"user_id": a["id"], "amount_usd": "1.5abc", "idempotency_key": "x"},
+         ("credits", "add", "--user", a["id"], "--amount-usd", "1.5abc", "--idempotency-key", "x"),
+         "invalid_amount"),
+        ("POST", "/billing/add-credits", {**first, "amount_usd": "2"},
+         ("credits", "add", "--user", a["id"], "--amount-usd", "2", "--idempotency-key", "same-key"),
+         "idempotency_key_reused"),
+    ]  # fmt: skip
+    before = (
+        await gateway.rows("SELECT COUNT(*) FROM users"),
+        await gateway.rows("SELECT COUNT(*) FROM api_keys"),
+    )
+    for method, path, body, args, code in cases:
+        error = (await api(gateway, method, path, json=body)).json()["error"]
+        line = run(gateway, *args).error_line()
+        assert error["code"] == code, (path, body, error)
+        # The API says "'param': Message." and the CLI "flag: message": the same words from the same rule.
+        assert error["param"] is not None and line.startswith(f"{CLI_FLAGS[error['param']]}: "), (error, line)
+        api_words = error["message"].split(": ", 1)[1].rstrip(".")
+        cli_words = line.split(": ", 1)[1]
+        assert api_words.lower() == cli_words.lower(), (code, api_words, cli_words)
+    after = (
+        await gateway.rows("SELECT COUNT(*) FROM users"),
+        await gateway.rows("SELECT COUNT(*) FROM api_keys"),
+    )
+    assert after == before
+    balance = await gateway.scalar("SELECT balance_nano FROM credit_accounts WHERE user_id = :u", u=a["id"])
+    assert balance == 2_000_000_000  # the replay with another amount added nothing, on either side

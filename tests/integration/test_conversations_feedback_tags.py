@@ -10,17 +10,31 @@ import uuid
 from typing import Any
 
 import httpx
-import openai
 import pytest
 from sqlalchemy import text
 
+from storage.accounts.users import default_workspace
 from storage.models import Workspace, WorkspaceMember, table_of
-from storage.users import default_workspace
 from tests.integration.conftest import Gateway
 
 pytestmark = pytest.mark.integration
 
 ADMIN = "sk-admin-annotations-test"
+
+
+@pytest.fixture
+def backend() -> str:
+    return "postgres+redis"
+
+
+@pytest.fixture
+def gateway_transport() -> str:
+    return "asgi"
+
+
+@pytest.fixture
+def gateway_database() -> str:
+    return "reset"  # one PostgreSQL database for the module, emptied between tests
 
 
 @pytest.fixture
@@ -32,8 +46,7 @@ async def call(
     gw: Gateway, method: str, path: str, key: str | None = ADMIN, body: Any = None, **params: Any
 ) -> httpx.Response:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    async with httpx.AsyncClient(base_url=f"{gw.url}/api/v1", timeout=30) as http:
-        return await http.request(method, path, json=body, params=params or None, headers=headers)
+    return await gw.request(method, f"/api/v1{path}", json=body, params=params or None, headers=headers)
 
 
 def db(gw: Gateway, value: uuid.UUID | str) -> str:
@@ -41,9 +54,8 @@ def db(gw: Gateway, value: uuid.UUID | str) -> str:
     return uuid.UUID(str(value)).hex if gw.settings.is_sqlite else str(value)
 
 
-def chat(gw: Gateway, key: str, model: str, text: str, conversation: str) -> dict[str, str]:
-    sdk = openai.OpenAI(base_url=gw.v1, api_key=key, max_retries=0)
-    raw = sdk.chat.completions.with_raw_response.create(
+async def chat(gw: Gateway, key: str, model: str, text: str, conversation: str) -> dict[str, str]:
+    raw = await gw.openai(key).chat.completions.with_raw_response.create(
         model=model,
         messages=[{"role": "user", "content": text}],
         extra_headers={"X-Conversation-Id": conversation},
@@ -60,10 +72,10 @@ async def two_users(gw: Gateway) -> dict[str, Any]:
     a, key_a = await gw.seed_user("1")
     b, key_b = await gw.seed_user("1")
     conv_a, conv_b = str(uuid.uuid4()), str(uuid.uuid4())
-    m1 = chat(gw, key_a, "gpt-4o-mini", "one [mock prompt_tokens=1000 completion_tokens=7]", conv_a)
-    m2 = chat(gw, key_a, "gpt-4o-mini", "two [mock prompt_tokens=1000 completion_tokens=7]", conv_a)
-    m3 = chat(gw, key_a, "gpt-4o", "three [mock prompt_tokens=100 completion_tokens=10]", conv_a)
-    mb = chat(gw, key_b, "gpt-4o-mini", "mine [mock prompt_tokens=5 completion_tokens=5]", conv_b)
+    m1 = await chat(gw, key_a, "gpt-4o-mini", "one [mock prompt_tokens=1000 completion_tokens=7]", conv_a)
+    m2 = await chat(gw, key_a, "gpt-4o-mini", "two [mock prompt_tokens=1000 completion_tokens=7]", conv_a)
+    m3 = await chat(gw, key_a, "gpt-4o", "three [mock prompt_tokens=100 completion_tokens=10]", conv_a)
+    mb = await chat(gw, key_b, "gpt-4o-mini", "mine [mock prompt_tokens=5 completion_tokens=5]", conv_b)
     assert m1["conversation"] == m2["conversation"] == m3["conversation"] == conv_a
     async with gw.engine.connect() as conn:
         ws_a, ws_b = await default_workspace(conn, a), await default_workspace(conn, b)

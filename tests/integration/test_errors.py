@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from storage.keys import revoke_key
+from storage.accounts.keys import revoke_key
 from tests.integration.conftest import Gateway
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from standardwebhooks import Webhook
 
 from config import Settings
+from storage.accounts.users import create_user
 from storage.db import create_engine
 from storage.jobs.runner import (
     JobResources,
@@ -21,7 +22,6 @@ from storage.jobs.runner import (
     ensure_job_schema,
     start_jobs_in_process,
 )
-from storage.users import create_user
 from storage.webhooks.payloads import CreditsLow
 from storage.webhooks.service import WebhookScope, create_endpoint, enqueue
 from tests.integration.test_webhooks import Receiver

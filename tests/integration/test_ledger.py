@@ -12,14 +12,16 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from storage.credits import add_credits
+from config import Settings
+from storage.accounts.users import create_user
+from storage.billing.credits import add_credits
+from storage.billing.ledger.base import HotMove, InsufficientCredit
+from storage.billing.ledger.entries import account_state, post_entry
+from storage.billing.ledger.factory import build_ledger
+from storage.billing.ledger.redis import RedisLedger
+from storage.billing.ledger.sql import SqlLedger
+from storage.billing.reconcile import Mismatch, reconcile
 from storage.db import create_engine
-from storage.ledger.base import HotMove, InsufficientCredit
-from storage.ledger.entries import account_state, post_entry
-from storage.ledger.redis import RedisLedger
-from storage.ledger.sql import SqlLedger
-from storage.reconcile import reconcile
-from storage.users import create_user
 
 KINDS = ["sql-sqlite", "sql-postgres", "redis-postgres"]
 
@@ -31,12 +33,9 @@ async def ledger_env(
     kind = request.param
     url = request.getfixturevalue("sqlite_database" if kind == "sql-sqlite" else "pg_database")
     engine = create_engine(url, pool_size=20)
-    redis = None
-    if kind.startswith("redis"):
-        redis = Redis.from_url(request.getfixturevalue("redis_url"))
-        ledger: Any = RedisLedger(redis, engine, 600)
-    else:
-        ledger = SqlLedger(engine, 600)
+    redis = Redis.from_url(request.getfixturevalue("redis_url")) if kind.startswith("redis") else None
+    ledger: Any = build_ledger(Settings(database_url=url, reservation_ttl_seconds=600), engine, redis)
+    assert isinstance(ledger, RedisLedger if redis is not None else SqlLedger)
     try:
         yield engine, ledger
     finally:
@@ -89,7 +88,7 @@ async def test_reserve_settle_release(ledger_env: tuple[AsyncEngine, Any]) -> No
     async with engine.connect() as conn:
         assert (await account_state(conn, user))[0] == 750
     report = await reconcile(engine, ledger)
-    assert report["mismatches"] == []
+    assert report.mismatches == [] and report.users >= 1
 
 
 async def test_replayed_debit_and_credit_move_nothing(ledger_env: tuple[AsyncEngine, Any]) -> None:
@@ -174,7 +173,7 @@ async def test_snapshot_includes_postings_exactly_once_in_every_order(
     await ledger.after_commit([HotMove(user, None, delta, version)])
     await ledger.load_snapshot(user)
     assert await ledger.hot_balance(user) == 300
-    assert (await reconcile(engine, ledger))["mismatches"] == []
+    assert (await reconcile(engine, ledger)).mismatches == []
 
 
 @pytest.mark.parametrize("ledger_env", ["redis-postgres"], indirect=True)
@@ -184,8 +183,11 @@ async def test_reconcile_finds_and_fixes_a_drifted_redis_copy(ledger_env: tuple[
     await ledger.available(user)  # load the snapshot
     await ledger._redis.hincrby(f"sg:{{{user}}}:acct", "bal", 123)
     report = await reconcile(engine, ledger)
-    assert report["mismatches"] == [{"user_id": str(user), "account_nano": 5_000, "redis_nano": 5_123}]
+    assert report.mismatches == [Mismatch(user, 5_000, hot_nano=5_123)]
+    assert report.to_dict()["mismatches"] == [
+        {"user_id": str(user), "account_nano": 5_000, "redis_nano": 5_123}
+    ]
     fixed = await reconcile(engine, ledger, fix=True)
-    assert fixed["fixed"] is True
+    assert fixed.fixed is True
     assert await ledger.hot_balance(user) == 5_000
-    assert (await reconcile(engine, ledger))["mismatches"] == []
+    assert (await reconcile(engine, ledger)).mismatches == []

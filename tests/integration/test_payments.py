@@ -19,15 +19,15 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config import Settings
+from storage.accounts.users import create_user
+from storage.billing.ledger.entries import account_state
+from storage.billing.ledger.sql import SqlLedger
 from storage.db import create_engine
-from storage.ledger.entries import account_state
-from storage.ledger.sql import SqlLedger
 from storage.payments.stripe_checkout import (
     InvalidStripeSignature,
     create_checkout,
     handle_stripe_webhook,
 )
-from storage.users import create_user
 
 pytestmark = pytest.mark.integration
 
@@ -191,7 +191,7 @@ async def test_completed_checkout_credits_once_bad_signature_changes_nothing_ref
 
     # The user spends $5, then Stripe refunds $8 of the $20, then the rest (cumulative amount_refunded).
     async with engine.begin() as conn:
-        from storage.ledger.entries import post_entry
+        from storage.billing.ledger.entries import post_entry
 
         await post_entry(
             conn, user_id=user_id, type="usage", amount_nano=-500 * CENT, idempotency_key="usage:r1"

@@ -21,8 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from migrations.runner import alembic_config, downgrade, upgrade
 from pricing.catalog import PriceTier
-from storage.catalog import PriceChange, UnknownModel, load_catalog, set_price
+from storage.catalog.repository import load_catalog
+from storage.catalog.service import PriceChange, set_price
 from storage.db import create_engine
+from storage.errors import ModelNotFound
 from storage.models import (
     Base,
     BillingEvent,
@@ -602,8 +604,17 @@ async def test_set_price_adds_a_version_and_keeps_the_old_one(engine: AsyncEngin
 
     async with engine.begin() as conn:
         assert await set_price(conn, "gpt-4o", PriceChange(input_price=D("2"), output_price=D("8"))) == 3
-    with pytest.raises(UnknownModel):
+    with pytest.raises(ModelNotFound):
         async with engine.begin() as conn:
             await set_price(conn, "gpt-9", PriceChange(input_price=D("1"), output_price=D("1")))
     async with engine.connect() as conn:
         assert (await conn.execute(sa.select(sa.func.count()).select_from(versions))).scalar_one() == 14
+    # an explicit None clears a price (it then bills at the input price); a left-out one is kept
+    cleared = PriceChange(input_price=D("2"), output_price=D("8"), cached_input_price=None)
+    async with engine.begin() as conn:
+        assert await set_price(conn, "gpt-4o", cleared) == 4
+    async with engine.connect() as conn:
+        v4 = (
+            await conn.execute(sa.select(versions).where(versions.c.llm_id == 1, versions.c.version == 4))
+        ).one()
+    assert (v4.cached_input_price, v4.input_price) == (None, D("2"))

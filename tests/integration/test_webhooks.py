@@ -15,9 +15,9 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from standardwebhooks import Webhook
 
+from storage.accounts.users import create_user
 from storage.db import create_engine
 from storage.models import WebhookDelivery, table_of
-from storage.users import create_user
 from storage.webhooks import backoff
 from storage.webhooks.payloads import CreditsLow, InvoiceCreated
 from storage.webhooks.service import (

@@ -34,14 +34,14 @@ from gateway.providers.base import ProviderError, UpstreamRequest
 from gateway.providers.registry import build_adapters
 from migrations.runner import upgrade
 from pricing.tokens import count_completion_tokens
-from storage.credits import add_credits
+from storage.accounts.keys import create_key
+from storage.accounts.users import create_user
+from storage.billing.credits import add_credits
+from storage.billing.ledger.base import Reservation
+from storage.billing.ledger.sql import SqlLedger
 from storage.db import create_engine
-from storage.keys import create_key
-from storage.ledger.base import Reservation
-from storage.ledger.sql import SqlLedger
 from storage.usage.group_commit import GroupCommitRecorder
 from storage.usage.recorder import CompletionRecord, RecordResult
-from storage.users import create_user
 
 CREDIT_NANO = 10 * 10**9  # 10 USD
 

@@ -304,6 +304,17 @@ def test_port_out_of_range(monkeypatch: pytest.MonkeyPatch, value: str, bound: s
     assert bound in message
 
 
+@pytest.mark.parametrize(("value", "bound"), [("0", "greater than or equal to 1"), ("65", "less than")])
+def test_workers_out_of_range(monkeypatch: pytest.MonkeyPatch, value: str, bound: str) -> None:
+    message = one_line_error(monkeypatch, "SYNAPGATE_WORKERS", value)
+    assert message.startswith("SYNAPGATE_WORKERS: ") and bound in message
+
+
+def test_workers_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SYNAPGATE_WORKERS", "2")
+    assert load_settings().workers == 2  # `synapgate serve` starts this many (tests/integration/test_cli.py)
+
+
 @pytest.mark.parametrize(
     ("variable", "value"),
     [

@@ -1,7 +1,8 @@
 """The admin, billing and analytics REST API under /api/v1 (JSON in and out, OpenAI-style error envelope).
 
-Each module exports `ROUTES`, its Litestar route handlers; `admin_router()` mounts them all. Every handler
-is guarded by `scope.authenticated`, which resolves who is calling (the operator or one user).
+One Controller per domain (accounts, billing, catalog, analytics, conversations) under the admin router,
+which declares once what every handler gets: the caller guard, the dependencies (`caller`, `runtime`,
+`engine`, `page`) and the mapping of the services' domain errors to the error envelope.
 """
 
 from __future__ import annotations
@@ -9,8 +10,22 @@ from __future__ import annotations
 from litestar import Router
 
 from gateway.api.admin import accounts, analytics, billing, catalog, conversations
+from gateway.api.admin.common import domain_error_handler
+from gateway.api.admin.scope import DEPENDENCIES, GUARDS
+from storage.errors import DomainError
 
 
 def admin_router() -> Router:
-    handlers = [*accounts.ROUTES, *billing.ROUTES, *catalog.ROUTES, *analytics.ROUTES, *conversations.ROUTES]
-    return Router(path="/api/v1", route_handlers=handlers)
+    return Router(
+        path="/api/v1",
+        route_handlers=[
+            accounts.AccountsController,
+            billing.BillingController,
+            catalog.CatalogController,
+            analytics.AnalyticsController,
+            conversations.ConversationsController,
+        ],
+        guards=GUARDS,
+        dependencies=DEPENDENCIES,
+        exception_handlers={DomainError: domain_error_handler},
+    )

@@ -2,45 +2,25 @@
 
 Reads are open to the admin key and to a user's own key for that user's data (anything else is 404);
 writes need the admin key. A write aimed at another user's object is answered 404 too, so a user key
-cannot probe which ids exist; aimed at the caller's own object it is 403 (admin only).
-
-This module also holds the pieces the other admin modules share: the caller guard, the runtime, pages.
+cannot probe which ids exist; aimed at the caller's own object it is 403 (admin only). The rules live in
+storage/accounts/service.py; these handlers check who is calling and shape the answer.
 """
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
-from litestar import Request, delete, get, post, put
+from litestar import Controller, delete, get, post, put
 from litestar.params import FromPath, FromQuery, JSONBody
 
-from config import PROVIDERS
-from gateway.api.admin.common import (
-    Body,
-    Limit,
-    Offset,
-    Struct,
-    conflict,
-    money,
-    page_limits,
-    runtime_of,
-    user_not_found,
-)
-from gateway.api.admin.scope import GUARDS, caller, not_found
-from gateway.errors import GatewayError, bad_request
-from storage import admin as queries
-from storage.credentials import cipher_for, delete_credential, set_credential
-from storage.keys import create_key
-from storage.users import DuplicateUser, create_user, default_workspace
+from gateway.api.admin.common import Body, Struct, shape
+from gateway.api.admin.scope import AppRuntime, Caller, Engine, Paging
+from storage.accounts import service
+from storage.paging import Page
 
-if TYPE_CHECKING:
-    pass
-
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # -- response shapes -----------------------------------------------------------------------------
 
 
@@ -136,61 +116,6 @@ class ProviderKeyList(Struct):
     data: list[ProviderKeyOut]
 
 
-def user_out(user: queries.UserInfo) -> UserOut:
-    return UserOut(
-        id=user.id, email=user.email, name=user.name, status=user.status, created_at=user.created_at
-    )
-
-
-def user_detail_out(detail: queries.UserDetail) -> UserDetailOut:
-    u = detail.user
-    return UserDetailOut(
-        id=u.id,
-        email=u.email,
-        name=u.name,
-        status=u.status,
-        created_at=u.created_at,
-        workspaces=[
-            MembershipOut(workspace_id=m.workspace_id, name=m.name, role=m.role) for m in detail.workspaces
-        ],
-        active_keys=detail.active_keys,
-        **money(detail.balance_nano, "balance"),
-    )
-
-
-def workspace_out(w: queries.WorkspaceInfo) -> WorkspaceOut:
-    return WorkspaceOut(
-        id=w.id,
-        name=w.name,
-        created_at=w.created_at,
-        members=[WorkspaceMemberOut(user_id=m.user_id, role=m.role) for m in w.members],
-    )
-
-
-def _key_fields(k: queries.KeyInfo) -> dict[str, Any]:
-    return {
-        "id": k.id,
-        "key_prefix": k.key_prefix,
-        "name": k.name,
-        "user_id": k.user_id,
-        "workspace_id": k.workspace_id,
-        "status": k.status,
-        "allowed_models": k.allowed_models,
-        "created_at": k.created_at,
-        "revoked_at": k.revoked_at,
-    }
-
-
-def provider_key_out(p: queries.ProviderKeyInfo) -> ProviderKeyOut:
-    return ProviderKeyOut(
-        user_id=p.user_id,
-        provider=p.provider,
-        key_last4=p.key_last4,
-        created_at=p.created_at,
-        updated_at=p.updated_at,
-    )
-
-
 # -- request shapes ------------------------------------------------------------------------------
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -219,270 +144,171 @@ class SetProviderKeyIn(Body):
     api_key: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
 
 
-# -- users ---------------------------------------------------------------------------------------
-
-
-@post("/users", guards=GUARDS, status_code=201, tags=["accounts"])
-async def create_user_route(request: Request[Any, Any, Any], data: JSONBody[CreateUserIn]) -> UserDetailOut:
-    """Create a user with their own workspace (they own it) and an empty credit account. Admin only."""
-    caller(request).require_admin()
-    email = data.email.strip().lower()
-    if not EMAIL.match(email):
-        raise bad_request(f"'email' is not an email address: {data.email!r}.", param="email")
-    engine = runtime_of(request).engine
-    try:
-        async with engine.begin() as conn:
-            created = await create_user(conn, email, name=data.name, workspace_name=data.workspace_name)
-            detail = await queries.user_detail(conn, created.user_id)
-    except DuplicateUser:
-        raise conflict(f"A user with email {email} exists already.", "user_exists", "email") from None
-    assert detail is not None
-    return user_detail_out(detail)
-
-
-@get("/users", guards=GUARDS, tags=["accounts"])
-async def list_users_route(
-    request: Request[Any, Any, Any],
-    limit: Limit = 100,
-    offset: Offset = 0,
-    email: FromQuery[str | None] = None,
-    status: FromQuery[Literal["active", "disabled"] | None] = None,
-) -> UserPage:
-    """Users, oldest first. A user's own key sees only itself."""
-    scope = caller(request)
-    limit, offset = page_limits(limit, offset)
-    async with runtime_of(request).engine.connect() as conn:
-        page = await queries.list_users(
-            conn, only_user=scope.user_id, email=email, status=status, limit=limit, offset=offset
-        )
-    return UserPage(
-        data=[user_out(u) for u in page.items],
+def _page(page: Page[Any], cls: type[Any], item: type[Any]) -> Any:
+    return cls(
+        data=[shape(x, item) for x in page.items],
         total=page.total,
-        limit=limit,
-        offset=offset,
-        has_more=offset + len(page.items) < page.total,
+        limit=page.limit,
+        offset=page.offset,
+        has_more=page.has_more,
     )
 
 
-@get("/users/{user_id:uuid}", guards=GUARDS, tags=["accounts"])
-async def get_user_route(request: Request[Any, Any, Any], user_id: FromPath[uuid.UUID]) -> UserDetailOut:
-    """A user with their workspaces, balance and number of active keys."""
-    caller(request).require_user(user_id)
-    async with runtime_of(request).engine.connect() as conn:
-        detail = await queries.user_detail(conn, user_id)
-    if detail is None:
-        raise not_found("user")
-    return user_detail_out(detail)
+# -- users ---------------------------------------------------------------------------------------
 
 
 # -- workspaces ----------------------------------------------------------------------------------
 
 
-@post("/workspaces", guards=GUARDS, status_code=201, tags=["accounts"])
-async def create_workspace_route(
-    request: Request[Any, Any, Any], data: JSONBody[CreateWorkspaceIn]
-) -> WorkspaceOut:
-    """Create a workspace, optionally with an owner and members (existing users). Admin only."""
-    scope = caller(request)
-    roles: dict[uuid.UUID, str] = {}
-    if data.owner_user_id is not None:
-        roles[data.owner_user_id] = "owner"
-    for member in data.member_user_ids:
-        roles.setdefault(member, "member")
-    for user_id in roles:
-        scope.require_user(user_id)
-    scope.require_admin()
-    try:
-        async with runtime_of(request).engine.begin() as conn:
-            workspace = await queries.create_workspace(conn, data.name, list(roles.items()))
-    except queries.UnknownUser as exc:
-        param = "owner_user_id" if exc.user_id == data.owner_user_id else "member_user_ids"
-        raise GatewayError(404, f"No such user: {exc.user_id}.", code="user_not_found", param=param) from None
-    return workspace_out(workspace)
-
-
-@get("/workspaces", guards=GUARDS, tags=["accounts"])
-async def list_workspaces_route(
-    request: Request[Any, Any, Any], limit: Limit = 100, offset: Offset = 0
-) -> WorkspacePage:
-    """Workspaces with their members, oldest first. A user's own key sees the workspaces it belongs to."""
-    scope = caller(request)
-    limit, offset = page_limits(limit, offset)
-    async with runtime_of(request).engine.connect() as conn:
-        page = await queries.list_workspaces(conn, member=scope.user_id, limit=limit, offset=offset)
-    return WorkspacePage(
-        data=[workspace_out(w) for w in page.items],
-        total=page.total,
-        limit=limit,
-        offset=offset,
-        has_more=offset + len(page.items) < page.total,
-    )
-
-
 # -- gateway keys --------------------------------------------------------------------------------
-
-
-@post("/keys", guards=GUARDS, status_code=201, tags=["accounts"])
-async def create_key_route(request: Request[Any, Any, Any], data: JSONBody[CreateKeyIn]) -> KeyCreatedOut:
-    """Create a gateway key for a user. The plaintext `key` is in this response only. Admin only."""
-    scope = caller(request)
-    scope.require_user(data.user_id)
-    scope.require_admin()
-    async with runtime_of(request).engine.begin() as conn:
-        if await queries.get_user(conn, data.user_id) is None:
-            raise user_not_found("user_id")
-        if data.allowed_models is not None:
-            if not data.allowed_models:
-                raise bad_request(
-                    "'allowed_models' is empty: omit it to allow every model.", param="allowed_models"
-                )
-            unknown = await queries.unknown_models(conn, data.allowed_models)
-            if unknown:
-                raise bad_request(
-                    f"'allowed_models' names models not in the catalog: {', '.join(unknown)}.",
-                    param="allowed_models",
-                )
-        if data.workspace_id is None:
-            workspace_id = await default_workspace(conn, data.user_id)
-        elif await queries.is_member(conn, data.user_id, data.workspace_id):
-            workspace_id = data.workspace_id
-        else:
-            raise bad_request("The user is not a member of 'workspace_id'.", param="workspace_id")
-        models = list(dict.fromkeys(data.allowed_models)) if data.allowed_models else None
-        key_id, plaintext = await create_key(
-            conn, data.user_id, workspace_id=workspace_id, name=data.name, allowed_models=models
-        )
-        key = await queries.get_key(conn, key_id)
-    assert key is not None
-    return KeyCreatedOut(**_key_fields(key), key=plaintext)
-
-
-@get("/keys", guards=GUARDS, tags=["accounts"])
-async def list_keys_route(
-    request: Request[Any, Any, Any],
-    user_id: FromQuery[uuid.UUID | None] = None,
-    status: FromQuery[Literal["active", "revoked"] | None] = None,
-    limit: Limit = 100,
-    offset: Offset = 0,
-) -> KeyPage:
-    """Gateway keys (prefix only), oldest first, optionally of one user. A user's own key sees its user's."""
-    scope = caller(request)
-    if user_id is not None:
-        scope.require_user(user_id)
-    limit, offset = page_limits(limit, offset)
-    async with runtime_of(request).engine.connect() as conn:
-        page = await queries.list_keys(
-            conn, user_id=user_id or scope.user_id, status=status, limit=limit, offset=offset
-        )
-    return KeyPage(
-        data=[KeyOut(**_key_fields(k)) for k in page.items],
-        total=page.total,
-        limit=limit,
-        offset=offset,
-        has_more=offset + len(page.items) < page.total,
-    )
-
-
-@delete("/keys/{key_id:uuid}", guards=GUARDS, tags=["accounts"])
-async def revoke_key_route(request: Request[Any, Any, Any], key_id: FromPath[uuid.UUID]) -> None:
-    """Revoke a key (idempotent). This worker refuses it at once, every worker within the key cache time."""
-    from storage.keys import revoke_key
-
-    scope = caller(request)
-    runtime = runtime_of(request)
-    async with runtime.engine.begin() as conn:
-        key = await queries.get_key(conn, key_id)
-        if key is None or (not scope.is_admin and key.user_id != scope.user_id):
-            raise not_found("key")
-        scope.require_admin()
-        await revoke_key(conn, key_id)
-    runtime.chat.auth.forget()
 
 
 # -- provider keys (BYOK) ------------------------------------------------------------------------
 
 
-def _provider(provider: str) -> str:
-    if provider not in PROVIDERS:
-        raise bad_request(
-            f"'provider' must be one of {', '.join(PROVIDERS)}, not {provider!r}.", param="provider"
+class AccountsController(Controller):
+    """Users, workspaces, gateway keys, provider keys. (Guard and dependencies: on the admin router.)"""
+
+    path = "/"
+    tags = ("accounts",)
+
+    @post("/users", status_code=201)
+    async def create_user_route(
+        self, caller: Caller, runtime: AppRuntime, data: JSONBody[CreateUserIn]
+    ) -> UserDetailOut:
+        """Create a user with their own workspace (they own it) and an empty credit account. Admin only."""
+        caller.require_admin()
+        created = await service.create_user(
+            runtime.engine, runtime.ledger, data.email, name=data.name, workspace_name=data.workspace_name
         )
-    return provider
+        async with runtime.engine.connect() as conn:
+            return shape(await service.user_detail(conn, created.user_id), UserDetailOut)
 
+    @get("/users")
+    async def list_users_route(
+        self,
+        caller: Caller,
+        engine: Engine,
+        page: Paging,
+        email: FromQuery[str | None] = None,
+        status: FromQuery[Literal["active", "disabled"] | None] = None,
+    ) -> UserPage:
+        """Users, oldest first. A user's own key sees only itself."""
+        async with engine.connect() as conn:
+            users = await service.list_users(conn, page, only_user=caller.user_id, email=email, status=status)
+        return _page(users, UserPage, UserOut)  # type: ignore[no-any-return]
 
-@get("/users/{user_id:uuid}/provider-keys", guards=GUARDS, tags=["accounts"])
-async def list_provider_keys_route(
-    request: Request[Any, Any, Any], user_id: FromPath[uuid.UUID]
-) -> ProviderKeyList:
-    """The providers a user stored their own key for, with each key's last four characters."""
-    caller(request).require_user(user_id)
-    async with runtime_of(request).engine.connect() as conn:
-        if await queries.get_user(conn, user_id) is None:
-            raise not_found("user")
-        keys = await queries.list_provider_keys(conn, user_id)
-    return ProviderKeyList(data=[provider_key_out(p) for p in keys])
+    @get("/users/{user_id:uuid}")
+    async def get_user_route(
+        self, caller: Caller, engine: Engine, user_id: FromPath[uuid.UUID]
+    ) -> UserDetailOut:
+        """A user with their workspaces, balance and number of active keys."""
+        caller.require_user(user_id)
+        async with engine.connect() as conn:
+            return shape(await service.user_detail(conn, user_id), UserDetailOut)
 
+    @post("/workspaces", status_code=201)
+    async def create_workspace_route(
+        self, caller: Caller, engine: Engine, data: JSONBody[CreateWorkspaceIn]
+    ) -> WorkspaceOut:
+        """Create a workspace, optionally with an owner and members (existing users). Admin only."""
+        for user_id in [u for u in [data.owner_user_id, *data.member_user_ids] if u is not None]:
+            caller.require_user(user_id)
+        caller.require_admin()
+        async with engine.begin() as conn:
+            workspace = await service.create_workspace(
+                conn, data.name, data.owner_user_id, data.member_user_ids
+            )
+        return shape(workspace, WorkspaceOut)
 
-@put("/users/{user_id:uuid}/provider-keys/{provider:str}", guards=GUARDS, tags=["accounts"])
-async def set_provider_key_route(
-    request: Request[Any, Any, Any],
-    user_id: FromPath[uuid.UUID],
-    provider: FromPath[str],
-    data: JSONBody[SetProviderKeyIn],
-) -> ProviderKeyOut:
-    """Store (or replace) a user's own provider key, encrypted; the key is never returned. Admin only."""
-    scope = caller(request)
-    scope.require_user(user_id)
-    scope.require_admin()
-    provider = _provider(provider)
-    runtime = runtime_of(request)
-    secret = runtime.settings.secret_key
-    if secret is None:
-        raise GatewayError(
-            503,
-            "SYNAPGATE_SECRET_KEY is not set: it is needed to encrypt stored provider keys.",
-            type="server_error",
-            code="secret_key_not_configured",
-        )
-    api_key = data.api_key.strip()
-    if not api_key or any(c.isspace() for c in api_key):
-        raise bad_request("'api_key' must be the key alone, without spaces.", param="api_key")
-    async with runtime.engine.begin() as conn:
-        if await queries.get_user(conn, user_id) is None:
-            raise not_found("user")
-        await set_credential(conn, cipher_for(secret.get_secret_value()), user_id, provider, api_key)
-        stored = await queries.get_provider_key(conn, user_id, provider)
-    runtime.chat.credentials.forget()
-    assert stored is not None
-    return provider_key_out(stored)
+    @get("/workspaces")
+    async def list_workspaces_route(self, caller: Caller, engine: Engine, page: Paging) -> WorkspacePage:
+        """Workspaces with their members, oldest first. A user's own key sees the workspaces it belongs to."""
+        async with engine.connect() as conn:
+            found = await service.list_workspaces(conn, page, member=caller.user_id)
+        return _page(found, WorkspacePage, WorkspaceOut)  # type: ignore[no-any-return]
 
+    @post("/keys", status_code=201)
+    async def create_key_route(
+        self, caller: Caller, engine: Engine, data: JSONBody[CreateKeyIn]
+    ) -> KeyCreatedOut:
+        """Create a gateway key for a user. The plaintext `key` is in this response only. Admin only."""
+        caller.require_user(data.user_id)
+        caller.require_admin()
+        async with engine.begin() as conn:
+            key = await service.create_key(
+                conn,
+                data.user_id,
+                workspace_id=data.workspace_id,
+                name=data.name,
+                allowed_models=data.allowed_models,
+            )
+        return shape(key, KeyCreatedOut)
 
-@delete("/users/{user_id:uuid}/provider-keys/{provider:str}", guards=GUARDS, tags=["accounts"])
-async def delete_provider_key_route(
-    request: Request[Any, Any, Any], user_id: FromPath[uuid.UUID], provider: FromPath[str]
-) -> None:
-    """Remove a user's stored key for a provider; their calls go back to the platform key. Admin only."""
-    scope = caller(request)
-    scope.require_user(user_id)
-    scope.require_admin()
-    provider = _provider(provider)
-    runtime = runtime_of(request)
-    async with runtime.engine.begin() as conn:
-        if not await delete_credential(conn, user_id, provider):
-            raise GatewayError(404, f"No stored {provider} key for this user.", code="provider_key_not_found")
-    runtime.chat.credentials.forget()
+    @get("/keys")
+    async def list_keys_route(
+        self,
+        caller: Caller,
+        engine: Engine,
+        page: Paging,
+        user_id: FromQuery[uuid.UUID | None] = None,
+        status: FromQuery[Literal["active", "revoked"] | None] = None,
+    ) -> KeyPage:
+        """Gateway keys (prefix only), oldest first, optionally of one user; a user's key sees its own."""
+        if user_id is not None:
+            caller.require_user(user_id)
+        async with engine.connect() as conn:
+            found = await service.list_keys(conn, page, user_id=user_id or caller.user_id, status=status)
+        return _page(found, KeyPage, KeyOut)  # type: ignore[no-any-return]
 
+    @delete("/keys/{key_id:uuid}")
+    async def revoke_key_route(
+        self, caller: Caller, runtime: AppRuntime, key_id: FromPath[uuid.UUID]
+    ) -> None:
+        """Revoke a key (idempotent): refused at once here, by every worker within the key cache time."""
+        async with runtime.engine.begin() as conn:
+            await service.get_key(conn, key_id, owner=caller.user_id)
+            caller.require_admin()
+            await service.revoke_key(conn, key_id)
+        runtime.auth.forget()
 
-ROUTES: list[Any] = [
-    create_user_route,
-    list_users_route,
-    get_user_route,
-    create_workspace_route,
-    list_workspaces_route,
-    create_key_route,
-    list_keys_route,
-    revoke_key_route,
-    list_provider_keys_route,
-    set_provider_key_route,
-    delete_provider_key_route,
-]
+    @get("/users/{user_id:uuid}/provider-keys")
+    async def list_provider_keys_route(
+        self, caller: Caller, engine: Engine, user_id: FromPath[uuid.UUID]
+    ) -> ProviderKeyList:
+        """The providers a user stored their own key for, with each key's last four characters."""
+        caller.require_user(user_id)
+        async with engine.connect() as conn:
+            keys = await service.list_provider_keys(conn, user_id)
+        return ProviderKeyList(data=[shape(p, ProviderKeyOut) for p in keys])
+
+    @put("/users/{user_id:uuid}/provider-keys/{provider:str}")
+    async def set_provider_key_route(
+        self,
+        caller: Caller,
+        runtime: AppRuntime,
+        user_id: FromPath[uuid.UUID],
+        provider: FromPath[str],
+        data: JSONBody[SetProviderKeyIn],
+    ) -> ProviderKeyOut:
+        """Store (or replace) a user's own provider key, encrypted; the key is never returned. Admin only."""
+        caller.require_user(user_id)
+        caller.require_admin()
+        secret = runtime.settings.secret_key
+        async with runtime.engine.begin() as conn:
+            stored = await service.set_provider_key(
+                conn, secret.get_secret_value() if secret else None, user_id, provider, data.api_key
+            )
+        runtime.credentials.forget()
+        return shape(stored, ProviderKeyOut)
+
+    @delete("/users/{user_id:uuid}/provider-keys/{provider:str}")
+    async def delete_provider_key_route(
+        self, caller: Caller, runtime: AppRuntime, user_id: FromPath[uuid.UUID], provider: FromPath[str]
+    ) -> None:
+        """Remove a user's stored key for a provider; their calls go back to the platform key. Admin only."""
+        caller.require_user(user_id)
+        caller.require_admin()
+        async with runtime.engine.begin() as conn:
+            await service.delete_provider_key(conn, user_id, provider)
+        runtime.credentials.forget()

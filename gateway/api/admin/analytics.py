@@ -25,15 +25,17 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar
 
-from litestar import Request, get
+from litestar import Controller, get
 from litestar.params import FromPath, FromQuery, QueryParameter
 
-from gateway.api.admin.common import Limit, Offset, Struct, aware, money, page_limits, runtime_of
-from gateway.api.admin.scope import GUARDS, Scope, caller, not_found
+from gateway.api.admin.common import Struct, aware, money
+from gateway.api.admin.scope import Caller, Engine, Paging, not_found
 from gateway.errors import bad_request
 from pricing.money import nano_to_usd, round_to_nano
-from storage import analytics as queries
-from storage.analytics import CatalogEntry, Sums, Window
+from storage.accounts import users
+from storage.accounts.users import require_user
+from storage.usage import analytics as queries
+from storage.usage.analytics import CatalogEntry, Sums, Window
 
 K = TypeVar("K")
 G = TypeVar("G")
@@ -204,7 +206,7 @@ class PerformanceOut(Struct):
     end: datetime | None
     scope: str  # all | user
     user_id: uuid.UUID | None
-    percentile_method: str  # exact | histogram (storage/analytics.py)
+    percentile_method: str  # exact | histogram (storage/usage/analytics.py)
     data: list[ModelPerformanceOut]
 
 
@@ -273,160 +275,16 @@ def _split_byok(found: dict[K, Sums], group_of: Callable[[K], tuple[G, bool]]) -
     return out
 
 
-def _target_user(scope: Scope, user_id: uuid.UUID | None) -> uuid.UUID | None:
+def _target_user(caller: Caller, user_id: uuid.UUID | None) -> uuid.UUID | None:
     """Whose requests a global report covers: a user key always its own; the admin anyone's, or all."""
-    if scope.is_admin:
+    if caller.is_admin:
         return user_id
-    if user_id is not None and user_id != scope.user_id:
+    if user_id is not None and user_id != caller.user_id:
         raise not_found("user")
-    return scope.user_id
+    return caller.user_id
 
 
 # -- routes --------------------------------------------------------------------------------------
-
-
-@get("/analytics/usage/{user_id:uuid}", guards=GUARDS, tags=["analytics"])
-async def usage_route(
-    request: Request[Any, Any, Any],
-    user_id: FromPath[uuid.UUID],
-    start: Start = None,
-    end: End = None,
-    granularity: FromQuery[Literal["day", "week", "month"]] = "day",
-) -> UsageReportOut:
-    """A user's requests, tokens by kind and cost: totals, a series per UTC day/week/month, and per model.
-
-    The series lists only periods with requests, oldest first; models are ordered by cost, then name.
-    """
-    caller(request).require_user(user_id)
-    window = window_of(start, end)
-    async with runtime_of(request).engine.connect() as conn:
-        if not await queries.user_exists(conn, user_id):
-            raise not_found("user")
-        found = await queries.user_usage_by_day_and_model(conn, user_id, window)
-        catalog = await queries.catalog_entries(conn)
-    periods: dict[datetime, Sums] = defaultdict(Sums)
-    models: dict[str, Sums] = defaultdict(Sums)
-    for (day, model), sums in found.items():
-        periods[period_start(day, granularity)].add(sums)
-        models[model].add(sums)
-    by_model = sorted(models.items(), key=lambda item: (-item[1].cost_nano, item[0]))
-    return UsageReportOut(
-        user_id=user_id,
-        start=window.start,
-        end=window.end,
-        granularity=granularity,
-        totals=UsageFiguresOut(**_usage_fields(Sums.total(models.values()))),
-        series=[UsagePeriodOut(period_start=p, **_usage_fields(periods[p])) for p in sorted(periods)],
-        by_model=[ModelUsageOut(**_model_fields(m, catalog), **_usage_fields(s)) for m, s in by_model],
-    )
-
-
-@get("/analytics/costs/{workspace_id:uuid}", guards=GUARDS, tags=["analytics"])
-async def costs_route(
-    request: Request[Any, Any, Any],
-    workspace_id: FromPath[uuid.UUID],
-    start: Start = None,
-    end: End = None,
-    limit: Limit = 100,
-    offset: Offset = 0,
-) -> WorkspaceCostsOut:
-    """A workspace's cost by user (paged: highest cost first, ties by user id) and by model, split into
-    platform calls and BYOK calls. Admin key, or a workspace owner's or admin's own key."""
-    scope = caller(request)
-    limit, offset = page_limits(limit, offset)
-    window = window_of(start, end)
-    async with runtime_of(request).engine.connect() as conn:
-        if scope.is_admin:
-            visible = await queries.workspace_exists(conn, workspace_id)
-        else:
-            assert scope.user_id is not None
-            visible = await queries.workspace_role(conn, workspace_id, scope.user_id) in ("owner", "admin")
-        if not visible:
-            raise not_found("workspace")
-        found = await queries.workspace_costs_by_user_and_model(conn, workspace_id, window)
-        catalog = await queries.catalog_entries(conn)
-        by_user = _split_byok(found, lambda k: (k[0], k[2]))
-        ranked = sorted(by_user.items(), key=lambda item: (-Sums.total(item[1]).cost_nano, str(item[0])))
-        page = ranked[offset : offset + limit]
-        emails = await queries.user_emails(conn, [u for u, _ in page])
-    by_model = _split_byok(found, lambda k: (k[1], k[2]))
-    models = sorted(by_model.items(), key=lambda item: (-Sums.total(item[1]).cost_nano, item[0]))
-    platform = Sums.total(p for p, _ in by_model.values())
-    byok = Sums.total(b for _, b in by_model.values())
-    return WorkspaceCostsOut(
-        workspace_id=workspace_id,
-        start=window.start,
-        end=window.end,
-        totals=CostBreakdownOut(**_breakdown_fields(platform, byok)),
-        by_model=[
-            ModelCostOut(**_model_fields(m, catalog), **_breakdown_fields(*pair)) for m, pair in models
-        ],
-        by_user=UserCostPage(
-            data=[
-                UserCostOut(user_id=u, email=emails.get(u), **_breakdown_fields(*pair)) for u, pair in page
-            ],
-            total=len(ranked),
-            limit=limit,
-            offset=offset,
-            has_more=offset + len(page) < len(ranked),
-        ),
-    )
-
-
-@get("/analytics/top-llms", guards=GUARDS, tags=["analytics"])
-async def top_llms_route(
-    request: Request[Any, Any, Any],
-    start: Start = None,
-    end: End = None,
-    user_id: Annotated[
-        uuid.UUID | None, QueryParameter(description="admin key: only this user's requests")
-    ] = None,
-    order_by: FromQuery[Literal["cost", "requests", "tokens"]] = "cost",
-    limit: Annotated[int, QueryParameter(description="how many models, 1 to 100")] = 10,
-) -> TopLlmsOut:
-    """The models with the highest cost (or requests, or tokens) in the range, with their share of the
-    total cost and the platform/BYOK split. Ties are ordered by model name."""
-    scope = caller(request)
-    if not 1 <= limit <= 100:
-        raise bad_request("'limit' must be between 1 and 100.", param="limit")
-    window = window_of(start, end)
-    target = _target_user(scope, user_id)
-    async with runtime_of(request).engine.connect() as conn:
-        if target is not None and not await queries.user_exists(conn, target):
-            raise not_found("user")
-        found = await queries.totals_by_model(conn, window, target)
-        catalog = await queries.catalog_entries(conn)
-    per_model = _split_byok(found, lambda k: k)
-
-    def measure(sums: Sums) -> int:
-        if order_by == "requests":
-            return sums.requests
-        if order_by == "tokens":
-            return sums.input_tokens + sums.output_tokens
-        return sums.cost_nano
-
-    totals = {m: Sums.total(pair) for m, pair in per_model.items()}
-    ranked = sorted(per_model, key=lambda m: (-measure(totals[m]), m))
-    grand = Sums.total(totals.values())
-    return TopLlmsOut(
-        start=window.start,
-        end=window.end,
-        scope="all" if target is None else "user",
-        user_id=target,
-        order_by=order_by,
-        models_total=len(ranked),
-        totals=CostFiguresOut(**_cost_fields(grand)),
-        data=[
-            TopLlmOut(
-                rank=rank,
-                **_model_fields(m, catalog),
-                tokens=tokens_out(totals[m]),
-                cost_share=_ratio(totals[m].cost_nano, grand.cost_nano),
-                **_breakdown_fields(*per_model[m]),
-            )
-            for rank, m in enumerate(ranked[:limit], start=1)
-        ],
-    )
 
 
 def _cost_per_1k(cost_nano: int, output_tokens: int) -> dict[str, Any]:
@@ -440,61 +298,209 @@ def _ms(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-@get("/analytics/llm-performance", guards=GUARDS, tags=["analytics"])
-async def llm_performance_route(
-    request: Request[Any, Any, Any],
-    start: Start = None,
-    end: End = None,
-    user_id: Annotated[
-        uuid.UUID | None, QueryParameter(description="admin key: only this user's requests")
-    ] = None,
-) -> PerformanceOut:
-    """Per model: requests, error rate, latency p50/p95, TTFT p50, tokens per second, cost per 1k output
-    tokens and the feedback its answers got. Ordered by requests, then model name."""
-    scope = caller(request)
-    window = window_of(start, end)
-    target = _target_user(scope, user_id)
-    async with runtime_of(request).engine.connect() as conn:
-        if target is not None and not await queries.user_exists(conn, target):
-            raise not_found("user")
-        report = await queries.llm_performance(conn, window, target)
-    data = []
-    for m in report.models:
-        s, p, f = m.sums, m.percentiles, m.feedback
-        data.append(
-            ModelPerformanceOut(
-                model=m.model.name,
-                llm_id=m.model.llm_id,
-                provider=m.model.provider,
-                requests=s.requests,
-                successes=s.successes,
-                errors=s.errors,
-                cancelled=s.cancelled,
-                error_rate=_ratio(s.errors, s.requests),
-                latency_ms=LatencyOut(p50=_ms(p.latency_p50), p95=_ms(p.latency_p95)),
-                ttft_ms=TtftOut(p50=_ms(p.ttft_p50)),
-                output_tokens=s.output_tokens,
-                tokens_per_second=_ratio(s.success_output_tokens * 1000, s.success_latency_ms_sum, 3),
-                **money(s.cost_nano, "cost"),
-                **_cost_per_1k(s.cost_nano, s.output_tokens),
-                feedback=FeedbackOut(
-                    count=f.count,
-                    stars_count=f.stars_count,
-                    stars_average=_ratio(f.stars_sum, f.stars_count, 3),
-                    thumbs_up=f.thumbs_up,
-                    thumbs_down=f.thumbs_down,
-                    thumbs_up_rate=_ratio(f.thumbs_up, f.thumbs_up + f.thumbs_down),
-                ),
-            )
+class AnalyticsController(Controller):
+    """Usage, costs, per-model performance and top LLMs. (Guard and dependencies: on the admin router.)"""
+
+    path = "/"
+    tags = ("analytics",)
+
+    @get("/analytics/usage/{user_id:uuid}")
+    async def usage_route(
+        self,
+        caller: Caller,
+        engine: Engine,
+        user_id: FromPath[uuid.UUID],
+        start: Start = None,
+        end: End = None,
+        granularity: FromQuery[Literal["day", "week", "month"]] = "day",
+    ) -> UsageReportOut:
+        """A user's requests, tokens by kind and cost: totals, a series per UTC day/week/month, and per model.
+
+        The series lists only periods with requests, oldest first; models are ordered by cost, then name.
+        """
+        caller.require_user(user_id)
+        window = window_of(start, end)
+        async with engine.connect() as conn:
+            await require_user(conn, user_id, param=None)
+            found = await queries.user_usage_by_day_and_model(conn, user_id, window)
+            catalog = await queries.catalog_entries(conn)
+        periods: dict[datetime, Sums] = defaultdict(Sums)
+        models: dict[str, Sums] = defaultdict(Sums)
+        for (day, model), sums in found.items():
+            periods[period_start(day, granularity)].add(sums)
+            models[model].add(sums)
+        by_model = sorted(models.items(), key=lambda item: (-item[1].cost_nano, item[0]))
+        return UsageReportOut(
+            user_id=user_id,
+            start=window.start,
+            end=window.end,
+            granularity=granularity,
+            totals=UsageFiguresOut(**_usage_fields(Sums.total(models.values()))),
+            series=[UsagePeriodOut(period_start=p, **_usage_fields(periods[p])) for p in sorted(periods)],
+            by_model=[ModelUsageOut(**_model_fields(m, catalog), **_usage_fields(s)) for m, s in by_model],
         )
-    return PerformanceOut(
-        start=window.start,
-        end=window.end,
-        scope="all" if target is None else "user",
-        user_id=target,
-        percentile_method=report.percentile_method,
-        data=data,
-    )
 
+    @get("/analytics/costs/{workspace_id:uuid}")
+    async def costs_route(
+        self,
+        caller: Caller,
+        engine: Engine,
+        page: Paging,
+        workspace_id: FromPath[uuid.UUID],
+        start: Start = None,
+        end: End = None,
+    ) -> WorkspaceCostsOut:
+        """A workspace's cost by user (paged: highest cost first, ties by user id) and by model, split into
+        platform calls and BYOK calls. Admin key, or a workspace owner's or admin's own key."""
+        limit, offset = page.limit, page.offset
+        window = window_of(start, end)
+        async with engine.connect() as conn:
+            if caller.is_admin:
+                visible = await users.workspace_exists(conn, workspace_id)
+            else:
+                assert caller.user_id is not None
+                visible = await users.workspace_role(conn, workspace_id, caller.user_id) in ("owner", "admin")
+            if not visible:
+                raise not_found("workspace")
+            found = await queries.workspace_costs_by_user_and_model(conn, workspace_id, window)
+            catalog = await queries.catalog_entries(conn)
+            by_user = _split_byok(found, lambda k: (k[0], k[2]))
+            ranked = sorted(by_user.items(), key=lambda item: (-Sums.total(item[1]).cost_nano, str(item[0])))
+            chunk = ranked[offset : offset + limit]
+            emails = await users.user_emails(conn, [u for u, _ in chunk])
+        by_model = _split_byok(found, lambda k: (k[1], k[2]))
+        models = sorted(by_model.items(), key=lambda item: (-Sums.total(item[1]).cost_nano, item[0]))
+        platform = Sums.total(p for p, _ in by_model.values())
+        byok = Sums.total(b for _, b in by_model.values())
+        return WorkspaceCostsOut(
+            workspace_id=workspace_id,
+            start=window.start,
+            end=window.end,
+            totals=CostBreakdownOut(**_breakdown_fields(platform, byok)),
+            by_model=[
+                ModelCostOut(**_model_fields(m, catalog), **_breakdown_fields(*pair)) for m, pair in models
+            ],
+            by_user=UserCostPage(
+                data=[
+                    UserCostOut(user_id=u, email=emails.get(u), **_breakdown_fields(*pair))
+                    for u, pair in chunk
+                ],
+                total=len(ranked),
+                limit=limit,
+                offset=offset,
+                has_more=offset + len(chunk) < len(ranked),
+            ),
+        )
 
-ROUTES: list[Any] = [usage_route, costs_route, top_llms_route, llm_performance_route]
+    @get("/analytics/top-llms")
+    async def top_llms_route(
+        self,
+        caller: Caller,
+        engine: Engine,
+        start: Start = None,
+        end: End = None,
+        user_id: Annotated[
+            uuid.UUID | None, QueryParameter(description="admin key: only this user's requests")
+        ] = None,
+        order_by: FromQuery[Literal["cost", "requests", "tokens"]] = "cost",
+        limit: Annotated[int, QueryParameter(description="how many models, 1 to 100")] = 10,
+    ) -> TopLlmsOut:
+        """The models with the highest cost (or requests, or tokens) in the range, with their share of the
+        total cost and the platform/BYOK split. Ties are ordered by model name."""
+        if not 1 <= limit <= 100:
+            raise bad_request("'limit' must be between 1 and 100.", param="limit")
+        window = window_of(start, end)
+        target = _target_user(caller, user_id)
+        async with engine.connect() as conn:
+            if target is not None:
+                await require_user(conn, target, param=None)
+            found = await queries.totals_by_model(conn, window, target)
+            catalog = await queries.catalog_entries(conn)
+        per_model = _split_byok(found, lambda k: k)
+
+        def measure(sums: Sums) -> int:
+            if order_by == "requests":
+                return sums.requests
+            if order_by == "tokens":
+                return sums.input_tokens + sums.output_tokens
+            return sums.cost_nano
+
+        totals = {m: Sums.total(pair) for m, pair in per_model.items()}
+        ranked = sorted(per_model, key=lambda m: (-measure(totals[m]), m))
+        grand = Sums.total(totals.values())
+        return TopLlmsOut(
+            start=window.start,
+            end=window.end,
+            scope="all" if target is None else "user",
+            user_id=target,
+            order_by=order_by,
+            models_total=len(ranked),
+            totals=CostFiguresOut(**_cost_fields(grand)),
+            data=[
+                TopLlmOut(
+                    rank=rank,
+                    **_model_fields(m, catalog),
+                    tokens=tokens_out(totals[m]),
+                    cost_share=_ratio(totals[m].cost_nano, grand.cost_nano),
+                    **_breakdown_fields(*per_model[m]),
+                )
+                for rank, m in enumerate(ranked[:limit], start=1)
+            ],
+        )
+
+    @get("/analytics/llm-performance")
+    async def llm_performance_route(
+        self,
+        caller: Caller,
+        engine: Engine,
+        start: Start = None,
+        end: End = None,
+        user_id: Annotated[
+            uuid.UUID | None, QueryParameter(description="admin key: only this user's requests")
+        ] = None,
+    ) -> PerformanceOut:
+        """Per model: requests, error rate, latency p50/p95, TTFT p50, tokens per second, cost per 1k output
+        tokens and the feedback its answers got. Ordered by requests, then model name."""
+        window = window_of(start, end)
+        target = _target_user(caller, user_id)
+        async with engine.connect() as conn:
+            if target is not None:
+                await require_user(conn, target, param=None)
+            report = await queries.llm_performance(conn, window, target)
+        data = []
+        for m in report.models:
+            s, p, f = m.sums, m.percentiles, m.feedback
+            data.append(
+                ModelPerformanceOut(
+                    model=m.model.name,
+                    llm_id=m.model.llm_id,
+                    provider=m.model.provider,
+                    requests=s.requests,
+                    successes=s.successes,
+                    errors=s.errors,
+                    cancelled=s.cancelled,
+                    error_rate=_ratio(s.errors, s.requests),
+                    latency_ms=LatencyOut(p50=_ms(p.latency_p50), p95=_ms(p.latency_p95)),
+                    ttft_ms=TtftOut(p50=_ms(p.ttft_p50)),
+                    output_tokens=s.output_tokens,
+                    tokens_per_second=_ratio(s.success_output_tokens * 1000, s.success_latency_ms_sum, 3),
+                    **money(s.cost_nano, "cost"),
+                    **_cost_per_1k(s.cost_nano, s.output_tokens),
+                    feedback=FeedbackOut(
+                        count=f.count,
+                        stars_count=f.stars_count,
+                        stars_average=_ratio(f.stars_sum, f.stars_count, 3),
+                        thumbs_up=f.thumbs_up,
+                        thumbs_down=f.thumbs_down,
+                        thumbs_up_rate=_ratio(f.thumbs_up, f.thumbs_up + f.thumbs_down),
+                    ),
+                )
+            )
+        return PerformanceOut(
+            start=window.start,
+            end=window.end,
+            scope="all" if target is None else "user",
+            user_id=target,
+            percentile_method=report.percentile_method,
+            data=data,
+        )

@@ -2,28 +2,29 @@
 
 Prices are exact decimal strings of USD per 1M tokens (never floats). A price change is a new price
 version: usage already charged keeps naming the version (and the cost) it was charged at, and the
-versions' rows are never rewritten. Reading the catalog is open to any valid key; changing it needs the
-admin key. This worker's catalog cache is refreshed at once, other workers' within seconds.
+versions' rows are never rewritten. A PUT names the prices it sets: an omitted optional price keeps its
+current value, an explicit null clears it (the rule is storage/catalog/service.py's, shared with the CLI).
+Reading the catalog is open to any valid key; changing it needs the admin key. This worker's catalog cache
+is refreshed at once, other workers' within seconds.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Request, get, post, put
+from litestar import Controller, get, post, put
 from litestar.params import FromPath, FromQuery, JSONBody
 
-from gateway.api.admin.common import Body, Limit, Offset, Struct, page_limits, runtime_of
-from gateway.api.admin.scope import GUARDS, caller
-from gateway.errors import GatewayError, bad_request
+from gateway.api.admin.common import Body, Struct
+from gateway.api.admin.scope import AppRuntime, Caller, Engine, Paging
 from pricing.money import TOKENS_PER_PRICE_UNIT
-from storage import admin as queries
-from storage.catalog import PriceChange, UnknownModel, set_active, set_price
+from storage.catalog import repository, service
+from storage.catalog.repository import LlmInfo, Prices
+from storage.catalog.service import KEEP, PriceChange
 
-MAX_RATE = Decimal(10) ** 9  # NUMERIC(18, 9): nine digits each side of the point
 PRICE_UNIT = f"USD per {TOKENS_PER_PRICE_UNIT} tokens"
 
 # -- response shapes -----------------------------------------------------------------------------
@@ -88,7 +89,7 @@ def _rate_text(value: Decimal | None) -> str | None:
     return text
 
 
-def _prices_out(p: queries.Prices) -> PricesOut:
+def _prices_out(p: Prices) -> PricesOut:
     return PricesOut(
         unit=PRICE_UNIT,
         input=_rate_text(p.input_price) or "0",
@@ -103,7 +104,7 @@ def _prices_out(p: queries.Prices) -> PricesOut:
     )
 
 
-def _llm_fields(m: queries.LlmInfo) -> dict[str, Any]:
+def _llm_fields(m: LlmInfo) -> dict[str, Any]:
     return {
         "id": m.id,
         "name": m.name,
@@ -125,83 +126,39 @@ def _llm_fields(m: queries.LlmInfo) -> dict[str, Any]:
 # -- request shape -------------------------------------------------------------------------------
 
 Rate = Annotated[str, msgspec.Meta(min_length=1, max_length=30, description='USD per 1M tokens, e.g. "2.50"')]
+OptionalRate = Rate | None | msgspec.UnsetType
 
 
 class SetPriceIn(Body):
-    """The complete new price set (PUT): an omitted optional price is cleared, not kept."""
+    """The new prices (PUT): an omitted optional price keeps its current value; null clears it."""
 
     input_price: Rate
     output_price: Rate
-    cached_input_price: Rate | None = None
-    cache_write_price: Rate | None = None
-    long_context_threshold: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    long_input_price: Rate | None = None
-    long_cached_input_price: Rate | None = None
-    long_cache_write_price: Rate | None = None
-    long_output_price: Rate | None = None
+    cached_input_price: OptionalRate = msgspec.UNSET
+    cache_write_price: OptionalRate = msgspec.UNSET
+    long_context_threshold: Annotated[int, msgspec.Meta(ge=1)] | msgspec.UnsetType | None = msgspec.UNSET
+    long_input_price: OptionalRate = msgspec.UNSET
+    long_cached_input_price: OptionalRate = msgspec.UNSET
+    long_cache_write_price: OptionalRate = msgspec.UNSET
+    long_output_price: OptionalRate = msgspec.UNSET
 
 
-def _rate(value: str | None, field: str) -> Decimal | None:
-    if value is None:
-        return None
-    try:
-        rate = Decimal(value.strip())
-    except InvalidOperation:
-        raise bad_request(f"'{field}' is not a decimal price: {value!r}.", param=field) from None
-    if not rate.is_finite() or rate < 0:
-        raise bad_request(f"'{field}' must be zero or more.", param=field)
-    exponent = rate.as_tuple().exponent
-    if (isinstance(exponent, int) and exponent < -9) or rate >= MAX_RATE:
-        raise bad_request(
-            f"'{field}' must have at most nine decimal places and be below {MAX_RATE}.", param=field
-        )
-    return rate
+def _price_change(data: SetPriceIn) -> PriceChange:
+    values: dict[str, Any] = {}
+    for name in SetPriceIn.__struct_fields__:
+        value = getattr(data, name)
+        if value is msgspec.UNSET:
+            values[name] = KEEP
+        elif isinstance(value, str):
+            values[name] = service.parse_rate(value, name)
+        else:
+            values[name] = value
+    return PriceChange(**values)
 
 
-def _price_change(data: JSONBody[SetPriceIn]) -> PriceChange:
-    rates = {
-        name: _rate(getattr(data, name), name)
-        for name in (
-            "input_price",
-            "output_price",
-            "cached_input_price",
-            "cache_write_price",
-            "long_input_price",
-            "long_cached_input_price",
-            "long_cache_write_price",
-            "long_output_price",
-        )
-    }
-    long_given = [n for n in rates if n.startswith("long_") and rates[n] is not None]
-    if data.long_context_threshold is None and long_given:
-        raise bad_request(
-            f"'{long_given[0]}' needs 'long_context_threshold' (the prompt size the long tier starts above).",
-            param="long_context_threshold",
-        )
-    if data.long_context_threshold is not None:
-        for needed in ("long_input_price", "long_output_price"):
-            if rates[needed] is None:
-                raise bad_request(f"'{needed}' is required with 'long_context_threshold'.", param=needed)
-    input_price, output_price = rates.pop("input_price"), rates.pop("output_price")
-    assert input_price is not None and output_price is not None
-    return PriceChange(
-        input_price=input_price,
-        output_price=output_price,
-        long_context_threshold=data.long_context_threshold,
-        **rates,
-    )
-
-
-def _model_not_found(name: str) -> GatewayError:
-    return GatewayError(404, f"No model named {name!r} in the catalog.", code="model_not_found")
-
-
-async def _detail(request: Request[Any, Any, Any], name: FromPath[str]) -> LlmDetailOut:
-    async with runtime_of(request).engine.connect() as conn:
-        model = await queries.get_llm(conn, name)
-        if model is None:
-            raise _model_not_found(name)
-        history = await queries.price_history(conn, model.id)
+async def _detail(engine: Engine, name: str) -> LlmDetailOut:
+    async with engine.connect() as conn:
+        model, history = await service.model_with_history(conn, name)
     return LlmDetailOut(
         **_llm_fields(model),
         price_history=[
@@ -214,81 +171,62 @@ async def _detail(request: Request[Any, Any, Any], name: FromPath[str]) -> LlmDe
 # -- routes --------------------------------------------------------------------------------------
 
 
-@get("/llms", guards=GUARDS, tags=["catalog"])
-async def list_llms_route(
-    request: Request[Any, Any, Any],
-    active: FromQuery[bool | None] = None,
-    provider: FromQuery[str | None] = None,
-    limit: Limit = 100,
-    offset: Offset = 0,
-) -> LlmPage:
-    """The catalog by id, active and inactive models, with their current prices."""
-    limit, offset = page_limits(limit, offset)
-    async with runtime_of(request).engine.connect() as conn:
-        page = await queries.list_llms(conn, active=active, provider=provider, limit=limit, offset=offset)
-    return LlmPage(
-        data=[LlmOut(**_llm_fields(m)) for m in page.items],
-        total=page.total,
-        limit=limit,
-        offset=offset,
-        has_more=offset + len(page.items) < page.total,
-    )
-
-
-@get("/llms/{name:str}", guards=GUARDS, tags=["catalog"])
-async def get_llm_route(request: Request[Any, Any, Any], name: FromPath[str]) -> LlmDetailOut:
-    """One model with every price version it has had."""
-    return await _detail(request, name)
-
-
-@put("/llms/{name:str}", guards=GUARDS, tags=["catalog"])
-async def set_price_route(
-    request: Request[Any, Any, Any], name: FromPath[str], data: JSONBody[SetPriceIn]
-) -> LlmDetailOut:
-    """Give a model a new price version (the complete price set); charged usage keeps its own. Admin only."""
-    caller(request).require_admin()
-    change = _price_change(data)
-    runtime = runtime_of(request)
-    try:
-        async with runtime.engine.begin() as conn:
-            await set_price(conn, name, change, keep_unset=False)
-    except UnknownModel:
-        raise _model_not_found(name) from None
-    await runtime.chat.catalog.refresh()
-    return await _detail(request, name)
-
-
-async def _set_active(request: Request[Any, Any, Any], name: str, active: bool) -> LlmOut:
-    caller(request).require_admin()
-    runtime = runtime_of(request)
-    try:
-        async with runtime.engine.begin() as conn:
-            await set_active(conn, name, active)
-    except UnknownModel:
-        raise _model_not_found(name) from None
-    await runtime.chat.catalog.refresh()
-    async with runtime.engine.connect() as conn:
-        model = await queries.get_llm(conn, name)
-    assert model is not None
+async def _set_active(caller: Caller, runtime: AppRuntime, name: str, active: bool) -> LlmOut:
+    caller.require_admin()
+    async with runtime.engine.begin() as conn:
+        model = await service.set_active(conn, name, active)
+    await runtime.catalog.refresh()
     return LlmOut(**_llm_fields(model))
 
 
-@post("/llms/{name:str}/activate", guards=GUARDS, status_code=200, tags=["catalog"])
-async def activate_llm_route(request: Request[Any, Any, Any], name: FromPath[str]) -> LlmOut:
-    """Serve a model again (it appears in /v1/models). Admin only."""
-    return await _set_active(request, name, True)
+class CatalogController(Controller):
+    """The model catalog and its price versions. (Guard and dependencies: on the admin router.)"""
 
+    path = "/"
+    tags = ("catalog",)
 
-@post("/llms/{name:str}/deactivate", guards=GUARDS, status_code=200, tags=["catalog"])
-async def deactivate_llm_route(request: Request[Any, Any, Any], name: FromPath[str]) -> LlmOut:
-    """Stop serving a model (requests for it get 404 model_not_found); its history stays. Admin only."""
-    return await _set_active(request, name, False)
+    @get("/llms")
+    async def list_llms_route(
+        self,
+        engine: Engine,
+        page: Paging,
+        active: FromQuery[bool | None] = None,
+        provider: FromQuery[str | None] = None,
+    ) -> LlmPage:
+        """The catalog by id, active and inactive models, with their current prices."""
+        async with engine.connect() as conn:
+            found = await repository.list_llms(conn, page, active=active, provider=provider)
+        return LlmPage(
+            data=[LlmOut(**_llm_fields(m)) for m in found.items],
+            total=found.total,
+            limit=found.limit,
+            offset=found.offset,
+            has_more=found.has_more,
+        )
 
+    @get("/llms/{name:str}")
+    async def get_llm_route(self, engine: Engine, name: FromPath[str]) -> LlmDetailOut:
+        """One model with every price version it has had."""
+        return await _detail(engine, name)
 
-ROUTES: list[Any] = [
-    list_llms_route,
-    get_llm_route,
-    set_price_route,
-    activate_llm_route,
-    deactivate_llm_route,
-]
+    @put("/llms/{name:str}")
+    async def set_price_route(
+        self, caller: Caller, runtime: AppRuntime, name: FromPath[str], data: JSONBody[SetPriceIn]
+    ) -> LlmDetailOut:
+        """Give a model a new price version; charged usage keeps its own. Admin only."""
+        caller.require_admin()
+        change = _price_change(data)
+        async with runtime.engine.begin() as conn:
+            await service.set_price(conn, name, change)
+        await runtime.catalog.refresh()
+        return await _detail(runtime.engine, name)
+
+    @post("/llms/{name:str}/activate", status_code=200)
+    async def activate_llm_route(self, caller: Caller, runtime: AppRuntime, name: FromPath[str]) -> LlmOut:
+        """Serve a model again (it appears in /v1/models). Admin only."""
+        return await _set_active(caller, runtime, name, True)
+
+    @post("/llms/{name:str}/deactivate", status_code=200)
+    async def deactivate_llm_route(self, caller: Caller, runtime: AppRuntime, name: FromPath[str]) -> LlmOut:
+        """Stop serving a model (requests for it get 404 model_not_found); its history stays. Admin only."""
+        return await _set_active(caller, runtime, name, False)

@@ -1,34 +1,56 @@
-"""Shared pieces of the admin API: money in responses, pagination, time ranges."""
+"""Shared pieces of the admin API: response base types, the domain-error mapping, time ranges, shaping."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Any, TypeVar
 
 import msgspec
-from litestar import Request
-from litestar.params import QueryParameter
+from litestar import Request, Response
 
-from gateway.errors import GatewayError, bad_request
+from gateway.errors import bad_request, encode_error
 from pricing.money import format_usd
+from storage.errors import Conflict, DomainError, InvalidInput, NotConfigured, NotFound
+from storage.views import to_dict
 
-if TYPE_CHECKING:
-    from gateway.app import Runtime
+S = TypeVar("S")
 
-MAX_PAGE = 1000
+# The API's one mapping of domain refusals: (status, error type). The code and param come from the error.
+API_ERRORS: dict[type[DomainError], tuple[int, str]] = {
+    NotFound: (404, "invalid_request_error"),
+    InvalidInput: (400, "invalid_request_error"),
+    Conflict: (409, "invalid_request_error"),
+    NotConfigured: (503, "server_error"),
+    DomainError: (400, "invalid_request_error"),
+}
+
+
+def api_error(exc: DomainError) -> tuple[int, str, str]:
+    """(status, type, message) of a domain refusal as the admin API answers it."""
+    status, kind = next(API_ERRORS[c] for c in type(exc).__mro__ if c in API_ERRORS)
+    message = exc.message[:1].upper() + exc.message[1:]
+    if exc.param is not None:
+        message = f"'{exc.param}': {message}"
+    return status, kind, message if message.endswith(".") else message + "."
+
+
+def domain_error_handler(_: Request[Any, Any, Any], exc: DomainError) -> Response[bytes]:
+    status, kind, message = api_error(exc)
+    return Response(
+        content=encode_error(message, kind, exc.code, exc.param),
+        status_code=status,
+        media_type="application/json",
+    )
+
+
+def shape(obj: Any, cls: type[S]) -> S:
+    """A domain result as its typed response body (the same JSON the CLI prints for it)."""
+    return msgspec.convert(to_dict(obj), cls)
 
 
 def money(nano: int, name: str = "amount") -> dict[str, Any]:
     """An amount as an exact decimal string of USD and as integer nano-USD (never a float)."""
     return {f"{name}_usd": format_usd(int(nano)), f"{name}_nano": int(nano)}
-
-
-def page_limits(limit: int, offset: int) -> tuple[int, int]:
-    if not 1 <= limit <= MAX_PAGE:
-        raise bad_request(f"'limit' must be between 1 and {MAX_PAGE}.", param="limit")
-    if offset < 0:
-        raise bad_request("'offset' must be 0 or more.", param="offset")
-    return limit, offset
 
 
 def aware(value: datetime | None, param: str) -> datetime | None:
@@ -38,23 +60,6 @@ def aware(value: datetime | None, param: str) -> datetime | None:
     if value.tzinfo is None:
         raise bad_request(f"'{param}' needs a time zone, e.g. 2026-11-01T00:00:00Z.", param=param)
     return value.astimezone(UTC)
-
-
-def runtime_of(request: Request[Any, Any, Any]) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
-
-
-def conflict(message: str, code: str, param: str | None = None) -> GatewayError:
-    return GatewayError(409, message, code=code, param=param)
-
-
-def user_not_found(param: str | None = None) -> GatewayError:
-    return GatewayError(404, "No such user.", code="user_not_found", param=param)
-
-
-Limit = Annotated[int, QueryParameter(description="page size, 1 to 1000")]
-Offset = Annotated[int, QueryParameter(description="rows to skip (the order is stable)")]
 
 
 class Struct(msgspec.Struct, kw_only=True):

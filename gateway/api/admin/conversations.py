@@ -14,26 +14,22 @@ Who sees what (anything else is 404, as if it did not exist):
 
 from __future__ import annotations
 
-import unicodedata
 import uuid
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from litestar import Request, Response, delete, get, post
+from litestar import Controller, Response, delete, get, post
 from litestar.params import FromPath, JSONBody
 
 from gateway.api.admin.analytics import TokensOut
-from gateway.api.admin.common import Body, Limit, Offset, Struct, money, page_limits, runtime_of
-from gateway.api.admin.scope import GUARDS, Scope, caller, not_found
+from gateway.api.admin.common import Body, Struct, money
+from gateway.api.admin.scope import Caller, Engine, Paging, not_found
 from gateway.errors import GatewayError, bad_request
-from storage import annotations as store
+from storage.annotations import repository as store
+from storage.annotations import service
 from storage.models import TAG_TARGET_TYPES
 
-MAX_COMMENT = 10_000
-MAX_CATEGORIES = 20
-MAX_CATEGORY = 64
-MAX_TAG_NAME = 100
 MAX_TAGS_SHOWN = 1000
 
 # -- response shapes -----------------------------------------------------------------------------
@@ -200,8 +196,8 @@ def _llm_out(row: store.ConversationLlmInfo) -> ConversationLlmOut:
     )
 
 
-def _owned_by_caller(scope: Scope, owner: uuid.UUID) -> bool:
-    return scope.is_admin or scope.user_id == owner
+def _owned_by_caller(caller: Caller, owner: uuid.UUID) -> bool:
+    return caller.is_admin or caller.user_id == owner
 
 
 # -- request bodies ------------------------------------------------------------------------------
@@ -226,267 +222,192 @@ class TagIn(Body):
     author_user_id: uuid.UUID | None = None
 
 
-def parse_rating(data: FeedbackIn) -> tuple[str, int]:
-    """(scale, rating) as stored: thumbs -1/1, stars 1–5."""
-    rating, scale = data.rating, data.scale
-    if isinstance(rating, str):
-        thumbs = {"up": 1, "down": -1}.get(rating.strip().lower())
-        if thumbs is None or scale == "stars":
-            expected = "an integer 1-5" if scale == "stars" else "'up', 'down' or an integer 1-5"
-            raise bad_request(f"'rating' must be {expected}, not {rating!r}.", param="rating")
-        return "thumbs", thumbs
-    if scale == "thumbs":
-        if rating not in (-1, 1):
-            raise bad_request("'rating' on the thumbs scale must be 1, -1, 'up' or 'down'.", param="rating")
-        return "thumbs", rating
-    if not 1 <= rating <= 5:
-        raise bad_request("'rating' must be an integer from 1 to 5 (or 'up' / 'down').", param="rating")
-    return "stars", rating
-
-
-def parse_categories(values: list[str] | None) -> list[str] | None:
-    if values is None:
-        return None
-    if len(values) > MAX_CATEGORIES:
-        raise bad_request(f"'categories' takes at most {MAX_CATEGORIES} entries.", param="categories")
-    out: list[str] = []
-    for value in values:
-        item = value.strip()
-        if not item or len(item) > MAX_CATEGORY:
-            raise bad_request(
-                f"each of 'categories' must be 1 to {MAX_CATEGORY} characters.", param="categories"
-            )
-        if item not in out:
-            out.append(item)
-    return out
-
-
-def parse_tag_name(value: str) -> str:
-    name = " ".join(value.split())
-    if not name or len(name) > MAX_TAG_NAME:
-        raise bad_request(f"'name' must be 1 to {MAX_TAG_NAME} characters.", param="name")
-    if any(unicodedata.category(ch).startswith("C") for ch in name):
-        raise bad_request("'name' may not hold control characters.", param="name")
-    return name
-
-
-def parse_confidence(value: Decimal | None) -> Decimal | None:
-    if value is None:
-        return None
-    if not value.is_finite() or not 0 <= value <= 1:
-        raise bad_request("'confidence' must be between 0 and 1.", param="confidence")
-    exponent = value.as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -5:
-        raise bad_request("'confidence' takes at most 5 decimal places.", param="confidence")
-    return value
-
-
 # -- routes --------------------------------------------------------------------------------------
 
 
-@get("/conversations/{conversation_id:uuid}", guards=GUARDS, tags=["conversations"])
-async def conversation_route(
-    request: Request[Any, Any, Any],
-    conversation_id: FromPath[uuid.UUID],
-    limit: Limit = 100,
-    offset: Offset = 0,
-) -> ConversationOut:
-    """A conversation with its tags, its per-model totals (conversation_llms) and a page of its messages
-    (oldest first, ties by id), each with its usage and its feedback."""
-    scope = caller(request)
-    limit, offset = page_limits(limit, offset)
-    async with runtime_of(request).engine.connect() as conn:
-        conv = await store.get_conversation(conn, conversation_id)
-        if conv is None or not _owned_by_caller(scope, conv.user_id):
-            raise not_found("conversation")
-        llm_rows = await store.conversation_llm_rows(conn, conversation_id)
-        page = await store.list_messages(conn, conversation_id, limit=limit, offset=offset)
-        ratings = await store.feedback_for_messages(conn, [m.id for m in page.items])
-        conv_tags = await store.list_tags(
-            conn, "conversation", conversation_id, limit=MAX_TAGS_SHOWN, offset=0
-        )
-    return ConversationOut(
-        id=conv.id,
-        user_id=conv.user_id,
-        workspace_id=conv.workspace_id,
-        api_key_id=conv.api_key_id,
-        title=conv.title,
-        created_at=conv.created_at,
-        updated_at=conv.updated_at,
-        tags=[tag_out(t) for t in conv_tags.items],
-        llms=[_llm_out(row) for row in llm_rows],
-        messages=MessagePage(
-            data=[
-                MessageOut(
-                    id=m.id,
-                    role=m.role,
-                    llm_id=m.llm_id,
-                    model=m.model,
-                    request_id=m.request_id,
-                    finish_reason=m.finish_reason,
-                    created_at=m.created_at,
-                    prompt=m.prompt,
-                    content=m.content,
-                    usage=None if m.usage is None else _usage_out(m.usage),
-                    feedback=[feedback_out(f) for f in ratings.get(m.id, [])],
-                )
-                for m in page.items
-            ],
-            total=page.total,
-            limit=limit,
-            offset=offset,
-            has_more=offset + len(page.items) < page.total,
-        ),
-    )
-
-
-@post("/messages/{message_id:uuid}/feedback", guards=GUARDS, tags=["conversations"])
-async def rate_message_route(
-    request: Request[Any, Any, Any], message_id: FromPath[uuid.UUID], data: JSONBody[FeedbackIn]
-) -> Response[FeedbackOut]:
-    """Rate a message: thumbs ("up"/"down") or stars (1–5), with an optional comment and categories.
-    201 when new; 200 when it replaces the caller's earlier rating of the message."""
-    scope = caller(request)
-    async with runtime_of(request).engine.begin() as conn:
-        message = await store.get_message(conn, message_id)
-        if message is None or not _owned_by_caller(scope, message.user_id):
-            raise not_found("message")
-        scale, rating = parse_rating(data)
-        if data.comment is not None and len(data.comment) > MAX_COMMENT:
-            raise bad_request(f"'comment' takes at most {MAX_COMMENT} characters.", param="comment")
-        saved, created = await store.save_feedback(
-            conn,
-            message,
-            user_id=scope.user_id,
-            scale=scale,
-            rating=rating,
-            comment=data.comment,
-            categories=parse_categories(data.categories),
-        )
-    return Response(feedback_out(saved), status_code=201 if created else 200)
-
-
-@get("/messages/{message_id:uuid}/feedback", guards=GUARDS, tags=["conversations"])
-async def list_feedback_route(
-    request: Request[Any, Any, Any], message_id: FromPath[uuid.UUID], limit: Limit = 100, offset: Offset = 0
-) -> FeedbackPage:
-    """A message's feedback, oldest first (ties by id)."""
-    scope = caller(request)
-    limit, offset = page_limits(limit, offset)
-    async with runtime_of(request).engine.connect() as conn:
-        message = await store.get_message(conn, message_id)
-        if message is None or not _owned_by_caller(scope, message.user_id):
-            raise not_found("message")
-        page = await store.list_feedback(conn, message_id, limit=limit, offset=offset)
-    return FeedbackPage(
-        data=[feedback_out(f) for f in page.items],
-        total=page.total,
-        limit=limit,
-        offset=offset,
-        has_more=offset + len(page.items) < page.total,
-    )
-
-
-async def _visible_target(conn: Any, scope: Scope, target_type: str, target_id: uuid.UUID) -> None:
+async def _visible_target(conn: Any, caller: Caller, target_type: str, target_id: uuid.UUID) -> None:
     """404 unless the target exists and the caller may see it (its owner, or a workspace's member)."""
     facts = await store.target_facts(conn, target_type, target_id)
-    if not facts.exists or (not scope.is_admin and scope.user_id not in facts.owners):
+    if not facts.exists or (not caller.is_admin and caller.user_id not in facts.owners):
         raise not_found(target_type)
 
 
-@post("/tags", guards=GUARDS, tags=["tags"])
-async def add_tag_route(request: Request[Any, Any, Any], data: JSONBody[TagIn]) -> Response[TagOut]:
-    """Tag a conversation, message, user or workspace. 201 when new; 200 with the existing tag when the
-    target carries that name already."""
-    scope = caller(request)
-    async with runtime_of(request).engine.begin() as conn:
-        # Someone else's target is a 404 before anything about the body is judged.
-        await _visible_target(conn, scope, data.target_type, data.target_id)
-        name = parse_tag_name(data.name)
-        confidence = parse_confidence(data.confidence)
-        if not scope.is_admin:
-            if data.is_auto:
-                raise GatewayError(
-                    403, "Only the admin key adds automatic tags.", type="permission_error", param="is_auto"
-                )
-            if data.author_user_id not in (None, scope.user_id):
-                raise GatewayError(
-                    403,
-                    "A user's tags are written by that user; 'author_user_id' needs the admin key.",
-                    type="permission_error",
-                    param="author_user_id",
-                )
-        author = scope.user_id if not scope.is_admin else data.author_user_id
-        if (
-            scope.is_admin
-            and author is not None
-            and not (await store.target_facts(conn, "user", author)).exists
-        ):
-            raise bad_request("'author_user_id' names no user.", param="author_user_id")
-        tag, created = await store.add_tag(
-            conn,
-            target_type=data.target_type,
-            target_id=data.target_id,
-            name=name,
-            is_auto=data.is_auto,
-            confidence=confidence,
-            author_user_id=author,
+class ConversationsController(Controller):
+    """Conversations, feedback on messages, and tags. (Guard and dependencies: on the admin router.)"""
+
+    path = "/"
+    tags = ("conversations",)
+
+    @get("/conversations/{conversation_id:uuid}")
+    async def conversation_route(
+        self,
+        caller: Caller,
+        engine: Engine,
+        conversation_id: FromPath[uuid.UUID],
+        page: Paging,
+    ) -> ConversationOut:
+        """A conversation with its tags, its per-model totals (conversation_llms) and a page of its messages
+        (oldest first, ties by id), each with its usage and its feedback."""
+        limit, offset = page.limit, page.offset
+        async with engine.connect() as conn:
+            conv = await store.get_conversation(conn, conversation_id)
+            if conv is None or not _owned_by_caller(caller, conv.user_id):
+                raise not_found("conversation")
+            llm_rows = await store.conversation_llm_rows(conn, conversation_id)
+            found = await store.list_messages(conn, conversation_id, limit=limit, offset=offset)
+            ratings = await store.feedback_for_messages(conn, [m.id for m in found.items])
+            conv_tags = await store.list_tags(
+                conn, "conversation", conversation_id, limit=MAX_TAGS_SHOWN, offset=0
+            )
+        return ConversationOut(
+            id=conv.id,
+            user_id=conv.user_id,
+            workspace_id=conv.workspace_id,
+            api_key_id=conv.api_key_id,
+            title=conv.title,
+            created_at=conv.created_at,
+            updated_at=conv.updated_at,
+            tags=[tag_out(t) for t in conv_tags.items],
+            llms=[_llm_out(row) for row in llm_rows],
+            messages=MessagePage(
+                data=[
+                    MessageOut(
+                        id=m.id,
+                        role=m.role,
+                        llm_id=m.llm_id,
+                        model=m.model,
+                        request_id=m.request_id,
+                        finish_reason=m.finish_reason,
+                        created_at=m.created_at,
+                        prompt=m.prompt,
+                        content=m.content,
+                        usage=None if m.usage is None else _usage_out(m.usage),
+                        feedback=[feedback_out(f) for f in ratings.get(m.id, [])],
+                    )
+                    for m in found.items
+                ],
+                total=found.total,
+                limit=limit,
+                offset=offset,
+                has_more=found.has_more,
+            ),
         )
-    return Response(tag_out(tag), status_code=201 if created else 200)
 
+    @post("/messages/{message_id:uuid}/feedback")
+    async def rate_message_route(
+        self, caller: Caller, engine: Engine, message_id: FromPath[uuid.UUID], data: JSONBody[FeedbackIn]
+    ) -> Response[FeedbackOut]:
+        """Rate a message: thumbs ("up"/"down") or stars (1–5), with an optional comment and categories.
+        201 when new; 200 when it replaces the caller's earlier rating of the message."""
+        async with engine.begin() as conn:
+            message = await store.get_message(conn, message_id)
+            if message is None or not _owned_by_caller(caller, message.user_id):
+                raise not_found("message")
+            saved, created = await service.rate_message(
+                conn,
+                message,
+                user_id=caller.user_id,
+                rating=data.rating,
+                scale=data.scale,
+                comment=data.comment,
+                categories=data.categories,
+            )
+        return Response(feedback_out(saved), status_code=201 if created else 200)
 
-@get("/tags/{target_type:str}/{target_id:uuid}", guards=GUARDS, tags=["tags"])
-async def list_tags_route(
-    request: Request[Any, Any, Any],
-    target_type: FromPath[str],
-    target_id: FromPath[uuid.UUID],
-    limit: Limit = 100,
-    offset: Offset = 0,
-) -> TagPage:
-    """The tags of one target, oldest first (ties by id)."""
-    scope = caller(request)
-    if target_type not in TAG_TARGET_TYPES:
-        raise bad_request(f"'target_type' must be one of {', '.join(TAG_TARGET_TYPES)}.", param="target_type")
-    limit, offset = page_limits(limit, offset)
-    async with runtime_of(request).engine.connect() as conn:
-        await _visible_target(conn, scope, target_type, target_id)
-        page = await store.list_tags(conn, target_type, target_id, limit=limit, offset=offset)
-    return TagPage(
-        data=[tag_out(t) for t in page.items],
-        total=page.total,
-        limit=limit,
-        offset=offset,
-        has_more=offset + len(page.items) < page.total,
-    )
+    @get("/messages/{message_id:uuid}/feedback")
+    async def list_feedback_route(
+        self, caller: Caller, engine: Engine, page: Paging, message_id: FromPath[uuid.UUID]
+    ) -> FeedbackPage:
+        """A message's feedback, oldest first (ties by id)."""
+        limit, offset = page.limit, page.offset
+        async with engine.connect() as conn:
+            message = await store.get_message(conn, message_id)
+            if message is None or not _owned_by_caller(caller, message.user_id):
+                raise not_found("message")
+            found = await store.list_feedback(conn, message_id, limit=limit, offset=offset)
+        return FeedbackPage(
+            data=[feedback_out(f) for f in found.items],
+            total=found.total,
+            limit=limit,
+            offset=offset,
+            has_more=found.has_more,
+        )
 
+    @post("/tags")
+    async def add_tag_route(self, caller: Caller, engine: Engine, data: JSONBody[TagIn]) -> Response[TagOut]:
+        """Tag a conversation, message, user or workspace. 201 when new; 200 with the existing tag when the
+        target carries that name already."""
+        async with engine.begin() as conn:
+            # Someone else's target is a 404 before anything about the body is judged.
+            await _visible_target(conn, caller, data.target_type, data.target_id)
+            if not caller.is_admin:
+                if data.is_auto:
+                    raise GatewayError(
+                        403,
+                        "Only the admin key adds automatic tags.",
+                        type="permission_error",
+                        param="is_auto",
+                    )
+                if data.author_user_id not in (None, caller.user_id):
+                    raise GatewayError(
+                        403,
+                        "A user's tags are written by that user; 'author_user_id' needs the admin key.",
+                        type="permission_error",
+                        param="author_user_id",
+                    )
+            tag, created = await service.add_tag(
+                conn,
+                target_type=data.target_type,
+                target_id=data.target_id,
+                name=data.name,
+                is_auto=data.is_auto,
+                confidence=data.confidence,
+                author_user_id=caller.user_id if not caller.is_admin else data.author_user_id,
+            )
+        return Response(tag_out(tag), status_code=201 if created else 200)
 
-@delete("/tags/{tag_id:uuid}", guards=GUARDS, tags=["tags"])
-async def delete_tag_route(request: Request[Any, Any, Any], tag_id: FromPath[uuid.UUID]) -> None:
-    """Remove a tag (204). A user removes only tags they wrote, on targets they can see."""
-    scope = caller(request)
-    async with runtime_of(request).engine.begin() as conn:
-        tag = await store.get_tag(conn, tag_id)
-        if tag is None:
-            raise not_found("tag")
-        if not scope.is_admin:
-            facts = await store.target_facts(conn, tag.target_type, tag.target_id)
-            if scope.user_id not in facts.owners:
+    @get("/tags/{target_type:str}/{target_id:uuid}")
+    async def list_tags_route(
+        self,
+        caller: Caller,
+        engine: Engine,
+        target_type: FromPath[str],
+        target_id: FromPath[uuid.UUID],
+        page: Paging,
+    ) -> TagPage:
+        """The tags of one target, oldest first (ties by id)."""
+        if target_type not in TAG_TARGET_TYPES:
+            raise bad_request(
+                f"'target_type' must be one of {', '.join(TAG_TARGET_TYPES)}.", param="target_type"
+            )
+        limit, offset = page.limit, page.offset
+        async with engine.connect() as conn:
+            await _visible_target(conn, caller, target_type, target_id)
+            found = await store.list_tags(conn, target_type, target_id, limit=limit, offset=offset)
+        return TagPage(
+            data=[tag_out(t) for t in found.items],
+            total=found.total,
+            limit=limit,
+            offset=offset,
+            has_more=found.has_more,
+        )
+
+    @delete("/tags/{tag_id:uuid}")
+    async def delete_tag_route(self, caller: Caller, engine: Engine, tag_id: FromPath[uuid.UUID]) -> None:
+        """Remove a tag (204). A user removes only tags they wrote, on targets they can see."""
+        async with engine.begin() as conn:
+            tag = await store.get_tag(conn, tag_id)
+            if tag is None:
                 raise not_found("tag")
-            if tag.author_user_id != scope.user_id:
-                raise GatewayError(
-                    403,
-                    "Only the tag's author (or the admin key) removes it.",
-                    type="permission_error",
-                    code="not_tag_author",
-                )
-        await store.delete_tag(conn, tag_id)
-
-
-ROUTES: list[Any] = [
-    conversation_route,
-    rate_message_route,
-    list_feedback_route,
-    add_tag_route,
-    list_tags_route,
-    delete_tag_route,
-]
+            if not caller.is_admin:
+                facts = await store.target_facts(conn, tag.target_type, tag.target_id)
+                if caller.user_id not in facts.owners:
+                    raise not_found("tag")
+                if tag.author_user_id != caller.user_id:
+                    raise GatewayError(
+                        403,
+                        "Only the tag's author (or the admin key) removes it.",
+                        type="permission_error",
+                        code="not_tag_author",
+                    )
+            await store.delete_tag(conn, tag_id)

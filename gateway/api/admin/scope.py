@@ -1,7 +1,8 @@
-"""Who is calling the admin API: the operator (SYNAPGATE_ADMIN_KEY) or a user (their own gateway key).
+"""Who is calling the admin API, and the dependencies every admin handler is given.
 
-The admin key may do everything. A user key may read only that user's own data; anything else is
-answered 404, exactly as if it did not exist, so ids of other users' objects cannot be probed.
+The admin key (SYNAPGATE_ADMIN_KEY) may do everything. A user key may read only that user's own data;
+anything else is answered 404, exactly as if it did not exist, so ids of other users' objects cannot be
+probed. The guard and the providers below are declared once, on the admin router.
 """
 
 from __future__ import annotations
@@ -9,14 +10,20 @@ from __future__ import annotations
 import hmac
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Request
 from litestar.connection import ASGIConnection
+from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
 from litestar.handlers.base import BaseRouteHandler
+from litestar.params import QueryParameter
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.auth import bearer_token
 from gateway.errors import GatewayError
+from gateway.runtime import Runtime
+from storage.paging import MAX_LIMIT, MAX_OFFSET, PageRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,18 +49,25 @@ class Scope:
             raise not_found("user")
 
 
+# What handlers declare to be given, by name, from DEPENDENCIES.
+Caller = NamedDependency[Scope]
+AppRuntime = NamedDependency[Runtime]
+Engine = NamedDependency[AsyncEngine]
+Paging = NamedDependency[PageRequest]
+
+
 def not_found(what: str) -> GatewayError:
     return GatewayError(404, f"No such {what}.", code=f"{what}_not_found")
 
 
 async def resolve_scope(connection: ASGIConnection[Any, Any, Any, Any]) -> Scope:
     """The caller's scope from its bearer key (401 when it is neither the admin key nor a live user key)."""
-    runtime = connection.app.state.runtime
+    runtime: Runtime = connection.app.state.runtime
     token = bearer_token(connection.headers.get("authorization"))
     admin_key = runtime.settings.admin_key
     if admin_key is not None and hmac.compare_digest(token.encode(), admin_key.get_secret_value().encode()):
         return Scope(user_id=None)
-    principal = await runtime.chat.auth.authenticate(f"Bearer {token}")
+    principal = await runtime.auth.authenticate(f"Bearer {token}")
     return Scope(user_id=principal.user_id, workspace_id=principal.workspace_id)
 
 
@@ -70,10 +84,35 @@ async def authenticated(connection: ASGIConnection[Any, Any, Any, Any], _: BaseR
         raise not_found("user")
 
 
-GUARDS = [authenticated]
-
-
-def caller(request: Request[Any, Any, Any]) -> Scope:
+def provide_scope(request: Request[Any, Any, Any]) -> Scope:
     """The Scope the guard resolved for this request."""
     scope: Scope = request.state[_SCOPE_STATE]
     return scope
+
+
+def provide_runtime(state: State) -> Runtime:
+    runtime: Runtime = state.runtime
+    return runtime
+
+
+def provide_engine(runtime: AppRuntime) -> AsyncEngine:
+    return runtime.engine
+
+
+def provide_page(
+    limit: Annotated[int, QueryParameter(description=f"page size, 1 to {MAX_LIMIT}")] = 100,
+    offset: Annotated[
+        int, QueryParameter(description=f"rows to skip, 0 to {MAX_OFFSET} (the order is stable)")
+    ] = 0,
+) -> PageRequest:
+    """The page of a list; out of bounds is a 400 naming `limit` or `offset` (InvalidPage)."""
+    return PageRequest(limit, offset)
+
+
+GUARDS = [authenticated]
+DEPENDENCIES = {
+    "caller": Provide(provide_scope, sync_to_thread=False),
+    "runtime": Provide(provide_runtime, sync_to_thread=False),
+    "engine": Provide(provide_engine, sync_to_thread=False),
+    "page": Provide(provide_page, sync_to_thread=False),
+}

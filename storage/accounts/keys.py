@@ -6,11 +6,14 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.models import ApiKey, User, table_of
+from storage.paging import Page, PageRequest, fetch_page, page_of
 from storage.types import utcnow
 
 api_keys = table_of(ApiKey)
@@ -117,3 +120,71 @@ async def revoke_key(conn: AsyncConnection, key_id: uuid.UUID) -> bool:
         .values(status="revoked", revoked_at=utcnow())
     )
     return bool(result.rowcount)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """A gateway key as it may be shown: its visible prefix, never its hash or plaintext."""
+
+    id: uuid.UUID
+    key_prefix: str
+    name: str | None
+    user_id: uuid.UUID
+    workspace_id: uuid.UUID | None
+    status: str
+    allowed_models: list[str] | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedKey(KeyInfo):
+    """A new key: `key` is its plaintext, returned this once and stored nowhere."""
+
+    key: str
+    note: str = "the key is shown only once; store it now"
+
+
+_KEY_COLUMNS = (
+    api_keys.c.id,
+    api_keys.c.key_prefix,
+    api_keys.c.name,
+    api_keys.c.user_id,
+    api_keys.c.workspace_id,
+    api_keys.c.status,
+    api_keys.c.allowed_models,
+    api_keys.c.created_at,
+    api_keys.c.revoked_at,
+)
+
+
+def _key(row: Any) -> KeyInfo:
+    return KeyInfo(
+        row.id,
+        row.key_prefix,
+        row.name,
+        row.user_id,
+        row.workspace_id,
+        row.status,
+        list(row.allowed_models) if row.allowed_models is not None else None,
+        row.created_at,
+        row.revoked_at,
+    )
+
+
+async def list_keys(
+    conn: AsyncConnection, page: PageRequest, *, user_id: uuid.UUID | None = None, status: str | None = None
+) -> Page[KeyInfo]:
+    """Keys oldest first (ties by id), optionally of one user and in one status."""
+    query = select(*_KEY_COLUMNS).order_by(api_keys.c.created_at, api_keys.c.id)
+    if user_id is not None:
+        query = query.where(api_keys.c.user_id == user_id)
+    if status is not None:
+        query = query.where(api_keys.c.status == status)
+    rows, total = await fetch_page(conn, query, page)
+    return page_of([_key(r) for r in rows], total, page)
+
+
+async def get_key(conn: AsyncConnection, key_id: uuid.UUID) -> KeyInfo | None:
+    row = (await conn.execute(select(*_KEY_COLUMNS).where(api_keys.c.id == key_id))).one_or_none()
+    return None if row is None else _key(row)

@@ -24,8 +24,8 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from storage.ledger.base import HotMove, InsufficientCredit, Reservation
-from storage.ledger.entries import account_state
+from storage.billing.ledger.base import HotMove, InsufficientCredit, Reservation
+from storage.billing.ledger.entries import account_state
 
 _PURGE = """
 local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[1])
@@ -205,6 +205,11 @@ class RedisLedger:
         acct, _res, _exp, pend = _keys(user_id)
         await self._redis.hdel(acct, "bal", "ver")
         await self._redis.delete(pend)
+
+    async def rebuild_hot_copy(self, user_id: uuid.UUID) -> None:
+        """Reload a user's hot copy from the database (the truth)."""
+        await self.forget(user_id)
+        await self.load_snapshot(user_id)
 
     async def close(self) -> None:
         return None  # the Redis client belongs to the app lifespan

@@ -15,7 +15,7 @@ from datetime import timedelta
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from storage.ledger.base import HotMove, InsufficientCredit, Reservation
+from storage.billing.ledger.base import HotMove, InsufficientCredit, Reservation
 from storage.models import CreditAccount, CreditReservation, table_of
 from storage.types import utcnow
 
@@ -109,6 +109,12 @@ class SqlLedger:
                 )
             ).one_or_none()
         return 0 if row is None else int(row.balance_nano) - int(row.held_nano)
+
+    async def hot_balance(self, user_id: uuid.UUID) -> int | None:
+        return None  # no copy: the balance is read from credit_accounts itself
+
+    async def rebuild_hot_copy(self, user_id: uuid.UUID) -> None:
+        return None
 
     async def close(self) -> None:
         return None

@@ -6,7 +6,8 @@ Feedback: one rating per (message, user) — a second one replaces the first; th
 llm-performance counts ratings per model and period from message_feedback alone.
 
 Tags: unique per (target, name); adding an existing tag returns it unchanged. Who may see or add which
-tag is the API's rule (gateway/api/admin/conversations.py); `target_owner` gives it the facts.
+tag is the API's rule (gateway/api/admin/conversations.py); `target_facts` gives it the facts. The value
+rules are in annotations/service.py.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -34,6 +35,7 @@ from storage.models import (
     WorkspaceMember,
     table_of,
 )
+from storage.paging import Page
 from storage.types import utcnow
 
 conversations = table_of(Conversation)
@@ -53,12 +55,6 @@ T = TypeVar("T")
 def _build(cls: type[T], values: Any) -> T:
     """A dataclass from a result row's values, in column order."""
     return cls(*values)
-
-
-@dataclass(frozen=True, slots=True)
-class Page(Generic[T]):
-    items: list[T]
-    total: int
 
 
 # -- conversations -----------------------------------------------------------------------------------------
@@ -221,7 +217,7 @@ async def list_messages(
                 is_stream=bool(row.is_stream),
             )
         items.append(_build(MessageInfo, (*row[:11], usage)))
-    return Page(items, int(total))
+    return Page(items, int(total), limit, offset)
 
 
 # -- feedback ----------------------------------------------------------------------------------------------
@@ -337,7 +333,7 @@ async def list_feedback(
         .limit(limit)
         .offset(offset)
     )
-    return Page([FeedbackInfo(*row) for row in (await conn.execute(stmt)).all()], int(total))
+    return Page([FeedbackInfo(*row) for row in (await conn.execute(stmt)).all()], int(total), limit, offset)
 
 
 # -- tags --------------------------------------------------------------------------------------------------
@@ -433,7 +429,7 @@ async def list_tags(
     stmt = (
         select(*_TAG_COLUMNS).where(*where).order_by(tags.c.created_at, tags.c.id).limit(limit).offset(offset)
     )
-    return Page([TagInfo(*row) for row in (await conn.execute(stmt)).all()], int(total))
+    return Page([TagInfo(*row) for row in (await conn.execute(stmt)).all()], int(total), limit, offset)
 
 
 async def get_tag(conn: AsyncConnection, tag_id: uuid.UUID) -> TagInfo | None:

@@ -9,6 +9,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import select
@@ -89,3 +92,51 @@ async def delete_credential(conn: AsyncConnection, user_id: uuid.UUID, provider:
         credentials.delete().where(credentials.c.user_id == user_id, credentials.c.provider == provider)
     )
     return bool(result.rowcount)
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderKeyInfo:
+    """A stored provider key as it may be shown: the provider and the key's last four characters."""
+
+    user_id: uuid.UUID
+    provider: str
+    key_last4: str
+    created_at: datetime
+    updated_at: datetime
+
+
+_PROVIDER_KEY_COLUMNS = (
+    credentials.c.user_id,
+    credentials.c.provider,
+    credentials.c.key_last4,
+    credentials.c.created_at,
+    credentials.c.updated_at,
+)
+
+
+def _provider_key(row: Any) -> ProviderKeyInfo:
+    return ProviderKeyInfo(row.user_id, row.provider, row.key_last4, row.created_at, row.updated_at)
+
+
+async def list_provider_keys(conn: AsyncConnection, user_id: uuid.UUID) -> list[ProviderKeyInfo]:
+    rows = (
+        await conn.execute(
+            select(*_PROVIDER_KEY_COLUMNS)
+            .where(credentials.c.user_id == user_id)
+            .order_by(credentials.c.provider)
+        )
+    ).all()
+    return [_provider_key(r) for r in rows]
+
+
+async def get_provider_key(
+    conn: AsyncConnection, user_id: uuid.UUID, provider: str
+) -> ProviderKeyInfo | None:
+    row = (
+        await conn.execute(
+            select(*_PROVIDER_KEY_COLUMNS).where(
+                credentials.c.user_id == user_id, credentials.c.provider == provider
+            )
+        )
+    ).one_or_none()
+    return None if row is None else _provider_key(row)

@@ -144,7 +144,7 @@ def _rollup_sums(table: Table) -> list[Any]:
 
 
 @dataclass(frozen=True, slots=True)
-class _Source:
+class RollupSource:
     """Where grouped totals come from: a rollup (its period column, filters, group keys) and the same
     selection over usage_logs for the edges."""
 
@@ -157,8 +157,8 @@ class _Source:
     raw_keys: list[Any]
 
 
-async def _grouped(
-    conn: AsyncConnection, source: _Source, window: Window, *, by_period: bool = False
+async def grouped_sums(
+    conn: AsyncConnection, source: RollupSource, window: Window, *, by_period: bool = False
 ) -> dict[tuple[Any, ...], Sums]:
     """Totals per group key (with the period first when `by_period`), exact over `window`."""
     out: dict[tuple[Any, ...], Sums] = defaultdict(Sums)
@@ -188,8 +188,8 @@ async def _grouped(
     return {k: v for k, v in out.items() if v.requests}
 
 
-def _user_source(user_id: uuid.UUID, rollup_keys: list[str], raw_keys: list[str]) -> _Source:
-    return _Source(
+def _user_source(user_id: uuid.UUID, rollup_keys: list[str], raw_keys: list[str]) -> RollupSource:
+    return RollupSource(
         rollup=usage_daily,
         unit=DAY,
         period="day",
@@ -205,7 +205,7 @@ async def user_usage_by_day_and_model(
 ) -> dict[tuple[datetime, str], Sums]:
     """A user's totals per (UTC day, model)."""
     source = _user_source(user_id, ["model"], ["model"])
-    found = await _grouped(conn, source, window, by_period=True)
+    found = await grouped_sums(conn, source, window, by_period=True)
     return {(k[0], k[1]): v for k, v in found.items()}
 
 
@@ -214,7 +214,7 @@ async def workspace_costs_by_user_and_model(
 ) -> dict[tuple[uuid.UUID, str, bool], Sums]:
     """A workspace's totals per (user, model, BYOK)."""
     keys = ["user_id", "model", "user_api_key_used"]
-    source = _Source(
+    source = RollupSource(
         rollup=usage_daily,
         unit=DAY,
         period="day",
@@ -223,7 +223,7 @@ async def workspace_costs_by_user_and_model(
         raw_filters=[usage_logs.c.workspace_id == workspace_id],
         raw_keys=[usage_logs.c[k] for k in keys],
     )
-    found = await _grouped(conn, source, window)
+    found = await grouped_sums(conn, source, window)
     return {(k[0], k[1], bool(k[2])): v for k, v in found.items()}
 
 
@@ -235,7 +235,7 @@ async def totals_by_model(
     if user_id is not None:
         source = _user_source(user_id, keys, keys)
     else:
-        source = _Source(
+        source = RollupSource(
             rollup=usage_hourly,
             unit=HOUR,
             period="hour",
@@ -244,7 +244,7 @@ async def totals_by_model(
             raw_filters=[],
             raw_keys=[usage_logs.c[k] for k in keys],
         )
-    found = await _grouped(conn, source, window)
+    found = await grouped_sums(conn, source, window)
     return {(k[0], bool(k[1])): v for k, v in found.items()}
 
 
@@ -479,30 +479,3 @@ async def llm_performance(
     ]
     models.sort(key=lambda m: (-m.sums.requests, m.model.name))
     return PerformanceReport(method, models)
-
-
-# -- access ------------------------------------------------------------------------------------------------
-
-
-async def user_exists(conn: AsyncConnection, user_id: uuid.UUID) -> bool:
-    return (await conn.execute(select(users.c.id).where(users.c.id == user_id))).first() is not None
-
-
-async def workspace_exists(conn: AsyncConnection, workspace_id: uuid.UUID) -> bool:
-    stmt = select(workspaces.c.id).where(workspaces.c.id == workspace_id)
-    return (await conn.execute(stmt)).first() is not None
-
-
-async def workspace_role(conn: AsyncConnection, workspace_id: uuid.UUID, user_id: uuid.UUID) -> str | None:
-    """The user's role in the workspace (owner | admin | member), or None if not a member."""
-    stmt = select(members.c.role).where(members.c.workspace_id == workspace_id, members.c.user_id == user_id)
-    role = (await conn.execute(stmt)).scalar_one_or_none()
-    return None if role is None else str(role)
-
-
-async def user_emails(conn: AsyncConnection, user_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str]:
-    ids = list(user_ids)
-    if not ids:
-        return {}
-    rows = (await conn.execute(select(users.c.id, users.c.email).where(users.c.id.in_(ids)))).all()
-    return {uid: email for uid, email in rows}

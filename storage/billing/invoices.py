@@ -28,9 +28,12 @@ from typing import Any
 from sqlalchemy import and_, case, func, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage.admin import Page, UnknownUser
+from pricing.money import format_usd
+from storage.errors import InvoiceOverlap, UserNotFound
 from storage.models import BillingEvent, Invoice, UsageLog, User, table_of
+from storage.paging import Page, PageRequest, fetch_page, page_of
 from storage.types import utcnow
+from storage.views import to_dict
 
 invoices = table_of(Invoice)
 events = table_of(BillingEvent)
@@ -39,16 +42,6 @@ users = table_of(User)
 
 PER_MODEL_TYPES = ("usage", "fee")  # event types whose request's usage log names a model
 LINE_ORDER = {"usage": 0, "fee": 1}
-
-
-class InvoiceOverlap(Exception):
-    """The period intersects an invoice the user has already (not void)."""
-
-    def __init__(self, invoice_id: uuid.UUID, period_start: datetime, period_end: datetime) -> None:
-        super().__init__(str(invoice_id))
-        self.invoice_id = invoice_id
-        self.period_start = period_start
-        self.period_end = period_end
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +213,7 @@ async def create_invoice(
     if conn.dialect.name == "postgresql":
         lock = lock.with_for_update(key_share=True)  # FOR NO KEY UPDATE: postings' FK checks still pass
     if (await conn.execute(lock)).first() is None:
-        raise UnknownUser(user_id)
+        raise UserNotFound(user_id, param="user_id")
     clash = (
         await conn.execute(
             select(invoices.c.id, invoices.c.period_start, invoices.c.period_end)
@@ -289,14 +282,35 @@ async def get_invoice(conn: AsyncConnection, invoice_id: uuid.UUID) -> InvoiceRe
 
 
 async def list_invoices(
-    conn: AsyncConnection, *, user_id: uuid.UUID | None = None, limit: int = 100, offset: int = 0
+    conn: AsyncConnection, page: PageRequest, *, user_id: uuid.UUID | None = None
 ) -> Page[InvoiceRecord]:
     """Invoices by period, oldest first (ties by id), optionally of one user."""
     query = select(invoices).order_by(invoices.c.period_start, invoices.c.id)
     if user_id is not None:
         query = query.where(invoices.c.user_id == user_id)
-    total = (
-        await conn.execute(select(func.count()).select_from(query.order_by(None).subquery()))
-    ).scalar_one()
-    rows = (await conn.execute(query.limit(limit).offset(offset))).all()
-    return Page([_record(r) for r in rows], int(total))
+    rows, total = await fetch_page(conn, query, page)
+    return page_of([_record(r) for r in rows], total, page)
+
+
+def invoice_to_dict(inv: InvoiceRecord) -> dict[str, Any]:
+    """An invoice as the admin API and the CLI show it: lines, totals per kind, total and balances."""
+    lines = []
+    for line in inv.lines:
+        item = to_dict(line)
+        item["posted_at"] = datetime.fromisoformat(line.posted_at) if line.posted_at else None
+        lines.append(item)
+    totals: dict[str, Any] = {}
+    for kind, name in (
+        ("usage", "usage"),
+        ("fee", "fees"),
+        ("credit", "credits"),
+        ("refund", "refunds"),
+        ("adjustment", "adjustments"),
+        ("subscription", "subscriptions"),
+    ):
+        totals[f"{name}_usd"] = format_usd(inv.total_of(kind))
+        totals[f"{name}_nano"] = inv.total_of(kind)
+    out: dict[str, Any] = to_dict(inv)
+    out["lines"] = lines
+    out["totals"] = totals
+    return out

@@ -1,0 +1,87 @@
+"""The typed runtime state of one app: the process-wide resources its lifespan creates and closes.
+
+Handlers and guards reach what they need as fields of `Runtime` (the engine, the ledger, the key
+authenticator, the credential resolver, the catalog cache) — never through the chat service.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from config import Settings
+from gateway.auth import KeyAuthenticator
+from gateway.catalog_cache import CatalogCache
+from gateway.chat import ChatService
+from gateway.credentials import CredentialResolver
+from gateway.providers.registry import build_adapters
+from gateway.proxy import UpstreamClient
+from storage.accounts.credentials import cipher_for
+from storage.billing.ledger.base import CreditLedger
+from storage.billing.ledger.factory import build_ledger, redis_for
+from storage.db import create_engine
+from storage.usage.group_commit import GroupCommitRecorder
+
+log = logging.getLogger("synapgate.app")
+
+
+@dataclass
+class Runtime:
+    """The process-wide resources of one app, created in its lifespan and closed at shutdown."""
+
+    settings: Settings
+    engine: AsyncEngine = field(init=False)
+    redis: Redis | None = field(init=False, default=None)
+    ledger: CreditLedger = field(init=False)
+    upstream: UpstreamClient = field(init=False)
+    auth: KeyAuthenticator = field(init=False)
+    credentials: CredentialResolver = field(init=False)
+    catalog: CatalogCache = field(init=False)
+    recorder: GroupCommitRecorder = field(init=False)
+    chat: ChatService = field(init=False)
+
+    async def start(self) -> None:
+        s = self.settings
+        self.engine = create_engine(s.database_url)
+        self.redis = redis_for(s)
+        self.ledger = build_ledger(s, self.engine, self.redis)
+        self.upstream = UpstreamClient(
+            s.upstream_connect_timeout, s.upstream_read_timeout, s.upstream_max_connections
+        )
+        cipher = cipher_for(s.secret_key.get_secret_value()) if s.secret_key else None
+        self.auth = KeyAuthenticator(self.engine, s.key_cache_seconds)
+        self.credentials = CredentialResolver(s, self.engine, cipher)
+        self.catalog = CatalogCache(self.engine)
+        await self.catalog.refresh()
+        self.recorder = GroupCommitRecorder(self.engine, self.ledger)
+        self.recorder.start()
+        self.chat = ChatService(
+            settings=s,
+            engine=self.engine,
+            ledger=self.ledger,
+            auth=self.auth,
+            credentials=self.credentials,
+            catalog=self.catalog,
+            upstream=self.upstream,
+            adapters=build_adapters(),
+            recorder=self.recorder,
+        )
+        log.info("started", extra={"ledger": type(self.ledger).__name__, "sqlite": s.is_sqlite})
+
+    async def stop(self) -> None:
+        await self.recorder.stop()  # every queued record is committed before the engine goes
+        await self.upstream.aclose()
+        await self.ledger.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+        await self.engine.dispose()
+
+
+def runtime_of(app: Any) -> Runtime:
+    """The Runtime an app's lifespan stored in its state."""
+    runtime: Runtime = app.state.runtime
+    return runtime

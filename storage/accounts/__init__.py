@@ -1,0 +1,1 @@
+"""Accounts: users, workspaces, gateway keys and users' own provider keys, with the rules that guard them."""

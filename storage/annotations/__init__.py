@@ -1,0 +1,1 @@
+"""Annotations: conversations with their messages, feedback and tags."""

@@ -1,0 +1,1 @@
+"""Billing: the credit ledger, top-ups, ledger events, invoices and reconciliation."""

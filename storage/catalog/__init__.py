@@ -1,0 +1,1 @@
+"""The model catalog: models, prices and price versions."""

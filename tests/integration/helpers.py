@@ -1,0 +1,184 @@
+"""Shared helpers of the integration tests: the admin API, the chat SDK and the CLI, driven in-process.
+
+Test modules import from here, never from one another.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+if TYPE_CHECKING:
+    from tests.integration.conftest import Gateway
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED_TIKTOKEN = REPO.parent / "shared" / "tiktoken"
+ADMIN = "admin-secret"
+UNKNOWN_ID = "6f1c8a52-0d7e-4c1b-9a43-2b7d1f0e9c11"
+PROVIDER_KEY_VARIABLES = (
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "GEMINI_API_KEY",
+    "GOOGLE_API_KEY",
+    "XAI_API_KEY",
+    "DEEPSEEK_API_KEY",
+    "TOGETHER_API_KEY",
+)
+
+
+# -- the admin API and the chat SDK ---------------------------------------------------------------
+
+
+async def api(gw: Gateway, method: str, path: str, key: str | None = ADMIN, **kwargs: Any) -> httpx.Response:
+    """One call to the admin API (`path` below /api/v1) with a bearer key."""
+    headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
+    return await gw.request(method, f"/api/v1{path}", headers=headers, **kwargs)
+
+
+def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
+    """The OpenAI-style error envelope of a response with the expected status."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
+    return dict(body["error"])
+
+
+def db_id(gw: Gateway, value: uuid.UUID | str) -> str:
+    """A uuid as the database stores it (32 hex characters on SQLite)."""
+    value = uuid.UUID(str(value))
+    return value.hex if gw.settings.is_sqlite else str(value)
+
+
+async def create_user(gw: Gateway, email: str | None = None, **extra: Any) -> dict[str, Any]:
+    response = await api(
+        gw, "POST", "/users", json={"email": email or f"{uuid.uuid4().hex[:10]}@example.com", **extra}
+    )
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+async def create_key(gw: Gateway, user_id: str, **extra: Any) -> dict[str, Any]:
+    response = await api(gw, "POST", "/keys", json={"user_id": user_id, **extra})
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+async def chat(gw: Gateway, key: str, text: str = "hi [mock completion_tokens=3]", **extra: Any) -> Any:
+    """One chat completion through the real openai SDK (async), raw response (headers and body)."""
+    return await gw.openai(key).chat.completions.with_raw_response.create(
+        model=extra.pop("model", "gpt-4o-mini"), messages=[{"role": "user", "content": text}], **extra
+    )
+
+
+# -- the CLI, in-process ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    args: tuple[str, ...]
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> dict[str, Any]:
+        """The one JSON object of a successful command."""
+        assert self.code == 0, self
+        assert self.err == "", self
+        lines = self.out.splitlines()
+        assert len(lines) == 1, self
+        obj = json.loads(lines[0])
+        assert isinstance(obj, dict)
+        return obj
+
+    def error_line(self) -> str:
+        """The one line of a refusal, without the `synapgate: error: ` prefix."""
+        assert self.code != 0 and self.out == "", self
+        lines = self.err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("synapgate: error: "), self
+        return lines[0][len("synapgate: error: ") :]
+
+    def problems_as_bad_input(self, expect: str) -> list[str]:
+        """What is wrong with this run as the refusal of bad input (empty when it is right)."""
+        problems = []
+        if self.code == 0:
+            problems.append("exit code 0")
+        if self.out != "":
+            problems.append(f"stdout not empty: {self.out!r}")
+        lines = self.err.splitlines()
+        if len(lines) != 1 or not self.err.endswith("\n"):
+            problems.append(f"stderr is not exactly one line: {self.err!r}")
+        elif not lines[0].startswith("synapgate"):
+            problems.append(f"stderr does not start with 'synapgate': {self.err!r}")
+        if expect not in self.err:
+            problems.append(f"stderr does not say {expect!r}: {self.err!r}")
+        if "Traceback" in self.err:
+            problems.append("a traceback")
+        return problems
+
+
+def cli_env(database_url: str | None, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of the machine minus every SYNAPGATE_* and provider key, plus the test's own."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.upper().startswith("SYNAPGATE_") and k.upper() not in PROVIDER_KEY_VARIABLES
+    }
+    env["TIKTOKEN_CACHE_DIR"] = str(SHARED_TIKTOKEN)
+    if database_url is not None:
+        env["SYNAPGATE_DATABASE_URL"] = database_url
+    env.update(extra or {})
+    return env
+
+
+_CLI_LOCK = threading.Lock()  # one command at a time: the environment, cwd and std streams are the process's
+
+
+def _run_main(args: tuple[str, ...]) -> int:
+    from gateway.cli import main
+
+    try:
+        main(list(args))
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
+
+
+def cli(
+    database_url: str | None,
+    *args: str,
+    stdin: str = "",
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Run:
+    """`synapgate ARGS` through `gateway.cli.main`, in this process (own thread: it calls asyncio.run)."""
+    out, err = io.StringIO(), io.StringIO()
+    with _CLI_LOCK:
+        saved_env, saved_cwd, saved_stdin = dict(os.environ), os.getcwd(), sys.stdin
+        os.environ.clear()
+        os.environ.update(cli_env(database_url, env))
+        os.chdir(cwd or REPO)
+        sys.stdin = io.StringIO(stdin)
+        try:
+            with redirect_stdout(out), redirect_stderr(err), ThreadPoolExecutor(1) as pool:
+                code = pool.submit(_run_main, tuple(args)).result()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved_env)
+            os.chdir(saved_cwd)
+            sys.stdin = saved_stdin
+    return Run(tuple(args), code, out.getvalue(), err.getvalue())
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
