@@ -25,7 +25,7 @@ _LONG_INTEGER = r"(?<![\d.eE+-])-?\d{{{n},}}(?![\d.eE])"
 
 
 def decode_object(body: bytes, *, max_depth: int = 64, max_int_digits: int = 30) -> dict[str, Any]:
-    """The body as a JSON object; a hostile or malformed body raises the gateway's 400 with a clear message."""
+    """The body as a JSON object; a hostile or malformed body raises the gateway's 400 saying why."""
     try:
         body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -79,7 +79,7 @@ def _too_deep(skeleton: bytes, max_depth: int) -> GatewayError | None:
 
 
 def _check_integer_literals(skeleton: bytes, max_int_digits: int) -> bool:
-    """Refuse integers longer than `max_int_digits` digits; True when some may exceed 64 bits (≥ 19 digits)."""
+    """Refuse integers longer than `max_int_digits` digits; True if some may exceed 64 bits."""
     too_long = re.search(_LONG_INTEGER.format(n=max_int_digits + 1).encode(), skeleton)
     if too_long is not None:
         raise bad_request(

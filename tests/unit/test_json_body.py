@@ -85,7 +85,7 @@ def test_depth_limit_is_exact() -> None:
 
 def test_brackets_and_escaped_quotes_inside_strings_do_not_count() -> None:
     text = '[[[[{{{{ \\" ]]]] \\\\" + "' * 2_000  # many brackets and escaped quotes, all inside strings
-    body = {"content": "[" * 5_000 + '"\\' + "{" * 5_000, "more": [text, {"k[": "}]\""}]}
+    body = {"content": "[" * 5_000 + '"\\' + "{" * 5_000, "more": [text, {"k[": '}]"'}]}
     raw = json.dumps(body).encode()
     assert decode_object(raw) == body
     # a string ending in an escaped backslash must close the string: the bracket after it counts
@@ -122,7 +122,7 @@ def test_large_numbers_that_are_fine_pass() -> None:
 
 
 def test_a_4mb_ordinary_body_is_fast() -> None:
-    chunk = "The quick brown fox [jumps] over {the} lazy dog \"quoted\" 12345. "
+    chunk = 'The quick brown fox [jumps] over {the} lazy dog "quoted" 12345. '
     messages = [{"role": "user", "content": chunk * 620} for _ in range(100)]
     raw = json.dumps({"model": "gpt-4o", "messages": messages, "max_tokens": 1000}).encode()
     assert len(raw) > 4_000_000
