@@ -1,6 +1,6 @@
-"""Fixtures of the fault suite: one throwaway PostgreSQL cluster per session (a fresh database per test), a
-throwaway Redis per test, the mock upstream, and gateways as real processes. Every one is stopped and removed by a
-finalizer, whatever the test did to it.
+"""Fixtures of the fault suite: one throwaway PostgreSQL cluster per session (a fresh database per stack), a
+throwaway Redis per stack, the mock upstream, and gateways as real processes. Every one is stopped and removed
+by a finalizer, whatever the test did to it.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from tests.faults.harness import (
     PgCluster,
     PortPool,
     RedisServer,
+    closing_all,
     gateway_env,
     start_mock,
 )
@@ -80,17 +81,6 @@ def pg(pg_cluster: PgCluster) -> Iterator[PgCluster]:
         pg_cluster.start()
 
 
-@pytest.fixture
-def database(pg: PgCluster) -> Iterator[str]:
-    """A fresh migrated database on the throwaway cluster; its name."""
-    name = f"sgf_{uuid.uuid4().hex[:10]}"
-    _off_loop(asyncio.run, pg.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"'))
-    yield name
-    if not pg.accepts_connections():
-        pg.start()
-    _off_loop(asyncio.run, pg.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
 @pytest.fixture(scope="session")
 def redis_ports() -> PortPool:
     return PortPool(REDIS_PORTS)
@@ -99,17 +89,6 @@ def redis_ports() -> PortPool:
 @pytest.fixture(scope="session")
 def gateway_ports() -> PortPool:
     return PortPool(GATEWAY_PORTS)
-
-
-@pytest.fixture
-def redis_server(redis_ports: PortPool, tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(redis_ports.take(), tmp_path / "redis.log")
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
-        redis_ports.give_back(server.port)
 
 
 @pytest.fixture(scope="session")
@@ -129,7 +108,8 @@ def mock(mock_upstream: MockServerThread) -> MockServerThread:
 
 @dataclass
 class FaultStack:
-    """One test's world: the database, Redis, the mock, and the gateways started on them."""
+    """One scenario's world: a fresh database on the throwaway cluster, its own Redis, the mock, and the
+    gateways started on them. `close()` stops and removes all of it."""
 
     pg: PgCluster
     database: str
@@ -137,6 +117,7 @@ class FaultStack:
     mock: MockServerThread
     tmp_path: Path
     ports: PortPool
+    redis_ports: PortPool
     gateways: list[GatewayProcess]
 
     @property
@@ -146,10 +127,19 @@ class FaultStack:
     def env(self, **settings: str) -> dict[str, str]:
         return gateway_env(self.pg.dsn(self.database), self.redis.url(), self.mock.url, **settings)
 
+    def gateways_started(self, count: int, **settings: str) -> list[GatewayProcess]:
+        """`count` gateways on this stack, started side by side (each start takes seconds)."""
+        processes = [self.gateway(start=False, **settings) for _ in range(count)]
+        with ThreadPoolExecutor(count) as pool:
+            list(pool.map(GatewayProcess.start, processes))
+        return processes
+
     def gateway(self, *, start: bool = True, **settings: str) -> GatewayProcess:
         """A gateway process on this stack (`settings` are SYNAPGATE_* values by field name)."""
         index = len(self.gateways) + 1
-        process = GatewayProcess(self.ports.take(), self.env(**settings), self.tmp_path / f"gateway{index}.log")
+        process = GatewayProcess(
+            self.ports.take(), self.env(**settings), self.tmp_path / f"gateway{index}.log"
+        )
         self.gateways.append(process)
         if start:
             process.start()
@@ -165,29 +155,75 @@ class FaultStack:
                 _key_id, key = await create_key(conn, user.user_id, workspace_id=user.workspace_id)
             if parse_usd(credits_usd) > 0:
                 ledger = RedisLedger(redis, engine, 600)
-                await add_credits(engine, ledger, user.user_id, parse_usd(credits_usd), f"seed:{user.user_id}")
+                await add_credits(
+                    engine, ledger, user.user_id, parse_usd(credits_usd), f"seed:{user.user_id}"
+                )
             return user.user_id, key
         finally:
             await redis.aclose()
             await engine.dispose()
 
+    def close(self) -> None:
+        """Stop every process of the stack and drop its database, whatever state the scenario left."""
+        with closing_all(
+            *(process.close for process in self.gateways),
+            self.redis.close,
+            lambda: None if self.pg.accepts_connections() else self.pg.start(),
+            lambda: _off_loop(
+                asyncio.run, self.pg.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+            ),
+        ):
+            pass
+        for process in self.gateways:
+            self.ports.give_back(process.port)
+        self.redis_ports.give_back(self.redis.port)
+
+
+def open_stack(
+    pg: PgCluster, mock: MockServerThread, ports: PortPool, redis_ports: PortPool, tmp_path: Path
+) -> FaultStack:
+    """A new stack; the caller registers `close()` as a finalizer before using it."""
+    if not pg.accepts_connections():
+        pg.start()
+    database = f"sgf_{uuid.uuid4().hex[:10]}"
+    _off_loop(asyncio.run, pg.execute(f'CREATE DATABASE "{database}" TEMPLATE "{TEMPLATE}"'))
+    redis = RedisServer(redis_ports.take(), tmp_path / "redis.log")
+    world = FaultStack(pg, database, redis, mock, tmp_path, ports, redis_ports, [])
+    try:
+        redis.start()
+    except Exception:
+        world.close()
+        raise
+    return world
+
 
 @pytest.fixture
 def stack(
     pg: PgCluster,
-    database: str,
-    redis_server: RedisServer,
     mock: MockServerThread,
     gateway_ports: PortPool,
+    redis_ports: PortPool,
     tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> FaultStack:
-    world = FaultStack(pg, database, redis_server, mock, tmp_path, gateway_ports, [])
+    """A fresh stack for one test."""
+    world = open_stack(pg, mock, gateway_ports, redis_ports, tmp_path)
+    request.addfinalizer(world.close)
+    return world
 
-    def close_gateways() -> None:
-        for process in world.gateways:
-            process.close()
-            gateway_ports.give_back(process.port)
 
-    request.addfinalizer(close_gateways)
+@pytest.fixture(scope="module")
+def module_stack(
+    pg_cluster: PgCluster,
+    mock_upstream: MockServerThread,
+    gateway_ports: PortPool,
+    redis_ports: PortPool,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+) -> FaultStack:
+    """A stack shared by the tests of one module: a scenario run once, judged by several tests."""
+    world = open_stack(
+        pg_cluster, mock_upstream, gateway_ports, redis_ports, tmp_path_factory.mktemp("stack")
+    )
+    request.addfinalizer(world.close)
     return world

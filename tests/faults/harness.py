@@ -1,9 +1,9 @@
 """The fault harness: throwaway PostgreSQL and Redis servers, the gateway as a real process, a bounded load
 driver and the checks that every answer agrees with the ledger.
 
-Everything here owns what it starts and can stop it at any time (tests register `close()` as a finalizer), and
-every port comes from this suite's private ranges. Nothing here touches the shared PostgreSQL cluster `15/main`
-or the shared Redis on 6379.
+Everything here owns what it starts and can stop it at any time (tests register `close()` as a finalizer),
+and every port comes from this suite's private ranges. Nothing here touches the shared PostgreSQL cluster
+`15/main` or the shared Redis on 6379.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-# -- PostgreSQL ------------------------------------------------------------------------------------------------
+# -- PostgreSQL ----------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -163,7 +163,10 @@ class PgCluster:
         assert self.name != "main" and self.port != 5432, "never the shared cluster"
         if self._exists():  # left over by a run that was killed before its teardown
             subprocess.run(
-                ["pg_dropcluster", PG_VERSION, self.name, "--stop"], capture_output=True, timeout=60, check=False
+                ["pg_dropcluster", PG_VERSION, self.name, "--stop"],
+                capture_output=True,
+                timeout=60,
+                check=False,
             )
         _run(
             "pg_createcluster",
@@ -203,18 +206,25 @@ class PgCluster:
         for child in backends:  # orphans of the cluster we started, each by its pid
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGKILL)
-        wait_until(lambda: not any(_pid_alive(p) for p in [pid, *backends]), 20, "the killed PostgreSQL to exit")
+        wait_until(
+            lambda: not any(_pid_alive(p) for p in [pid, *backends]), 20, "the killed PostgreSQL to exit"
+        )
 
     def accepts_connections(self) -> bool:
         done = subprocess.run(
-            ["pg_isready", "-h", "127.0.0.1", "-p", str(self.port), "-t", "1"], capture_output=True, check=False
+            ["pg_isready", "-h", "127.0.0.1", "-p", str(self.port), "-t", "1"],
+            capture_output=True,
+            check=False,
         )
         return done.returncode == 0
 
     def drop(self) -> None:
         if self.created or self._exists():
             subprocess.run(
-                ["pg_dropcluster", PG_VERSION, self.name, "--stop"], capture_output=True, timeout=60, check=False
+                ["pg_dropcluster", PG_VERSION, self.name, "--stop"],
+                capture_output=True,
+                timeout=60,
+                check=False,
             )
             self.created = False
 
@@ -226,7 +236,7 @@ class PgCluster:
             await conn.close()
 
 
-# -- Redis -----------------------------------------------------------------------------------------------------
+# -- Redis ---------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -299,7 +309,7 @@ class RedisServer:
             self.process.wait(10)
 
 
-# -- the mock upstream -----------------------------------------------------------------------------------------
+# -- the mock upstream ---------------------------------------------------------------------------------------
 
 
 def start_mock(config: MockConfig | None = None) -> MockServerThread:
@@ -315,7 +325,7 @@ def start_mock(config: MockConfig | None = None) -> MockServerThread:
     return mock
 
 
-# -- the gateway -----------------------------------------------------------------------------------------------
+# -- the gateway ---------------------------------------------------------------------------------------------
 
 
 PROVIDERS = ("openai", "xai", "deepseek", "together", "anthropic")
@@ -333,7 +343,9 @@ _PROVIDER_KEY_VARIABLES = (
 def gateway_env(database_url: str, redis_url: str | None, mock_url: str, **settings: str) -> dict[str, str]:
     """The environment of a gateway process: ours only, no stray SYNAPGATE_* or provider key of the caller."""
     env = {
-        k: v for k, v in os.environ.items() if not k.startswith("SYNAPGATE_") and k not in _PROVIDER_KEY_VARIABLES
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("SYNAPGATE_") and k not in _PROVIDER_KEY_VARIABLES
     }
     env.update(
         {
@@ -405,7 +417,9 @@ class GatewayProcess:
                     return
             if time.monotonic() > deadline:
                 self.kill()
-                raise HarnessError(f"the gateway on {self.port} did not start in {timeout} s:\n{self.log_tail()}")
+                raise HarnessError(
+                    f"the gateway on {self.port} did not start in {timeout} s:\n{self.log_tail()}"
+                )
             time.sleep(0.1)
 
     def sigterm(self, timeout: float = 20) -> int:
@@ -454,7 +468,7 @@ class GatewayProcess:
         return "\n".join(self.log_lines()[-lines:])
 
 
-# -- load --------------------------------------------------------------------------------------------------------
+# -- load ----------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -509,7 +523,7 @@ async def drive_load(
     seconds: float | None = None,
     requests: int | None = None,
     body: Callable[[int], dict[str, Any]] = chat_body,
-    timeout: float = 15,
+    request_timeout: float = 15,
     path: str = "/v1/chat/completions",
 ) -> list[Answer]:
     """POST `concurrency` requests at a time until `seconds` pass or `requests` were started (both bounded);
@@ -523,7 +537,9 @@ async def drive_load(
     headers = {"authorization": f"Bearer {key}"}
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
-    async with httpx.AsyncClient(base_url=base_url, timeout=timeout, limits=limits, headers=headers) as client:
+    async with httpx.AsyncClient(
+        base_url=base_url, timeout=request_timeout, limits=limits, headers=headers
+    ) as client:
 
         async def worker() -> None:
             for index in counter:
@@ -565,7 +581,7 @@ def statuses(answers: Iterable[Answer]) -> dict[str, int]:
     return dict(sorted(summary.items()))
 
 
-# -- the ledger --------------------------------------------------------------------------------------------------
+# -- the ledger ----------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -597,13 +613,15 @@ async def read_ledger(dsn: str) -> LedgerFacts:
             else:
                 facts.other_rows[row["request_id"]] = row["status"]
         for row in await conn.fetch(
-            "SELECT request_id, amount_nano FROM billing_events WHERE type IN ('usage', 'fee') AND status = 'completed'"
+            "SELECT request_id, amount_nano FROM billing_events"
+            " WHERE type IN ('usage', 'fee') AND status = 'completed'"
         ):
             facts.debits.setdefault(row["request_id"], []).append(int(row["amount_nano"]))
         for row in await conn.fetch("SELECT user_id, balance_nano FROM credit_accounts"):
             facts.balances[str(row["user_id"])] = int(row["balance_nano"])
         for row in await conn.fetch(
-            "SELECT user_id, SUM(amount_nano) AS total FROM billing_events WHERE status = 'completed' GROUP BY user_id"
+            "SELECT user_id, SUM(amount_nano) AS total FROM billing_events"
+            " WHERE status = 'completed' GROUP BY user_id"
         ):
             facts.event_sums[str(row["user_id"])] = int(row["total"])
     finally:
@@ -611,13 +629,29 @@ async def read_ledger(dsn: str) -> LedgerFacts:
     return facts
 
 
-def ledger_problems(answers: Iterable[Answer], facts: LedgerFacts, *, every_row_answered: bool) -> list[str]:
-    """Every disagreement between the answers and the ledger (empty when they agree).
+def book_problems(facts: LedgerFacts) -> list[str]:
+    """Disagreements inside the books: one debit per call, Σ charged = Σ debits, balance = Σ ledger."""
+    problems: list[str] = []
+    for rid, amounts in facts.debits.items():
+        if len(amounts) != 1:
+            problems.append(f"{rid}: {len(amounts)} debits {amounts}")
+        if rid not in facts.success_charged:
+            problems.append(f"{rid}: debited {amounts} without a success row")
+    for rid, charged in facts.success_charged.items():
+        if charged and facts.debits.get(rid) != [-charged]:
+            problems.append(f"{rid}: charged {charged} but debited {facts.debits.get(rid)}")
+    if facts.total_charged != facts.total_debited:
+        problems.append(f"Σ charged {facts.total_charged} != Σ debits {facts.total_debited}")
+    for user, balance in facts.balances.items():
+        if facts.event_sums.get(user, 0) != balance:
+            problems.append(f"user {user}: balance {balance} != Σ ledger {facts.event_sums.get(user, 0)}")
+    return problems
 
-    A 2xx has exactly one success row and its debit, equal to the charge it announced; a non-2xx has neither.
-    With `every_row_answered`, a success row no 2xx answer accounts for is a problem too (a graceful shutdown
-    must not record a call whose answer it then drops); after a crash such rows are expected.
-    """
+
+def answer_problems(answers: Iterable[Answer], facts: LedgerFacts, *, every_row_answered: bool) -> list[str]:
+    """Answers that disagree with the ledger: a 2xx must have its success row and debit, equal to the charge
+    it announced; a non-2xx must have neither. With `every_row_answered`, a success row that no 2xx accounts
+    for is a problem too (a graceful shutdown must not record a call and drop its answer; a crash may)."""
     problems: list[str] = []
     answered: set[str] = set()
     for answer in answers:
@@ -629,15 +663,10 @@ def ledger_problems(answers: Iterable[Answer], facts: LedgerFacts, *, every_row_
             answered.add(rid)
             if rid not in facts.success_charged:
                 problems.append(f"{answer.describe()}: 2xx {rid} has no success usage_logs row")
-                continue
-            charged = facts.success_charged[rid]
-            debits = facts.debits.get(rid, [])
-            if charged and debits != [-charged]:
-                problems.append(f"2xx {rid}: charged {charged} but debits {debits}")
-            if not charged and debits:
-                problems.append(f"2xx {rid}: charged nothing but debits {debits}")
-            if answer.charged_nano is not None and answer.charged_nano != charged:
-                problems.append(f"2xx {rid}: announced {answer.charged_nano} nano, recorded {charged}")
+            elif answer.charged_nano is not None and answer.charged_nano != facts.success_charged[rid]:
+                problems.append(
+                    f"2xx {rid}: announced {answer.charged_nano} nano, recorded {facts.success_charged[rid]}"
+                )
         elif rid is not None:
             if rid in facts.success_charged:
                 problems.append(f"{answer.describe()}: non-2xx {rid} has a success row")
@@ -647,17 +676,12 @@ def ledger_problems(answers: Iterable[Answer], facts: LedgerFacts, *, every_row_
         unanswered = sorted(set(facts.success_charged) - answered)
         if unanswered:
             problems.append(f"{len(unanswered)} success rows without a 2xx answer, e.g. {unanswered[:3]}")
-    for rid, amounts in facts.debits.items():
-        if len(amounts) != 1:
-            problems.append(f"{rid}: {len(amounts)} debits {amounts}")
-        if rid not in facts.success_charged:
-            problems.append(f"{rid}: debited {amounts} without a success row")
-    if facts.total_charged != facts.total_debited:
-        problems.append(f"Σ charged {facts.total_charged} != Σ debits {facts.total_debited}")
-    for user, balance in facts.balances.items():
-        if facts.event_sums.get(user, 0) != balance:
-            problems.append(f"user {user}: balance {balance} != Σ ledger {facts.event_sums.get(user, 0)}")
     return problems
+
+
+def ledger_problems(answers: Iterable[Answer], facts: LedgerFacts, *, every_row_answered: bool) -> list[str]:
+    """Every disagreement between the answers and the ledger, and inside the ledger (empty when all agree)."""
+    return answer_problems(answers, facts, every_row_answered=every_row_answered) + book_problems(facts)
 
 
 @dataclass(frozen=True)
@@ -675,11 +699,15 @@ class Reconcile:
 def reconcile(env: dict[str, str], *, fix: bool = False, timeout: float = 60) -> Reconcile:
     """Run the real `synapgate ledger reconcile` against a gateway's database and Redis."""
     argv = [str(SYNAPGATE), "ledger", "reconcile", *(["--fix"] if fix else [])]
-    done = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False)
+    done = subprocess.run(
+        argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
+    )
     try:
         report = json.loads(done.stdout)
     except ValueError:
-        raise HarnessError(f"reconcile printed no JSON ({done.returncode}): {done.stdout} {done.stderr}") from None
+        raise HarnessError(
+            f"reconcile printed no JSON ({done.returncode}): {done.stdout} {done.stderr}"
+        ) from None
     return Reconcile(done.returncode, report)
 
 
