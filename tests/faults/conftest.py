@@ -23,6 +23,7 @@ from storage.credits import add_credits
 from storage.db import create_engine
 from storage.keys import create_key
 from storage.ledger.redis import RedisLedger
+from storage.reconcile import reconcile
 from storage.users import create_user
 from tests.faults.harness import (
     GATEWAY_PORTS,
@@ -41,10 +42,19 @@ from tests.faults.harness import (
 TEMPLATE = "sgfault_template"
 
 
+# Judged last: it waits until 60 s after the crash that the session stages first (see `crash`), so the suite
+# spends that minute running the other tests instead of sleeping.
+RUN_LAST = "test_reservations_of_a_killed_instance_are_freed_within_60_s"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/faults/" in str(item.path).replace("\\", "/"):
             item.add_marker(pytest.mark.faults)
+    last = [item for item in items if item.name == RUN_LAST]
+    for item in last:
+        items.remove(item)
+    items.extend(last)
 
 
 def _missing_tools() -> list[str]:
@@ -163,6 +173,17 @@ class FaultStack:
             await redis.aclose()
             await engine.dispose()
 
+    async def reconcile_here(self, *, fix: bool = False) -> dict[str, Any]:
+        """The report of `synapgate ledger reconcile`, computed by the same function in this process (the CLI
+        costs a second or two per run; `harness.reconcile` runs the real command)."""
+        engine = create_engine(self.pg.sqlalchemy_url(self.database), pool_size=2)
+        redis = Redis.from_url(self.redis.url())
+        try:
+            return await reconcile(engine, RedisLedger(redis, engine, 600), fix=fix)
+        finally:
+            await redis.aclose()
+            await engine.dispose()
+
     def close(self) -> None:
         """Stop every process of the stack and drop its database, whatever state the scenario left."""
         with closing_all(
@@ -227,3 +248,27 @@ def module_stack(
     )
     request.addfinalizer(world.close)
     return world
+
+
+@pytest.fixture(scope="session")
+def session_stack(
+    pg_cluster: PgCluster,
+    mock_upstream: MockServerThread,
+    gateway_ports: PortPool,
+    redis_ports: PortPool,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+) -> FaultStack:
+    """A stack that lives for the whole session (the crash staged first and judged last)."""
+    world = open_stack(
+        pg_cluster, mock_upstream, gateway_ports, redis_ports, tmp_path_factory.mktemp("session")
+    )
+    request.addfinalizer(world.close)
+    return world
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stage_the_crash_first(request: pytest.FixtureRequest) -> None:
+    """Stage `crash` before any other test when a selected test uses it (its verdict needs a minute)."""
+    if any("crash" in getattr(item, "fixturenames", ()) for item in request.session.items):
+        request.getfixturevalue("crash")

@@ -54,7 +54,12 @@ async def load_with_fault(
     concurrency: int = 4,
     latency_ms: int = 50,
 ) -> tuple[list[Answer], tuple[float, float]]:
-    """Drive a load for `seconds`; call `begin` (in a thread) at `begin_at` s and `end` at `end_at` s."""
+    """Drive a load for `seconds`; call `begin` (in a thread) at `begin_at` s and `end` at `end_at` s.
+
+    A fresh gateway process is slow on its first requests (pools, encodings, catalog): they go first, so
+    that the fault meets a warm gateway."""
+    warm = await drive_load(gateway.url, key, concurrency=2, requests=2)
+    assert all(a.ok for a in warm), [a.describe() for a in warm]
     window = [0.0, 0.0]
 
     async def inject() -> None:

