@@ -75,11 +75,11 @@ async def load_with_fault(
         drive_load(gateway.url, key, concurrency=concurrency, seconds=seconds, body=slow_body(latency_ms)),
         inject(),
     )
-    return answers, (window[0], window[1])
+    return warm + answers, (window[0], window[1])
 
 
 async def recover(
-    gateway: GatewayProcess, key: str, *, within: float = 20, then: int = 8
+    gateway: GatewayProcess, key: str, *, within: float = 20, then: int = 6
 ) -> tuple[list[Answer], float | None]:
     """After a fault: poll until a request succeeds (at most `within` s), then send `then` more."""
     started = time.monotonic()

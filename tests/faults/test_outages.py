@@ -39,7 +39,7 @@ def _not_503_with_retry_after(answers: list[Answer]) -> list[str]:
     ]
 
 
-# -- PostgreSQL stopped for 1.5 s ----------------------------------------------------------------------------
+# -- PostgreSQL stopped for 1.2 s ----------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +52,9 @@ def postgres_outage(module_stack: FaultStack) -> Outcome:
             key,
             begin=module_stack.pg.stop,
             end=module_stack.pg.start,
-            begin_at=0.8,
-            end_at=2.3,
-            seconds=3.5,
+            begin_at=0.6,
+            end_at=1.8,
+            seconds=2.8,
         )
         recovery, recovered_after = await recover(gateway, key)
         outcome = Outcome(gateway, answers, recovery, recovered_after, fault_window=window)
@@ -70,7 +70,7 @@ def test_postgres_outage_the_gateway_recovers_by_itself(postgres_outage: Outcome
     assert failed, f"the outage was not felt: {statuses(outcome.during_fault())}"
     assert outcome.recovered_after is not None, [a.describe() for a in outcome.recovery[-3:]]
     assert outcome.recovered_after < 15
-    assert all(a.ok for a in outcome.recovery[-8:]), statuses(outcome.recovery)
+    assert all(a.ok for a in outcome.recovery[-6:]), statuses(outcome.recovery)
     assert outcome.gateway.running  # no restart was needed
 
 
@@ -93,7 +93,7 @@ def test_postgres_outage_logs_no_traceback_per_request(postgres_outage: Outcome)
     assert long_lines == []
 
 
-# -- Redis stopped for 1.2 s (it comes back empty: no persistence) -------------------------------------------
+# -- Redis stopped for 1 s (it comes back empty: no persistence) -------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -106,9 +106,9 @@ def redis_outage(module_stack: FaultStack) -> Outcome:
             key,
             begin=module_stack.redis.stop,
             end=module_stack.redis.start,
-            begin_at=0.8,
-            end_at=2.0,
-            seconds=3.0,
+            begin_at=0.6,
+            end_at=1.6,
+            seconds=2.4,
         )
         recovery, recovered_after = await recover(gateway, key)
         outcome = Outcome(gateway, answers, recovery, recovered_after, fault_window=window)
@@ -123,7 +123,7 @@ def test_redis_outage_the_gateway_recovers_and_the_books_balance(
     outcome = redis_outage
     assert [a for a in outcome.during_fault() if not a.ok], statuses(outcome.during_fault())
     assert outcome.recovered_after is not None and outcome.recovered_after < 15
-    assert all(a.ok for a in outcome.recovery[-8:]), statuses(outcome.recovery)
+    assert all(a.ok for a in outcome.recovery[-6:]), statuses(outcome.recovery)
     assert book_problems(outcome.facts) == []
     report = _off_loop(asyncio.run, module_stack.reconcile_here())
     assert report["mismatches"] == [], report
@@ -158,9 +158,9 @@ def redis_clients_killed(module_stack: FaultStack) -> Outcome:
             key,
             begin=lambda: threading.Thread(target=keep_killing, daemon=True).start(),
             end=stop.set,
-            begin_at=0.3,
-            end_at=2.8,
-            seconds=3.0,
+            begin_at=0.2,
+            end_at=1.8,
+            seconds=2.0,
             concurrency=8,
             latency_ms=20,
         )

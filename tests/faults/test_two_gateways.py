@@ -15,8 +15,8 @@ async def test_two_gateways_share_one_users_credit_and_the_ledger_stays_exact(st
     user, key = await stack.seed_user(CREDIT_USD)
     first, second = stack.gateways_started(2)
     on_first, on_second = await asyncio.gather(
-        drive_load(first.url, key, concurrency=8, seconds=1.5),
-        drive_load(second.url, key, concurrency=8, seconds=1.5),
+        drive_load(first.url, key, concurrency=8, seconds=1.0),
+        drive_load(second.url, key, concurrency=8, seconds=1.0),
     )
     answers = on_first + on_second
     assert any(a.ok for a in on_first) and any(a.ok for a in on_second), (
