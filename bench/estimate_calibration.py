@@ -1,6 +1,7 @@
 """How honest is the prompt estimate? Every recorded fixture with a request and a provider-reported input
 token count, estimated with `pricing.tokens.count_prompt_tokens(..., provider=...)`, and the ratio
-reported/estimated per provider (n, min, median, max). The safety factors in pricing/tokens.py are chosen from this table.
+reported/estimated per provider (n, min, median, max). The safety factors in pricing/tokens.py are chosen
+from this table.
 
     .venv/bin/python bench/estimate_calibration.py [--raw] [--cases] [path/to/shared]
 

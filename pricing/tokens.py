@@ -135,9 +135,9 @@ ANTHROPIC_THINKING_TOKENS = 40
 # fed back as input: code_execution_20260120 reported 2,293 input tokens for the first round and 4,714 after
 # one tool round for a 20-token prompt (fixtures-apis/anthropic/messages-stream-thinking-server-tool-use).
 ANTHROPIC_SERVER_TOOL_TOKENS = 4_700
-# OpenAI offers tools to the model in a hidden preamble: gpt-4o on the Responses API (2025-03 recording)
-# reported 196 tokens beyond the definitions' JSON (fixtures-apis/openai/responses-stream-function-call-2025-03)
-# (OpenAI-compatible providers are given the same allowance).
+# OpenAI offers tools to the model in a hidden preamble: gpt-4o on the Responses API (2025-03 recording,
+# fixtures-apis/openai/responses-stream-function-call-2025-03) reported 196 tokens beyond the definitions'
+# JSON. OpenAI-compatible providers are given the same allowance.
 OPENAI_TOOLS_PREAMBLE_TOKENS = 200
 
 # Text is counted with tiktoken; providers whose tokenizer is not tiktoken's count more (or fewer) tokens
