@@ -209,6 +209,14 @@ class PgCluster:
         wait_until(
             lambda: not any(_pid_alive(p) for p in [pid, *backends]), 20, "the killed PostgreSQL to exit"
         )
+        # The dead postmaster may linger as a zombie (no init reaps it in a container), and PostgreSQL refuses
+        # to start while a lock file names a PID that kill(0) still finds: remove this cluster's stale locks,
+        # as an operator does after a crash.
+        for stale in (
+            self.data_dir / "postmaster.pid",
+            Path(f"/var/run/postgresql/.s.PGSQL.{self.port}.lock"),
+        ):
+            stale.unlink(missing_ok=True)
 
     def accepts_connections(self) -> bool:
         done = subprocess.run(

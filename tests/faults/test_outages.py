@@ -93,6 +93,39 @@ def test_postgres_outage_logs_no_traceback_per_request(postgres_outage: Outcome)
     assert long_lines == []
 
 
+# -- PostgreSQL killed with SIGKILL (crash recovery on restart) ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def postgres_killed(module_stack: FaultStack) -> Outcome:
+    async def scenario() -> Outcome:
+        _user, key = await module_stack.seed_user("10")
+        gateway = module_stack.gateway()
+        answers, window = await load_with_fault(
+            gateway,
+            key,
+            begin=module_stack.pg.kill,
+            end=module_stack.pg.start,
+            begin_at=0.6,
+            end_at=1.2,
+            seconds=2.2,
+        )
+        recovery, recovered_after = await recover(gateway, key)
+        outcome = Outcome(gateway, answers, recovery, recovered_after, fault_window=window)
+        return await finish(outcome, module_stack.dsn)
+
+    return _off_loop(asyncio.run, scenario())
+
+
+def test_postgres_killed_the_gateway_recovers_and_the_ledger_stays_exact(postgres_killed: Outcome) -> None:
+    outcome = postgres_killed
+    assert [a for a in outcome.during_fault() if not a.ok], statuses(outcome.during_fault())
+    assert outcome.recovered_after is not None and outcome.recovered_after < 15
+    assert all(a.ok for a in outcome.recovery[-6:]), statuses(outcome.recovery)
+    # a commit the crash interrupted is rolled back by PostgreSQL's recovery: no answer claims it either way
+    assert ledger_problems(outcome.all_answers, outcome.facts, every_row_answered=False) == []
+
+
 # -- Redis stopped for 1 s (it comes back empty: no persistence) -------------------------------------------
 
 
