@@ -1,0 +1,274 @@
+"""Fixtures of the fault suite: one throwaway PostgreSQL cluster per session (a fresh database per stack), a
+throwaway Redis per stack, the mock upstream, and gateways as real processes. Every one is stopped and removed
+by a finalizer, whatever the test did to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from migrations.runner import upgrade
+from pricing.money import parse_usd
+from storage.credits import add_credits
+from storage.db import create_engine
+from storage.keys import create_key
+from storage.ledger.redis import RedisLedger
+from storage.reconcile import reconcile
+from storage.users import create_user
+from tests.faults.harness import (
+    GATEWAY_PORTS,
+    PG_PORTS,
+    REDIS_PORTS,
+    GatewayProcess,
+    MockServerThread,
+    PgCluster,
+    PortPool,
+    RedisServer,
+    closing_all,
+    gateway_env,
+    start_mock,
+)
+
+TEMPLATE = "sgfault_template"
+
+
+# Judged last: it waits until 60 s after the crash that the session stages first (see `crash`), so the suite
+# spends that minute running the other tests instead of sleeping.
+RUN_LAST = "test_reservations_of_a_killed_instance_are_freed_within_60_s"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/faults/" in str(item.path).replace("\\", "/"):
+            item.add_marker(pytest.mark.faults)
+    last = [item for item in items if item.name == RUN_LAST]
+    for item in last:
+        items.remove(item)
+    items.extend(last)
+
+
+def _missing_tools() -> list[str]:
+    return [t for t in ("pg_createcluster", "pg_ctlcluster", "redis-server") if shutil.which(t) is None]
+
+
+def _off_loop(fn: Callable[..., Any], *args: Any) -> Any:
+    """Blocking set-up (alembic calls asyncio.run) in a worker thread, safe inside a running loop."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(fn, *args).result()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """The session's throwaway cluster `15/sgfault_<port>`, with a migrated template database."""
+    missing = _missing_tools()
+    if missing:
+        pytest.skip(f"the fault suite needs {', '.join(missing)}")
+    cluster = PgCluster(PortPool(PG_PORTS).take())
+    try:
+        cluster.create()
+        _off_loop(asyncio.run, cluster.execute(f'CREATE DATABASE "{TEMPLATE}"'))
+        _off_loop(upgrade, cluster.sqlalchemy_url(TEMPLATE))
+        yield cluster
+    finally:
+        cluster.drop()
+
+
+@pytest.fixture
+def pg(pg_cluster: PgCluster) -> Iterator[PgCluster]:
+    """The cluster, running again after the test whatever the test did to it."""
+    yield pg_cluster
+    if not pg_cluster.accepts_connections():
+        pg_cluster.start()
+
+
+@pytest.fixture(scope="session")
+def redis_ports() -> PortPool:
+    return PortPool(REDIS_PORTS)
+
+
+@pytest.fixture(scope="session")
+def gateway_ports() -> PortPool:
+    return PortPool(GATEWAY_PORTS)
+
+
+@pytest.fixture(scope="session")
+def mock_upstream() -> Iterator[MockServerThread]:
+    mock = start_mock()
+    try:
+        yield mock
+    finally:
+        mock.stop()
+
+
+@pytest.fixture
+def mock(mock_upstream: MockServerThread) -> MockServerThread:
+    mock_upstream.app.reset()
+    return mock_upstream
+
+
+@dataclass
+class FaultStack:
+    """One scenario's world: a fresh database on the throwaway cluster, its own Redis, the mock, and the
+    gateways started on them. `close()` stops and removes all of it."""
+
+    pg: PgCluster
+    database: str
+    redis: RedisServer
+    mock: MockServerThread
+    tmp_path: Path
+    ports: PortPool
+    redis_ports: PortPool
+    gateways: list[GatewayProcess]
+
+    @property
+    def dsn(self) -> str:
+        return self.pg.dsn(self.database)
+
+    def env(self, **settings: str) -> dict[str, str]:
+        return gateway_env(self.pg.dsn(self.database), self.redis.url(), self.mock.url, **settings)
+
+    def gateways_started(self, count: int, **settings: str) -> list[GatewayProcess]:
+        """`count` gateways on this stack, started side by side (each start takes seconds)."""
+        processes = [self.gateway(start=False, **settings) for _ in range(count)]
+        with ThreadPoolExecutor(count) as pool:
+            list(pool.map(GatewayProcess.start, processes))
+        return processes
+
+    def gateway(self, *, start: bool = True, **settings: str) -> GatewayProcess:
+        """A gateway process on this stack (`settings` are SYNAPGATE_* values by field name)."""
+        index = len(self.gateways) + 1
+        process = GatewayProcess(
+            self.ports.take(), self.env(**settings), self.tmp_path / f"gateway{index}.log"
+        )
+        self.gateways.append(process)
+        if start:
+            process.start()
+        return process
+
+    async def seed_user(self, credits_usd: str = "10") -> tuple[uuid.UUID, str]:
+        """A user with a gateway key and a starting balance (posted through the ledger): (user id, key)."""
+        engine = create_engine(self.pg.sqlalchemy_url(self.database), pool_size=2)
+        redis = Redis.from_url(self.redis.url())
+        try:
+            async with engine.begin() as conn:
+                user = await create_user(conn, f"{uuid.uuid4().hex[:10]}@example.com")
+                _key_id, key = await create_key(conn, user.user_id, workspace_id=user.workspace_id)
+            if parse_usd(credits_usd) > 0:
+                ledger = RedisLedger(redis, engine, 600)
+                await add_credits(
+                    engine, ledger, user.user_id, parse_usd(credits_usd), f"seed:{user.user_id}"
+                )
+            return user.user_id, key
+        finally:
+            await redis.aclose()
+            await engine.dispose()
+
+    async def reconcile_here(self, *, fix: bool = False) -> dict[str, Any]:
+        """The report of `synapgate ledger reconcile`, computed by the same function in this process (the CLI
+        costs a second or two per run; `harness.reconcile` runs the real command)."""
+        engine = create_engine(self.pg.sqlalchemy_url(self.database), pool_size=2)
+        redis = Redis.from_url(self.redis.url())
+        try:
+            return await reconcile(engine, RedisLedger(redis, engine, 600), fix=fix)
+        finally:
+            await redis.aclose()
+            await engine.dispose()
+
+    def close(self) -> None:
+        """Stop every process of the stack and drop its database, whatever state the scenario left."""
+        with closing_all(
+            *(process.close for process in self.gateways),
+            self.redis.close,
+            lambda: None if self.pg.accepts_connections() else self.pg.start(),
+            lambda: _off_loop(
+                asyncio.run, self.pg.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+            ),
+        ):
+            pass
+        for process in self.gateways:
+            self.ports.give_back(process.port)
+        self.redis_ports.give_back(self.redis.port)
+
+
+def open_stack(
+    pg: PgCluster, mock: MockServerThread, ports: PortPool, redis_ports: PortPool, tmp_path: Path
+) -> FaultStack:
+    """A new stack; the caller registers `close()` as a finalizer before using it."""
+    if not pg.accepts_connections():
+        pg.start()
+    database = f"sgf_{uuid.uuid4().hex[:10]}"
+    _off_loop(asyncio.run, pg.execute(f'CREATE DATABASE "{database}" TEMPLATE "{TEMPLATE}"'))
+    redis = RedisServer(redis_ports.take(), tmp_path / "redis.log")
+    world = FaultStack(pg, database, redis, mock, tmp_path, ports, redis_ports, [])
+    try:
+        redis.start()
+    except Exception:
+        world.close()
+        raise
+    return world
+
+
+@pytest.fixture
+def stack(
+    pg: PgCluster,
+    mock: MockServerThread,
+    gateway_ports: PortPool,
+    redis_ports: PortPool,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> FaultStack:
+    """A fresh stack for one test."""
+    world = open_stack(pg, mock, gateway_ports, redis_ports, tmp_path)
+    request.addfinalizer(world.close)
+    return world
+
+
+@pytest.fixture(scope="module")
+def module_stack(
+    pg_cluster: PgCluster,
+    mock_upstream: MockServerThread,
+    gateway_ports: PortPool,
+    redis_ports: PortPool,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+) -> FaultStack:
+    """A stack shared by the tests of one module: a scenario run once, judged by several tests."""
+    world = open_stack(
+        pg_cluster, mock_upstream, gateway_ports, redis_ports, tmp_path_factory.mktemp("stack")
+    )
+    request.addfinalizer(world.close)
+    return world
+
+
+@pytest.fixture(scope="session")
+def session_stack(
+    pg_cluster: PgCluster,
+    mock_upstream: MockServerThread,
+    gateway_ports: PortPool,
+    redis_ports: PortPool,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+) -> FaultStack:
+    """A stack that lives for the whole session (the crash staged first and judged last)."""
+    world = open_stack(
+        pg_cluster, mock_upstream, gateway_ports, redis_ports, tmp_path_factory.mktemp("session")
+    )
+    request.addfinalizer(world.close)
+    return world
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stage_the_crash_first(request: pytest.FixtureRequest) -> None:
+    """Stage `crash` before any other test when a selected test uses it (its verdict needs a minute)."""
+    if any("crash" in getattr(item, "fixturenames", ()) for item in request.session.items):
+        request.getfixturevalue("crash")

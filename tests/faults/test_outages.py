@@ -1,0 +1,234 @@
+"""PostgreSQL and Redis go away under load, and come back.
+
+Each scenario runs once (a module-scoped fixture) and is judged by several tests: what already holds is a
+plain test; what issue 10 asks to change is a strict xfail, so it fails loudly once the fix lands and the mark
+is forgotten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from tests.faults.conftest import FaultStack, _off_loop
+from tests.faults.harness import (
+    Answer,
+    answer_problems,
+    book_problems,
+    ledger_problems,
+    statuses,
+)
+from tests.faults.scenario import Outcome, finish, load_with_fault, recover
+
+SHORT_503 = "issue 10: an outage answers 500 (unhandled error); it must answer 503 with Retry-After"
+HOT_COPY_LAGS = (
+    "issue 10: after Redis connections are killed the hot copy disagrees with the ledger until "
+    "`ledger reconcile --fix`; it must heal itself"
+)
+CHARGED_503 = "issue 10: requests that were recorded and charged are answered 503 'nothing was charged'"
+
+
+def _not_503_with_retry_after(answers: list[Answer]) -> list[str]:
+    """Failed answers that are not a 503 with Retry-After (a transport error is not an answer: skipped)."""
+    return [
+        a.describe()
+        for a in answers
+        if a.status is not None and not a.ok and not (a.status == 503 and "retry-after" in a.headers)
+    ]
+
+
+# -- PostgreSQL stopped for 1.2 s ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def postgres_outage(module_stack: FaultStack) -> Outcome:
+    async def scenario() -> Outcome:
+        _user, key = await module_stack.seed_user("10")
+        gateway = module_stack.gateway()
+        answers, window = await load_with_fault(
+            gateway,
+            key,
+            begin=module_stack.pg.stop,
+            end=module_stack.pg.start,
+            begin_at=0.6,
+            end_at=1.8,
+            seconds=2.8,
+        )
+        recovery, recovered_after = await recover(gateway, key)
+        outcome = Outcome(gateway, answers, recovery, recovered_after, fault_window=window)
+        return await finish(outcome, module_stack.dsn)
+
+    return _off_loop(asyncio.run, scenario())
+
+
+def test_postgres_outage_the_gateway_recovers_by_itself(postgres_outage: Outcome) -> None:
+    outcome = postgres_outage
+    assert any(a.ok for a in outcome.answers), statuses(outcome.answers)  # it served before the outage
+    failed = [a for a in outcome.during_fault() if not a.ok]
+    assert failed, f"the outage was not felt: {statuses(outcome.during_fault())}"
+    assert outcome.recovered_after is not None, [a.describe() for a in outcome.recovery[-3:]]
+    assert outcome.recovered_after < 15
+    assert all(a.ok for a in outcome.recovery[-6:]), statuses(outcome.recovery)
+    assert outcome.gateway.running  # no restart was needed
+
+
+def test_postgres_outage_every_answer_agrees_with_the_ledger(postgres_outage: Outcome) -> None:
+    assert ledger_problems(postgres_outage.all_answers, postgres_outage.facts, every_row_answered=True) == []
+
+
+@pytest.mark.xfail(strict=True, reason=SHORT_503)
+def test_postgres_outage_answers_503_with_retry_after(postgres_outage: Outcome) -> None:
+    assert _not_503_with_retry_after(postgres_outage.all_answers) == []
+
+
+@pytest.mark.xfail(
+    strict=True, reason="issue 10: each failed request logs a multi-KB traceback during an outage"
+)
+def test_postgres_outage_logs_no_traceback_per_request(postgres_outage: Outcome) -> None:
+    lines = postgres_outage.gateway.log_lines()
+    assert lines, "the gateway wrote no log"
+    long_lines = [line[:200] for line in lines if len(line) > 2000 or line.startswith("Traceback")]
+    assert long_lines == []
+
+
+# -- PostgreSQL killed with SIGKILL (crash recovery on restart) ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def postgres_killed(module_stack: FaultStack) -> Outcome:
+    async def scenario() -> Outcome:
+        _user, key = await module_stack.seed_user("10")
+        gateway = module_stack.gateway()
+        answers, window = await load_with_fault(
+            gateway,
+            key,
+            begin=module_stack.pg.kill,
+            end=module_stack.pg.start,
+            begin_at=0.6,
+            end_at=1.2,
+            seconds=2.2,
+        )
+        recovery, recovered_after = await recover(gateway, key)
+        outcome = Outcome(gateway, answers, recovery, recovered_after, fault_window=window)
+        return await finish(outcome, module_stack.dsn)
+
+    return _off_loop(asyncio.run, scenario())
+
+
+def test_postgres_killed_the_gateway_recovers_and_the_ledger_stays_exact(postgres_killed: Outcome) -> None:
+    outcome = postgres_killed
+    assert [a for a in outcome.during_fault() if not a.ok], statuses(outcome.during_fault())
+    assert outcome.recovered_after is not None and outcome.recovered_after < 15
+    assert all(a.ok for a in outcome.recovery[-6:]), statuses(outcome.recovery)
+    # a commit the crash interrupted is rolled back by PostgreSQL's recovery: no answer claims it either way
+    assert ledger_problems(outcome.all_answers, outcome.facts, every_row_answered=False) == []
+
+
+# -- Redis stopped for 1 s (it comes back empty: no persistence) -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def redis_outage(module_stack: FaultStack) -> Outcome:
+    async def scenario() -> Outcome:
+        _user, key = await module_stack.seed_user("10")
+        gateway = module_stack.gateway()
+        answers, window = await load_with_fault(
+            gateway,
+            key,
+            begin=module_stack.redis.stop,
+            end=module_stack.redis.start,
+            begin_at=0.6,
+            end_at=1.6,
+            seconds=2.4,
+        )
+        recovery, recovered_after = await recover(gateway, key)
+        outcome = Outcome(gateway, answers, recovery, recovered_after, fault_window=window)
+        return await finish(outcome, module_stack.dsn)
+
+    return _off_loop(asyncio.run, scenario())
+
+
+def test_redis_outage_the_gateway_recovers_and_the_books_balance(
+    redis_outage: Outcome, module_stack: FaultStack
+) -> None:
+    outcome = redis_outage
+    assert [a for a in outcome.during_fault() if not a.ok], statuses(outcome.during_fault())
+    assert outcome.recovered_after is not None and outcome.recovered_after < 15
+    assert all(a.ok for a in outcome.recovery[-6:]), statuses(outcome.recovery)
+    assert book_problems(outcome.facts) == []
+    report = _off_loop(asyncio.run, module_stack.reconcile_here())
+    assert report["mismatches"] == [], report
+
+
+@pytest.mark.xfail(strict=True, reason=SHORT_503)
+def test_redis_outage_answers_503_with_retry_after(redis_outage: Outcome) -> None:
+    assert _not_503_with_retry_after(redis_outage.all_answers) == []
+
+
+@pytest.mark.xfail(strict=True, reason=CHARGED_503)
+def test_redis_outage_no_failed_answer_was_charged(redis_outage: Outcome) -> None:
+    assert answer_problems(redis_outage.all_answers, redis_outage.facts, every_row_answered=True) == []
+
+
+# -- Redis client connections killed again and again under load ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def redis_clients_killed(module_stack: FaultStack) -> Outcome:
+    async def scenario() -> Outcome:
+        _user, key = await module_stack.seed_user("10")
+        gateway = module_stack.gateway()
+        stop = threading.Event()
+
+        def keep_killing() -> None:
+            while not stop.wait(0.05):
+                module_stack.redis.client_kill()
+
+        answers, window = await load_with_fault(
+            gateway,
+            key,
+            begin=lambda: threading.Thread(target=keep_killing, daemon=True).start(),
+            end=stop.set,
+            begin_at=0.2,
+            end_at=1.8,
+            seconds=2.0,
+            concurrency=8,
+            latency_ms=20,
+        )
+        stop.set()
+        await asyncio.sleep(0.2)
+        recovery, recovered_after = await recover(gateway, key)
+        outcome = Outcome(gateway, answers, recovery, recovered_after, fault_window=window)
+        return await finish(outcome, module_stack.dsn)
+
+    return _off_loop(asyncio.run, scenario())
+
+
+@pytest.mark.xfail(strict=True, reason=CHARGED_503)
+def test_redis_clients_killed_no_failed_answer_was_charged(redis_clients_killed: Outcome) -> None:
+    outcome = redis_clients_killed
+    assert answer_problems(outcome.all_answers, outcome.facts, every_row_answered=True) == []
+    assert _not_503_with_retry_after(outcome.all_answers) == []
+
+
+@pytest.mark.xfail(strict=True, reason=HOT_COPY_LAGS)
+def test_redis_clients_killed_the_hot_copy_heals_itself(
+    redis_clients_killed: Outcome, module_stack: FaultStack
+) -> None:
+    # judged before the test below repairs the hot copy with --fix (tests of a module run in file order)
+    report = _off_loop(asyncio.run, module_stack.reconcile_here())
+    assert report["mismatches"] == [], report
+
+
+def test_redis_clients_killed_the_books_stay_exact(
+    redis_clients_killed: Outcome, module_stack: FaultStack
+) -> None:
+    outcome = redis_clients_killed
+    assert book_problems(outcome.facts) == []
+    assert outcome.recovered_after is not None
+    fixed = _off_loop(asyncio.run, module_stack.reconcile_here(fix=True))
+    # the database side (ledger = accounts) always agrees; only the Redis copy may have needed the fix
+    assert [m for m in fixed["mismatches"] if "ledger_nano" in m] == [], fixed
+    assert _off_loop(asyncio.run, module_stack.reconcile_here())["mismatches"] == []
