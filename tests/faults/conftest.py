@@ -19,12 +19,12 @@ from redis.asyncio import Redis
 
 from migrations.runner import upgrade
 from pricing.money import parse_usd
-from storage.credits import add_credits
+from storage.accounts.keys import create_key
+from storage.accounts.users import create_user
+from storage.billing.credits import add_credits
+from storage.billing.ledger.redis import RedisLedger
+from storage.billing.reconcile import reconcile
 from storage.db import create_engine
-from storage.keys import create_key
-from storage.ledger.redis import RedisLedger
-from storage.reconcile import reconcile
-from storage.users import create_user
 from tests.faults.harness import (
     GATEWAY_PORTS,
     PG_PORTS,
@@ -179,7 +179,7 @@ class FaultStack:
         engine = create_engine(self.pg.sqlalchemy_url(self.database), pool_size=2)
         redis = Redis.from_url(self.redis.url())
         try:
-            return await reconcile(engine, RedisLedger(redis, engine, 600), fix=fix)
+            return (await reconcile(engine, RedisLedger(redis, engine, 600), fix=fix)).to_dict()
         finally:
             await redis.aclose()
             await engine.dispose()

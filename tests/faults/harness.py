@@ -29,7 +29,7 @@ import httpx
 import redis as redis_sync
 
 # The mock upstream, imported in this ONE place: when it moves to devtools/mock_upstream/, change this line.
-from gateway.mock_upstream import MockConfig, MockServerThread
+from devtools.mock_upstream import MockConfig, MockServerThread
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # this checkout's .venv/bin
