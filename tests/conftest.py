@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,3 +23,16 @@ def fixtures_dir() -> Path:
     if not FIXTURES.is_dir():
         pytest.skip(f"recorded provider fixtures not found at {FIXTURES} (no ../shared beside this clone)")
     return FIXTURES
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under xdist each module runs whole on one worker (module-scoped databases, browsers, local fakes), and
+    the fault suite as one unit (its throwaway PostgreSQL and Redis listen on fixed private ports)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "tests/faults" if path.startswith("tests/faults/") else path
+
+    return ModuleScheduling(config, log)

@@ -25,12 +25,13 @@ import redis as redis_sync
 
 from devtools.mock_upstream import MockConfig, MockServerThread
 from migrations.runner import upgrade
+from tests.environment import redis_url_for_this_process
 from tests.integration.conftest import GatewayThread, make_settings, off_loop
 
 CHROMIUM = "/usr/bin/chromium"
 ADMIN_KEY = "sk-admin-browser-test"
 PG_HOST = os.environ.get("SYNAPGATE_TEST_PG_HOST", "127.0.0.1")
-REDIS_URL = os.environ.get("SYNAPGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
+REDIS_URL = redis_url_for_this_process()
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 

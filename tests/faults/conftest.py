@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from redis.asyncio import Redis
 
@@ -29,13 +31,18 @@ from tests.faults.harness import (
     GATEWAY_PORTS,
     PG_PORTS,
     REDIS_PORTS,
+    Answer,
     GatewayProcess,
+    LedgerFacts,
     MockServerThread,
     PgCluster,
     PortPool,
     RedisServer,
+    chat_body,
     closing_all,
+    drive_load,
     gateway_env,
+    read_ledger,
     start_mock,
 )
 
@@ -272,3 +279,85 @@ def _stage_the_crash_first(request: pytest.FixtureRequest) -> None:
     """Stage `crash` before any other test when a selected test uses it (its verdict needs a minute)."""
     if any("crash" in getattr(item, "fixturenames", ()) for item in request.session.items):
         request.getfixturevalue("crash")
+
+
+# -- the crash, staged first in the session and judged last (tests/faults/test_crash.py) ------------------
+# (here, not in test_crash.py, so `_stage_the_crash_first` reaches it from whichever test runs first)
+
+# gpt-4o-mini output is $0.60 / 1M tokens: a request allowed 10,000 output tokens reserves ~$0.006.
+BIG_MAX_TOKENS = 10_000
+CREDIT_USD = "0.02"  # three big reservations hold $0.018 of it: a fourth cannot be reserved
+HOLDERS = 3
+
+
+def big_body(index: int, latency_ms: int = 0) -> dict[str, Any]:
+    body = chat_body(index, f"[mock latency_ms={latency_ms}]" if latency_ms else "")
+    body["max_tokens"] = BIG_MAX_TOKENS
+    return body
+
+
+@dataclass
+class Crash:
+    stack: FaultStack
+    gateway: GatewayProcess
+    key: str
+    killed_at: float
+    answers: list[Answer]
+    first_probe: Answer
+    recovery: list[Answer]
+    facts: LedgerFacts
+
+
+def probe(crash_gateway: GatewayProcess, key: str) -> Answer:
+    """One request that needs a big reservation: 402 while the dead instance's reservations are held."""
+    started = time.monotonic()
+    response = httpx.post(
+        f"{crash_gateway.v1}/chat/completions",
+        json=big_body(0),
+        headers={"authorization": f"Bearer {key}"},
+        timeout=15,
+    )
+    return Answer(
+        0,
+        response.status_code,
+        dict(response.headers),
+        response.content,
+        None,
+        True,
+        started,
+        time.monotonic(),
+    )
+
+
+@pytest.fixture(scope="session")
+def crash(session_stack: FaultStack) -> Crash:
+    """Staged first in the session: big requests hang upstream, quick ones flow; kill -9; restart."""
+    stack = session_stack
+
+    async def scenario() -> Crash:
+        _user, key = await stack.seed_user(CREDIT_USD)
+        gateway = stack.gateway()
+        warm = await drive_load(
+            gateway.url, key, concurrency=1, requests=1
+        )  # a cold process is slow at first
+        assert warm[0].ok, warm[0].describe()
+
+        async def kill_soon() -> float:
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(gateway.kill)
+            return time.monotonic()
+
+        holders, quick, killed_at = await asyncio.gather(
+            drive_load(
+                gateway.url, key, concurrency=HOLDERS, requests=HOLDERS, body=lambda i: big_body(i, 5000)
+            ),
+            drive_load(gateway.url, key, concurrency=3, seconds=1.5, body=lambda i: chat_body(i + 100)),
+            kill_soon(),
+        )
+        await asyncio.to_thread(gateway.start)  # the restart after the crash
+        first_probe = await asyncio.to_thread(probe, gateway, key)
+        recovery = await drive_load(gateway.url, key, concurrency=4, requests=8)
+        facts = await read_ledger(stack.dsn)
+        return Crash(stack, gateway, key, killed_at, holders + quick, first_probe, recovery, facts)
+
+    return _off_loop(asyncio.run, scenario())

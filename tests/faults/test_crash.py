@@ -5,101 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
-from typing import Any
 
-import httpx
 import pytest
 
-from tests.faults.conftest import FaultStack, _off_loop
+from tests.faults.conftest import Crash, _off_loop, probe
 from tests.faults.harness import (
-    Answer,
-    GatewayProcess,
-    LedgerFacts,
-    chat_body,
-    drive_load,
     ledger_problems,
-    read_ledger,
     statuses,
 )
-
-# gpt-4o-mini output is $0.60 / 1M tokens: a request allowed 10,000 output tokens reserves ~$0.006.
-BIG_MAX_TOKENS = 10_000
-CREDIT_USD = "0.02"  # three big reservations hold $0.018 of it: a fourth cannot be reserved
-HOLDERS = 3
-
-
-def big_body(index: int, latency_ms: int = 0) -> dict[str, Any]:
-    body = chat_body(index, f"[mock latency_ms={latency_ms}]" if latency_ms else "")
-    body["max_tokens"] = BIG_MAX_TOKENS
-    return body
-
-
-@dataclass
-class Crash:
-    stack: FaultStack
-    gateway: GatewayProcess
-    key: str
-    killed_at: float
-    answers: list[Answer]
-    first_probe: Answer
-    recovery: list[Answer]
-    facts: LedgerFacts
-
-
-def probe(crash_gateway: GatewayProcess, key: str) -> Answer:
-    """One request that needs a big reservation: 402 while the dead instance's reservations are held."""
-    started = time.monotonic()
-    response = httpx.post(
-        f"{crash_gateway.v1}/chat/completions",
-        json=big_body(0),
-        headers={"authorization": f"Bearer {key}"},
-        timeout=15,
-    )
-    return Answer(
-        0,
-        response.status_code,
-        dict(response.headers),
-        response.content,
-        None,
-        True,
-        started,
-        time.monotonic(),
-    )
-
-
-@pytest.fixture(scope="session")
-def crash(session_stack: FaultStack) -> Crash:
-    """Staged first in the session: big requests hang upstream, quick ones flow; kill -9; restart."""
-    stack = session_stack
-
-    async def scenario() -> Crash:
-        _user, key = await stack.seed_user(CREDIT_USD)
-        gateway = stack.gateway()
-        warm = await drive_load(
-            gateway.url, key, concurrency=1, requests=1
-        )  # a cold process is slow at first
-        assert warm[0].ok, warm[0].describe()
-
-        async def kill_soon() -> float:
-            await asyncio.sleep(1.0)
-            await asyncio.to_thread(gateway.kill)
-            return time.monotonic()
-
-        holders, quick, killed_at = await asyncio.gather(
-            drive_load(
-                gateway.url, key, concurrency=HOLDERS, requests=HOLDERS, body=lambda i: big_body(i, 5000)
-            ),
-            drive_load(gateway.url, key, concurrency=3, seconds=1.5, body=lambda i: chat_body(i + 100)),
-            kill_soon(),
-        )
-        await asyncio.to_thread(gateway.start)  # the restart after the crash
-        first_probe = await asyncio.to_thread(probe, gateway, key)
-        recovery = await drive_load(gateway.url, key, concurrency=4, requests=8)
-        facts = await read_ledger(stack.dsn)
-        return Crash(stack, gateway, key, killed_at, holders + quick, first_probe, recovery, facts)
-
-    return _off_loop(asyncio.run, scenario())
 
 
 def test_kill9_and_restart_the_ledger_stays_exact(crash: Crash) -> None:

@@ -41,11 +41,12 @@ from storage.accounts.users import create_user
 from storage.billing.credits import add_credits
 from storage.billing.ledger.factory import build_ledger
 from storage.db import create_engine
+from tests.environment import redis_url_for_this_process
 
 PG_HOST = os.environ.get("SYNAPGATE_TEST_PG_HOST", "127.0.0.1")
 PG_ADMIN_DSN = f"postgresql://postgres@{PG_HOST}:5432/postgres"
 # One Redis db per concurrent test run (xdist workers and parallel checkouts each set their own).
-REDIS_URL = os.environ.get("SYNAPGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
+REDIS_URL = redis_url_for_this_process()
 RUN_ID = f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
 TEMPLATE_DB = f"sg_tmpl_{RUN_ID}"
 

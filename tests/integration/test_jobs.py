@@ -24,6 +24,7 @@ from storage.jobs.runner import (
 )
 from storage.webhooks.payloads import CreditsLow
 from storage.webhooks.service import WebhookScope, create_endpoint, enqueue
+from tests.environment import free_port
 from tests.integration.test_webhooks import Receiver
 
 pytestmark = pytest.mark.integration
@@ -62,7 +63,7 @@ def test_periods_map_to_crons_and_bad_ones_are_refused() -> None:
 async def test_runner_delivers_webhooks_and_runs_registered_jobs(db: tuple[str, AsyncEngine]) -> None:
     url, engine = db
     settings = Settings(database_url=url, webhook_poll_seconds=1)
-    receiver = Receiver(58031)
+    receiver = Receiver(free_port())
     await receiver.start()
     ticks: list[str] = []
 

@@ -28,10 +28,11 @@ from storage.payments.stripe_checkout import (
     create_checkout,
     handle_stripe_webhook,
 )
+from tests.environment import free_port
 
 pytestmark = pytest.mark.integration
 
-FAKE_STRIPE_PORT = 58051
+FAKE_STRIPE_PORT = free_port()  # one per test process (xdist workers run side by side)
 WEBHOOK_SECRET = "whsec_test_synapgate"
 CENT = 10_000_000  # nano-USD
 

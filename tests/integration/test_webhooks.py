@@ -31,11 +31,11 @@ from storage.webhooks.service import (
     list_deliveries,
     list_endpoints,
 )
+from tests.environment import free_port
 
 pytestmark = pytest.mark.integration
 
 ADMIN = WebhookScope(user_id=None)
-RECEIVER_PORT = 58011
 outbox = table_of(WebhookDelivery)
 
 
@@ -85,7 +85,7 @@ async def engine(request: pytest.FixtureRequest) -> AsyncIterator[AsyncEngine]:
 
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver(RECEIVER_PORT)
+    r = Receiver(free_port())
     yield r
     await r.stop()
 
