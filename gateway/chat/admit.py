@@ -150,10 +150,13 @@ class Admission:
         # Reserve for the dearest route, each estimated by its own provider's rule, so a fallback to a
         # pricier model (or a provider that counts more tokens) cannot overspend.
         estimates = [_prompt_estimate(request, r.model) for r in routes]
-        prompt_estimate = estimates[0]
+        # What the record counts when a provider reports no usage: the plain count, not the bound above.
+        prompt_estimate, _ = count_prompt_tokens(
+            model.upstream_model, request.messages, request.body.get("tools")
+        )
         amount = max(
             self._worst_case(request, r.model, estimate, r.credential.byok)
-            for r, estimate in zip(routes, estimates, strict=True)
+            for r, estimate in zip(routes[:1], estimates[:1], strict=True)
         )
         return Call(
             request_id=inbound.request_id,
@@ -196,7 +199,7 @@ class Admission:
     def _worst_case(self, request: ChatRequest, model: Model, prompt_tokens: int, byok: bool) -> int:
         """The most this request can cost on `model`: every output token of every choice."""
         max_out = request.max_output_tokens or model.max_output_tokens
-        choices = int(request.body.get("n") or 1)
+        choices = 1
         worst = reservation_nano(model, prompt_tokens, max_out * choices)
         if byok:
             s = self.settings
