@@ -86,5 +86,6 @@ def test_the_schema_documents_the_error_envelope_on_every_admin_route(api_schema
             for status in ("400", "401", "404"):
                 content = responses[status]["content"]["application/json"]["schema"]
                 assert content == {"$ref": "#/components/schemas/ErrorEnvelope"}, (method, path, status)
+    assert "503" in raw["paths"]["/ready"]["get"]["responses"]  # not ready: documented too
     envelope = raw["components"]["schemas"]["ErrorDetail"]
     assert set(envelope["properties"]) == {"message", "type", "param", "code"}
