@@ -10,6 +10,7 @@ from typing import Any
 
 from litestar import Litestar, Request, Response, get
 from litestar.exceptions import HTTPException
+from litestar.openapi import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from sqlalchemy import text
 
@@ -87,7 +88,16 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/ready")
+@get(
+    "/ready",
+    responses={
+        503: ResponseSpec(
+            data_container=dict[str, Any],
+            description="The database or Redis is unreachable: `checks` says which",
+            generate_examples=False,
+        )
+    },
+)
 async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     """Readiness: the database (and Redis, when configured) answer."""
     runtime = runtime_of(request.app)

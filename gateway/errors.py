@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import msgspec
 
-from gateway.providers.base import ProviderError
+from gateway.providers.base import Credential, ProviderError
+from gateway.secrets_scrub import scrub
+
+log = logging.getLogger("synapgate.upstream")
+GATEWAY_WORDED = frozenset({"upstream_auth_failed"})
 
 
 class GatewayError(Exception):
@@ -76,23 +81,50 @@ def conversation_not_found() -> GatewayError:
     )
 
 
+def credential_safe(exc: ProviderError, credential: Credential) -> ProviderError:
+    """A provider's error as it may leave the gateway: the key the gateway sent scrubbed from its text, and a
+    rejection of the PLATFORM's key (401/403) turned into a 502 — the user's request was not at fault, and
+    the user must not be told their key is invalid. A BYOK key's rejection stays the user's own 401/403."""
+    key = credential.api_key
+    if not credential.byok and exc.status in (401, 403):
+        log.error(
+            "the provider rejected the platform's credentials",
+            extra={"upstream_status": exc.status, "key_last4": key[-4:] if len(key) >= 16 else "?"},
+        )
+        return ProviderError(
+            502,
+            "The provider rejected the gateway's credentials.",
+            type="upstream_error",
+            code="upstream_auth_failed",
+        )
+    message = scrub(exc.message, [key])
+    if message == exc.message:
+        return exc
+    return ProviderError(
+        exc.status, message, type=exc.type, code=exc.code, param=exc.param, retry_after=exc.retry_after
+    )
+
+
 def from_provider_error(exc: ProviderError) -> GatewayError:
-    """A provider's error as the client sees it: its 4xx passed through, 5xx as 502, timeouts 504."""
+    """A provider's error as the client sees it: its 4xx passed through, 5xx as 502, timeouts 504.
+
+    The message is scrubbed once more of anything shaped like a key (the known key is `credential_safe`'s)."""
     headers = {}
     if exc.retry_after is not None:
         headers["retry-after"] = str(max(0, round(exc.retry_after)))
     if 400 <= exc.status < 500:
         return GatewayError(
-            exc.status, exc.message, type=exc.type, code=exc.code, param=exc.param, headers=headers
+            exc.status, scrub(exc.message), type=exc.type, code=exc.code, param=exc.param, headers=headers
         )
     if exc.code == "circuit_open":
         return GatewayError(
             503, exc.message, type="upstream_error", code=exc.code, headers={"retry-after": "5"}
         )
     status = 504 if exc.status == 504 else 502
+    own = exc.code in GATEWAY_WORDED  # the gateway's own sentence, not the provider's text
     return GatewayError(
         status,
-        f"Upstream provider error: {exc.message}",
+        scrub(exc.message) if own else f"Upstream provider error: {scrub(exc.message)}",
         type="upstream_error",
         code=exc.code,
         headers=headers,

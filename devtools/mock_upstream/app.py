@@ -189,7 +189,8 @@ class MockUpstreamApp:
         if b.status is not None and self._should_fail(b):
             if b.status in RETRYABLE:
                 extra.append((b"retry-after", b"0"))
-            await _respond(send, b.status, error_body(dialect, b.status), extra)
+            message = f"Incorrect API key provided: {_received_key(headers)}." if b.echo_key else None
+            await _respond(send, b.status, error_body(dialect, b.status, message), extra)
             return
 
         if dialect == "openai":
@@ -257,6 +258,14 @@ class MockUpstreamApp:
             await _drop_connection(send, receive)
         elif not events:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _received_key(headers: dict[str, str]) -> str:
+    """The key a request carried, in whichever header its provider uses (for the echo_key directive)."""
+    auth = headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:]
+    return headers.get("x-api-key") or headers.get("x-goog-api-key") or "(none)"
 
 
 async def _read_body(receive: Receive) -> bytes:

@@ -49,6 +49,8 @@ DIRECTIVES: dict[str, str] = {
     "cache_creation_input_tokens",
     "reasoning_tokens=N": "completion_tokens_details.reasoning_tokens / thoughtsTokenCount "
     "(Gemini's totalTokenCount adds it; Anthropic has no such field)",
+    "echo_key=yes": "with status: the error message repeats the key the request carried (Authorization "
+    "bearer, x-api-key or x-goog-api-key), as OpenAI's 401 'Incorrect API key provided: sk-…' does",
     "latency_ms=X": "delay before the first byte of the answer (milliseconds)",
     "chunk_delay_ms=X": "delay between stream events (milliseconds)",
 }
@@ -92,6 +94,7 @@ class Behaviour:
     cached_tokens: int = 0
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
+    echo_key: bool = False
 
 
 class DirectiveError(ValueError):
@@ -130,6 +133,10 @@ def parse_directives(text: str, config: MockConfig) -> Behaviour:
                 setattr(behaviour, name, seconds)
             elif name == "key":
                 behaviour.key = value
+            elif name == "echo_key":
+                if value != "yes":
+                    raise DirectiveError(f"mock directive echo_key only takes 'yes', got {value!r}")
+                behaviour.echo_key = True
             elif name == "usage":
                 if value != "none":
                     raise DirectiveError(f"mock directive usage only takes 'none', got {value!r}")

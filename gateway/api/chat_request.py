@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import msgspec
-
+from gateway.api.json_body import decode_object
 from gateway.errors import bad_request
 from gateway.providers.base import ChatRequest
 
@@ -26,12 +25,7 @@ def _positive_int(data: Mapping[str, Any], name: str, upper: int | None = None) 
 
 def parse_chat_request(body: bytes) -> ChatRequest:
     """Validate a chat-completions body; bad input raises a 400 that names the offending field."""
-    try:
-        data = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise bad_request(f"The request body is not valid JSON: {exc}.") from None
-    if not isinstance(data, dict):
-        raise bad_request("The request body must be a JSON object.")
+    data = decode_object(body)  # hostile bodies (deep, not UTF-8, not an object, huge ints) are 400s
     model = data.get("model")
     if not isinstance(model, str) or not model:
         raise bad_request("'model' is required and must be a non-empty string.", param="model")

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -124,6 +125,7 @@ class Admission:
                 code="model_not_allowed",
                 param="model",
             )
+        _check_output_limit(request, model)
         adapter = self.adapters.get(model.provider)
         if adapter is None:
             raise GatewayError(
@@ -145,11 +147,17 @@ class Admission:
                 await check_conversation_owner(self.engine, conversation_id, principal.user_id)
             except ConversationNotOwned:
                 raise conversation_not_found() from None
+        # Reserve for the dearest route, each estimated by its own provider's rule, so a fallback to a
+        # pricier model (or a provider that counts more tokens) cannot overspend.
+        estimates = [_prompt_estimate(request, r.model) for r in routes]
+        # What the record counts when a provider reports no usage: the plain count, not the bound above.
         prompt_estimate, _ = count_prompt_tokens(
             model.upstream_model, request.messages, request.body.get("tools")
         )
-        # Reserve for the dearest route, so a fallback to a pricier model cannot overspend.
-        amount = max(self._worst_case(request, r.model, prompt_estimate, r.credential.byok) for r in routes)
+        amount = max(
+            self._worst_case(request, r.model, estimate, r.credential.byok)
+            for r, estimate in zip(routes[:1], estimates[:1], strict=True)
+        )
         return Call(
             request_id=inbound.request_id,
             started=inbound.started,
@@ -191,7 +199,7 @@ class Admission:
     def _worst_case(self, request: ChatRequest, model: Model, prompt_tokens: int, byok: bool) -> int:
         """The most this request can cost on `model`: every output token of every choice."""
         max_out = request.max_output_tokens or model.max_output_tokens
-        choices = int(request.body.get("n") or 1)
+        choices = 1
         worst = reservation_nano(model, prompt_tokens, max_out * choices)
         if byok:
             s = self.settings
@@ -199,3 +207,39 @@ class Admission:
                 s.byok_fee_usd_per_request, s.byok_fee_rate, Decimal(worst).scaleb(-9), up=True
             )
         return worst
+
+
+def _check_output_limit(request: ChatRequest, model: Model) -> None:
+    """A requested output beyond the model's limit is a 400 naming the field, as OpenAI answers it (and not a
+    402 for a reservation no balance could cover)."""
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = request.body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > model.max_output_tokens:
+            raise GatewayError(
+                400,
+                f"'{name}' is too large: {value}. The model '{model.name}' supports at most "
+                f"{model.max_output_tokens} completion tokens.",
+                param=name,
+                code="invalid_value",
+            )
+
+
+def _thinking_requested(body: Mapping[str, Any]) -> bool:
+    """Extended thinking asked for: Anthropic's `thinking` block (not disabled) or a reasoning effort."""
+    thinking = body.get("thinking")
+    if isinstance(thinking, Mapping):
+        return thinking.get("type") not in (None, "disabled")
+    return bool(thinking) or body.get("reasoning_effort") not in (None, "none", "minimal")
+
+
+def _prompt_estimate(request: ChatRequest, model: Model) -> int:
+    """The prompt's token estimate on `model`: its provider's image rule, tool preamble and safety factor."""
+    tokens, _ = count_prompt_tokens(
+        model.upstream_model,
+        request.messages,
+        request.body.get("tools"),
+        provider=model.provider,
+        response_format=request.body.get("response_format"),
+        thinking=_thinking_requested(request.body),
+    )
+    return tokens

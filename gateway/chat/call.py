@@ -16,6 +16,7 @@ from typing import TypeVar
 from config import Settings
 from gateway.chat.admit import Call, Route
 from gateway.chat.resilience import CircuitBreaker, backoff_seconds, is_fallback_worthy, is_retryable
+from gateway.errors import credential_safe
 from gateway.providers.base import ChatResult, ProviderError
 from gateway.proxy import Upstream, UpstreamResponse, UpstreamStream
 
@@ -62,7 +63,7 @@ async def try_routes(
             try:
                 value = await attempt(route)
             except ProviderError as exc:
-                last = exc
+                last = credential_safe(exc, route.credential)  # what may reach the client
                 if not is_retryable(exc):
                     breaker.record_success(provider)  # it answered: the request was the problem
                     break

@@ -19,7 +19,7 @@ import msgspec
 
 from gateway.chat.admit import Call
 from gateway.chat.record import Outcome, unfinished_usage
-from gateway.errors import GatewayError, encode_error, from_provider_error
+from gateway.errors import GatewayError, credential_safe, encode_error, from_provider_error
 from gateway.providers.base import JSONObject, ProviderError, StreamState
 from gateway.providers.sse import SSEDecoder
 from gateway.proxy import UpstreamStream
@@ -102,7 +102,7 @@ async def relay_chunks(
                 for chunk in client_chunks(adapter.parse_stream_event(state, event), include_usage):
                     await send(sse_event(msgspec.json.encode(chunk)))
     except ProviderError as exc:
-        error = exc
+        error = credential_safe(exc, call.credential)
     finally:
         await stream.close()
     end = classify_stream_end(disconnected=disconnected.is_set(), error=error, upstream_done=state.done)

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, TypeVar
 
+from gateway.secrets_scrub import scrub
 from pricing.cost import Usage
 
 JSONObject = dict[str, Any]
@@ -96,6 +97,8 @@ class ProviderError(Exception):
         param: str | None = None,
         retry_after: float | None = None,
     ) -> None:
+        # Providers echo keys in their messages: anything shaped like one is redacted before it can travel.
+        message = scrub(message)
         super().__init__(message)
         self.status = status
         self.message = message

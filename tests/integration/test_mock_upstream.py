@@ -788,7 +788,7 @@ def test_help_documents_every_directive() -> None:
         timeout=30,
         check=True,
     )
-    understood = _INT_DIRECTIVES | _FLOAT_DIRECTIVES | {"key", "usage"}
+    understood = _INT_DIRECTIVES | _FLOAT_DIRECTIVES | {"key", "usage", "echo_key"}
     assert {name.partition("=")[0] for name in DIRECTIVES} == understood
     for name in DIRECTIVES:
         assert name in result.stdout

@@ -10,22 +10,26 @@ from __future__ import annotations
 from litestar import Router
 
 from gateway.api.admin import accounts, analytics, billing, catalog, conversations
-from gateway.api.admin.common import domain_error_handler
+from gateway.api.admin.common import document_errors, domain_error_handler, refuse_hostile_body
 from gateway.api.admin.scope import DEPENDENCIES, GUARDS
 from storage.errors import DomainError
 
+CONTROLLERS = (
+    accounts.AccountsController,
+    billing.BillingController,
+    catalog.CatalogController,
+    analytics.AnalyticsController,
+    conversations.ConversationsController,
+)
+
 
 def admin_router() -> Router:
+    document_errors(*CONTROLLERS)  # the error envelope and its statuses, in the OpenAPI schema
     return Router(
         path="/api/v1",
-        route_handlers=[
-            accounts.AccountsController,
-            billing.BillingController,
-            catalog.CatalogController,
-            analytics.AnalyticsController,
-            conversations.ConversationsController,
-        ],
+        route_handlers=list(CONTROLLERS),
         guards=GUARDS,
         dependencies=DEPENDENCIES,
         exception_handlers={DomainError: domain_error_handler},
+        before_request=refuse_hostile_body,
     )
