@@ -130,6 +130,10 @@ def test_create_and_revoke_a_key(site: Site, new_page: Any) -> None:
     assert page.locator("#new-key").count() == 0
     assert plaintext not in page.content()
 
+    page.once("dialog", lambda dialog: dialog.dismiss())  # asked first: "no" keeps the key
+    page.locator(f"tr[data-key-id='{key_id}'] button", has_text="Revoke").click()
+    assert "active" in page.locator(f"tr[data-key-id='{key_id}']").inner_text()
+    page.once("dialog", lambda dialog: dialog.accept())  # "Revoke sk-sg-…? Requests with it will be refused."
     with page.expect_navigation():
         page.locator(f"tr[data-key-id='{key_id}'] button", has_text="Revoke").click()
     assert page.locator("#revoked").is_visible()
