@@ -128,8 +128,10 @@ async def users_page(request: Request[Any, Any, Any]) -> Response[str]:
             conn, PageRequest(PAGE_SIZE, (number - 1) * PAGE_SIZE), only_user=session.user_id
         )
         ids = [u.id for u in found.items]
-        activity = await data.grouped(conn, view.window, view.filters, ["user_id"])
-        recent = await data.grouped(conn, _recent_window(), Filters(user_id=session.user_id), ["user_id"])
+        activity = await data.grouped(conn, view.window, view.filters, ["user_id"], among_users=ids)
+        recent = await data.grouped(
+            conn, _recent_window(), Filters(user_id=session.user_id), ["user_id"], among_users=ids
+        )
         balances = await data.settled_balances(conn, ids)
         names = await data.model_names(conn)
     lines = []

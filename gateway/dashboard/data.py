@@ -158,17 +158,27 @@ def _normal(key: str, value: Any) -> Any:
 
 
 async def grouped(
-    conn: AsyncConnection, window: Window, filters: Filters, keys: Sequence[str]
+    conn: AsyncConnection,
+    window: Window,
+    filters: Filters,
+    keys: Sequence[str],
+    *,
+    among_users: Sequence[uuid.UUID] | None = None,
 ) -> dict[tuple[Any, ...], Sums]:
-    """Exact totals per group of `keys` (a subset of DIMENSIONS) over the window and filters."""
+    """Exact totals per group of `keys` (a subset of DIMENSIONS) over the window and filters; only
+    `among_users`' rows when given (a page of users reads only its own rollup rows)."""
     assert all(k in DIMENSIONS for k in keys), keys
     source = _source(filters, keys)
+    if among_users is not None and source is not None:
+        source.rollup_filters.append(usage_daily.c.user_id.in_(list(among_users)))
+        source.raw_filters.append(usage_logs.c.user_id.in_(list(among_users)))
     if source is not None:
         found = await grouped_reader(conn, source, window)
     else:  # grouped or filtered by key: only usage_logs knows the key
         columns = [usage_logs.c[k] for k in keys]
+        among = [] if among_users is None else [usage_logs.c.user_id.in_(list(among_users))]
         stmt = select(*columns, *usage_log_sums()).where(
-            *_raw_filters(filters), *window.filters(usage_logs.c.created_at)
+            *_raw_filters(filters), *among, *window.filters(usage_logs.c.created_at)
         )
         if columns:
             stmt = stmt.group_by(*columns)
