@@ -100,10 +100,21 @@ def main() -> None:
                     ("models", f"/dashboard/models?{query}"),
                     ("requests", f"/dashboard/requests?{query}"),
                     ("request", f"/dashboard/requests/{site.request_ids_a[3]}"),
+                    ("users", f"/dashboard/users?{query}"),
+                    ("user", f"/dashboard/users/{site.user_a}?{query}"),
+                    ("keys", "/dashboard/keys"),
+                    ("billing", f"/dashboard/billing?user_id={site.user_a}"),
+                    ("catalog", "/dashboard/catalog?model=gpt-4o-mini"),
+                    ("insights", "/dashboard/insights"),
                 ):
                     page.goto(f"{server.url}{path}")
                     page.wait_for_load_state("networkidle")
                     page.screenshot(path=str(OUT / f"{name}.png"), full_page=True)
+                page.goto(f"{server.url}/dashboard/requests/{site.request_ids_a[3]}")
+                href = page.locator("a[href^='/dashboard/conversations/']").first.get_attribute("href")
+                page.goto(f"{server.url}{href}")
+                page.wait_for_load_state("networkidle")
+                page.screenshot(path=str(OUT / "conversation.png"), full_page=True)
                 context.close()
             phone = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2)
             page = phone.new_page()

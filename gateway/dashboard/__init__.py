@@ -9,6 +9,7 @@ from __future__ import annotations
 from litestar import Router
 from litestar.static_files import create_static_files_router
 
+from gateway.dashboard import accounts
 from gateway.dashboard.context import DashboardError, SignInRequired
 from gateway.dashboard.views import ROUTES, STATIC_DIR, dashboard_error, sign_in_required
 
@@ -24,7 +25,7 @@ def dashboard_router() -> Router:
     )
     return Router(
         path="/dashboard",
-        route_handlers=[*ROUTES, static],
+        route_handlers=[*ROUTES, *accounts.ROUTES, static],
         exception_handlers={DashboardError: dashboard_error, SignInRequired: sign_in_required},
         include_in_schema=False,
     )

@@ -15,21 +15,39 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import ColumnElement, Float, delete, func, select, type_coerce
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from storage.accounts.keys import get_key
-from storage.accounts.users import get_user, user_emails
+from storage.accounts import service as accounts_service
+from storage.accounts.keys import CreatedKey, KeyInfo, get_key
+from storage.accounts.users import UserDetail, UserInfo, get_user, user_emails
 from storage.annotations.repository import (
+    ConversationInfo,
+    ConversationLlmInfo,
     FeedbackInfo,
     MessageInfo,
+    TagInfo,
+    conversation_llm_rows,
     feedback_for_messages,
     get_conversation,
     list_messages,
+    list_tags,
 )
+from storage.billing import service as billing_service
+from storage.billing.credits import EventInfo
+from storage.billing.invoices import InvoiceRecord
+from storage.billing.ledger.base import CreditLedger
+from storage.billing.service import Balance, TopUp
+from storage.catalog import repository as catalog_repository
+from storage.catalog import service as catalog_service
+from storage.catalog.repository import LlmInfo, PriceVersionInfo
+from storage.catalog.service import KEEP, PriceChange
+from storage.errors import DomainError, NotFound
 from storage.models import NO_WORKSPACE, ApiKey, DashboardSession, Llm, Message, Workspace, table_of
+from storage.paging import Page, PageRequest
 from storage.usage import analytics
 
 # The grouped reader (rollup for whole periods + usage_logs for the edges) is what makes the API exact;
@@ -50,10 +68,15 @@ from storage.usage.rollups import DAY, HOUR, floor_to, usage_daily, usage_hourly
 __all__ = [
     "DAY",
     "HOUR",
+    "KEEP",
     "CatalogEntry",
+    "DomainError",
     "FeedbackInfo",
     "MessageInfo",
+    "NotFound",
+    "PageRequest",
     "PerformanceReport",
+    "PriceChange",
     "Sums",
     "Window",
     "floor_to",
@@ -135,17 +158,27 @@ def _normal(key: str, value: Any) -> Any:
 
 
 async def grouped(
-    conn: AsyncConnection, window: Window, filters: Filters, keys: Sequence[str]
+    conn: AsyncConnection,
+    window: Window,
+    filters: Filters,
+    keys: Sequence[str],
+    *,
+    among_users: Sequence[uuid.UUID] | None = None,
 ) -> dict[tuple[Any, ...], Sums]:
-    """Exact totals per group of `keys` (a subset of DIMENSIONS) over the window and filters."""
+    """Exact totals per group of `keys` (a subset of DIMENSIONS) over the window and filters; only
+    `among_users`' rows when given (a page of users reads only its own rollup rows)."""
     assert all(k in DIMENSIONS for k in keys), keys
     source = _source(filters, keys)
+    if among_users is not None and source is not None:
+        source.rollup_filters.append(usage_daily.c.user_id.in_(list(among_users)))
+        source.raw_filters.append(usage_logs.c.user_id.in_(list(among_users)))
     if source is not None:
         found = await grouped_reader(conn, source, window)
     else:  # grouped or filtered by key: only usage_logs knows the key
         columns = [usage_logs.c[k] for k in keys]
+        among = [] if among_users is None else [usage_logs.c.user_id.in_(list(among_users))]
         stmt = select(*columns, *usage_log_sums()).where(
-            *_raw_filters(filters), *window.filters(usage_logs.c.created_at)
+            *_raw_filters(filters), *among, *window.filters(usage_logs.c.created_at)
         )
         if columns:
             stmt = stmt.group_by(*columns)
@@ -452,3 +485,118 @@ async def session_get(conn: AsyncConnection, id_hash: str, now: datetime) -> Ses
 
 async def session_delete(conn: AsyncConnection, id_hash: str) -> None:
     await conn.execute(delete(sessions).where(sessions.c.id_hash == id_hash))
+
+
+# -- accounts, billing, catalog, conversations: the admin API's own service functions ----------------------
+#
+# These pages read and write through storage/<domain>/service.py exactly as /api/v1 does, so a balance, a
+# key or a price on a page is the API's. Domain errors (storage.errors.DomainError) are the services'.
+
+
+async def list_users(
+    conn: AsyncConnection, page: PageRequest, *, only_user: uuid.UUID | None
+) -> Page[UserInfo]:
+    return await accounts_service.list_users(conn, page, only_user=only_user)
+
+
+async def user_detail(conn: AsyncConnection, user_id: uuid.UUID) -> UserDetail:
+    return await accounts_service.user_detail(conn, user_id)
+
+
+async def settled_balances(conn: AsyncConnection, user_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+    return await billing_service.settled_balances(conn, user_ids)
+
+
+async def balance(engine: AsyncEngine, ledger: CreditLedger, user_id: uuid.UUID) -> Balance:
+    return await billing_service.balance(engine, ledger, user_id)
+
+
+async def list_keys(
+    conn: AsyncConnection, page: PageRequest, *, user_id: uuid.UUID | None, status: str | None = None
+) -> Page[KeyInfo]:
+    return await accounts_service.list_keys(conn, page, user_id=user_id, status=status)
+
+
+async def create_key(
+    conn: AsyncConnection,
+    user_id: uuid.UUID,
+    *,
+    name: str | None,
+    allowed_models: Sequence[str] | None,
+) -> CreatedKey:
+    return await accounts_service.create_key(conn, user_id, name=name, allowed_models=allowed_models)
+
+
+async def get_key_of(conn: AsyncConnection, key_id: uuid.UUID, owner: uuid.UUID | None) -> KeyInfo:
+    return await accounts_service.get_key(conn, key_id, owner=owner)
+
+
+async def revoke_key(conn: AsyncConnection, key_id: uuid.UUID) -> KeyInfo:
+    return await accounts_service.revoke_key(conn, key_id)
+
+
+async def add_credits(
+    engine: AsyncEngine,
+    ledger: CreditLedger,
+    user_id: uuid.UUID,
+    amount_usd: str,
+    idempotency_key: str,
+    description: str | None,
+) -> TopUp:
+    return await billing_service.add_credits(
+        engine, ledger, user_id, amount_usd, idempotency_key, description=description
+    )
+
+
+async def list_events(
+    conn: AsyncConnection, user_id: uuid.UUID, page: PageRequest, *, types: Sequence[str] = ()
+) -> Page[EventInfo]:
+    """A user's ledger events, newest first (the API's `order=desc`)."""
+    return await billing_service.list_events(conn, user_id, page, types=types, newest_first=True)
+
+
+async def list_invoices(
+    conn: AsyncConnection, page: PageRequest, *, user_id: uuid.UUID | None
+) -> Page[InvoiceRecord]:
+    return await billing_service.list_invoices(conn, page, user_id=user_id)
+
+
+async def list_llms(conn: AsyncConnection, page: PageRequest) -> Page[LlmInfo]:
+    """The catalog as /api/v1/llms lists it (by id, active and inactive)."""
+    return await catalog_repository.list_llms(conn, page)
+
+
+async def model_with_history(conn: AsyncConnection, name: str) -> tuple[LlmInfo, list[PriceVersionInfo]]:
+    return await catalog_service.model_with_history(conn, name)
+
+
+async def set_price(conn: AsyncConnection, name: str, change: PriceChange) -> int:
+    return await catalog_service.set_price(conn, name, change)
+
+
+def parse_rate(value: str, param: str) -> Decimal:
+    return catalog_service.parse_rate(value, param)
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationView:
+    """A conversation as /api/v1/conversations/{id} returns it: tags, per-model rows, a page of messages."""
+
+    conversation: ConversationInfo
+    llms: list[ConversationLlmInfo]
+    messages: Page[MessageInfo]
+    feedback: dict[uuid.UUID, list[FeedbackInfo]]
+    tags: list[TagInfo]
+
+
+async def conversation_view(
+    conn: AsyncConnection, conversation_id: uuid.UUID, *, limit: int, offset: int, max_tags: int = 100
+) -> ConversationView | None:
+    conversation = await get_conversation(conn, conversation_id)
+    if conversation is None:
+        return None
+    rows = await conversation_llm_rows(conn, conversation_id)
+    found = await list_messages(conn, conversation_id, limit=limit, offset=offset)
+    ratings = await feedback_for_messages(conn, [m.id for m in found.items])
+    tags = await list_tags(conn, "conversation", conversation_id, limit=max_tags, offset=0)
+    return ConversationView(conversation, rows, found, ratings, tags.items)

@@ -77,3 +77,8 @@ def when(moment: datetime | None) -> str:
 def short_id(value: object) -> str:
     text = str(value)
     return text[:8] if len(text) > 12 else text
+
+
+def rate(value: Decimal | None) -> str:
+    """A catalog price (USD per 1M tokens) as the admin API writes it: plain decimal, no trailing zeros."""
+    return "" if value is None else format(value.normalize(), "f")

@@ -79,6 +79,7 @@ templates.filters.update(
     number=fmt.number,
     when=fmt.when,
     short=fmt.short_id,
+    rate=fmt.rate,
 )
 
 

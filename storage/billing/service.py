@@ -200,3 +200,21 @@ async def list_invoices(
     if user_id is not None:
         await require_user(conn, user_id, "user_id")
     return await invoices.list_invoices(conn, page, user_id=user_id)
+
+
+# -- dashboard reads (the users list shows many balances at once) ------------------------------------------
+
+from sqlalchemy import select  # noqa: E402  (this block is the dashboard's; kept apart from the rules above)
+
+from storage.models import CreditAccount, table_of  # noqa: E402
+
+
+async def settled_balances(conn: AsyncConnection, user_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """Settled balances (Σ of the ledger, as `balance` reads it) of many users in one query; 0 without an
+    account."""
+    if not user_ids:
+        return {}
+    accounts = table_of(CreditAccount)
+    stmt = select(accounts.c.user_id, accounts.c.balance_nano).where(accounts.c.user_id.in_(list(user_ids)))
+    found = {row[0]: int(row[1]) for row in (await conn.execute(stmt)).all()}
+    return {user_id: found.get(user_id, 0) for user_id in user_ids}

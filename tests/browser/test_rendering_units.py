@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 
 from gateway.dashboard import charts
 from gateway.dashboard import format as fmt
+from gateway.dashboard.accounts import RUNWAY_DAYS, limits_of, runway
 from gateway.dashboard.context import DashboardError, parse_view
 from gateway.dashboard.sessions import Session
 
@@ -82,3 +85,39 @@ def test_a_user_view_is_narrowed_to_that_user() -> None:
     with pytest.raises(DashboardError) as raised:
         parse_view({"user_id": str(other)}, mine)
     assert raised.value.status == 404
+
+
+def test_runway_is_balance_over_the_recent_daily_charge() -> None:
+    # $7 charged over the last 7 days is $1 a day: a $25 balance lasts 25 days
+    found = runway(25_000_000_000, 7_000_000_000)
+    assert RUNWAY_DAYS == 7 and found.daily_nano == 1_000_000_000 and found.days == 25.0
+    assert runway(25_000_000_000, 0).days is None  # no recent spend: no end in sight, not "infinity"
+    assert runway(-5, 7_000_000_000).days == 0.0  # overdrawn by the in-flight bound: nothing left
+
+
+def test_limits_are_read_from_whatever_the_key_read_carries() -> None:
+    @dataclass
+    class Plain:
+        id: int
+        name: str
+
+    @dataclass
+    class Limited:
+        id: int
+        rpm_limit: int | None
+        monthly_budget_nano: int | None
+        spend_limit_nano: int | None
+
+    assert limits_of(Plain(1, "k")) == []
+    assert limits_of(Limited(1, 60, None, 5)) == [
+        ("rpm_limit", 60),
+        ("monthly_budget_nano", None),
+        ("spend_limit_nano", 5),
+    ]
+
+
+def test_a_catalog_rate_is_written_as_the_api_writes_it() -> None:
+    assert fmt.rate(Decimal("2.500000000")) == "2.5"
+    assert fmt.rate(Decimal("10.000000000")) == "10"
+    assert fmt.rate(Decimal("0.000000001")) == "0.000000001"
+    assert fmt.rate(None) == ""

@@ -78,6 +78,12 @@
     });
   }
 
+  // Destructive forms (revoke a key) ask first; the question is the form's data-confirm.
+  document.addEventListener("submit", function (e) {
+    var question = e.target.getAttribute && e.target.getAttribute("data-confirm");
+    if (question && !window.confirm(question)) e.preventDefault();
+  }, true);
+
   document.addEventListener("DOMContentLoaded", function () { enhance(document); });
   document.addEventListener("htmx:afterSettle", function (e) { enhance(e.target); });
 })();
