@@ -21,11 +21,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage.billing.ledger.base import HotMove, InsufficientCredit, Reservation
 from storage.billing.ledger.entries import account_state
+from storage.billing.ledger.retry import HotMoveRetryQueue
 
 _PURGE = """
 local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[1])
@@ -119,7 +120,13 @@ def _now_ms() -> int:
 class RedisLedger:
     """CreditLedger on Redis; the scripts are loaded once and run by EVALSHA."""
 
-    def __init__(self, redis: Redis, engine: AsyncEngine, reservation_ttl_seconds: int) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        engine: AsyncEngine,
+        reservation_ttl_seconds: int,
+        retry_queue_moves: int = 100_000,
+    ) -> None:
         self._redis = redis
         self._engine = engine
         self._ttl_ms = reservation_ttl_seconds * 1000
@@ -127,6 +134,7 @@ class RedisLedger:
         self._load = redis.register_script(_LOAD)
         self._settle = redis.register_script(_SETTLE)
         self._available = redis.register_script(_AVAILABLE)
+        self._retry = HotMoveRetryQueue(self._apply_moves, max_moves=retry_queue_moves)
 
     async def load_snapshot(self, user_id: uuid.UUID) -> None:
         """Load the user's balance from credit_accounts into Redis, unless it is there already."""
@@ -157,6 +165,17 @@ class RedisLedger:
         return None  # Redis is moved after the commit, in after_commit
 
     async def after_commit(self, moves: Sequence[HotMove]) -> None:
+        """Apply committed postings and close reservations in Redis; never raises for an outage.
+
+        The postings are committed already, so a Redis failure here must not fail the caller: the moves
+        go to the bounded retry queue, which re-applies them (idempotent by version) once Redis answers.
+        """
+        try:
+            await self._apply_moves(moves)
+        except (RedisError, OSError) as exc:
+            self._retry.put(moves, exc)
+
+    async def _apply_moves(self, moves: Sequence[HotMove]) -> None:
         calls: list[tuple[list[str], list[str | int]]] = [
             (
                 list(_keys(m.user_id)),
@@ -183,6 +202,11 @@ class RedisLedger:
         except NoScriptError:  # not loaded yet, or Redis lost it (restart, SCRIPT FLUSH): none ran
             for keys, args in calls:
                 await self._settle(keys=keys, args=args)
+
+    @property
+    def pending_moves(self) -> int:
+        """Hot-copy moves waiting for Redis to answer again (0 when the copy is up to date)."""
+        return len(self._retry)
 
     async def available(self, user_id: uuid.UUID) -> int:
         acct, res, exp, _pend = _keys(user_id)
@@ -212,4 +236,5 @@ class RedisLedger:
         await self.load_snapshot(user_id)
 
     async def close(self) -> None:
-        return None  # the Redis client belongs to the app lifespan
+        """Try the queued hot-copy moves once more, then stop retrying (the Redis client is the app's)."""
+        await self._retry.close()

@@ -1,0 +1,103 @@
+"""The hot copy's retry queue: post-commit moves that Redis did not take, re-applied when it answers again.
+
+A move (close a reservation, apply a posting at its version) is idempotent: a closed reservation closes
+nothing twice, and a posting at or below the snapshot's version is skipped. So a move whose outcome is
+unknown (the connection died mid-call) can simply be sent again. The queue is bounded: past `max_moves`
+the oldest moves are dropped (one log line); the database stays the truth and `ledger reconcile --fix`
+rebuilds what was lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+
+from storage.billing.ledger.base import HotMove
+
+log = logging.getLogger("synapgate.ledger")
+
+ApplyMoves = Callable[[Sequence[HotMove]], Awaitable[None]]
+
+
+class HotMoveRetryQueue:
+    """Bounded in-process queue of hot-copy moves, drained by one task with backoff until applied."""
+
+    def __init__(
+        self,
+        apply: ApplyMoves,
+        *,
+        max_moves: int = 100_000,
+        first_delay: float = 0.05,
+        max_delay: float = 1.0,
+        batch: int = 500,
+    ) -> None:
+        self._apply = apply
+        self._moves: deque[HotMove] = deque()
+        self._max = max_moves
+        self._first_delay = first_delay
+        self._max_delay = max_delay
+        self._batch = batch
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+        self._failing = False
+
+    def __len__(self) -> int:
+        return len(self._moves)
+
+    def put(self, moves: Sequence[HotMove], error: BaseException) -> None:
+        """Queue moves that failed with `error`, and make sure the drain task runs."""
+        if not moves:
+            return
+        if not self._failing:
+            self._failing = True
+            log.warning(
+                "Redis did not take a post-commit move; queued for retry (the record stands)",
+                extra={"error": f"{type(error).__name__}: {error}"[:300]},
+            )
+        overflow = len(self._moves) + len(moves) - self._max
+        if overflow > 0:
+            for _ in range(min(overflow, len(self._moves))):
+                self._moves.popleft()
+            self.dropped += overflow
+            log.error(
+                "hot-copy retry queue full: %d moves dropped; run `synapgate ledger reconcile --fix`",
+                overflow,
+            )
+        self._moves.extend(list(moves)[-self._max :])
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._drain(), name="synapgate-hot-retry")
+
+    async def _drain(self) -> None:
+        delay = self._first_delay
+        while self._moves:
+            await asyncio.sleep(delay)
+            delay = self._first_delay if await self.flush() else min(delay * 2, self._max_delay)
+
+    async def flush(self) -> bool:
+        """Try to apply everything queued now; True when the queue is empty."""
+        while self._moves:
+            chunk = [self._moves[i] for i in range(min(self._batch, len(self._moves)))]
+            try:
+                await self._apply(chunk)
+            except Exception:  # still unreachable (logged once, when the failures began)
+                return False
+            for _ in chunk:
+                self._moves.popleft()
+        if self._failing:
+            self._failing = False
+            log.warning("Redis took the queued post-commit moves again; the hot copy is up to date")
+        return True
+
+    async def close(self) -> None:
+        """One last flush, then stop the drain task (what is left is rebuilt from the ledger on demand)."""
+        if self._moves:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.flush(), 2.0)
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
