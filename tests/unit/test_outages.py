@@ -124,16 +124,38 @@ async def test_the_retry_queue_reapplies_moves_once_redis_answers_again() -> Non
     await queue.close()
 
 
-async def test_the_retry_queue_is_bounded_and_drops_the_oldest(caplog: pytest.LogCaptureFixture) -> None:
-    async def unreachable(moves: Sequence[HotMove]) -> None:
-        raise redis_errors.ConnectionError("Connection refused")
+async def test_the_retry_queue_is_bounded_and_marks_the_dropped_users_stale(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    reachable = False
+    applied: list[HotMove] = []
+    forgotten: list[uuid.UUID] = []
 
-    user = uuid.uuid4()
-    queue = HotMoveRetryQueue(unreachable, max_moves=5, first_delay=10)
-    for i in range(8):
+    async def apply(moves: Sequence[HotMove]) -> None:
+        if not reachable:
+            raise redis_errors.ConnectionError("Connection refused")
+        applied.extend(moves)
+
+    async def forget(user_id: uuid.UUID) -> None:
+        if not reachable:
+            raise redis_errors.ConnectionError("Connection refused")
+        forgotten.append(user_id)
+
+    users = [uuid.uuid4() for _ in range(8)]
+    queue = HotMoveRetryQueue(apply, forget, max_moves=5, first_delay=0.01, max_delay=0.02)
+    for i, user in enumerate(users):
         queue.put([HotMove(user, None, -1, i + 1)], redis_errors.ConnectionError("down"))
-    assert len(queue) == 5 and queue.dropped == 3
-    assert any("reconcile --fix" in r.getMessage() for r in caplog.records)
+    assert len(queue) == 5 and queue.dropped == 3 and queue.stale_users == 3
+    assert any("queue full" in r.getMessage() for r in caplog.records)
+    await asyncio.sleep(0.05)
+    assert applied == [] and forgotten == []  # Redis is still down: nothing lost from the queue
+    reachable = True
+    for _ in range(200):
+        if not len(queue) and not queue.stale_users:
+            break
+        await asyncio.sleep(0.01)
+    assert [m.user_id for m in applied] == users[3:]  # the newest five, re-applied
+    assert sorted(forgotten, key=str) == sorted(users[:3], key=str)  # the dropped ones: reloaded on next use
     await queue.close()
 
 

@@ -134,7 +134,7 @@ class RedisLedger:
         self._load = redis.register_script(_LOAD)
         self._settle = redis.register_script(_SETTLE)
         self._available = redis.register_script(_AVAILABLE)
-        self._retry = HotMoveRetryQueue(self._apply_moves, max_moves=retry_queue_moves)
+        self._retry = HotMoveRetryQueue(self._apply_moves, self.forget, max_moves=retry_queue_moves)
 
     async def load_snapshot(self, user_id: uuid.UUID) -> None:
         """Load the user's balance from credit_accounts into Redis, unless it is there already."""

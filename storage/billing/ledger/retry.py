@@ -3,8 +3,8 @@
 A move (close a reservation, apply a posting at its version) is idempotent: a closed reservation closes
 nothing twice, and a posting at or below the snapshot's version is skipped. So a move whose outcome is
 unknown (the connection died mid-call) can simply be sent again. The queue is bounded: past `max_moves`
-the oldest moves are dropped (one log line); the database stays the truth and `ledger reconcile --fix`
-rebuilds what was lost.
+the oldest moves are dropped (one log line) and their users' snapshots are marked stale — forgotten once
+Redis answers, so the next use reloads them from the ledger (the version rule makes that safe).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -20,6 +21,7 @@ from storage.billing.ledger.base import HotMove
 log = logging.getLogger("synapgate.ledger")
 
 ApplyMoves = Callable[[Sequence[HotMove]], Awaitable[None]]
+ForgetSnapshot = Callable[[uuid.UUID], Awaitable[None]]
 
 
 class HotMoveRetryQueue:
@@ -28,6 +30,7 @@ class HotMoveRetryQueue:
     def __init__(
         self,
         apply: ApplyMoves,
+        forget: ForgetSnapshot | None = None,
         *,
         max_moves: int = 100_000,
         first_delay: float = 0.05,
@@ -35,6 +38,8 @@ class HotMoveRetryQueue:
         batch: int = 500,
     ) -> None:
         self._apply = apply
+        self._forget = forget
+        self._stale: set[uuid.UUID] = set()  # users whose dropped moves their snapshot never got
         self._moves: deque[HotMove] = deque()
         self._max = max_moves
         self._first_delay = first_delay
@@ -46,6 +51,11 @@ class HotMoveRetryQueue:
 
     def __len__(self) -> int:
         return len(self._moves)
+
+    @property
+    def stale_users(self) -> int:
+        """Users whose snapshot waits to be forgotten (their moves were dropped from a full queue)."""
+        return len(self._stale)
 
     def put(self, moves: Sequence[HotMove], error: BaseException) -> None:
         """Queue moves that failed with `error`, and make sure the drain task runs."""
@@ -60,10 +70,13 @@ class HotMoveRetryQueue:
         overflow = len(self._moves) + len(moves) - self._max
         if overflow > 0:
             for _ in range(min(overflow, len(self._moves))):
-                self._moves.popleft()
+                self._stale.add(self._moves.popleft().user_id)
+            for move in list(moves)[: max(0, len(moves) - self._max)]:
+                self._stale.add(move.user_id)
             self.dropped += overflow
             log.error(
-                "hot-copy retry queue full: %d moves dropped; run `synapgate ledger reconcile --fix`",
+                "hot-copy retry queue full: %d moves dropped; their users' snapshots are reloaded from the "
+                "ledger once Redis answers (or run `synapgate ledger reconcile --fix`)",
                 overflow,
             )
         self._moves.extend(list(moves)[-self._max :])
@@ -72,7 +85,7 @@ class HotMoveRetryQueue:
 
     async def _drain(self) -> None:
         delay = self._first_delay
-        while self._moves:
+        while self._moves or (self._stale and self._forget is not None):
             await asyncio.sleep(delay)
             delay = self._first_delay if await self.flush() else min(delay * 2, self._max_delay)
 
@@ -86,6 +99,13 @@ class HotMoveRetryQueue:
                 return False
             for _ in chunk:
                 self._moves.popleft()
+        while self._stale and self._forget is not None:
+            user_id = next(iter(self._stale))
+            try:
+                await self._forget(user_id)  # stale: the next use reloads it from the ledger
+            except Exception:
+                return False
+            self._stale.discard(user_id)
         if self._failing:
             self._failing = False
             log.warning("Redis took the queued post-commit moves again; the hot copy is up to date")
@@ -93,7 +113,7 @@ class HotMoveRetryQueue:
 
     async def close(self) -> None:
         """One last flush, then stop the drain task (what is left is rebuilt from the ledger on demand)."""
-        if self._moves:
+        if self._moves or self._stale:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.flush(), 2.0)
         task, self._task = self._task, None
