@@ -1,10 +1,10 @@
-"""The hot copy's retry queue: post-commit moves that Redis did not take, re-applied when it answers again.
+"""The hot copy's retry queue: post-commit moves that Redis did not take, healed once it answers again.
 
-A move (close a reservation, apply a posting at its version) is idempotent: a closed reservation closes
-nothing twice, and a posting at or below the snapshot's version is skipped. So a move whose outcome is
-unknown (the connection died mid-call) can simply be sent again. The queue is bounded: past `max_moves`
-the oldest moves are dropped (one log line) and their users' snapshots are marked stale — forgotten once
-Redis answers, so the next use reloads them from the ledger (the version rule makes that safe).
+Healing a move (`RedisLedger.mark_stale`) closes its reservation — idempotent: a closed reservation closes
+nothing twice — and marks its user's snapshot stale, so the next use reloads it from the ledger (the version
+rule makes that safe, and safe to repeat). The queue is bounded: past `max_moves` the oldest moves are
+dropped (one log line) and their users' snapshots are forgotten once Redis answers; their reservations then
+expire by themselves.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ ForgetSnapshot = Callable[[uuid.UUID], Awaitable[None]]
 
 
 class HotMoveRetryQueue:
-    """Bounded in-process queue of hot-copy moves, drained by one task with backoff until applied."""
+    """Bounded in-process queue of hot-copy moves, drained by one task with backoff until healed."""
 
     def __init__(
         self,
