@@ -237,6 +237,14 @@ class Settings(BaseSettings):
     webhook_poll_seconds: int = Field(default=2, ge=1, le=60, description="How often the outbox is polled.")
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60, description="HTTP timeout per attempt.")
 
+    # Outages of PostgreSQL and Redis (issue 10: gateway/auth.py, storage/outage.py).
+    key_outage_grace_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        le=3600,
+        description="While the database is down, keys looked up within this many seconds authenticate.",
+    )
+
 
 _KNOWN_EXTRA = {f"{ENV_PREFIX}CONFIG"}
 

@@ -20,7 +20,9 @@ from gateway.api.openai import chat_completions_handler, list_models
 from gateway.dashboard import dashboard_router
 from gateway.errors import GatewayError, encode_error
 from gateway.logging_setup import configure_logging
+from gateway.outage import backend_unavailable
 from gateway.runtime import Runtime, runtime_of
+from storage.outage import is_outage
 
 log = logging.getLogger("synapgate.app")
 
@@ -75,7 +77,14 @@ def _field_named(key: str, message: str) -> str | None:
     return path.group(1) if path else None
 
 
-def _unexpected_error(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+def _unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    if is_outage(exc):  # PostgreSQL or Redis unreachable: 503 + Retry-After, logged once per outage
+        runtime = getattr(request.app.state, "runtime", None)
+        watch = getattr(runtime, "database_health", None)
+        if watch is not None:
+            watch.failed(exc)
+        outage = backend_unavailable()
+        return _envelope(503, outage.message, outage.type, outage.code, outage.headers)
     log.error("unhandled error", exc_info=exc)
     return _envelope(
         HTTP_500_INTERNAL_SERVER_ERROR, "Internal gateway error.", "server_error", "internal_error"

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config import Settings
@@ -24,6 +25,7 @@ from storage.accounts.credentials import cipher_for
 from storage.billing.ledger.base import CreditLedger
 from storage.billing.ledger.factory import build_ledger, redis_for
 from storage.db import create_engine
+from storage.outage import OutageWatch
 from storage.usage.group_commit import GroupCommitRecorder
 
 log = logging.getLogger("synapgate.app")
@@ -43,17 +45,28 @@ class Runtime:
     catalog: CatalogCache = field(init=False)
     recorder: GroupCommitRecorder = field(init=False)
     chat: ChatService = field(init=False)
+    # Up/down state of PostgreSQL and Redis: one log line per change, fast 503s while down (storage/outage.py)
+    database_health: OutageWatch = field(init=False)
+    redis_health: OutageWatch | None = field(init=False, default=None)
 
     async def start(self) -> None:
         s = self.settings
         self.engine = create_engine(s.database_url)
         self.redis = redis_for(s)
         self.ledger = build_ledger(s, self.engine, self.redis)
+        self.database_health = OutageWatch("database", self._probe_database)
+        if self.redis is not None:
+            self.redis_health = OutageWatch("redis", self.redis.ping)
         self.upstream = UpstreamClient(
             s.upstream_connect_timeout, s.upstream_read_timeout, s.upstream_max_connections
         )
         cipher = cipher_for(s.secret_key.get_secret_value()) if s.secret_key else None
-        self.auth = KeyAuthenticator(self.engine, s.key_cache_seconds)
+        self.auth = KeyAuthenticator(
+            self.engine,
+            s.key_cache_seconds,
+            database=self.database_health,
+            outage_grace_seconds=s.key_outage_grace_seconds,
+        )
         self.credentials = CredentialResolver(s, self.engine, cipher)
         self.catalog = CatalogCache(self.engine)
         await self.catalog.refresh()
@@ -69,11 +82,20 @@ class Runtime:
             upstream=self.upstream,
             adapters=build_adapters(),
             recorder=self.recorder,
+            database=self.database_health,
+            hot_ledger=self.redis_health,
         )
         log.info("started", extra={"ledger": type(self.ledger).__name__, "sqlite": s.is_sqlite})
 
+    async def _probe_database(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
     async def stop(self) -> None:
         await self.recorder.stop()  # every queued record is committed before the engine goes
+        await self.database_health.close()
+        if self.redis_health is not None:
+            await self.redis_health.close()
         await self.upstream.aclose()
         await self.ledger.close()
         if self.redis is not None:

@@ -20,7 +20,9 @@ from litestar.handlers import asgi
 from gateway.api.chat_request import parse_chat_request
 from gateway.chat import ChatService, Inbound
 from gateway.errors import GatewayError, encode_error
+from gateway.outage import backend_unavailable
 from pricing.money import TOKENS_PER_PRICE_UNIT
+from storage.outage import describe, is_outage
 
 log = logging.getLogger("synapgate.api")
 
@@ -102,7 +104,15 @@ def chat_completions_handler(chat: Callable[[], ChatService], max_body_bytes: in
         except GatewayError as exc:
             if watcher is None:  # nothing sent yet (a stream's own failures are sent as events)
                 await _send_json(send, exc.status, exc.body(), {"x-request-id": request_id, **exc.headers})
-        except Exception:
+        except Exception as exc:
+            if is_outage(exc):  # a backing service went away on a path that did not expect it: 503, one line
+                log.warning(
+                    "backing service unreachable", extra={"request_id": request_id, "error": describe(exc)}
+                )
+                outage = backend_unavailable()
+                if watcher is None:
+                    await _send_json(send, 503, outage.body(), {"x-request-id": request_id, **outage.headers})
+                return
             log.exception("unexpected failure", extra={"request_id": request_id})
             if watcher is None:
                 body = encode_error("Internal gateway error.", "server_error", "internal_error")

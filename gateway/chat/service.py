@@ -39,11 +39,13 @@ from gateway.errors import (
     insufficient_credits,
     record_failed,
 )
+from gateway.outage import database_unavailable, ledger_unavailable
 from gateway.providers.base import AnyAdapter, ProviderError
 from gateway.proxy import Upstream
 from pricing.money import format_usd
 from storage.accounts.keys import KeyPrincipal
-from storage.billing.ledger.base import CreditLedger, InsufficientCredit
+from storage.billing.ledger.base import CreditLedger, HotMove, InsufficientCredit, Reservation
+from storage.outage import OutageWatch, is_outage
 from storage.usage.group_commit import GroupCommitRecorder
 from storage.usage.recorder import ConversationNotOwned, record_failure
 
@@ -67,6 +69,8 @@ class ChatService:
         upstream: Upstream,
         adapters: Mapping[str, AnyAdapter],
         recorder: GroupCommitRecorder,
+        database: OutageWatch | None = None,
+        hot_ledger: OutageWatch | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -77,6 +81,8 @@ class ChatService:
         self.adapters = adapters
         self.upstream = upstream
         self.recorder = recorder
+        self.database = database  # PostgreSQL's up/down state: while down, refused before admission
+        self.hot_ledger = hot_ledger  # Redis's (None without Redis): logged once per outage
         self.admission = Admission(settings, engine, auth, credentials, catalog, adapters)
         self.policy = RetryPolicy.from_settings(settings)
         self.breaker = CircuitBreaker(settings.circuit_failure_threshold, settings.circuit_cooldown_seconds)
@@ -89,7 +95,7 @@ class ChatService:
 
     async def complete(self, inbound: Inbound) -> tuple[bytes, dict[str, str]]:
         """A non-streamed completion, recorded; returns the body and headers to send (errors raise)."""
-        call = await self.admission.admit(inbound)
+        call = await self._admit(inbound)
         async with self._holding(call):
             try:
                 response, result = await complete_upstream(
@@ -117,7 +123,7 @@ class ChatService:
         then `start(headers)` begins the response, chunks are relayed, the record is committed, and only
         then does the client get `[DONE]` (or an error event). A client that leaves is still billed for
         what was generated."""
-        call = await self.admission.admit(inbound)
+        call = await self._admit(inbound)
         async with self._holding(call):
             try:
                 stream = await open_upstream_stream(
@@ -147,6 +153,26 @@ class ChatService:
             "x-synapgate-attempts": str(call.attempts),
         }
 
+    # -- outages: refused before the upstream call ------------------------------------------------
+
+    async def _admit(self, inbound: Inbound) -> Call:
+        """Admission, refused fast (503) while the database is known to be down: nothing could be recorded."""
+        if self.database is not None and self.database.down:
+            raise database_unavailable()
+        try:
+            return await self.admission.admit(inbound)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            raise self._outage(exc, database=True) from None
+
+    def _outage(self, exc: BaseException, *, database: bool) -> GatewayError:
+        """Note the outage (one log line per state change) and say what to answer."""
+        watch = self.database if database else self.hot_ledger
+        if watch is not None:
+            watch.failed(exc)
+        return database_unavailable() if database else ledger_unavailable()
+
     # -- the reservation, owned here -----------------------------------------------------------
 
     @asynccontextmanager
@@ -159,6 +185,18 @@ class ChatService:
                 )
             except InsufficientCredit as exc:
                 raise insufficient_credits(exc.available_nano, exc.needed_nano) from None
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                if _from_redis(exc) and not _refused(exc):
+                    # The script may have run before the connection died: close the reservation once the
+                    # ledger answers again (closing one that was never made changes nothing).
+                    await self._close_later(
+                        Reservation(call.principal.user_id, call.request_id, call.reserve_nano)
+                    )
+                raise self._outage(exc, database=not _from_redis(exc)) from None
+            if self.hot_ledger is not None:
+                self.hot_ledger.succeeded()
         try:
             yield
         finally:
@@ -171,8 +209,17 @@ class ChatService:
             return
         try:
             await self.ledger.release(reservation)
-        except Exception:  # the reservation expires by itself; never mask the original failure
-            log.exception("reservation release failed", extra={"request_id": call.request_id})
+        except Exception as exc:  # never mask the original failure
+            if not is_outage(exc):
+                log.exception("reservation release failed", extra={"request_id": call.request_id})
+            await self._close_later(reservation)
+
+    async def _close_later(self, reservation: Reservation) -> None:
+        """Hand a reservation the ledger could not close to its post-commit retry queue (idempotent)."""
+        try:
+            await self.ledger.after_commit([HotMove(reservation.user_id, reservation, 0, None)])
+        except Exception:  # it expires by itself at its TTL
+            log.warning("reservation left to expire", extra={"request_id": reservation.request_id})
 
     # -- recording -----------------------------------------------------------------------------
 
@@ -182,9 +229,15 @@ class ChatService:
             recorded = await price_and_record(self.settings, self.recorder, call, outcome)
         except ConversationNotOwned:  # created by another user since admission
             raise conversation_not_found() from None
-        except Exception:
-            log.exception("recording failed; nothing charged", extra={"request_id": call.request_id})
+        except Exception as exc:
+            if is_outage(exc):  # logged once by the watch, not a traceback per request
+                if self.database is not None:
+                    self.database.failed(exc)
+            else:
+                log.exception("recording failed; nothing charged", extra={"request_id": call.request_id})
             raise record_failed() from None
+        if self.database is not None:
+            self.database.succeeded()
         call.recorded = True
         return recorded
 
@@ -197,6 +250,34 @@ class ChatService:
             await record_failure(
                 self.engine, completion_record(call, outcome, cost_nano=0, charged_nano=0, keep_content=False)
             )
-        except Exception:  # the client's answer is the upstream error; a lost error row is only logged
-            log.exception("could not log a failed request", extra={"request_id": call.request_id})
+        except Exception as exc:  # the client's answer is the upstream error; a lost error row is only logged
+            if is_outage(exc):
+                if self.database is not None:
+                    self.database.failed(exc)
+            else:
+                log.exception("could not log a failed request", extra={"request_id": call.request_id})
         return gateway_error
+
+
+def _from_redis(exc: BaseException) -> bool:
+    """An outage error raised by the Redis client (redis-py wraps every socket error in its own types)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if type(current).__module__.split(".")[0] == "redis":
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _refused(exc: BaseException) -> bool:
+    """The connection was refused: the command never reached the server."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ConnectionRefusedError) or "connecting to" in str(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False

@@ -3,7 +3,8 @@
 One writer task takes every record queued while the previous batch was committing and writes them
 with `record_batch` in one transaction: one fsync, one account move per user, a handful of round trips
 for the whole batch. A lone request is a batch of one, so nothing waits on a timer. If a batch fails,
-its records are retried one by one, so one bad record (a foreign conversation id, say) fails alone.
+its records are retried one by one, so one bad record (a foreign conversation id, say) fails alone —
+unless the database is unreachable: then the whole batch fails at once (no retry storm, no log per record).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage.billing.ledger.base import CreditLedger, Reservation
+from storage.outage import is_outage
 from storage.usage.recorder import CompletionRecord, RecordResult, record_batch, record_completion
 
 log = logging.getLogger("synapgate.recorder")
@@ -79,8 +81,9 @@ class GroupCommitRecorder:
                 self._engine, self._ledger, [(p.record, p.reservation) for p in batch]
             )
         except Exception as exc:
-            if len(batch) == 1:
-                _settle(batch[0], error=exc)
+            if len(batch) == 1 or is_outage(exc):  # the database is unreachable: one by one would fail too
+                for pending in batch:
+                    _settle(pending, error=exc)
                 return
             log.warning(
                 "group commit of %d records failed; writing them one by one", len(batch), exc_info=exc

@@ -3,6 +3,8 @@
 A completion: conversation (upsert) + message + usage_log + the ledger debit + closing the reservation +
 conversation_llms (upsert) + the analytics rollups, then the hot ledger copy is brought up to date. If the
 transaction fails nothing is written and the caller must release the reservation and fail the request.
+Once it commits, the record is the answer: a failure to move the hot copy afterwards never fails the call
+(the ledger keeps it for retry, and its version rule makes a late or repeated move harmless).
 
 A failure (every attempt failed upstream) is the same `CompletionRecord` with status `error`, no tokens,
 no cost and no conversation or message: only its usage_log row and its rollups are written, through the
@@ -14,6 +16,7 @@ same rule again inside the recording transaction (a conversation created meanwhi
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -30,6 +33,8 @@ from storage.billing.ledger.entries import account_state, move_accounts
 from storage.dialect import built_once, dialect_insert
 from storage.models import BillingEvent, Conversation, ConversationLlm, Message, UsageLog, table_of
 from storage.usage.rollups import UsageFacts, apply_facts
+
+log = logging.getLogger("synapgate.recorder")
 
 conversations = table_of(Conversation)
 messages = table_of(Message)
@@ -344,7 +349,13 @@ async def record_batch(
                 moved[rec.user_id][1] if first else None,
             )
         )
-    await ledger.after_commit(moves)
+    try:
+        await ledger.after_commit(moves)
+    except Exception as exc:  # committed is committed: the answer stands, the hot copy heals from the ledger
+        log.warning(
+            "hot ledger copy not moved after a commit; it is rebuilt from the ledger",
+            extra={"error": f"{type(exc).__name__}: {exc}"[:300], "records": len(records)},
+        )
     return [RecordResult(balance_nano=moved[r.user_id][0], posted=_posts(r)) for r in records]
 
 

@@ -21,11 +21,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage.billing.ledger.base import HotMove, InsufficientCredit, Reservation
 from storage.billing.ledger.entries import account_state
+from storage.billing.ledger.retry import HotMoveRetryQueue
 
 _PURGE = """
 local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[1])
@@ -59,10 +60,14 @@ return {1, bal - held - amount}
 """
 )
 
-# KEYS: acct, pend   ARGV: balance, version  → 1 loaded, 0 already loaded
+# KEYS: acct, pend   ARGV: balance, version, force ('1': ignore the floor)
+# → 1 loaded, 0 already loaded, -1 refused: older than a posting a stale mark said it must hold
 _LOAD = """
 if redis.call('HEXISTS', KEYS[1], 'bal') == 1 then return 0 end
 local snapshot_version = tonumber(ARGV[2])
+if ARGV[3] ~= '1' and snapshot_version < tonumber(redis.call('HGET', KEYS[1], 'floor') or '0') then
+  return -1
+end
 local bal = tonumber(ARGV[1])
 local pending = redis.call('HGETALL', KEYS[2])
 for i = 1, #pending, 2 do
@@ -95,6 +100,33 @@ redis.call('HINCRBY', KEYS[1], 'bal', ARGV[2])
 return 1
 """
 
+# The heal of a post-commit move whose outcome is unknown (the connection died mid-call): re-sending it could
+# count its posting twice (`ver` is the snapshot's version, not a high-water mark, since postings may arrive
+# out of order), so the snapshot is marked stale instead — forgotten, and never reloaded below that posting's
+# version (`floor`, checked by _LOAD), so the next use reloads it from the ledger, which holds the posting.
+# Closing the reservation is idempotent, so it is simply done (again).
+# KEYS: acct, res, exp   ARGV: request_id ('' for none), version ('' for none) → 1 marked stale, 0 not needed
+_MARK_STALE = """
+if ARGV[1] ~= '' then
+  local amt = redis.call('HGET', KEYS[2], ARGV[1])
+  if amt then
+    redis.call('HINCRBY', KEYS[1], 'held', -tonumber(amt))
+    redis.call('HDEL', KEYS[2], ARGV[1])
+  end
+  redis.call('ZREM', KEYS[3], ARGV[1])
+end
+if ARGV[2] == '' then return 0 end
+local version = tonumber(ARGV[2])
+if version > tonumber(redis.call('HGET', KEYS[1], 'floor') or '0') then
+  redis.call('HSET', KEYS[1], 'floor', version)
+end
+if redis.call('HEXISTS', KEYS[1], 'bal') == 1 and version <= tonumber(redis.call('HGET', KEYS[1], 'ver')) then
+  return 0
+end
+redis.call('HDEL', KEYS[1], 'bal', 'ver')
+return 1
+"""
+
 # KEYS: acct, res, exp   ARGV: now_ms → {loaded(0/1), bal, held}
 _AVAILABLE = (
     """
@@ -119,7 +151,13 @@ def _now_ms() -> int:
 class RedisLedger:
     """CreditLedger on Redis; the scripts are loaded once and run by EVALSHA."""
 
-    def __init__(self, redis: Redis, engine: AsyncEngine, reservation_ttl_seconds: int) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        engine: AsyncEngine,
+        reservation_ttl_seconds: int,
+        retry_queue_moves: int = 100_000,
+    ) -> None:
         self._redis = redis
         self._engine = engine
         self._ttl_ms = reservation_ttl_seconds * 1000
@@ -127,13 +165,20 @@ class RedisLedger:
         self._load = redis.register_script(_LOAD)
         self._settle = redis.register_script(_SETTLE)
         self._available = redis.register_script(_AVAILABLE)
+        self._mark_stale = redis.register_script(_MARK_STALE)
+        self._retry = HotMoveRetryQueue(self.mark_stale, self.forget, max_moves=retry_queue_moves)
 
     async def load_snapshot(self, user_id: uuid.UUID) -> None:
         """Load the user's balance from credit_accounts into Redis, unless it is there already."""
-        async with self._engine.connect() as conn:
-            balance, version = await account_state(conn, user_id)
         acct, _res, _exp, pend = _keys(user_id)
-        await self._load(keys=[acct, pend], args=[balance, version])
+        for attempt in range(3):
+            async with self._engine.connect() as conn:
+                balance, version = await account_state(conn, user_id)
+            # Refused (-1) when a stale mark names a later posting than this read saw: read again. Only a
+            # database restored to an older state keeps refusing; the database is the truth, so it wins.
+            force = "1" if attempt == 2 else ""
+            if int(await self._load(keys=[acct, pend], args=[balance, version, force])) != -1:
+                return
 
     async def reserve(self, user_id: uuid.UUID, request_id: str, amount_nano: int) -> Reservation:
         acct, res, exp, _pend = _keys(user_id)
@@ -157,6 +202,35 @@ class RedisLedger:
         return None  # Redis is moved after the commit, in after_commit
 
     async def after_commit(self, moves: Sequence[HotMove]) -> None:
+        """Apply committed postings and close reservations in Redis; never raises for an outage.
+
+        The postings are committed already, so a Redis failure here must not fail the caller: the users'
+        snapshots are marked stale (reloaded from the ledger on next use) and the reservations closed — now
+        if Redis answers, else from the bounded retry queue once it does.
+        """
+        try:
+            await self._apply_moves(moves)
+        except (RedisError, OSError) as exc:
+            await self._heal(moves, exc)
+
+    async def _heal(self, moves: Sequence[HotMove], error: BaseException) -> None:
+        """Mark the moves' snapshots stale now if Redis answers, else queue that until it does."""
+        try:
+            await self.mark_stale(moves)
+        except (RedisError, OSError):
+            self._retry.put(moves, error)
+
+    async def mark_stale(self, moves: Sequence[HotMove]) -> None:
+        """Close the moves' reservations and forget the snapshots that may lack their postings (stale: the
+        next use reloads them from the ledger, never from a read older than these postings)."""
+        for m in moves:
+            if m.reservation is None and m.version is None:
+                continue
+            request_id = m.reservation.request_id if m.reservation else ""
+            version = "" if m.version is None else m.version
+            await self._mark_stale(keys=list(_keys(m.user_id)[:3]), args=[request_id, version])
+
+    async def _apply_moves(self, moves: Sequence[HotMove]) -> None:
         calls: list[tuple[list[str], list[str | int]]] = [
             (
                 list(_keys(m.user_id)),
@@ -183,6 +257,11 @@ class RedisLedger:
         except NoScriptError:  # not loaded yet, or Redis lost it (restart, SCRIPT FLUSH): none ran
             for keys, args in calls:
                 await self._settle(keys=keys, args=args)
+
+    @property
+    def pending_moves(self) -> int:
+        """Hot-copy moves waiting for Redis to answer again (0 when the copy is up to date)."""
+        return len(self._retry)
 
     async def available(self, user_id: uuid.UUID) -> int:
         acct, res, exp, _pend = _keys(user_id)
@@ -212,4 +291,5 @@ class RedisLedger:
         await self.load_snapshot(user_id)
 
     async def close(self) -> None:
-        return None  # the Redis client belongs to the app lifespan
+        """Try the queued hot-copy moves once more, then stop retrying (the Redis client is the app's)."""
+        await self._retry.close()
