@@ -237,6 +237,15 @@ class Settings(BaseSettings):
     webhook_poll_seconds: int = Field(default=2, ge=1, le=60, description="How often the outbox is polled.")
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60, description="HTTP timeout per attempt.")
 
+    # Insights (issue 14): automatic tags on the live path.
+    auto_tags: bool = Field(
+        default=True,
+        description="Tag each conversation after its first exchange (offline classifier, off the hot path).",
+    )
+    auto_tag_queue_size: int = Field(
+        default=1000, ge=1, le=100_000, description="Conversations waiting to be tagged; more are skipped."
+    )
+
 
 _KNOWN_EXTRA = {f"{ENV_PREFIX}CONFIG"}
 
