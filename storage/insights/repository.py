@@ -14,13 +14,11 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from insights.anomaly import Anomaly, HourlyPoint
-from insights.churn import ChurnPrediction, DailyActivity, UserHistory
 from insights.recommend import ModelTraffic
 from pricing.cost import Usage
 from storage.dialect import insert_for
@@ -38,6 +36,10 @@ from storage.models import (
 )
 from storage.paging import Page
 from storage.types import utcnow
+
+if TYPE_CHECKING:  # the models load numpy / scikit-learn: imported where used, not with the gateway
+    from insights.anomaly import Anomaly, HourlyPoint
+    from insights.churn import ChurnPrediction, UserHistory
 
 churn_rows = table_of(ChurnRow)
 anomalies = table_of(SpendAnomaly)
@@ -71,6 +73,8 @@ async def user_histories(
     conn: AsyncConnection, since: date, user_id: uuid.UUID | None = None
 ) -> list[UserHistory]:
     """Every user's (or one user's) daily activity since `since`, from the usage_daily rollups."""
+    from insights.churn import DailyActivity, UserHistory
+
     ud = usage_daily.c
     since_t = datetime(since.year, since.month, since.day, tzinfo=UTC)
     stmt = select(
@@ -216,6 +220,8 @@ async def hourly_points(
     conn: AsyncConnection, since: datetime, until: datetime
 ) -> tuple[list[HourlyPoint], dict[tuple[str, str], EntityOwner]]:
     """Hourly spend and requests per user, key and workspace in [since, until), and each entity's owner."""
+    from insights.anomaly import HourlyPoint
+
     u = usage_logs.c
     stmt = select(u.user_id, u.api_key_id, u.workspace_id, u.created_at, u.cost_nano).where(
         u.created_at >= since, u.created_at < until

@@ -18,15 +18,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from insights.anomaly import HOURS_PER_WEEK, Anomaly, AnomalyRule, detect_anomalies
-from insights.churn import LinearChurnModel, predict_churn, train_churn_model
 from insights.recommend import Recommendation, RecommendationRule, recommend_models
-from insights.tagging import Tagger, TagPrediction, default_tagger
 from storage.annotations import service as annotation_rules
 from storage.annotations.repository import TagInfo, messages
 from storage.catalog.repository import load_catalog
@@ -35,6 +32,11 @@ from storage.insights import repository
 from storage.types import utcnow
 from storage.webhooks.payloads import usd
 from storage.webhooks.service import enqueue
+
+if TYPE_CHECKING:  # the models load numpy / scikit-learn: imported where used, so the gateway starts light
+    from insights.anomaly import Anomaly, AnomalyRule
+    from insights.churn import LinearChurnModel
+    from insights.tagging import Tagger, TagPrediction
 
 CHURN_HISTORY_DAYS = 180
 ANOMALY_LOOKBACK_HOURS = 24  # the hours judged by each hourly run (a missed run is caught up)
@@ -82,6 +84,8 @@ def is_first_exchange(request_messages: Any) -> bool:
 
 def classify(texts: Sequence[str], tagger: Tagger | None = None) -> list[TagPrediction]:
     """The confident tags of a conversation's text (CPU-bound: call it in a thread on a server)."""
+    from insights.tagging import default_tagger
+
     return (tagger or default_tagger()).tag(texts)
 
 
@@ -161,6 +165,8 @@ class ChurnRun:
 
 async def run_churn(engine: AsyncEngine, as_of: date | None = None) -> ChurnRun:
     """Train (when history allows) and predict every active user's churn; store the predictions."""
+    from insights.churn import predict_churn, train_churn_model
+
     as_of = as_of or utcnow().date()
     async with engine.connect() as conn:
         histories = await repository.user_histories(conn, as_of - timedelta(days=CHURN_HISTORY_DAYS))
@@ -199,6 +205,8 @@ async def run_anomalies(
     engine: AsyncEngine, now: datetime | None = None, rule: AnomalyRule | None = None
 ) -> AnomalyRun:
     """Judge the last complete hours; store new anomalies and queue their webhooks in one transaction."""
+    from insights.anomaly import HOURS_PER_WEEK, AnomalyRule, detect_anomalies
+
     rule = rule or AnomalyRule()
     now = now or utcnow()
     end = now.replace(minute=0, second=0, microsecond=0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from litestar import Router
 
-from gateway.api.admin import accounts, analytics, billing, catalog, conversations
+from gateway.api.admin import accounts, analytics, billing, catalog, conversations, insights
 from gateway.api.admin.common import domain_error_handler
 from gateway.api.admin.scope import DEPENDENCIES, GUARDS
 from storage.errors import DomainError
@@ -24,6 +24,7 @@ def admin_router() -> Router:
             catalog.CatalogController,
             analytics.AnalyticsController,
             conversations.ConversationsController,
+            insights.InsightsController,
         ],
         guards=GUARDS,
         dependencies=DEPENDENCIES,
