@@ -5,6 +5,7 @@ planted spend spike raising a signed webhook, and churn predictions scoped like 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -332,3 +333,22 @@ async def test_churn_prediction_per_user_and_by_risk(gateway: Gateway) -> None:
         "total"
     ] == 0
     assert (await api(gateway, "GET", "/analytics/churn-prediction", key=idle_key)).json()["total"] == 0
+
+
+def test_cli_simulates_a_history_and_runs_the_jobs(sqlite_database: str) -> None:
+    """`synapgate insights simulate` writes users and usage through the recorder; `insights run` predicts."""
+    from tests.integration.helpers import cli
+
+    short = cli(sqlite_database, "insights", "simulate", "--days", "20")
+    assert short.code == 1 and short.err.startswith("synapgate: error: --days: "), short.err
+    simulated = cli(
+        sqlite_database, "insights", "simulate", "--users", "4", "--days", "60", "--max-per-day", "3"
+    )
+    assert simulated.code == 0, simulated.err
+    written = json.loads(simulated.out)
+    assert written["users"] == 4 and written["requests"] > 0
+    ran = cli(sqlite_database, "insights", "run")
+    assert ran.code == 0, ran.err
+    done = json.loads(ran.out)
+    assert done["churn"]["model_version"] == "heuristic-1" and 1 <= done["churn"]["predictions"] <= 4
+    assert done["anomalies"]["new"] == 0
