@@ -17,7 +17,6 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
-    Float,
     ForeignKey,
     Index,
     Integer,
@@ -407,7 +406,7 @@ class MessageFeedback(Base):
     message_created_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # Insights (issue 14): the comment's sentiment, set when the feedback is saved (NULL without a comment).
     sentiment: Mapped[str | None] = mapped_column(String(8))
-    sentiment_score: Mapped[float | None] = mapped_column(Float)
+    sentiment_score: Mapped[Decimal | None] = mapped_column(ExactDecimal(6, 5))  # −1 … 1
 
 
 class Tag(Base):
@@ -613,7 +612,7 @@ class ChurnPrediction(Base):
     )
 
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
-    churn_probability: Mapped[float] = mapped_column(Float)  # a probability, not money
+    churn_probability: Mapped[Decimal] = mapped_column(ExactDecimal(6, 5))  # exact text on SQLite, no FLOAT
     risk: Mapped[str] = mapped_column(String(8))
     factors: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
     model_version: Mapped[str] = mapped_column(String(64))
@@ -641,5 +640,5 @@ class SpendAnomaly(Base):
     hour: Mapped[datetime] = mapped_column(UTCDateTime())
     observed: Mapped[int] = mapped_column(BigInteger)
     expected: Mapped[int] = mapped_column(BigInteger)
-    score: Mapped[float] = mapped_column(Float)
+    score: Mapped[Decimal] = mapped_column(ExactDecimal(12, 2))
     created_at: Mapped[datetime] = _created()

@@ -21,6 +21,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
+from migrations import frozen_types
+
 revision: str = "0010"
 down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
@@ -38,7 +40,7 @@ def upgrade() -> None:
     op.create_table(
         "churn_predictions",
         sa.Column("user_id", sa.Uuid(), nullable=False),
-        sa.Column("churn_probability", sa.Float(), nullable=False),
+        sa.Column("churn_probability", frozen_types.ExactDecimal(precision=6, scale=5), nullable=False),
         sa.Column("risk", sa.String(length=8), nullable=False),
         sa.Column("factors", JSON, nullable=False),
         sa.Column("model_version", sa.String(length=64), nullable=False),
@@ -66,7 +68,7 @@ def upgrade() -> None:
         sa.Column("hour", TS, nullable=False),
         sa.Column("observed", sa.BigInteger(), nullable=False),
         sa.Column("expected", sa.BigInteger(), nullable=False),
-        sa.Column("score", sa.Float(), nullable=False),
+        sa.Column("score", frozen_types.ExactDecimal(precision=12, scale=2), nullable=False),
         _created(),
         sa.CheckConstraint(
             "entity_type IN ('user', 'key', 'workspace')", name=op.f("ck_spend_anomalies_entity_type")
@@ -87,7 +89,9 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("message_feedback") as batch:
         batch.add_column(sa.Column("sentiment", sa.String(length=8), nullable=True))
-        batch.add_column(sa.Column("sentiment_score", sa.Float(), nullable=True))
+        batch.add_column(
+            sa.Column("sentiment_score", frozen_types.ExactDecimal(precision=6, scale=5), nullable=True)
+        )
 
 
 def downgrade() -> None:

@@ -245,7 +245,7 @@ class FeedbackInfo:
     categories: list[str] | None
     created_at: datetime
     sentiment: str | None = None  # of the comment: positive | neutral | negative (None: no comment)
-    sentiment_score: float | None = None  # −1 … 1
+    sentiment_score: Decimal | None = None  # −1 … 1, five places
 
 
 _FEEDBACK_COLUMNS = (
@@ -279,7 +279,7 @@ async def save_feedback(
     comment: str | None,
     categories: list[str] | None,
     sentiment: str | None = None,
-    sentiment_score: float | None = None,
+    sentiment_score: Decimal | None = None,
 ) -> tuple[FeedbackInfo, bool]:
     """Rate a message; a user's second rating of the same message replaces the first.
 

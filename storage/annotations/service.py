@@ -28,6 +28,7 @@ MAX_COMMENT = 10_000
 MAX_CATEGORIES = 20
 MAX_CATEGORY = 64
 MAX_TAG_NAME = 100
+SCORE_PLACES = Decimal("0.00001")
 
 
 def parse_rating(rating: int | str, scale: str | None) -> tuple[str, int]:
@@ -107,7 +108,7 @@ async def rate_message(
         comment=comment,
         categories=parse_categories(categories),
         sentiment=mood.label if mood is not None else None,
-        sentiment_score=mood.score if mood is not None else None,
+        sentiment_score=Decimal(str(mood.score)).quantize(SCORE_PLACES) if mood is not None else None,
     )
 
 

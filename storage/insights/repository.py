@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, delete, func, select
@@ -40,6 +41,9 @@ from storage.types import utcnow
 if TYPE_CHECKING:  # the models load numpy / scikit-learn: imported where used, not with the gateway
     from insights.anomaly import Anomaly, HourlyPoint
     from insights.churn import ChurnPrediction, UserHistory
+
+PROBABILITY_PLACES = Decimal("0.00001")
+SCORE_PLACES = Decimal("0.01")
 
 churn_rows = table_of(ChurnRow)
 anomalies = table_of(SpendAnomaly)
@@ -138,7 +142,7 @@ async def user_histories(
 @dataclass(frozen=True, slots=True)
 class ChurnInfo:
     user_id: uuid.UUID
-    churn_probability: float
+    churn_probability: Decimal
     risk: str
     factors: list[dict[str, Any]]
     model_version: str
@@ -167,7 +171,7 @@ async def replace_churn_predictions(
             [
                 {
                     "user_id": uuid.UUID(p.user_id),
-                    "churn_probability": p.churn_probability,
+                    "churn_probability": Decimal(str(p.churn_probability)).quantize(PROBABILITY_PLACES),
                     "risk": p.risk,
                     "factors": [{"name": f.name, "value": f.value, "effect": f.effect} for f in p.factors],
                     "model_version": p.model_version,
@@ -266,7 +270,7 @@ async def insert_new_anomalies(
                 hour=a.hour,
                 observed=a.observed,
                 expected=a.expected,
-                score=a.score,
+                score=Decimal(str(a.score)).quantize(SCORE_PLACES),
                 created_at=now,
             )
             .on_conflict_do_nothing(index_elements=["entity_type", "entity_id", "metric", "hour"])
@@ -287,7 +291,7 @@ class AnomalyInfo:
     hour: datetime
     observed: int
     expected: int
-    score: float
+    score: Decimal
     created_at: datetime
 
 

@@ -148,7 +148,7 @@ def feedback_out(f: store.FeedbackInfo) -> FeedbackOut:
         categories=f.categories,
         created_at=f.created_at,
         sentiment=f.sentiment,
-        sentiment_score=f.sentiment_score,
+        sentiment_score=None if f.sentiment_score is None else float(f.sentiment_score),
     )
 
 

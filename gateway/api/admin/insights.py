@@ -117,7 +117,7 @@ class AutoTagIn(Body):
 def churn_out(c: repository.ChurnInfo) -> ChurnOut:
     return ChurnOut(
         user_id=c.user_id,
-        churn_probability=c.churn_probability,
+        churn_probability=float(c.churn_probability),
         risk=c.risk,
         factors=[FactorOut(name=f["name"], value=f["value"], effect=f["effect"]) for f in c.factors],
         model_version=c.model_version,
@@ -165,7 +165,7 @@ def anomaly_out(a: repository.AnomalyInfo) -> AnomalyOut:
         hour=a.hour,
         observed=a.observed,
         expected=a.expected,
-        score=a.score,
+        score=float(a.score),
     )
 
 
