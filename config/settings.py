@@ -245,6 +245,15 @@ class Settings(BaseSettings):
         description="While the database is down, keys looked up within this many seconds authenticate.",
     )
 
+    # Insights (issue 14): automatic tags on the live path.
+    auto_tags: bool = Field(
+        default=True,
+        description="Tag each conversation after its first exchange (offline classifier, off the hot path).",
+    )
+    auto_tag_queue_size: int = Field(
+        default=1000, ge=1, le=100_000, description="Conversations waiting to be tagged; more are skipped."
+    )
+
 
 _KNOWN_EXTRA = {f"{ENV_PREFIX}CONFIG"}
 

@@ -398,6 +398,49 @@ async def cmd_ledger_reconcile(args: argparse.Namespace, settings: Settings) -> 
         raise SystemExit(1)
 
 
+# -- insights (issue 14) -------------------------------------------------------------------------
+
+
+def cmd_insights_evaluate(args: argparse.Namespace, settings: Settings) -> None:
+    """Score every insight model on its held-out sets (insights.evaluate); exit 1 when a target is missed."""
+    from insights import evaluate
+
+    code = evaluate.main(["--seed", str(args.seed), "--users", str(args.users)])
+    if code:
+        raise SystemExit(code)
+
+
+async def cmd_insights_simulate(args: argparse.Namespace, settings: Settings) -> None:
+    """Write a synthetic platform history (users, keys, credits, usage through the recorder), for demos."""
+    from storage.errors import InvalidInput
+    from storage.insights.simulation import write_simulated_history
+    from storage.views import to_dict
+
+    try:
+        async with _storage(settings) as st:
+            done = await write_simulated_history(
+                st.engine,
+                st.ledger,
+                users=args.users,
+                days=args.days,
+                seed=args.seed,
+                max_per_day=args.max_per_day,
+            )
+    except InvalidInput as exc:  # this command's inputs are its own flags (--days, --users)
+        raise CliError(f"--{exc.param}: {exc.message}") from None
+    _out(to_dict(done))
+
+
+async def cmd_insights_run(args: argparse.Namespace, settings: Settings) -> None:
+    """Run every insights job now (churn, anomalies with their webhooks)."""
+    from storage.insights.service import run_all
+    from storage.views import to_dict
+
+    async with _storage(settings) as st:
+        done = await run_all(st.engine)
+    _out(to_dict(done))
+
+
 # -- parser --------------------------------------------------------------------------------------
 
 
@@ -533,6 +576,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rec.add_argument("--fix", action="store_true", help="rebuild the Redis copy of every mismatched balance")
     rec.set_defaults(run=cmd_ledger_reconcile)
+
+    insights = commands.add_parser(
+        "insights", help="churn, anomalies, tags: run the jobs, evaluate"
+    ).add_subparsers(dest="action", required=True)
+    ieval = insights.add_parser(
+        "evaluate", help="score the insight models on held-out data (targets printed)"
+    )
+    ieval.add_argument("--seed", type=_int, default=7, help="the simulation's seed (default 7)")
+    ieval.add_argument("--users", type=_int, default=400, help="simulated users (default 400)")
+    ieval.set_defaults(run=cmd_insights_evaluate)
+    isim = insights.add_parser(
+        "simulate", help="write a synthetic history (users, keys, usage through the recorder) for demos"
+    )
+    isim.add_argument("--users", type=_int, default=30, help="simulated users (default 30)")
+    isim.add_argument("--days", type=_int, default=91, help="days of history, ending yesterday (default 91)")
+    isim.add_argument("--seed", type=_int, default=7, help="the simulation's seed (default 7)")
+    isim.add_argument(
+        "--max-per-day", type=_int, default=20, help="requests recorded per user a day (default 20)"
+    )
+    isim.set_defaults(run=cmd_insights_simulate)
+    irun = insights.add_parser("run", help="run every insights job now (insights.daily and insights.hourly)")
+    irun.set_defaults(run=cmd_insights_run)
 
     return parser
 

@@ -404,6 +404,9 @@ class MessageFeedback(Base):
     llm_id: Mapped[int | None] = mapped_column(Integer)
     message_user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid())
     message_created_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Insights (issue 14): the comment's sentiment, set when the feedback is saved (NULL without a comment).
+    sentiment: Mapped[str | None] = mapped_column(String(8))
+    sentiment_score: Mapped[Decimal | None] = mapped_column(ExactDecimal(6, 5))  # −1 … 1
 
 
 class Tag(Base):
@@ -589,3 +592,53 @@ class DashboardSession(Base):
     csrf_token: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = _created()
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+# -- insights (issue 14): churn predictions and spend anomalies -----------------------------------------
+
+SENTIMENTS = ("positive", "neutral", "negative")
+CHURN_RISKS = ("low", "medium", "high")
+ANOMALY_ENTITY_TYPES = ("user", "key", "workspace")
+ANOMALY_METRICS = ("spend_nano", "requests")
+
+
+class ChurnPrediction(Base):
+    """The latest churn prediction of a user (replaced by each daily run); factors as JSON."""
+
+    __tablename__ = "churn_predictions"
+    __table_args__ = (
+        CheckConstraint(_in("risk", CHURN_RISKS), name="risk"),
+        Index(None, "risk", "churn_probability"),
+    )
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    churn_probability: Mapped[Decimal] = mapped_column(ExactDecimal(6, 5))  # exact text on SQLite, no FLOAT
+    risk: Mapped[str] = mapped_column(String(8))
+    factors: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    model_version: Mapped[str] = mapped_column(String(64))
+    as_of: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = _created()
+
+
+class SpendAnomaly(Base):
+    """One anomalous hour of one entity's spend or requests (unique: a rerun finds it again, not anew)."""
+
+    __tablename__ = "spend_anomalies"
+    __table_args__ = (
+        CheckConstraint(_in("entity_type", ANOMALY_ENTITY_TYPES), name="entity_type"),
+        CheckConstraint(_in("metric", ANOMALY_METRICS), name="metric"),
+        UniqueConstraint("entity_type", "entity_id", "metric", "hour"),
+        Index(None, "hour"),
+        Index(None, "user_id", "hour"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True, default=uuid.uuid4)
+    entity_type: Mapped[str] = mapped_column(String(16))
+    entity_id: Mapped[uuid.UUID] = mapped_column(Uuid())
+    user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid())  # the owner (a user, a key's user), for scoping
+    metric: Mapped[str] = mapped_column(String(16))
+    hour: Mapped[datetime] = mapped_column(UTCDateTime())
+    observed: Mapped[int] = mapped_column(BigInteger)
+    expected: Mapped[int] = mapped_column(BigInteger)
+    score: Mapped[Decimal] = mapped_column(ExactDecimal(12, 2))
+    created_at: Mapped[datetime] = _created()

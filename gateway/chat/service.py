@@ -31,6 +31,7 @@ from gateway.chat.record import (
 )
 from gateway.chat.relay import Send, finish_stream, relay_chunks, stream_outcome
 from gateway.chat.resilience import CircuitBreaker
+from gateway.chat.tagging import offer_first_exchange
 from gateway.credentials import CredentialResolver
 from gateway.errors import (
     GatewayError,
@@ -239,6 +240,7 @@ class ChatService:
         if self.database is not None:
             self.database.succeeded()
         call.recorded = True
+        offer_first_exchange(self.settings, self.engine, call)  # automatic tags, off the hot path
         return recorded
 
     async def _failed(self, call: Call, error: ProviderError) -> GatewayError:

@@ -244,6 +244,8 @@ class FeedbackInfo:
     comment: str | None
     categories: list[str] | None
     created_at: datetime
+    sentiment: str | None = None  # of the comment: positive | neutral | negative (None: no comment)
+    sentiment_score: Decimal | None = None  # −1 … 1, five places
 
 
 _FEEDBACK_COLUMNS = (
@@ -255,6 +257,8 @@ _FEEDBACK_COLUMNS = (
     feedback.c.comment,
     feedback.c.categories,
     feedback.c.created_at,
+    feedback.c.sentiment,
+    feedback.c.sentiment_score,
 )
 
 
@@ -274,6 +278,8 @@ async def save_feedback(
     rating: int,
     comment: str | None,
     categories: list[str] | None,
+    sentiment: str | None = None,
+    sentiment_score: Decimal | None = None,
 ) -> tuple[FeedbackInfo, bool]:
     """Rate a message; a user's second rating of the same message replaces the first.
 
@@ -287,6 +293,8 @@ async def save_feedback(
         "comment": comment,
         "categories": categories,
         "created_at": now,
+        "sentiment": sentiment,
+        "sentiment_score": sentiment_score,
     }
     stmt = insert_for(conn, feedback).values(
         id=new_id,
@@ -316,7 +324,7 @@ async def feedback_for_messages(
     )
     out: dict[uuid.UUID, list[FeedbackInfo]] = {}
     for row in (await conn.execute(stmt)).all():
-        info = FeedbackInfo(*row)
+        info = _build(FeedbackInfo, row)
         out.setdefault(info.message_id, []).append(info)
     return out
 
@@ -333,7 +341,9 @@ async def list_feedback(
         .limit(limit)
         .offset(offset)
     )
-    return Page([FeedbackInfo(*row) for row in (await conn.execute(stmt)).all()], int(total), limit, offset)
+    return Page(
+        [_build(FeedbackInfo, row) for row in (await conn.execute(stmt)).all()], int(total), limit, offset
+    )
 
 
 # -- tags --------------------------------------------------------------------------------------------------

@@ -9,9 +9,11 @@ depends on the caller.)
 
 from __future__ import annotations
 
+import asyncio
 import unicodedata
 import uuid
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -19,10 +21,14 @@ from storage.annotations import repository
 from storage.annotations.repository import FeedbackInfo, MessageRef, TagInfo
 from storage.errors import InvalidInput
 
+if TYPE_CHECKING:
+    from insights.sentiment import Sentiment
+
 MAX_COMMENT = 10_000
 MAX_CATEGORIES = 20
 MAX_CATEGORY = 64
 MAX_TAG_NAME = 100
+SCORE_PLACES = Decimal("0.00001")
 
 
 def parse_rating(rating: int | str, scale: str | None) -> tuple[str, int]:
@@ -92,6 +98,7 @@ async def rate_message(
     kind, value = parse_rating(rating, scale)
     if comment is not None and len(comment) > MAX_COMMENT:
         raise InvalidInput(f"a comment holds at most {MAX_COMMENT} characters", param="comment")
+    mood = await comment_sentiment(comment)
     return await repository.save_feedback(
         conn,
         message,
@@ -100,7 +107,19 @@ async def rate_message(
         rating=value,
         comment=comment,
         categories=parse_categories(categories),
+        sentiment=mood.label if mood is not None else None,
+        sentiment_score=Decimal(str(mood.score)).quantize(SCORE_PLACES) if mood is not None else None,
     )
+
+
+async def comment_sentiment(comment: str | None) -> Sentiment | None:
+    """The sentiment of a feedback comment (offline model, in a thread: it trains on first use); None
+    without a comment."""
+    if comment is None or not comment.strip():
+        return None
+    from insights.sentiment import sentiment  # scikit-learn loads only when a comment is rated
+
+    return await asyncio.to_thread(sentiment, comment)
 
 
 async def add_tag(

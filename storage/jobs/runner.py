@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config import Settings
 from storage.db import create_engine
+from storage.insights.service import run_anomalies, run_churn
 from storage.webhooks.service import deliver_due
 
 log = logging.getLogger("synapgate.jobs")
@@ -100,10 +101,22 @@ async def deliver_webhooks(resources: JobResources) -> None:
             return
 
 
+async def insights_daily(resources: JobResources) -> None:
+    """Train (when history allows) and predict every active user's churn."""
+    await run_churn(resources.engine)
+
+
+async def insights_hourly(resources: JobResources) -> None:
+    """Judge the last hours' spend and requests; new anomalies raise `spend.anomaly` in their transaction."""
+    await run_anomalies(resources.engine)
+
+
 def default_registry(settings: Settings) -> JobRegistry:
     """The gateway's jobs. Other domains add theirs here (invoices, insights, partition maintenance)."""
     registry = JobRegistry()
     registry.add(PeriodicJob("webhooks.deliver", settings.webhook_poll_seconds, deliver_webhooks))
+    registry.add(PeriodicJob("insights.daily", 86400, insights_daily))
+    registry.add(PeriodicJob("insights.hourly", 3600, insights_hourly))
     return registry
 
 

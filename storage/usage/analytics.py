@@ -381,6 +381,8 @@ class FeedbackSums:
     stars_sum: int = 0
     thumbs_up: int = 0
     thumbs_down: int = 0
+    # Insights (issue 14): the sentiment of the comments of these ratings (label -> count).
+    sentiment: dict[str, int] = field(default_factory=dict)
 
     @property
     def count(self) -> int:
@@ -415,6 +417,13 @@ async def feedback_by_model(
         else:
             sums.thumbs_up += int(positive)
             sums.thumbs_down += int(count) - int(positive)
+    moods = (
+        select(f.llm_id, f.sentiment, func.count())
+        .where(*where, f.sentiment.is_not(None))
+        .group_by(f.llm_id, f.sentiment)
+    )
+    for llm_id, label, count in (await conn.execute(moods)).all():
+        out[int(llm_id)].sentiment[str(label)] = int(count)
     return dict(out)
 
 

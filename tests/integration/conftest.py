@@ -327,6 +327,8 @@ def make_settings(database_url: str, redis_url: str | None, mock_url: str, **ove
         "key_cache_seconds": 0.5,
         "upstream_retry_backoff_seconds": 0.01,
         "circuit_failure_threshold": 1000,
+        # Automatic tags train a classifier in the background (CPU): on only where a test is about them.
+        "auto_tags": False,
     }
     for provider in ("openai", "xai", "deepseek", "together"):
         base[f"{provider}_base_url"] = f"{mock_url}/v1"

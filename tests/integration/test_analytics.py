@@ -643,6 +643,7 @@ async def test_llm_performance_for_everyone(gateway: Gateway) -> None:
             "thumbs_up": 1,
             "thumbs_down": 1,
             "thumbs_up_rate": 0.5,
+            "sentiment": {"positive": 0, "neutral": 0, "negative": 0},
         },
     }
     assert strip(by["gpt-4o"], "model", "llm_id", "provider") == {
@@ -667,6 +668,7 @@ async def test_llm_performance_for_everyone(gateway: Gateway) -> None:
             "thumbs_up": 0,
             "thumbs_down": 0,
             "thumbs_up_rate": None,
+            "sentiment": {"positive": 0, "neutral": 0, "negative": 0},
         },
     }
     haiku = by["claude-3-haiku"]
@@ -683,6 +685,7 @@ async def test_llm_performance_for_everyone(gateway: Gateway) -> None:
         "thumbs_up": 0,
         "thumbs_down": 0,
         "thumbs_up_rate": None,
+        "sentiment": {"positive": 0, "neutral": 0, "negative": 0},
     }
 
 
@@ -747,6 +750,7 @@ async def test_llm_performance_over_a_users_own_requests(gateway: Gateway) -> No
             "thumbs_up": 0,
             "thumbs_down": 0,
             "thumbs_up_rate": None,
+            "sentiment": {"positive": 0, "neutral": 0, "negative": 0},
         },
     }
     assert by["gpt-4o"]["latency_ms"] == {"p50": 1000.0, "p95": 1000.0}

@@ -284,6 +284,7 @@ async def test_feedback_is_saved_replaced_listed_and_counted(gateway: Gateway) -
         "thumbs_up": 0,
         "thumbs_down": 1,
         "thumbs_up_rate": 0.0,
+        "sentiment": {"positive": 0, "neutral": 0, "negative": 0},
     }
     assert perf["gpt-4o"] == {
         "count": 1,
@@ -292,6 +293,7 @@ async def test_feedback_is_saved_replaced_listed_and_counted(gateway: Gateway) -
         "thumbs_up": 1,
         "thumbs_down": 0,
         "thumbs_up_rate": 1.0,
+        "sentiment": {"positive": 0, "neutral": 0, "negative": 0},
     }
 
 

@@ -119,7 +119,7 @@ async def make_harness(
         anthropic_api_key="sk-platform-anthropic",
         anthropic_base_url="http://anthropic.fake/v1",
         upstream_retry_backoff_seconds=0.0,
-        **overrides,
+        **{"auto_tags": False, **overrides},  # no background classifier in these tests
     )
     engine = create_engine(url)
     ledger = SqlLedger(engine, settings.reservation_ttl_seconds)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from litestar import Router
 
-from gateway.api.admin import accounts, analytics, billing, catalog, conversations
+from gateway.api.admin import accounts, analytics, billing, catalog, conversations, insights
 from gateway.api.admin.common import document_errors, domain_error_handler, refuse_hostile_body
 from gateway.api.admin.scope import DEPENDENCIES, GUARDS
 from storage.errors import DomainError
@@ -20,6 +20,7 @@ CONTROLLERS = (
     catalog.CatalogController,
     analytics.AnalyticsController,
     conversations.ConversationsController,
+    insights.InsightsController,
 )
 
 

@@ -172,6 +172,14 @@ class TtftOut(Struct):
     p50: float | None
 
 
+class SentimentCountsOut(Struct):
+    """How many of the ratings' comments read positive, neutral, negative (rated without comment: none)."""
+
+    positive: int
+    neutral: int
+    negative: int
+
+
 class FeedbackOut(Struct):
     count: int
     stars_count: int
@@ -179,6 +187,7 @@ class FeedbackOut(Struct):
     thumbs_up: int
     thumbs_down: int
     thumbs_up_rate: float | None
+    sentiment: SentimentCountsOut
 
 
 class ModelPerformanceOut(Struct):
@@ -493,6 +502,11 @@ class AnalyticsController(Controller):
                         thumbs_up=f.thumbs_up,
                         thumbs_down=f.thumbs_down,
                         thumbs_up_rate=_ratio(f.thumbs_up, f.thumbs_up + f.thumbs_down),
+                        sentiment=SentimentCountsOut(
+                            positive=f.sentiment.get("positive", 0),
+                            neutral=f.sentiment.get("neutral", 0),
+                            negative=f.sentiment.get("negative", 0),
+                        ),
                     ),
                 )
             )

@@ -44,6 +44,8 @@ class FeedbackOut(Struct):
     comment: str | None
     categories: list[str] | None
     created_at: datetime
+    sentiment: str | None = None  # of the comment: positive | neutral | negative
+    sentiment_score: float | None = None  # −1 … 1
 
 
 class FeedbackPage(Struct):
@@ -145,6 +147,8 @@ def feedback_out(f: store.FeedbackInfo) -> FeedbackOut:
         comment=f.comment,
         categories=f.categories,
         created_at=f.created_at,
+        sentiment=f.sentiment,
+        sentiment_score=None if f.sentiment_score is None else float(f.sentiment_score),
     )
 
 

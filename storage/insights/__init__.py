@@ -1,0 +1,1 @@
+"""Insight results: churn predictions, spend anomalies, automatic tags, recommendations."""
