@@ -421,9 +421,15 @@ async def test_no_float_column_anywhere(engine: AsyncEngine) -> None:
 async def test_seeded_models_read_back_as_exact_decimals(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         catalog = await load_catalog(conn)
-    assert len(catalog) == 12
-    assert sorted(m.name for m in catalog.all()) == sorted(SEEDED)
-    assert [m.id for m in sorted(catalog.all(), key=lambda m: m.id)] == list(range(1, 13))
+    chat = [m for m in catalog.all() if m.kind == "chat"]
+    assert len(chat) == 12
+    assert sorted(m.name for m in chat) == sorted(SEEDED)
+    assert [m.id for m in sorted(chat, key=lambda m: m.id)] == list(range(1, 13))
+    embedding = {m.name: m for m in catalog.all() if m.kind == "embedding"}  # migration 0008
+    assert sorted(embedding) == ["gemini-embedding-001", "text-embedding-3-large", "text-embedding-3-small"]
+    assert embedding["text-embedding-3-small"].pricing.base.input == D("0.02")
+    assert embedding["text-embedding-3-large"].pricing.base.input == D("0.13")
+    assert embedding["gemini-embedding-001"].pricing.base.input == D("0.15")
 
     def tier_of(prices: tuple[str, str | None, str | None, str]) -> PriceTier:
         inp, cached, write, out = prices
