@@ -42,14 +42,17 @@ def upgrade() -> None:
         # 0003's streamed backfill leaves its server-side cursor over usage_logs open until the end of the
         # (single) migration transaction, and PostgreSQL refuses to ALTER a table an open cursor reads.
         op.execute("CLOSE ALL")
-    with op.batch_alter_table("usage_logs") as batch:
-        batch.add_column(sa.Column("endpoint", sa.String(16), server_default="chat", nullable=False))
-        batch.create_check_constraint(
-            op.f("ck_usage_logs_endpoint"), "endpoint IN ('chat', 'messages', 'responses', 'embeddings')"
-        )
-    with op.batch_alter_table("llms") as batch:
-        batch.add_column(sa.Column("kind", sa.String(16), server_default="chat", nullable=False))
-        batch.create_check_constraint(op.f("ck_llms_kind"), "kind IN ('chat', 'embedding')")
+    # A plain ADD COLUMN with its CHECK on both dialects: SQLite's batch mode would rebuild the table with its
+    # constraints in an arbitrary order (and SQLite accepts a CHECK on an added column).
+    op.execute(
+        "ALTER TABLE usage_logs ADD COLUMN endpoint VARCHAR(16) DEFAULT 'chat' NOT NULL "
+        "CONSTRAINT ck_usage_logs_endpoint "
+        "CHECK (endpoint IN ('chat', 'messages', 'responses', 'embeddings'))"
+    )
+    op.execute(
+        "ALTER TABLE llms ADD COLUMN kind VARCHAR(16) DEFAULT 'chat' NOT NULL "
+        "CONSTRAINT ck_llms_kind CHECK (kind IN ('chat', 'embedding'))"
+    )
 
     now = datetime.now(UTC)
     rate = frozen_types.ExactDecimal(18, 9)
@@ -123,9 +126,5 @@ def downgrade() -> None:
     op.execute(
         sa.text("DELETE FROM llms WHERE name IN :n").bindparams(sa.bindparam("n", names, expanding=True))
     )
-    with op.batch_alter_table("llms") as batch:
-        batch.drop_constraint(op.f("ck_llms_kind"), type_="check")
-        batch.drop_column("kind")
-    with op.batch_alter_table("usage_logs") as batch:
-        batch.drop_constraint(op.f("ck_usage_logs_endpoint"), type_="check")
-        batch.drop_column("endpoint")
+    op.execute("ALTER TABLE llms DROP COLUMN kind")  # its CHECK goes with it
+    op.execute("ALTER TABLE usage_logs DROP COLUMN endpoint")
