@@ -267,3 +267,50 @@ async def test_models_retrieve(gateway: Gateway) -> None:
     with pytest.raises(openai.NotFoundError) as missing:
         oai(gateway, key).models.retrieve("no-such-model")
     assert missing.value.body["code"] == "model_not_found"  # type: ignore[index]
+
+
+# --- failures: no charge, the error in the route's envelope, one error row -------------------------
+
+
+async def test_messages_upstream_failure_is_anthropic_envelope_and_charges_nothing(gateway: Gateway) -> None:
+    user_id, key = await gateway.seed_user("10")
+    before = await balance(gateway, user_id)
+    with pytest.raises(anthropic.APIStatusError) as failed:
+        claude(gateway, key).messages.create(
+            model="claude-3-haiku",
+            max_tokens=10,
+            messages=[{"role": "user", "content": "x [mock status=400]"}],
+        )
+    assert failed.value.status_code == 400
+    assert failed.value.body["type"] == "error"  # type: ignore[index]
+    rows = await gateway.rows(
+        "SELECT endpoint, status, cost_nano, charged_nano FROM usage_logs WHERE user_id = :u",
+        u=uid(gateway, user_id),
+    )
+    assert [tuple(r) for r in rows] == [("messages", "error", 0, 0)]
+    assert await balance(gateway, user_id) == before
+
+
+async def test_stream_cut_mid_way_is_billed_for_what_was_generated(gateway: Gateway) -> None:
+    """A Responses stream the provider cuts: the client gets an error event and no response.completed;
+    the call is recorded (status error) and billed for the words sent, counted."""
+    user_id, key = await gateway.seed_user("10")
+    before = await balance(gateway, user_id)
+    response = await gateway.request(
+        "POST",
+        "/v1/responses",
+        headers={"authorization": f"Bearer {key}"},
+        json={"model": "gpt-4o-mini", "input": "go [mock completion_tokens=20 cut_after=5]", "stream": True},
+    )
+    assert response.status_code == 200
+    assert "response.completed" not in response.text and "event: error" in response.text
+    rows = await gateway.rows(
+        "SELECT endpoint, status, usage_source, output_tokens, charged_nano FROM usage_logs "
+        "WHERE user_id = :u",
+        u=uid(gateway, user_id),
+    )
+    assert len(rows) == 1
+    endpoint, status, source, output, charged = rows[0]
+    assert (endpoint, status, source) == ("responses", "error", "estimated")
+    assert output >= 5 and charged > 0
+    assert await balance(gateway, user_id) == before - charged
