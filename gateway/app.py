@@ -16,6 +16,7 @@ from sqlalchemy import text
 
 from config import Settings, load_settings
 from gateway.api.admin import admin_router
+from gateway.api.apis import api_handlers
 from gateway.api.openai import chat_completions_handler, list_models
 from gateway.dashboard import dashboard_router
 from gateway.errors import GatewayError, encode_error
@@ -150,6 +151,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ready,
             list_models,
             chat_completions_handler(lambda: runtime.chat, settings.max_body_bytes),
+            *api_handlers(lambda: runtime.chat, settings.max_body_bytes),
             admin_router(),
             dashboard_router(),
         ],

@@ -64,6 +64,7 @@ class Model:
     supports_tools: bool = True
     supports_streaming: bool = True
     is_active: bool = True
+    kind: str = "chat"  # chat | embedding: which routes may serve it
 
 
 class Catalog:

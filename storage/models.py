@@ -51,6 +51,9 @@ JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 RATE = ExactDecimal(18, 9)  # USD per 1M tokens
 
+# issue 11 (endpoints): the APIs a request can come in on, and the kinds of catalog model.
+ENDPOINTS = ("chat", "messages", "responses", "embeddings")
+MODEL_KINDS = ("chat", "embedding")
 BILLING_EVENT_TYPES = ("usage", "credit", "refund", "adjustment", "fee", "subscription")
 BILLING_EVENT_STATUSES = ("pending", "completed", "failed")
 TAG_TARGET_TYPES = ("conversation", "message", "user", "workspace")
@@ -145,6 +148,7 @@ class Llm(Base):
     """The catalog: one row per model name, holding its current prices (USD per 1M tokens)."""
 
     __tablename__ = "llms"
+    __table_args__ = (CheckConstraint(_in("kind", MODEL_KINDS), name="kind"),)  # issue 11 (0008)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
@@ -169,6 +173,8 @@ class Llm(Base):
     price_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _created()
+    # issue 11 (endpoints): chat | embedding; a chat route refuses an embedding model and vice versa (0008)
+    kind: Mapped[str] = mapped_column(String(16), default="chat", server_default="chat")
 
 
 class LlmPriceVersion(Base):
@@ -245,6 +251,8 @@ class UsageLog(Base):
         Index(None, "created_at"),
         # Covers a user's latency percentiles (llm-performance for a user key) with an index-only scan.
         Index("ix_usage_logs_user_id_latency", "user_id", "created_at", *_LATENCY_COVER),
+        # issue 11 (endpoints, 0008)
+        CheckConstraint(_in("endpoint", ENDPOINTS), name="endpoint"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
@@ -279,6 +287,8 @@ class UsageLog(Base):
     is_stream: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     attempts: Mapped[int] = mapped_column(SmallInteger, default=1, server_default="1")
     created_at: Mapped[datetime] = _created()
+    # issue 11 (endpoints, 0008): the API the request came in on
+    endpoint: Mapped[str] = mapped_column(String(16), default="chat", server_default="chat")
 
 
 class Invoice(Base):

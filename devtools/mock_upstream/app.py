@@ -1,8 +1,9 @@
 """The mock provider as a raw ASGI app: routing, directives, failures, answers, introspection.
 
-No framework, so it is never the bottleneck of a gateway benchmark. Routes: `/v1/chat/completions`
-(OpenAI), `/v1/messages` (Anthropic), `/v1beta/models/{model}:generateContent|streamGenerateContent`
-(Gemini); `GET /_mock/requests` (JSON list of the last 1000 API requests), `DELETE /_mock/requests`
+No framework, so it is never the bottleneck of a gateway benchmark. Routes: `/v1/chat/completions`,
+`/v1/responses` (JSON and SSE) and `/v1/embeddings` (OpenAI), `/v1/messages` and `/v1/messages/count_tokens`
+(Anthropic), `/v1beta/models/{model}:generateContent|streamGenerateContent|batchEmbedContents` (Gemini);
+`GET /_mock/requests` (JSON list of the last 1000 API requests), `DELETE /_mock/requests`
 (clear them and reset the times/key counters), `GET /health` → "ok".
 """
 
@@ -21,6 +22,17 @@ from devtools.mock_upstream.anthropic import (
     anthropic_message,
     anthropic_stream,
     anthropic_tool,
+)
+from devtools.mock_upstream.apis import (
+    anthropic_count_tokens,
+    embeddings_text,
+    gemini_batch_embed,
+    gemini_embed_text,
+    openai_embeddings,
+    responses_input_text,
+    responses_object,
+    responses_stream,
+    responses_tool,
 )
 from devtools.mock_upstream.common import (
     JSON_CONTENT,
@@ -59,7 +71,27 @@ def error_body(dialect: Dialect, status: int, message: str | None = None) -> byt
     return openai_error(status, message)
 
 
-def _last_user_text(dialect: Dialect, body: dict[str, Any]) -> str:
+def _operation(path: str) -> str:
+    """Which API of its provider a path is: chat (the default), responses, embeddings, count_tokens,
+    batch_embed."""
+    if path.endswith("/responses"):
+        return "responses"
+    if path.endswith("/embeddings"):
+        return "embeddings"
+    if path.endswith("/messages/count_tokens"):
+        return "count_tokens"
+    if path.endswith(":batchEmbedContents"):
+        return "batch_embed"
+    return "chat"
+
+
+def _last_user_text(dialect: Dialect, body: dict[str, Any], operation: str = "chat") -> str:
+    if operation == "responses":
+        return responses_input_text(body)
+    if operation == "embeddings":
+        return embeddings_text(body)
+    if operation == "batch_embed":
+        return gemini_embed_text(body)
     if dialect == "gemini":
         contents = body.get("contents")
         if isinstance(contents, list):
@@ -75,13 +107,17 @@ def _last_user_text(dialect: Dialect, body: dict[str, Any]) -> str:
     return ""
 
 
-def _missing_field(dialect: Dialect, body: dict[str, Any]) -> str | None:
+def _missing_field(dialect: Dialect, body: dict[str, Any], operation: str = "chat") -> str | None:
     """The first required field the real provider would reject the request for lacking."""
     required = {
         "openai": ("model", "messages"),
         "anthropic": ("model", "messages", "max_tokens"),
         "gemini": ("contents",),
-    }[dialect]
+        "responses": ("model", "input"),
+        "embeddings": ("model", "input"),
+        "count_tokens": ("model", "messages"),
+        "batch_embed": ("requests",),
+    }[dialect if operation == "chat" else operation]
     for name in required:
         if name not in body:
             return name
@@ -90,9 +126,11 @@ def _missing_field(dialect: Dialect, body: dict[str, Any]) -> str | None:
 
 def _route(path: str) -> tuple[Dialect, str, bool] | None:
     """(dialect, Gemini model, Gemini streaming) for an API path, or None if it is not one."""
-    if path in ("/v1/chat/completions", "/chat/completions"):
+    if path in ("/v1/chat/completions", "/chat/completions", "/v1/responses", "/responses"):
         return ("openai", "", False)
-    if path == "/v1/messages":
+    if path in ("/v1/embeddings", "/embeddings"):
+        return ("openai", "", False)
+    if path in ("/v1/messages", "/v1/messages/count_tokens"):
         return ("anthropic", "", False)
     for prefix in ("/v1beta/models/", "/v1/models/", "/models/"):
         if path.startswith(prefix):
@@ -101,6 +139,8 @@ def _route(path: str) -> tuple[Dialect, str, bool] | None:
                 return ("gemini", model, False)
             if model and method == "streamGenerateContent":
                 return ("gemini", model, True)
+            if model and method == "batchEmbedContents":
+                return ("gemini", model, False)
             return None
     return None
 
@@ -143,6 +183,7 @@ class MockUpstreamApp:
             await self._control(path, method, send)
             return
         dialect, model, streaming = route
+        operation = _operation(path)
         seq = next(self._seq)
         extra: Headers = (
             [(b"x-request-id", b"req_mock_%d" % seq)]
@@ -169,7 +210,7 @@ class MockUpstreamApp:
                 send, 400, error_body(dialect, 400, text or "Invalid JSON payload received."), extra
             )
             return
-        missing = _missing_field(dialect, body)
+        missing = _missing_field(dialect, body, operation)
         if missing is not None:
             text = (
                 f"Missing required parameter: '{missing}'."
@@ -179,7 +220,7 @@ class MockUpstreamApp:
             await _respond(send, 400, error_body(dialect, 400, text), extra)
             return
         try:
-            b = parse_directives(_last_user_text(dialect, body), self.config)
+            b = parse_directives(_last_user_text(dialect, body, operation), self.config)
         except DirectiveError as exc:
             await _respond(send, 400, error_body(dialect, 400, str(exc)), extra)
             return
@@ -193,7 +234,20 @@ class MockUpstreamApp:
             await _respond(send, b.status, error_body(dialect, b.status, message), extra)
             return
 
-        if dialect == "openai":
+        if operation == "responses":
+            tool = responses_tool(body)
+            if body.get("stream") is True:
+                plan = responses_stream(body, b, seq, tool)
+                await self._stream(send, receive, plan, b, [SSE_UTF8, *extra])
+            else:
+                await _respond(send, 200, responses_object(body, b, seq, tool), extra)
+        elif operation == "embeddings":
+            await _respond(send, 200, openai_embeddings(body, b, seq), extra)
+        elif operation == "count_tokens":
+            await _respond(send, 200, anthropic_count_tokens(b), extra)
+        elif operation == "batch_embed":
+            await _respond(send, 200, gemini_batch_embed(body, b, seq), extra)
+        elif dialect == "openai":
             tool = openai_tool(body)
             if body.get("stream") is True:
                 plan = openai_stream(body, b, seq, tool)

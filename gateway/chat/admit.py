@@ -78,6 +78,7 @@ class Call:
     reservation: Reservation | None = None  # set and cleared by the service only
     attempts: int = 0
     recorded: bool = False  # the record is committed (the reservation is settled with it)
+    endpoint: str = "chat"  # chat | messages | responses | embeddings (recorded in usage_logs)
 
     def use(self, route: Route) -> None:
         self.model, self.adapter, self.credential = route.model, route.adapter, route.credential
@@ -106,8 +107,10 @@ class Admission:
         """The principal of the request's gateway key (401 if there is none or it is not valid)."""
         return await self.auth.authenticate(headers.get("authorization"))
 
-    async def admit(self, inbound: Inbound) -> Call:
-        """Choose model, key and fallbacks, check the conversation, and size the reservation."""
+    async def admit(self, inbound: Inbound, *, kind: str = "chat", endpoint: str = "chat") -> Call:
+        """Choose model, key and fallbacks, check the conversation, and size the reservation.
+
+        `kind` is the kind of model the route serves (chat | embedding): the other kind is a 400."""
         principal, request, headers = inbound.principal, inbound.request, inbound.headers
         model = (await self.catalog.get()).get(request.model)
         if model is None:
@@ -115,6 +118,14 @@ class Admission:
                 404,
                 f"The model '{request.model}' does not exist or is not available.",
                 code="model_not_found",
+                param="model",
+            )
+        if model.kind != kind:
+            what = "an embedding model" if model.kind == "embedding" else f"a {model.kind} model"
+            raise GatewayError(
+                400,
+                f"The model '{model.name}' is {what}; this endpoint serves {kind} models.",
+                code="wrong_model_kind",
                 param="model",
             )
         if principal.allowed_models is not None and model.name not in principal.allowed_models:
@@ -172,6 +183,7 @@ class Admission:
             prompt_estimate=prompt_estimate,
             reserve_nano=amount,
             routes=routes,
+            endpoint=endpoint,
         )
 
     async def _fallback_routes(self, model: Model, principal: KeyPrincipal) -> list[Route]:
@@ -186,6 +198,8 @@ class Admission:
             fallback = catalog.get(name)
             adapter = self.adapters.get(fallback.provider) if fallback else None
             if fallback is None or adapter is None or fallback.name == model.name:
+                continue
+            if fallback.kind != model.kind:  # an embedding model cannot stand in for a chat model
                 continue
             if principal.allowed_models is not None and fallback.name not in principal.allowed_models:
                 continue

@@ -125,6 +125,7 @@ def completion_record(
         finish_reason=outcome.finish_reason,
         prompt=call.request.messages if keep_content and answered else None,
         content=outcome.content_text if keep_content and answered else None,
+        endpoint=call.endpoint,
     )
 
 

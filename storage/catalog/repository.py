@@ -66,6 +66,7 @@ def _model(row: Any) -> Model:
         supports_tools=row.supports_tools,
         supports_streaming=row.supports_streaming,
         is_active=row.is_active,
+        kind=row.kind,
     )
 
 

@@ -80,6 +80,7 @@ class CompletionRecord:
     finish_reason: str | None = None
     prompt: Any | None = None  # stored only when the operator keeps message content
     content: str | None = None
+    endpoint: str = "chat"  # chat | messages | responses | embeddings: the API it came in on
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +208,7 @@ def _usage_row(rec: CompletionRecord) -> dict[str, Any]:
         "is_stream": rec.is_stream,
         "attempts": rec.attempts,
         "created_at": rec.created_at,
+        "endpoint": rec.endpoint,
     }
 
 

@@ -367,7 +367,7 @@ async def test_catalog_lists_models_with_exact_prices(gateway: Gateway) -> None:
     listed = await api(gateway, "GET", "/llms", key=key)  # any valid key may read the catalog
     assert listed.status_code == 200
     page = listed.json()
-    assert page["total"] == 12 and [m["id"] for m in page["data"]] == sorted(m["id"] for m in page["data"])
+    assert page["total"] == 15 and [m["id"] for m in page["data"]] == sorted(m["id"] for m in page["data"])
     mini = next(m for m in page["data"] if m["name"] == "gpt-4o-mini")
     assert mini["prices"] == {
         "unit": "USD per 1000000 tokens", "input": "0.15", "output": "0.6", "cached_input": "0.075",
@@ -443,7 +443,7 @@ async def test_price_changes_are_validated_and_admin_only(gateway: Gateway) -> N
         error_of(await api(gateway, "PUT", "/llms/gpt-4o", key=key, json=good), 403)["code"] == "admin_only"
     )
     assert error_of(await api(gateway, "PUT", "/llms/gpt-9", json=good), 404)["code"] == "model_not_found"
-    assert await gateway.scalar("SELECT COUNT(*) FROM llm_price_versions") == 12
+    assert await gateway.scalar("SELECT COUNT(*) FROM llm_price_versions") == 15
     assert await gateway.scalar("SELECT price_version FROM llms WHERE name = 'gpt-4o'") == 1
 
 

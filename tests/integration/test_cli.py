@@ -134,8 +134,8 @@ def test_cli_end_to_end_on_sqlite(tmp_path: Path) -> None:
             == schema_before
         )
     assert sqlite_state(path) == state_before
-    assert state_before["llms"] == 12
-    assert len(state_before["llm_prices"]) == 12
+    assert state_before["llms"] == 15  # 12 chat models (0002) + 3 embedding models (0008)
+    assert len(state_before["llm_prices"]) == 15
     assert state_before["users"] == 0
 
     # users create
@@ -203,7 +203,7 @@ def test_cli_end_to_end_on_sqlite(tmp_path: Path) -> None:
 
     # llms list
     models = listed.json()["models"]
-    assert len(models) == 12
+    assert len(models) == 15  # 12 chat models (0002) + 3 embedding models (0008)
     by_name = {m["name"]: m for m in models}
     assert by_name["gpt-4o"] == {
         "name": "gpt-4o",
@@ -301,7 +301,7 @@ def test_cli_on_postgresql(pg_database: str) -> None:
     url = pg_dsn(pg_database)  # plain postgresql://: normalised to asyncpg by the settings
     assert cli(url, "migrate").json() == {"migrated": True, "database": "postgresql+asyncpg"}
     assert cli(url, "migrate").json() == {"migrated": True, "database": "postgresql+asyncpg"}
-    assert pg_state(url)["llms"] == 12
+    assert pg_state(url)["llms"] == 15
 
     user = cli(url, "users", "create", "--email", "bob@example.com", "--credits-usd", "0.000000001").json()
     user_id = user["user_id"]
@@ -320,7 +320,7 @@ def test_cli_on_postgresql(pg_database: str) -> None:
     before = pg_state(url)
     assert before["users"] == 1
     assert before["billing_events"] == 2
-    assert before["llm_price_versions"] == 13
+    assert before["llm_price_versions"] == 16
     assert before["balances"] == [(uuid.UUID(user_id), 2_500_000_001, 2)]
     assert before["llm_prices"][6] == (7, 2, "0.800000000")
     runs = in_turn(

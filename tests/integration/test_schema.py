@@ -421,9 +421,15 @@ async def test_no_float_column_anywhere(engine: AsyncEngine) -> None:
 async def test_seeded_models_read_back_as_exact_decimals(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         catalog = await load_catalog(conn)
-    assert len(catalog) == 12
-    assert sorted(m.name for m in catalog.all()) == sorted(SEEDED)
-    assert [m.id for m in sorted(catalog.all(), key=lambda m: m.id)] == list(range(1, 13))
+    chat = [m for m in catalog.all() if m.kind == "chat"]
+    assert len(chat) == 12
+    assert sorted(m.name for m in chat) == sorted(SEEDED)
+    assert [m.id for m in sorted(chat, key=lambda m: m.id)] == list(range(1, 13))
+    embedding = {m.name: m for m in catalog.all() if m.kind == "embedding"}  # migration 0008
+    assert sorted(embedding) == ["gemini-embedding-001", "text-embedding-3-large", "text-embedding-3-small"]
+    assert embedding["text-embedding-3-small"].pricing.base.input == D("0.02")
+    assert embedding["text-embedding-3-large"].pricing.base.input == D("0.13")
+    assert embedding["gemini-embedding-001"].pricing.base.input == D("0.15")
 
     def tier_of(prices: tuple[str, str | None, str | None, str]) -> PriceTier:
         inp, cached, write, out = prices
@@ -467,7 +473,7 @@ async def test_seeded_models_read_back_as_exact_decimals(engine: AsyncEngine) ->
     versions = table_of(LlmPriceVersion)
     async with engine.connect() as conn:
         rows = (await conn.execute(sa.select(versions).order_by(versions.c.llm_id))).all()
-    assert [(r.llm_id, r.version) for r in rows] == [(i, 1) for i in range(1, 13)]
+    assert [(r.llm_id, r.version) for r in rows] == [(i, 1) for i in range(1, 16)]  # 12 chat + 3 embedding
     for row in rows:
         m = catalog.by_id(row.llm_id)
         assert m is not None
@@ -505,7 +511,7 @@ async def test_migrating_twice_changes_nothing(db_url: str, engine: AsyncEngine)
     off_loop(upgrade, db_url)
     after = await run(engine, schema_dump)
     assert after == before
-    assert len(after["llm_rows"]) == 12
+    assert len(after["llm_rows"]) == 15  # 12 chat models (0002) + 3 embedding models (0008)
     assert [tuple(r) for r in after["alembic_version_rows"]] == [(head_revision(),)]
 
 
@@ -526,7 +532,7 @@ async def test_downgrade_to_base_then_upgrade_again(db_url: str, engine: AsyncEn
     assert after == before
     async with engine.connect() as conn:
         catalog = await load_catalog(conn)
-    assert len(catalog) == 12
+    assert len(catalog) == 15  # 12 chat models (0002) + 3 embedding models (0008)
     # a new model after a re-seed gets an id past the seeded ones (the PostgreSQL sequence was moved)
     async with engine.begin() as conn:
         new_id = (
@@ -538,7 +544,7 @@ async def test_downgrade_to_base_then_upgrade_again(db_url: str, engine: AsyncEn
                 )
             )
         ).scalar_one()
-    assert new_id == 13
+    assert new_id == 16
 
 
 async def test_models_and_migrated_database_do_not_differ(engine: AsyncEngine) -> None:
@@ -593,7 +599,7 @@ async def test_set_price_adds_a_version_and_keeps_the_old_one(engine: AsyncEngin
     assert v2.cached_input_price == D("1.25")  # unset prices keep their current value
     assert v2.cache_write_price is None
     assert v2.effective_from >= v1_before.effective_from
-    assert total_versions == 13
+    assert total_versions == 16  # 15 seeded versions (12 chat + 3 embedding) and the new one
 
     m = catalog.get("gpt-4o")
     assert m is not None
@@ -608,7 +614,7 @@ async def test_set_price_adds_a_version_and_keeps_the_old_one(engine: AsyncEngin
         async with engine.begin() as conn:
             await set_price(conn, "gpt-9", PriceChange(input_price=D("1"), output_price=D("1")))
     async with engine.connect() as conn:
-        assert (await conn.execute(sa.select(sa.func.count()).select_from(versions))).scalar_one() == 14
+        assert (await conn.execute(sa.select(sa.func.count()).select_from(versions))).scalar_one() == 17
     # an explicit None clears a price (it then bills at the input price); a left-out one is kept
     cleared = PriceChange(input_price=D("2"), output_price=D("8"), cached_input_price=None)
     async with engine.begin() as conn:
