@@ -145,7 +145,9 @@ def test_build_request_refuses_params_the_provider_rejects(fixtures_dir: Path) -
     assert (err.value.status, err.value.param, err.value.code) == (400, "logprobs", "unsupported_parameter")
     # Their neutral (or null) values ask for nothing and pass.
     neutral = body | {"logprobs": False, "top_logprobs": None, "logit_bias": None}
-    groq = json.loads(GroqAdapter().build_request(chat_request(neutral), "llama-3.3-70b-versatile", CRED).body)
+    groq = json.loads(
+        GroqAdapter().build_request(chat_request(neutral), "llama-3.3-70b-versatile", CRED).body
+    )
     assert groq["temperature"] == 0.2 and groq["logprobs"] is False
     assert groq["tools"] == body["tools"]
     # OpenAI accepts them: the same body keeps them.

@@ -86,6 +86,10 @@ def test_claude_json_schema_is_a_forced_tool_whose_input_becomes_the_content() -
     assert result.finish_reason == "stop" and result.body["choices"][0]["finish_reason"] == "stop"
 
 
+def json_delta(fragment: str) -> JSONObject:
+    return {"type": "input_json_delta", "partial_json": fragment}
+
+
 def test_claude_json_object_forces_an_object_and_streams_it_as_content() -> None:
     body = sent(AnthropicAdapter(), {"response_format": {"type": "json_object"}})
     assert body["tools"][0]["input_schema"] == {"type": "object"}
@@ -99,8 +103,8 @@ def test_claude_json_object_forces_an_object_and_streams_it_as_content() -> None
             "content_block": {"type": "tool_use", "id": "t", "name": JSON_OUTPUT_TOOL, "input": {}},
         },
         *(
-            {"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": p}}
-            for p in ("", '{"a"', ": 1}")
+            {"type": "content_block_delta", "index": 0, "delta": json_delta(f)}
+            for f in ("", '{"a"', ": 1}")
         ),
         {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 4}},
         {"type": "message_stop"},
