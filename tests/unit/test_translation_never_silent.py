@@ -8,6 +8,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from openai.lib.streaming.chat import ChatCompletionStreamState
+from openai.types.chat import ChatCompletionChunk
 
 from gateway.providers.anthropic import JSON_OUTPUT_TOOL, AnthropicAdapter
 from gateway.providers.base import ChatRequest, Credential, JSONObject, ProviderError, SSEEvent
@@ -265,3 +267,37 @@ def test_gemini_stream_ends_with_delta_then_finish_then_usage() -> None:
         "usage",
     ]
     assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]] == [None, "stop"]
+
+
+def sdk_events(chunks: list[JSONObject]) -> list[Any]:
+    """The events the openai SDK's stream helper (`client.chat.completions.stream`) builds from chunks."""
+    state: ChatCompletionStreamState[Any] = ChatCompletionStreamState()
+    return [
+        event for chunk in chunks for event in state.handle_chunk(ChatCompletionChunk.model_validate(chunk))
+    ]
+
+
+def test_gemini_call_and_finish_in_one_chunk_still_give_the_sdk_its_done_events() -> None:
+    """Gemini 1.5/2.0 send a whole functionCall with finishReason STOP in one chunk: without the split the
+    SDK sees the finish before it knows the call, and never emits `tool_calls.function.arguments.done`."""
+    adapter = GeminiAdapter()
+    state = adapter.new_stream_state()
+    call = {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}
+    event = {
+        "candidates": [{"content": {"parts": [call], "role": "model"}, "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 2, "totalTokenCount": 5},
+        "responseId": "r",
+        "modelVersion": "gemini-1.5-flash",
+    }
+    chunks = list(adapter.parse_stream_event(state, SSEEvent(json.dumps(event))))
+    done = [e for e in sdk_events(chunks) if e.type == "tool_calls.function.arguments.done"]
+    assert (
+        len(done) == 1
+        and done[0].name == "get_weather"
+        and json.loads(done[0].arguments) == {"city": "Paris"}
+    )
+
+    text = {**event, "candidates": [{"content": {"parts": [{"text": "Hi."}]}, "finishReason": "STOP"}]}
+    state = adapter.new_stream_state()
+    events = sdk_events(list(adapter.parse_stream_event(state, SSEEvent(json.dumps(text)))))
+    assert [e.content for e in events if e.type == "content.done"] == ["Hi."]
