@@ -589,3 +589,16 @@ class DashboardSession(Base):
     csrf_token: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = _created()
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+# -- catalog: model aliases (migration 0009) -------------------------------------------------------
+
+
+class LlmAlias(Base):
+    """Another name a catalog model answers to (e.g. the dated id `claude-sonnet-4-5-20250929`)."""
+
+    __tablename__ = "llm_aliases"
+
+    alias: Mapped[str] = mapped_column(String(200), primary_key=True)
+    llm_id: Mapped[int] = mapped_column(ForeignKey("llms.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = _created()
