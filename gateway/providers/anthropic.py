@@ -26,7 +26,7 @@ from gateway.providers.base import (
 )
 from gateway.providers.wire import bad_response as _bad_response
 from gateway.providers.wire import decode_object as _decode_object
-from gateway.providers.wire import refuse_unhonoured
+from gateway.providers.wire import reasoning_budget, refuse_unhonoured
 from gateway.providers.wire import retry_after_seconds as _retry_after
 from gateway.providers.wire import token_count as _int
 from pricing.cost import Usage
@@ -81,6 +81,7 @@ HANDLED_FIELDS = frozenset(
         "user",
         "safety_identifier",
         "response_format",
+        "reasoning_effort",
         *_PASSTHROUGH,
     }
 )
@@ -166,6 +167,11 @@ class AnthropicAdapter:
         user = src.get("user") or src.get("safety_identifier")
         if isinstance(user, str) and user:
             body["metadata"] = {"user_id": user}
+        effort = src.get("reasoning_effort")
+        if effort is not None and src.get("thinking") is None:
+            thinking = _thinking(effort, body["max_tokens"])
+            if thinking is not None:
+                body["thinking"] = thinking
         for key in _PASSTHROUGH:
             if src.get(key) is not None:
                 body[key] = src[key]
@@ -592,6 +598,26 @@ def _tool(tool: Any, i: int) -> JSONObject:
     # Anthropic requires an input schema; OpenAI allows a function without parameters.
     out["input_schema"] = function.get("parameters") or {"type": "object", "properties": {}}
     return out
+
+
+# Anthropic's smallest thinking budget.
+MIN_THINKING_BUDGET = 1024
+
+
+def _thinking(effort: Any, max_tokens: int) -> JSONObject | None:
+    """OpenAI reasoning_effort as extended thinking: a budget below max_tokens (Anthropic's rule), or None
+    for "none". A max_tokens too small for the smallest budget cannot be honoured: refused."""
+    budget = reasoning_budget(effort)
+    if budget == 0:
+        return None
+    budget = min(budget, max_tokens - 1)
+    if budget < MIN_THINKING_BUDGET:
+        raise _invalid(
+            f"reasoning_effort needs max_tokens above {MIN_THINKING_BUDGET} for anthropic models "
+            "(the thinking budget is part of the output)",
+            param="reasoning_effort",
+        )
+    return {"type": "enabled", "budget_tokens": budget}
 
 
 def _json_output_tool(response_format: Any, has_tools: bool) -> JSONObject | None:

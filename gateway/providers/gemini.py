@@ -28,7 +28,7 @@ from gateway.providers.base import (
 from gateway.providers.messages_api import split_finish_chunk
 from gateway.providers.wire import bad_response as _bad_response
 from gateway.providers.wire import decode_object as _decode_object
-from gateway.providers.wire import refuse_unhonoured
+from gateway.providers.wire import reasoning_budget, refuse_unhonoured
 from gateway.providers.wire import retry_after_seconds as _retry_after
 from gateway.providers.wire import seconds as _seconds
 from gateway.providers.wire import token_count as _int
@@ -88,8 +88,13 @@ HANDLED_FIELDS = frozenset(
         "seed",
         "stop",
         "response_format",
+        "reasoning_effort",
         "tools",
         "tool_choice",
+        # Accepted, not sent: Gemini has no end-user identifier, and one never shapes the answer (the
+        # Messages API translation passes Claude Code's metadata.user_id here).
+        "user",
+        "safety_identifier",
         *_PASSTHROUGH,
         *_CONFIG_PASSTHROUGH,
     }
@@ -454,6 +459,9 @@ def _generation_config(req: ChatRequest) -> JSONObject:
     elif isinstance(stop, list) and stop:
         config["stopSequences"] = list(stop)
     config.update(_response_format(src.get("response_format")))
+    effort = src.get("reasoning_effort")
+    if effort is not None and src.get("thinkingConfig") is None:
+        config["thinkingConfig"] = {"thinkingBudget": reasoning_budget(effort)}
     for key in _CONFIG_PASSTHROUGH:
         if src.get(key) is not None:
             config[key] = src[key]

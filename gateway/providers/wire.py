@@ -110,3 +110,22 @@ def refuse_unhonoured(body: Mapping[str, Any], handled: frozenset[str], provider
             code="unsupported_parameter",
             param=name,
         )
+
+
+# OpenAI `reasoning_effort` as a thinking budget in tokens, as Google's own OpenAI compatibility layer maps it
+# for Gemini (low 1,024, medium 8,192, high 24,576); Claude's extended thinking takes the same budgets.
+REASONING_BUDGETS = {"minimal": 1024, "low": 1024, "medium": 8192, "high": 24576}
+
+
+def reasoning_budget(effort: Any) -> int:
+    """The thinking budget for an OpenAI `reasoning_effort` ("none": 0); a 400 for any other value."""
+    if effort == "none":
+        return 0
+    if not isinstance(effort, str) or effort not in REASONING_BUDGETS:
+        raise ProviderError(
+            400,
+            f"reasoning_effort must be one of none, {', '.join(REASONING_BUDGETS)}",
+            type="invalid_request_error",
+            param="reasoning_effort",
+        )
+    return REASONING_BUDGETS[effort]

@@ -46,7 +46,8 @@ SCHEMA_FORMAT = {"type": "json_schema", "json_schema": {"name": "Weather", "sche
 
 def request(body: JSONObject) -> ChatRequest:
     full = {"model": "m", "messages": MSGS, **body}
-    return ChatRequest("m", MSGS, bool(full.get("stream")), False, None, full)
+    max_out = full.get("max_completion_tokens") or full.get("max_tokens")
+    return ChatRequest("m", MSGS, bool(full.get("stream")), False, max_out, full)
 
 
 def sent(adapter: Any, body: JSONObject) -> JSONObject:
@@ -199,16 +200,38 @@ def test_gemini_schema_keeps_constraints_and_drops_annotations() -> None:
         (AnthropicAdapter(), "logprobs", True),
         (AnthropicAdapter(), "logit_bias", {"1": 2}),
         (AnthropicAdapter(), "safetySettings", []),  # a Gemini field sent to Claude
+        (AnthropicAdapter(), "service_tier", "auto"),
         (GeminiAdapter(), "logprobs", True),
-        (GeminiAdapter(), "user", "u1"),
+        (GeminiAdapter(), "logit_bias", {"1": 2}),
         (GeminiAdapter(), "parallel_tool_calls", False),
-        (GeminiAdapter(), "reasoning_effort", "low"),
+        (GeminiAdapter(), "metadata", {"a": "b"}),
         (GeminiAdapter(), "top_k", 3),  # an Anthropic field sent to Gemini
     ],
 )
 def test_fields_an_adapter_cannot_honour_are_refused_by_name(adapter: Any, field: str, value: Any) -> None:
     err = refused(adapter, {field: value})
     assert err.param == field and err.code == "unsupported_parameter" and field in err.message
+
+
+def test_reasoning_effort_becomes_a_thinking_budget() -> None:
+    claude = sent(AnthropicAdapter(), {"reasoning_effort": "medium", "max_completion_tokens": 4000})
+    assert claude["thinking"] == {"type": "enabled", "budget_tokens": 3999}  # below max_tokens
+    assert sent(AnthropicAdapter(), {"reasoning_effort": "high"})["thinking"]["budget_tokens"] == 4095
+    assert "thinking" not in sent(AnthropicAdapter(), {"reasoning_effort": "none"})
+    own = {"type": "enabled", "budget_tokens": 2000}
+    assert sent(AnthropicAdapter(), {"reasoning_effort": "high", "thinking": own})["thinking"] == own
+    small = refused(AnthropicAdapter(), {"reasoning_effort": "low", "max_completion_tokens": 500})
+    assert small.param == "reasoning_effort"
+    gemini = sent(GeminiAdapter(), {"reasoning_effort": "low"})["generationConfig"]
+    assert gemini["thinkingConfig"] == {"thinkingBudget": 1024}
+    off = sent(GeminiAdapter(), {"reasoning_effort": "none"})["generationConfig"]
+    assert off["thinkingConfig"] == {"thinkingBudget": 0}
+    assert refused(GeminiAdapter(), {"reasoning_effort": "max"}).param == "reasoning_effort"
+
+
+def test_gemini_accepts_end_user_ids_without_sending_them() -> None:
+    body = sent(GeminiAdapter(), {"user": "u1", "safety_identifier": "s1"})
+    assert "u1" not in msgspec.json.encode(body).decode() and "s1" not in msgspec.json.encode(body).decode()
 
 
 def test_neutral_values_ask_for_nothing_and_pass() -> None:
