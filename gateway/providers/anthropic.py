@@ -175,6 +175,13 @@ class AnthropicAdapter:
         for key in _PASSTHROUGH:
             if src.get(key) is not None:
                 body[key] = src[key]
+        thinking_on = isinstance(body.get("thinking"), dict) and body["thinking"].get("type") == "enabled"
+        if json_tool is not None and thinking_on:
+            # Anthropic refuses thinking with a forced tool, which is how response_format is asked.
+            raise _invalid(
+                "anthropic models cannot think and answer in response_format together",
+                param="reasoning_effort" if src.get("thinking") is None else "thinking",
+            )
         # Anthropic always reports usage on streams (message_start and message_delta); nothing to ask.
         body["stream"] = bool(req.stream)
         return UpstreamRequest(

@@ -220,6 +220,8 @@ def test_reasoning_effort_becomes_a_thinking_budget() -> None:
     assert "thinking" not in sent(AnthropicAdapter(), {"reasoning_effort": "none"})
     own = {"type": "enabled", "budget_tokens": 2000}
     assert sent(AnthropicAdapter(), {"reasoning_effort": "high", "thinking": own})["thinking"] == own
+    both = refused(AnthropicAdapter(), {"reasoning_effort": "low", "response_format": SCHEMA_FORMAT})
+    assert both.param == "reasoning_effort"
     small = refused(AnthropicAdapter(), {"reasoning_effort": "low", "max_completion_tokens": 500})
     assert small.param == "reasoning_effort"
     gemini = sent(GeminiAdapter(), {"reasoning_effort": "low"})["generationConfig"]
