@@ -342,6 +342,7 @@ async def cmd_llms_list(args: argparse.Namespace, settings: Settings) -> None:
                 "output": str(base.output),
                 "context_window": m.context_window,
                 "max_output_tokens": m.max_output_tokens,
+                "aliases": catalog.aliases_of(m),
             }
         )
     _out({"models": models})
@@ -441,6 +442,142 @@ async def cmd_insights_run(args: argparse.Namespace, settings: Settings) -> None
     _out(to_dict(done))
 
 
+# -- llms: the model catalog (list, add, alias, set-price, import) ----------------------------------
+
+CLI_FLAGS.update(
+    {
+        "provider": "--provider",
+        "upstream_model": "--upstream",
+        "display_name": "--display-name",
+        "aliases": "--alias",
+        "context_window": "--context-window",
+        "max_output_tokens": "--max-output",
+        "file": "FILE",
+    }
+)
+
+
+def _catalog_line(model: Any) -> str:
+    """A catalog model as one JSON line, as the admin API shows it (POST /api/v1/llms)."""
+    import msgspec
+
+    from gateway.api.admin.catalog import LlmOut, _llm_fields
+
+    return msgspec.json.encode(LlmOut(**_llm_fields(model))).decode() + "\n"
+
+
+async def cmd_llms_add(args: argparse.Namespace, settings: Settings) -> None:
+    from storage.catalog import service
+
+    def rate(value: str | None, field: str) -> Any:
+        return None if value is None else service.parse_rate(value, field)
+
+    new = service.NewModel(
+        name=args.name,
+        provider=args.provider,
+        upstream_model=args.upstream or args.name,
+        display_name=args.display_name,
+        aliases=tuple(args.alias or ()),
+        input_price=service.parse_rate(args.input, "input_price"),
+        output_price=service.parse_rate(args.output, "output_price"),
+        cached_input_price=rate(args.cached_input, "cached_input_price"),
+        cache_write_price=rate(args.cache_write, "cache_write_price"),
+        long_context_threshold=args.long_threshold,
+        long_input_price=rate(args.long_input, "long_input_price"),
+        long_cached_input_price=rate(args.long_cached_input, "long_cached_input_price"),
+        long_cache_write_price=rate(args.long_cache_write, "long_cache_write_price"),
+        long_output_price=rate(args.long_output, "long_output_price"),
+        context_window=args.context_window,
+        max_output_tokens=args.max_output,
+        supports_vision=args.vision,
+        supports_tools=not args.no_tools,
+        supports_streaming=not args.no_streaming,
+    )
+    async with _storage(settings) as st, st.engine.begin() as conn:
+        model = await service.add_model(conn, new)
+    sys.stdout.write(_catalog_line(model))
+
+
+async def cmd_llms_alias(args: argparse.Namespace, settings: Settings) -> None:
+    from storage.catalog import service
+
+    async with _storage(settings) as st, st.engine.begin() as conn:
+        model = await service.add_aliases(conn, args.name, args.alias)
+    sys.stdout.write(_catalog_line(model))
+
+
+async def cmd_llms_import(args: argparse.Namespace, settings: Settings) -> None:
+    """The diff first (every entry, on stdout), then what was recorded; --dry-run records nothing."""
+    from storage.catalog import service
+
+    try:
+        text = await asyncio.to_thread(Path(args.file).read_bytes)
+    except OSError as exc:
+        raise CliError(f"FILE: cannot read {args.file}: {exc.strerror}") from None
+    async with _storage(settings) as st, st.engine.begin() as conn:
+        report = await service.import_price_map(conn, text, dry_run=args.dry_run)
+    _out(report)
+
+
+def add_llms_commands(commands: Any) -> None:
+    """The `llms` commands: they call storage/catalog/service.py, as the admin API's catalog routes do."""
+    llms = commands.add_parser("llms", help="the model catalog").add_subparsers(dest="action", required=True)
+    llist = llms.add_parser("list", help="list the catalog with current prices (USD per 1M tokens)")
+    llist.add_argument("--all", action="store_true", help="include inactive models")
+    llist.set_defaults(run=cmd_llms_list)
+    price = llms.add_parser("set-price", help="record a new price version (past usage keeps its prices)")
+    price.add_argument("name")
+    price.add_argument("--input", required=True, help="USD per 1M input tokens")
+    price.add_argument("--output", required=True, help="USD per 1M output tokens")
+    price.add_argument("--cached-input")
+    price.add_argument("--cache-write")
+    price.add_argument(
+        "--long-threshold", type=_int, help="prompt tokens above which the long-context prices apply"
+    )
+    price.add_argument("--long-input")
+    price.add_argument("--long-cached-input")
+    price.add_argument("--long-cache-write")
+    price.add_argument("--long-output")
+    price.set_defaults(run=cmd_llms_set_price)
+    add = llms.add_parser("add", help="add a model (price version 1) with its aliases and capabilities")
+    add.add_argument("name", help="the name clients ask for")
+    add.add_argument("--provider", required=True, choices=PROVIDERS)
+    add.add_argument("--upstream", help="the provider's model id (default: the name)")
+    add.add_argument("--display-name")
+    add.add_argument(
+        "--alias", action="append", help="another name it answers to, e.g. a dated id (repeatable)"
+    )
+    add.add_argument("--input", required=True, help="USD per 1M input tokens")
+    add.add_argument("--output", required=True, help="USD per 1M output tokens")
+    add.add_argument("--cached-input", help="USD per 1M cache-read tokens (default: the input price)")
+    add.add_argument("--cache-write", help="USD per 1M cache-write tokens (default: the input price)")
+    add.add_argument(
+        "--long-threshold", type=_int, help="prompt tokens above which the long-context prices apply"
+    )
+    add.add_argument("--long-input")
+    add.add_argument("--long-cached-input")
+    add.add_argument("--long-cache-write")
+    add.add_argument("--long-output")
+    add.add_argument("--context-window", required=True, type=_int, help="tokens of prompt and output")
+    add.add_argument("--max-output", required=True, type=_int, help="the most output tokens per request")
+    add.add_argument("--vision", action="store_true", help="it accepts images")
+    add.add_argument("--no-tools", action="store_true", help="it cannot call tools")
+    add.add_argument("--no-streaming", action="store_true", help="it cannot stream")
+    add.set_defaults(run=cmd_llms_add)
+    alias = llms.add_parser("alias", help="make more names resolve to a model")
+    alias.add_argument("name")
+    alias.add_argument("alias", nargs="+")
+    alias.set_defaults(run=cmd_llms_alias)
+    imp = llms.add_parser(
+        "import",
+        help="import LiteLLM's price map (model_prices_and_context_window.json): new models, new price "
+        "versions (charged history keeps its prices)",
+    )
+    imp.add_argument("file", metavar="FILE")
+    imp.add_argument("--dry-run", action="store_true", help="show the diff and change nothing")
+    imp.set_defaults(run=cmd_llms_import)
+
+
 # -- parser --------------------------------------------------------------------------------------
 
 
@@ -510,24 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
     balance.add_argument("--user", required=True, type=_uuid)
     balance.set_defaults(run=cmd_credits_balance)
 
-    llms = commands.add_parser("llms", help="the model catalog").add_subparsers(dest="action", required=True)
-    llist = llms.add_parser("list", help="list the catalog with current prices (USD per 1M tokens)")
-    llist.add_argument("--all", action="store_true", help="include inactive models")
-    llist.set_defaults(run=cmd_llms_list)
-    price = llms.add_parser("set-price", help="record a new price version (past usage keeps its prices)")
-    price.add_argument("name")
-    price.add_argument("--input", required=True, help="USD per 1M input tokens")
-    price.add_argument("--output", required=True, help="USD per 1M output tokens")
-    price.add_argument("--cached-input")
-    price.add_argument("--cache-write")
-    price.add_argument(
-        "--long-threshold", type=_int, help="prompt tokens above which the long-context prices apply"
-    )
-    price.add_argument("--long-input")
-    price.add_argument("--long-cached-input")
-    price.add_argument("--long-cache-write")
-    price.add_argument("--long-output")
-    price.set_defaults(run=cmd_llms_set_price)
+    add_llms_commands(commands)
 
     creds = commands.add_parser("credentials", help="users' own provider keys (BYOK)").add_subparsers(
         dest="action", required=True

@@ -5,7 +5,7 @@ Rows come from the `llms` table (storage loads them); this module only holds and
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -68,18 +68,28 @@ class Model:
 
 
 class Catalog:
-    """An immutable name → Model map; a new catalog is built whenever the llms table changes."""
+    """An immutable name → Model map (and alias → model id); rebuilt whenever the catalog tables change."""
 
-    __slots__ = ("_by_id", "_by_name")
+    __slots__ = ("_aliases", "_by_id", "_by_name")
 
-    def __init__(self, models: Iterable[Model]) -> None:
+    def __init__(self, models: Iterable[Model], aliases: Mapping[str, int] | None = None) -> None:
         self._by_name = {m.name: m for m in models}
         self._by_id = {m.id: m for m in self._by_name.values()}
+        # A name always wins over an alias; an alias of a model that is not here resolves to nothing.
+        self._aliases = {
+            alias: self._by_id[model_id]
+            for alias, model_id in (aliases or {}).items()
+            if model_id in self._by_id and alias not in self._by_name
+        }
 
     def get(self, name: str) -> Model | None:
-        """The active model of that name, or None."""
-        model = self._by_name.get(name)
+        """The active model of that name or alias (Claude Code sends dated ids), or None."""
+        model = self._by_name.get(name) or self._aliases.get(name)
         return model if model is not None and model.is_active else None
+
+    def aliases_of(self, model: Model) -> list[str]:
+        """The other names `model` answers to, sorted."""
+        return sorted(alias for alias, m in self._aliases.items() if m.id == model.id)
 
     def by_id(self, model_id: int) -> Model | None:
         return self._by_id.get(model_id)

@@ -651,4 +651,16 @@ class SpendAnomaly(Base):
     observed: Mapped[int] = mapped_column(BigInteger)
     expected: Mapped[int] = mapped_column(BigInteger)
     score: Mapped[Decimal] = mapped_column(ExactDecimal(12, 2))
+
+
+# -- catalog: model aliases (migration 0009) -------------------------------------------------------
+
+
+class LlmAlias(Base):
+    """Another name a catalog model answers to (e.g. the dated id `claude-sonnet-4-5-20250929`)."""
+
+    __tablename__ = "llm_aliases"
+
+    alias: Mapped[str] = mapped_column(String(200), primary_key=True)
+    llm_id: Mapped[int] = mapped_column(ForeignKey("llms.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = _created()

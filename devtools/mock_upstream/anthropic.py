@@ -6,6 +6,7 @@ from typing import Any
 
 from devtools.mock_upstream.common import StreamPlan, encode
 from devtools.mock_upstream.directives import TOOL_ARGUMENT_FRAGMENTS, Behaviour, reply_text, reply_words
+from devtools.mock_upstream.json_mode import PLAIN_OBJECT, forced_anthropic_input, halves
 
 
 def anthropic_tool(body: dict[str, Any]) -> str | None:
@@ -70,7 +71,8 @@ def anthropic_message(body: dict[str, Any], b: Behaviour, seq: int, tool: str | 
     if tool is None:
         content: list[dict[str, Any]] = [{"type": "text", "text": reply_text(b.completion_tokens)}]
     else:
-        content = [{"type": "tool_use", "id": f"toolu_mock_{seq}", "name": tool, "input": {"mock": True}}]
+        tool_input = forced_anthropic_input(body, tool)
+        content = [{"type": "tool_use", "id": f"toolu_mock_{seq}", "name": tool, "input": tool_input}]
     result: dict[str, Any] = {
         "id": f"msg_mock_{seq}",
         "type": "message",
@@ -109,7 +111,10 @@ def anthropic_stream(body: dict[str, Any], b: Behaviour, seq: int, tool: str | N
         deltas = [{"type": "text_delta", "text": piece} for piece in reply_words(b.completion_tokens)]
     else:
         block = {"type": "tool_use", "id": f"toolu_mock_{seq}", "name": tool, "input": {}}
-        deltas = [{"type": "input_json_delta", "partial_json": part} for part in TOOL_ARGUMENT_FRAGMENTS]
+        tool_input = forced_anthropic_input(body, tool)
+        forced = tool_input is not PLAIN_OBJECT
+        fragments = halves(encode(tool_input).decode()) if forced else TOOL_ARGUMENT_FRAGMENTS
+        deltas = [{"type": "input_json_delta", "partial_json": part} for part in fragments]
     plan.head.append(
         _anthropic_event(
             "content_block_start", {"type": "content_block_start", "index": 0, "content_block": block}

@@ -265,10 +265,10 @@ class MockUpstreamApp:
             tool = gemini_tool(body)
             if streaming:
                 sse = "alt=sse" in query.split("&")
-                plan = gemini_stream(model, b, seq, tool, sse)
+                plan = gemini_stream(model, b, seq, tool, sse, body)
                 await self._stream(send, receive, plan, b, [SSE_CONTENT if sse else JSON_CONTENT])
             else:
-                await _respond(send, 200, gemini_generate(model, b, seq, tool), extra)
+                await _respond(send, 200, gemini_generate(model, b, seq, tool, body), extra)
 
     def _should_fail(self, b: Behaviour) -> bool:
         """Whether this request fails with `b.status`: always, or the first `times` with its key."""

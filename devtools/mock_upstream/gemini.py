@@ -6,6 +6,7 @@ from typing import Any
 
 from devtools.mock_upstream.common import StreamPlan, encode
 from devtools.mock_upstream.directives import Behaviour, reply_text, reply_words
+from devtools.mock_upstream.json_mode import gemini_json_text, halves
 
 
 def gemini_tool(body: dict[str, Any]) -> str | None:
@@ -86,21 +87,27 @@ def _gemini_response(
     return result
 
 
-def gemini_generate(model: str, b: Behaviour, seq: int, tool: str | None) -> bytes:
-    """A non-streaming `generateContent` response."""
+def gemini_generate(
+    model: str, b: Behaviour, seq: int, tool: str | None, body: dict[str, Any] | None = None
+) -> bytes:
+    """A non-streaming `generateContent` response (JSON text of the response schema in JSON mode)."""
     if tool is None:
-        parts: list[dict[str, Any]] = [{"text": reply_text(b.completion_tokens)}]
+        parts: list[dict[str, Any]] = [{"text": gemini_json_text(body) or reply_text(b.completion_tokens)}]
     else:
         parts = [{"functionCall": {"name": tool, "args": {"mock": True}}}]
     usage = _gemini_usage(b, b.completion_tokens) if b.usage else None
     return encode(_gemini_response(model, seq, parts, True, usage))
 
 
-def gemini_stream(model: str, b: Behaviour, seq: int, tool: str | None, sse: bool) -> StreamPlan:
+def gemini_stream(
+    model: str, b: Behaviour, seq: int, tool: str | None, sse: bool, body: dict[str, Any] | None = None
+) -> StreamPlan:
     """`streamGenerateContent` events; usageMetadata is cumulative on every chunk, as Gemini sends it."""
     responses: list[dict[str, Any]] = []
     if tool is None:
-        for count, piece in enumerate(reply_words(b.completion_tokens), start=1):
+        json_text = gemini_json_text(body)
+        pieces = halves(json_text) if json_text else reply_words(b.completion_tokens)
+        for count, piece in enumerate(pieces, start=1):
             usage = _gemini_usage(b, count) if b.usage else None
             responses.append(_gemini_response(model, seq, [{"text": piece}], False, usage))
     else:

@@ -13,6 +13,7 @@ from devtools.mock_upstream.directives import (
     reply_text,
     reply_words,
 )
+from devtools.mock_upstream.json_mode import halves, openai_json_text
 
 
 def openai_tool(body: dict[str, Any]) -> str | None:
@@ -74,7 +75,7 @@ def openai_completion(body: dict[str, Any], b: Behaviour, seq: int, tool: str | 
     """A non-streaming `chat.completion` object."""
     message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None, "annotations": []}
     if tool is None:
-        message["content"] = reply_text(b.completion_tokens)
+        message["content"] = openai_json_text(body) or reply_text(b.completion_tokens)
     else:
         message["tool_calls"] = [
             {
@@ -125,7 +126,9 @@ def openai_stream(body: dict[str, Any], b: Behaviour, seq: int, tool: str | None
     plan = StreamPlan()
     if tool is None:
         plan.head.append(chunk({"role": "assistant", "content": "", "refusal": None}))
-        plan.content.extend(chunk({"content": piece}) for piece in reply_words(b.completion_tokens))
+        json_text = openai_json_text(body)
+        pieces = halves(json_text) if json_text else reply_words(b.completion_tokens)
+        plan.content.extend(chunk({"content": piece}) for piece in pieces)
         plan.tail.append(chunk({}, "stop"))
     else:
         call = {"index": 0, "id": f"call_mock_{seq}", "type": "function"}

@@ -26,6 +26,7 @@ from gateway.providers.base import (
 )
 from gateway.providers.wire import bad_response as _bad_response
 from gateway.providers.wire import decode_object as _decode_object
+from gateway.providers.wire import reasoning_budget, refuse_unhonoured
 from gateway.providers.wire import retry_after_seconds as _retry_after
 from gateway.providers.wire import token_count as _int
 from pricing.cost import Usage
@@ -67,6 +68,29 @@ _ERRORS: dict[str, tuple[int, str, str | None]] = {
 # the client body is forwarded: the Messages API rejects fields it does not know.
 _PASSTHROUGH = ("top_k", "thinking", "cache_control", "context_management", "output_config")
 
+# The OpenAI request fields this adapter passes or translates; any other is refused (wire.refuse_unhonoured).
+HANDLED_FIELDS = frozenset(
+    {
+        "temperature",
+        "top_p",
+        "stop",
+        "n",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "user",
+        "safety_identifier",
+        "response_format",
+        "reasoning_effort",
+        *_PASSTHROUGH,
+    }
+)
+
+# `response_format` becomes a tool the model is forced to call: its input_schema is the requested schema,
+# and its input comes back as the message content (JSON text), as an OpenAI client expects. The name is
+# the gateway's own, so an answer's tool_use of it is known to be the structured output.
+JSON_OUTPUT_TOOL = "synapgate_json_output"
+
 _USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
 
 
@@ -79,6 +103,8 @@ class AnthropicStreamState(StreamState):
     # the latest non-null value of each Anthropic usage field (message_start, then message_delta)
     usage_fields: dict[str, Any] = field(default_factory=dict)
     reasoning_parts: list[str] = field(default_factory=list)
+    # content block indexes of the structured-output tool: their input is streamed as content
+    json_blocks: set[int] = field(default_factory=set)
 
 
 class AnthropicAdapter:
@@ -127,8 +153,13 @@ class AnthropicAdapter:
         n = src.get("n")
         if isinstance(n, int) and n > 1:
             raise _invalid("anthropic models return one choice per request; n must be 1", param="n")
+        refuse_unhonoured(src, HANDLED_FIELDS, "anthropic")
         tools = src.get("tools")
-        if tools:
+        json_tool = _json_output_tool(src.get("response_format"), bool(tools))
+        if json_tool is not None:
+            body["tools"] = [json_tool]
+            body["tool_choice"] = {"type": "tool", "name": JSON_OUTPUT_TOOL}
+        elif tools:
             body["tools"] = [_tool(t, i) for i, t in enumerate(tools)]
             choice = _tool_choice(src.get("tool_choice"), src.get("parallel_tool_calls"))
             if choice is not None:
@@ -136,9 +167,21 @@ class AnthropicAdapter:
         user = src.get("user") or src.get("safety_identifier")
         if isinstance(user, str) and user:
             body["metadata"] = {"user_id": user}
+        effort = src.get("reasoning_effort")
+        if effort is not None and src.get("thinking") is None:
+            thinking = _thinking(effort, body["max_tokens"])
+            if thinking is not None:
+                body["thinking"] = thinking
         for key in _PASSTHROUGH:
             if src.get(key) is not None:
                 body[key] = src[key]
+        thinking_on = isinstance(body.get("thinking"), dict) and body["thinking"].get("type") == "enabled"
+        if json_tool is not None and thinking_on:
+            # Anthropic refuses thinking with a forced tool, which is how response_format is asked.
+            raise _invalid(
+                "anthropic models cannot think and answer in response_format together",
+                param="reasoning_effort" if src.get("thinking") is None else "thinking",
+            )
         # Anthropic always reports usage on streams (message_start and message_delta); nothing to ask.
         body["stream"] = bool(req.stream)
         return UpstreamRequest(
@@ -167,6 +210,7 @@ class AnthropicAdapter:
         texts: list[str] = []
         thinking: list[str] = []
         tool_calls: list[JSONObject] = []
+        json_output = False
         for block in blocks:
             if not isinstance(block, dict):
                 continue
@@ -175,6 +219,9 @@ class AnthropicAdapter:
                 texts.append(block["text"])
             elif kind == "thinking" and isinstance(block.get("thinking"), str):
                 thinking.append(block["thinking"])
+            elif kind == "tool_use" and block.get("name") == JSON_OUTPUT_TOOL:
+                texts.append(_encode(block.get("input") or {}).decode())
+                json_output = True
             elif kind == "tool_use":
                 tool_calls.append(
                     {
@@ -199,6 +246,8 @@ class AnthropicAdapter:
         if thinking:
             message["reasoning_content"] = "".join(thinking)
         finish_reason = _finish_reason(msg.get("stop_reason"))
+        if finish_reason == "tool_calls" and json_output and not tool_calls:
+            finish_reason = "stop"  # the forced structured-output tool: the answer is the content
         usage = _usage(_usage_fields({}, msg.get("usage")))
         out: JSONObject = {
             "id": msg.get("id"),
@@ -240,6 +289,8 @@ class AnthropicAdapter:
             if reason is None:
                 return ()
             state.finish_reason = _finish_reason(reason)
+            if state.finish_reason == "tool_calls" and state.json_blocks and not state.tool_index:
+                state.finish_reason = "stop"  # the structured-output tool only: its input was the content
             return (_chunk(state, {}, state.finish_reason),)
         if kind == "message_stop":
             state.done = True
@@ -293,6 +344,9 @@ def _block_start(state: AnthropicStreamState, payload: JSONObject) -> Sequence[J
     if kind == "text" and block.get("text"):
         state.text_parts.append(block["text"])
         return (_chunk(state, {"content": block["text"]}),)
+    if kind == "tool_use" and block.get("name") == JSON_OUTPUT_TOOL:
+        state.json_blocks.add(payload.get("index", -1))
+        return ()
     if kind == "tool_use":
         index = len(state.tool_index)
         state.tool_index[payload.get("index", -1)] = index
@@ -320,7 +374,11 @@ def _block_delta(state: AnthropicStreamState, payload: JSONObject) -> Sequence[J
         return (_chunk(state, {"content": text}),)
     if kind == "input_json_delta":
         fragment = delta.get("partial_json")
-        index = state.tool_index.get(payload.get("index", -1))
+        block_index = payload.get("index", -1)
+        if block_index in state.json_blocks and fragment and isinstance(fragment, str):
+            state.text_parts.append(fragment)
+            return (_chunk(state, {"content": fragment}),)
+        index = state.tool_index.get(block_index)
         # The first fragment is often "": nothing to send.
         if not fragment or not isinstance(fragment, str) or index is None:
             return ()
@@ -547,6 +605,70 @@ def _tool(tool: Any, i: int) -> JSONObject:
     # Anthropic requires an input schema; OpenAI allows a function without parameters.
     out["input_schema"] = function.get("parameters") or {"type": "object", "properties": {}}
     return out
+
+
+# Anthropic's smallest thinking budget.
+MIN_THINKING_BUDGET = 1024
+
+
+def _thinking(effort: Any, max_tokens: int) -> JSONObject | None:
+    """OpenAI reasoning_effort as extended thinking: a budget below max_tokens (Anthropic's rule), or None
+    for "none". A max_tokens too small for the smallest budget cannot be honoured: refused."""
+    budget = reasoning_budget(effort)
+    if budget == 0:
+        return None
+    budget = min(budget, max_tokens - 1)
+    if budget < MIN_THINKING_BUDGET:
+        raise _invalid(
+            f"reasoning_effort needs max_tokens above {MIN_THINKING_BUDGET} for anthropic models "
+            "(the thinking budget is part of the output)",
+            param="reasoning_effort",
+        )
+    return {"type": "enabled", "budget_tokens": budget}
+
+
+def _json_output_tool(response_format: Any, has_tools: bool) -> JSONObject | None:
+    """The forced tool that asks Claude for JSON (response_format json_object / json_schema), or None.
+
+    Claude has no JSON mode: a tool whose input_schema is the schema, with tool_choice forcing it, makes
+    the model answer with an object of that schema (its input), which the answer carries as the content.
+    """
+    if response_format is None:
+        return None
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        schema: JSONObject = {"type": "object"}
+        description = "Answer with a JSON object."
+    elif kind == "json_schema":
+        spec = response_format.get("json_schema")
+        schema_value = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema_value, dict) or schema_value.get("type", "object") != "object":
+            raise _invalid(
+                "anthropic needs response_format.json_schema.schema to be an object schema",
+                param="response_format.json_schema.schema",
+            )
+        schema = schema_value
+        assert isinstance(spec, dict)
+        description = "Answer with a JSON object of this schema"
+        if isinstance(spec.get("name"), str):
+            description += f" ({spec['name']})"
+        if isinstance(spec.get("description"), str):
+            description += f": {spec['description']}"
+        description += "."
+    else:
+        raise _invalid(
+            "response_format.type must be text, json_object or json_schema", param="response_format.type"
+        )
+    if has_tools:
+        # The answer's tool is forced, so the model could never call the client's tools.
+        raise _invalid(
+            "anthropic models cannot combine response_format with tools (the structured answer is a "
+            "forced tool call)",
+            param="response_format",
+        )
+    return {"name": JSON_OUTPUT_TOOL, "description": description, "input_schema": schema}
 
 
 def _tool_choice(choice: Any, parallel: Any) -> JSONObject | None:

@@ -25,8 +25,10 @@ from gateway.providers.base import (
     StreamState,
     UpstreamRequest,
 )
+from gateway.providers.messages_api import split_finish_chunk
 from gateway.providers.wire import bad_response as _bad_response
 from gateway.providers.wire import decode_object as _decode_object
+from gateway.providers.wire import reasoning_budget, refuse_unhonoured
 from gateway.providers.wire import retry_after_seconds as _retry_after
 from gateway.providers.wire import seconds as _seconds
 from gateway.providers.wire import token_count as _int
@@ -73,6 +75,31 @@ _ERRORS: dict[str, tuple[int, str, str | None]] = {
 _PASSTHROUGH = ("safetySettings", "cachedContent")
 _CONFIG_PASSTHROUGH = ("thinkingConfig", "topK", "responseModalities", "mediaResolution")
 
+# The OpenAI request fields this adapter passes or translates; any other is refused (wire.refuse_unhonoured).
+# `parallel_tool_calls` is absent on purpose: Gemini cannot be told not to call functions in parallel, so
+# only its neutral value (true) is accepted.
+HANDLED_FIELDS = frozenset(
+    {
+        "temperature",
+        "top_p",
+        "n",
+        "presence_penalty",
+        "frequency_penalty",
+        "seed",
+        "stop",
+        "response_format",
+        "reasoning_effort",
+        "tools",
+        "tool_choice",
+        # Accepted, not sent: Gemini has no end-user identifier, and one never shapes the answer (the
+        # Messages API translation passes Claude Code's metadata.user_id here).
+        "user",
+        "safety_identifier",
+        *_PASSTHROUGH,
+        *_CONFIG_PASSTHROUGH,
+    }
+)
+
 
 @dataclass(slots=True)
 class CandidateProgress:
@@ -107,6 +134,7 @@ class GeminiAdapter:
     def build_request(self, req: ChatRequest, upstream_model: str, cred: Credential) -> UpstreamRequest:
         """POST {base_url}/models/{model}:generateContent (or :streamGenerateContent?alt=sse)."""
         src = req.body
+        refuse_unhonoured(src, HANDLED_FIELDS, "gemini")
         system, contents = _translate_messages(req.messages)
         body: JSONObject = {"contents": contents}
         if system:
@@ -243,7 +271,10 @@ class GeminiAdapter:
             if isinstance(cand, dict):
                 chunk = self._candidate_chunk(state, seen, cand, pos)
                 if chunk is not None:
-                    chunks.append(chunk)
+                    # Gemini puts the last text and the finishReason in one chunk; OpenAI sends the
+                    # finish_reason on a chunk of its own, and the openai SDK's stream helper needs that
+                    # for its `content.done` / `tool_calls.function.arguments.done` events.
+                    chunks.extend(split_finish_chunk(chunk))
         if not seen and _prompt_blocked(payload):
             seen[0] = CandidateProgress(finished=True)
             state.finish_reason = "content_filter"
@@ -427,22 +458,140 @@ def _generation_config(req: ChatRequest) -> JSONObject:
         config["stopSequences"] = [stop]
     elif isinstance(stop, list) and stop:
         config["stopSequences"] = list(stop)
-    fmt = src.get("response_format")
-    if isinstance(fmt, dict):
-        if fmt.get("type") == "json_object":
-            config["responseMimeType"] = "application/json"
-        elif fmt.get("type") == "json_schema":
-            config["responseMimeType"] = "application/json"
-            spec = fmt.get("json_schema")
-            schema = spec.get("schema") if isinstance(spec, dict) else None
-            if isinstance(schema, dict):
-                # responseJsonSchema takes JSON Schema as OpenAI clients write it (additionalProperties
-                # included); responseSchema takes only Google's OpenAPI subset.
-                config["responseJsonSchema"] = schema
+    config.update(_response_format(src.get("response_format")))
+    effort = src.get("reasoning_effort")
+    if effort is not None and src.get("thinkingConfig") is None:
+        config["thinkingConfig"] = {"thinkingBudget": reasoning_budget(effort)}
     for key in _CONFIG_PASSTHROUGH:
         if src.get(key) is not None:
             config[key] = src[key]
     return config
+
+
+def _response_format(fmt: Any) -> JSONObject:
+    """OpenAI response_format -> generationConfig: JSON mode (responseMimeType), and for json_schema the
+    schema converted to Gemini's OpenAPI subset (responseSchema, which every Gemini model accepts)."""
+    if fmt is None:
+        return {}
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind == "text":
+        return {}
+    if kind == "json_object":
+        return {"responseMimeType": "application/json"}
+    if kind != "json_schema":
+        raise _invalid(
+            "response_format.type must be text, json_object or json_schema", param="response_format.type"
+        )
+    assert isinstance(fmt, dict)
+    spec = fmt.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    if not isinstance(schema, dict):
+        raise _invalid(
+            "response_format.json_schema.schema must be a JSON Schema object",
+            param="response_format.json_schema.schema",
+        )
+    return {"responseMimeType": "application/json", "responseSchema": gemini_schema(schema)}
+
+
+# JSON Schema keywords that only annotate (or that Gemini enforces anyway): left out of responseSchema.
+_SCHEMA_ANNOTATIONS = frozenset({"$schema", "$id", "title", "examples", "default", "$comment", "strict"})
+_SCHEMA_TYPES = {
+    "string": "STRING",
+    "number": "NUMBER",
+    "integer": "INTEGER",
+    "boolean": "BOOLEAN",
+    "array": "ARRAY",
+    "object": "OBJECT",
+}
+_SCHEMA_PARAM = "response_format.json_schema.schema"
+_SCHEMA_FORMATS: dict[Any, tuple[str, ...]] = {
+    "STRING": ("date-time",),
+    "NUMBER": ("float", "double"),
+    "INTEGER": ("int32", "int64"),
+}
+
+
+def gemini_schema(schema: JSONObject) -> JSONObject:
+    """A JSON Schema (as OpenAI clients and pydantic write it) in Gemini's OpenAPI subset (`Schema`).
+
+    `$ref`s into `$defs` are inlined (a recursive schema cannot be: refused), `anyOf` with `null` and type
+    lists with "null" become `nullable`, `const` a one-value `enum`, `oneOf` `anyOf`; annotations and
+    `additionalProperties: false` are left out. A constraint Gemini cannot express is refused with a 400
+    naming where it is, never dropped.
+    """
+    defs: dict[str, Any] = {}
+    for key in ("$defs", "definitions"):
+        if isinstance(schema.get(key), dict):
+            defs.update({f"#/{key}/{name}": value for name, value in schema[key].items()})
+    return _schema_node(schema, defs, _SCHEMA_PARAM, ())
+
+
+def _schema_node(node: Any, defs: Mapping[str, Any], where: str, refs: tuple[str, ...]) -> JSONObject:
+    if not isinstance(node, dict):
+        raise _invalid("a schema must be an object", param=where)
+    ref = node.get("$ref")
+    if isinstance(ref, str):
+        if ref in refs:
+            raise _invalid("gemini cannot take a recursive schema", param=where)
+        target = defs.get(ref)
+        if target is None:
+            raise _invalid(f"unresolvable $ref {ref!r}", param=where)
+        merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+        return _schema_node(merged, defs, where, (*refs, ref))
+    out: JSONObject = {}
+    nullable = False
+    for key, value in node.items():
+        if key in _SCHEMA_ANNOTATIONS or key in ("$defs", "definitions"):
+            continue
+        if key == "type":
+            types = value if isinstance(value, list) else [value]
+            nullable = nullable or "null" in types
+            real = [t for t in types if t != "null"]
+            if len(real) != 1 or real[0] not in _SCHEMA_TYPES:
+                raise _invalid(f"gemini needs one schema type, got {value!r}", param=f"{where}.type")
+            out["type"] = _SCHEMA_TYPES[real[0]]
+        elif key in ("anyOf", "oneOf"):
+            if not isinstance(value, list):
+                raise _invalid(f"{key} must be a list", param=f"{where}.{key}")
+            options = [v for v in value if not (isinstance(v, dict) and v.get("type") == "null")]
+            nullable = nullable or len(options) < len(value)
+            converted = [_schema_node(v, defs, f"{where}.{key}[{i}]", refs) for i, v in enumerate(options)]
+            if len(converted) == 1:
+                out.update(converted[0])
+            else:
+                out["anyOf"] = converted
+        elif key == "allOf" and isinstance(value, list) and len(value) == 1:
+            out.update(_schema_node(value[0], defs, f"{where}.allOf[0]", refs))
+        elif key == "properties" and isinstance(value, dict):
+            out["properties"] = {
+                name: _schema_node(sub, defs, f"{where}.properties.{name}", refs)
+                for name, sub in value.items()
+            }
+            out["propertyOrdering"] = list(value)  # Gemini otherwise orders keys alphabetically
+        elif key == "items":
+            out["items"] = _schema_node(value, defs, f"{where}.items", refs)
+        elif key == "additionalProperties" and value is False:
+            continue  # Gemini generates the declared properties only
+        elif key == "const":
+            out["enum"] = [value]
+        elif key in ("description", "required", "enum", "nullable", "format", "minItems", "maxItems",
+                     "minimum", "maximum", "minLength", "maxLength", "pattern", "minProperties",
+                     "maxProperties"):  # fmt: skip
+            out[key] = value
+        else:
+            raise _invalid(f"gemini's response schema cannot express {key!r}", param=f"{where}.{key}")
+    if "enum" in out:
+        # Gemini's enums are strings only.
+        if not all(isinstance(v, str) for v in out["enum"]):
+            raise _invalid("gemini's schema enums must be strings", param=f"{where}.enum")
+        out["type"] = "STRING"
+        out["format"] = "enum"
+    elif out.get("format") not in _SCHEMA_FORMATS.get(out.get("type"), ()):
+        # Gemini rejects other formats (uri, email, ...); they describe a string, they do not shape it.
+        out.pop("format", None)
+    if nullable:
+        out["nullable"] = True
+    return out
 
 
 def _translate_messages(messages: Sequence[Any]) -> tuple[list[JSONObject], list[JSONObject]]:

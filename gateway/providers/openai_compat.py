@@ -23,7 +23,9 @@ from gateway.providers.base import (
     StreamState,
     UpstreamRequest,
 )
+from gateway.providers.messages_api import split_finish_chunk
 from gateway.providers.wire import bad_response as _bad_response
+from gateway.providers.wire import refuse_unhonoured
 from gateway.providers.wire import retry_after_seconds as _retry_after
 from gateway.providers.wire import token_count as _int
 from pricing.cost import Usage
@@ -38,8 +40,9 @@ class OpenAICompatProfile:
 
     name: str
     default_base_url: str
-    # Request fields the provider answers with a 400; removed before the request goes upstream.
-    drop_params: frozenset[str] = frozenset()
+    # Request fields the provider cannot take: refused with a 400 naming the field (unless null or set to
+    # their neutral value, e.g. `logprobs: false`), never silently removed.
+    refused_params: frozenset[str] = frozenset()
     # The provider documents only `max_tokens`: send the client's `max_completion_tokens` under that name,
     # or it is ignored and the output is no longer capped by what the gateway reserved credit for.
     max_tokens_only: bool = False
@@ -64,7 +67,7 @@ TOGETHER_PROFILE = OpenAICompatProfile(
 GROQ_PROFILE = OpenAICompatProfile(
     name="groq",
     default_base_url="https://api.groq.com/openai/v1",
-    drop_params=frozenset({"logprobs", "logit_bias", "top_logprobs"}),
+    refused_params=frozenset({"logprobs", "logit_bias", "top_logprobs"}),
 )
 OPENROUTER_PROFILE = OpenAICompatProfile(
     name="openrouter", default_base_url="https://openrouter.ai/api/v1", max_tokens_only=True
@@ -89,10 +92,12 @@ class OpenAICompatAdapter:
     def build_request(self, req: ChatRequest, upstream_model: str, cred: Credential) -> UpstreamRequest:
         """POST {base_url}/chat/completions with the client's body, our model name, and usage on streams."""
         profile = self.profile
+        if profile.refused_params:
+            refuse_unhonoured(
+                {k: v for k, v in req.body.items() if k in profile.refused_params}, frozenset(), profile.name
+            )
         body = dict(req.body)
         body["model"] = upstream_model
-        for param in profile.drop_params:
-            body.pop(param, None)
         if profile.max_tokens_only and "max_completion_tokens" in body:
             body["max_tokens"] = body.pop("max_completion_tokens")
         if req.stream:
@@ -202,7 +207,9 @@ class OpenAICompatAdapter:
             usage = self._usage(raw_usage)
             if usage is not None:
                 state.usage = usage
-        return (chunk,)
+        # Some hosts put the last delta and the finish_reason in one chunk; OpenAI never does, and the
+        # openai SDK's stream helper needs the finish on a chunk of its own (for its `.done` events).
+        return split_finish_chunk(chunk)
 
     # --- usage -------------------------------------------------------------------------------------
 

@@ -14,12 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pricing.catalog import Catalog, Model, PriceTier, Pricing
 from storage.errors import ModelNotFound
-from storage.models import Llm, LlmPriceVersion, table_of
+from storage.models import Llm, LlmAlias, LlmPriceVersion, table_of
 from storage.paging import Page, PageRequest, fetch_page, page_of
 from storage.types import utcnow
 
 llms = table_of(Llm)
 versions = table_of(LlmPriceVersion)
+aliases = table_of(LlmAlias)
 
 PRICE_FIELDS = (
     "input_price",
@@ -73,11 +74,12 @@ def _model(row: Any) -> Model:
 async def load_catalog(conn: AsyncConnection) -> Catalog:
     """Every catalog entry (active or not) with its current prices."""
     rows = (await conn.execute(select(llms).order_by(llms.c.id))).all()
-    return Catalog(_model(r) for r in rows)
+    alias_rows = (await conn.execute(select(aliases.c.alias, aliases.c.llm_id))).all()
+    return Catalog((_model(r) for r in rows), {a: int(i) for a, i in alias_rows})
 
 
-async def catalog_fingerprint(conn: AsyncConnection) -> tuple[int, int, Any]:
-    """A cheap value that changes whenever the catalog does (for cache refresh)."""
+async def catalog_fingerprint(conn: AsyncConnection) -> tuple[int, int, Any, int, Any]:
+    """A cheap value that changes whenever the catalog does (for cache refresh), aliases included."""
     row = (
         await conn.execute(
             select(
@@ -85,7 +87,8 @@ async def catalog_fingerprint(conn: AsyncConnection) -> tuple[int, int, Any]:
             )
         )
     ).one()
-    return int(row[0]), int(row[1]), row[2]
+    alias_row = (await conn.execute(select(func.count(), func.max(aliases.c.created_at)))).one()
+    return int(row[0]), int(row[1]), row[2], int(alias_row[0]), alias_row[1]
 
 
 async def lock_model(conn: AsyncConnection, name: str) -> Any:
@@ -158,6 +161,7 @@ class LlmInfo:
     supports_tools: bool
     supports_streaming: bool
     updated_at: datetime
+    aliases: tuple[str, ...] = ()  # other names the model answers to
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +171,7 @@ class PriceVersionInfo:
     prices: Prices
 
 
-def _llm(row: Any) -> LlmInfo:
+def _llm(row: Any, alias_names: Sequence[str] = ()) -> LlmInfo:
     return LlmInfo(
         id=int(row.id),
         name=row.name,
@@ -183,7 +187,20 @@ def _llm(row: Any) -> LlmInfo:
         supports_tools=bool(row.supports_tools),
         supports_streaming=bool(row.supports_streaming),
         updated_at=row.updated_at,
+        aliases=tuple(sorted(alias_names)),
     )
+
+
+async def aliases_by_model(conn: AsyncConnection, llm_ids: Sequence[int]) -> dict[int, list[str]]:
+    """The aliases of each of these models (one query)."""
+    found: dict[int, list[str]] = {}
+    if llm_ids:
+        rows = await conn.execute(
+            select(aliases.c.llm_id, aliases.c.alias).where(aliases.c.llm_id.in_(llm_ids))
+        )
+        for llm_id, alias in rows:
+            found.setdefault(int(llm_id), []).append(alias)
+    return found
 
 
 async def list_llms(
@@ -196,12 +213,52 @@ async def list_llms(
     if provider is not None:
         query = query.where(llms.c.provider == provider)
     rows, total = await fetch_page(conn, query, page)
-    return page_of([_llm(r) for r in rows], total, page)
+    names = await aliases_by_model(conn, [int(r.id) for r in rows])
+    return page_of([_llm(r, names.get(int(r.id), ())) for r in rows], total, page)
 
 
 async def get_llm(conn: AsyncConnection, name: str) -> LlmInfo | None:
     row = (await conn.execute(select(llms).where(llms.c.name == name))).one_or_none()
-    return None if row is None else _llm(row)
+    if row is None:
+        return None
+    return _llm(row, (await aliases_by_model(conn, [int(row.id)])).get(int(row.id), ()))
+
+
+async def taken_names(conn: AsyncConnection, names: Sequence[str]) -> set[str]:
+    """Those of `names` already used as a model name or an alias."""
+    if not names:
+        return set()
+    wanted = set(names)
+    taken = set((await conn.execute(select(llms.c.name).where(llms.c.name.in_(wanted)))).scalars())
+    taken |= set((await conn.execute(select(aliases.c.alias).where(aliases.c.alias.in_(wanted)))).scalars())
+    return taken
+
+
+async def insert_model(conn: AsyncConnection, values: dict[str, Any], alias_names: Sequence[str]) -> int:
+    """A new catalog row, its price version 1 and its aliases; the new model's id."""
+    now = utcnow()
+    llm_id = (
+        await conn.execute(
+            llms.insert()
+            .values(**values, price_version=1, is_active=True, created_at=now, updated_at=now)
+            .returning(llms.c.id)
+        )
+    ).scalar_one()
+    prices = {name: values[name] for name in PRICE_FIELDS}
+    await conn.execute(versions.insert().values(llm_id=llm_id, version=1, effective_from=now, **prices))
+    await insert_aliases(conn, int(llm_id), alias_names)
+    return int(llm_id)
+
+
+async def insert_aliases(conn: AsyncConnection, llm_id: int, alias_names: Sequence[str]) -> None:
+    """Make `alias_names` resolve to the model; its updated_at moves so every catalog cache reloads."""
+    if not alias_names:
+        return
+    now = utcnow()
+    await conn.execute(
+        aliases.insert(), [{"alias": a, "llm_id": llm_id, "created_at": now} for a in alias_names]
+    )
+    await conn.execute(update(llms).where(llms.c.id == llm_id).values(updated_at=now))
 
 
 async def price_history(conn: AsyncConnection, llm_id: int) -> list[PriceVersionInfo]:

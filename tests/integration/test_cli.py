@@ -217,7 +217,9 @@ def test_cli_end_to_end_on_sqlite(tmp_path: Path) -> None:
         "output": "10.00",
         "context_window": 128000,
         "max_output_tokens": 16384,
+        "aliases": [],
     }
+    assert by_name["claude-3-haiku"]["aliases"] == ["claude-3-haiku-20240307"]  # migration 0009
     assert by_name["gemini-1.5-pro"]["cached_input"] == "0.3125"
     assert by_name["claude-3-sonnet"]["cache_write"] == "3.75"
 

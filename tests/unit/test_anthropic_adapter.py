@@ -116,8 +116,8 @@ def test_request_url_headers_and_basic_fields() -> None:
             "user": "user-42",
             "stream": True,
             "stream_options": {"include_usage": True},
-            "frequency_penalty": 0.5,  # OpenAI-only: must not reach Anthropic, which rejects unknown fields
-            "logprobs": True,
+            "logprobs": False,  # neutral values ask for nothing: accepted, not sent
+            "n": 1,
         }
     )
     up = adapter().build_request(req, "claude-sonnet-4-5-20250929", CRED)

@@ -120,8 +120,7 @@ def test_generation_config_and_system_instruction() -> None:
             "top_p": 0.8,
             "stop": "END",
             "n": 2,
-            "logprobs": True,  # OpenAI-only: not forwarded
-            "user": "u1",
+            "logprobs": False,  # a neutral value asks for nothing: accepted, not sent
         }
     )
     assert body == {
@@ -155,9 +154,15 @@ def test_stop_list_and_json_response_formats() -> None:
             },
         }
     )
+    # responseSchema (every Gemini model takes it) in Google's OpenAPI subset: additionalProperties: false
+    # is left out, types are Gemini's enum names, and the declared key order is kept.
     assert json_schema["generationConfig"] == {
         "responseMimeType": "application/json",
-        "responseJsonSchema": schema,
+        "responseSchema": {
+            "type": "OBJECT",
+            "properties": {"city": {"type": "STRING"}},
+            "propertyOrdering": ["city"],
+        },
     }
 
 
@@ -582,7 +587,9 @@ def test_stream_basic_text(fixtures_dir: Path) -> None:
     assert first["choices"][0]["delta"] == {"role": "assistant", "content": "The"}
     assert sum(1 for c in chunks if c["choices"] and "role" in c["choices"][0]["delta"]) == 1
     finishes = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]]
-    assert finishes == [None, None, "stop"]
+    # The last text and the finishReason arrive together; the finish goes on a chunk of its own (OpenAI's).
+    assert finishes == [None, None, None, "stop"]
+    assert chunks[-2]["choices"][0]["delta"] == {} and chunks[-1]["choices"] == []
     assert state.done and state.finish_reason == "stop"
     assert state.usage is not None
     # The last chunk counts: promptTokenCount went 15 -> 13; candidatesTokenCount only appears at the end.

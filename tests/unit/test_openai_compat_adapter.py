@@ -136,12 +136,19 @@ def test_build_request_forces_include_usage_on_streams_keeping_other_options() -
     assert sent["stream_options"] == {"include_usage": True}
 
 
-def test_build_request_drops_params_the_provider_rejects(fixtures_dir: Path) -> None:
+def test_build_request_refuses_params_the_provider_rejects(fixtures_dir: Path) -> None:
     body = json.loads(load(fixtures_dir, "groq/error-429-rate-limit-exceeded.request.json"))
     body |= {"logprobs": True, "top_logprobs": 3, "logit_bias": {"50256": -100}, "temperature": 0.2}
-    groq = json.loads(GroqAdapter().build_request(chat_request(body), "llama-3.3-70b-versatile", CRED).body)
-    assert not {"logprobs", "top_logprobs", "logit_bias"} & groq.keys()
-    assert groq["temperature"] == 0.2
+    # Never silently dropped: a 400 naming the field, before anything goes upstream.
+    with pytest.raises(ProviderError) as err:
+        GroqAdapter().build_request(chat_request(body), "llama-3.3-70b-versatile", CRED)
+    assert (err.value.status, err.value.param, err.value.code) == (400, "logprobs", "unsupported_parameter")
+    # Their neutral (or null) values ask for nothing and pass.
+    neutral = body | {"logprobs": False, "top_logprobs": None, "logit_bias": None}
+    groq = json.loads(
+        GroqAdapter().build_request(chat_request(neutral), "llama-3.3-70b-versatile", CRED).body
+    )
+    assert groq["temperature"] == 0.2 and groq["logprobs"] is False
     assert groq["tools"] == body["tools"]
     # OpenAI accepts them: the same body keeps them.
     openai = json.loads(OpenAIAdapter().build_request(chat_request(body), "gpt-4o", CRED).body)

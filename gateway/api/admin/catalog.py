@@ -1,4 +1,5 @@
-"""Admin API: the model catalog — list, show with price history, set a new price version, (de)activate.
+"""Admin API: the model catalog — list, show with price history, add a model and its aliases, set a new
+price version, (de)activate, import LiteLLM's community price map.
 
 Prices are exact decimal strings of USD per 1M tokens (never floats). A price change is a new price
 version: usage already charged keeps naming the version (and the cost) it was charged at, and the
@@ -16,14 +17,15 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, get, post, put
-from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody, RawBody
 
 from gateway.api.admin.common import Body, Struct
 from gateway.api.admin.scope import AppRuntime, Caller, Engine, Paging
 from pricing.money import TOKENS_PER_PRICE_UNIT
 from storage.catalog import repository, service
 from storage.catalog.repository import LlmInfo, Prices
-from storage.catalog.service import KEEP, PriceChange
+from storage.catalog.service import KEEP, ImportReport, NewModel, PriceChange
+from storage.views import to_dict
 
 PRICE_UNIT = f"USD per {TOKENS_PER_PRICE_UNIT} tokens"
 
@@ -61,6 +63,7 @@ class LlmOut(Struct):
     supports_tools: bool
     supports_streaming: bool
     updated_at: datetime
+    aliases: list[str]
 
 
 class PriceVersionOut(Struct):
@@ -120,6 +123,7 @@ def _llm_fields(m: LlmInfo) -> dict[str, Any]:
         "supports_tools": m.supports_tools,
         "supports_streaming": m.supports_streaming,
         "updated_at": m.updated_at,
+        "aliases": list(m.aliases),
     }
 
 
@@ -141,6 +145,49 @@ class SetPriceIn(Body):
     long_cached_input_price: OptionalRate = msgspec.UNSET
     long_cache_write_price: OptionalRate = msgspec.UNSET
     long_output_price: OptionalRate = msgspec.UNSET
+
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class NewLlmIn(Body):
+    """A model to add (POST /llms): prices as exact decimal strings of USD per 1M tokens; a missing
+    cached/cache-write price bills those tokens at `input_price`; aliases are other names it answers to."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    provider: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+    upstream_model: Name
+    input_price: Rate
+    output_price: Rate
+    context_window: Annotated[int, msgspec.Meta(ge=1)]
+    max_output_tokens: Annotated[int, msgspec.Meta(ge=1)]
+    display_name: Name | None = None
+    aliases: Annotated[list[Name], msgspec.Meta(max_length=100)] = msgspec.field(default_factory=list)
+    cached_input_price: Rate | None = None
+    cache_write_price: Rate | None = None
+    long_context_threshold: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    long_input_price: Rate | None = None
+    long_cached_input_price: Rate | None = None
+    long_cache_write_price: Rate | None = None
+    long_output_price: Rate | None = None
+    supports_vision: bool = False
+    supports_tools: bool = True
+    supports_streaming: bool = True
+
+
+class AliasesIn(Body):
+    aliases: Annotated[list[Name], msgspec.Meta(min_length=1, max_length=100)]
+
+
+def _new_model(data: NewLlmIn) -> NewModel:
+    values: dict[str, Any] = {}
+    for name in NewLlmIn.__struct_fields__:
+        value = getattr(data, name)
+        values[name] = (
+            service.parse_rate(value, name) if name.endswith("_price") and value is not None else value
+        )
+    values["aliases"] = tuple(data.aliases)
+    return NewModel(**values)
 
 
 def _price_change(data: SetPriceIn) -> PriceChange:
@@ -203,6 +250,44 @@ class CatalogController(Controller):
             offset=found.offset,
             has_more=found.has_more,
         )
+
+    @post("/llms", status_code=201)
+    async def add_llm_route(
+        self, caller: Caller, runtime: AppRuntime, data: JSONBody[NewLlmIn]
+    ) -> LlmDetailOut:
+        """Add a model with its prices (version 1), limits, capabilities and aliases. Admin only."""
+        caller.require_admin()
+        new = _new_model(data)
+        async with runtime.engine.begin() as conn:
+            await service.add_model(conn, new)
+        await runtime.catalog.refresh()
+        return await _detail(runtime.engine, new.name.strip())
+
+    @post("/llms/import", status_code=200)
+    async def import_llms_route(
+        self, caller: Caller, runtime: AppRuntime, body: RawBody, dry_run: FromQuery[bool] = False
+    ) -> dict[str, Any]:
+        """Import LiteLLM's price map (the JSON body, `model_prices_and_context_window.json` format): new
+        chat models are added and changed prices recorded as new price versions; `dry_run=true` answers
+        the same report and changes nothing. Admin only."""
+        caller.require_admin()
+        async with runtime.engine.begin() as conn:
+            report: ImportReport = await service.import_price_map(conn, body, dry_run=dry_run)
+        if not dry_run:
+            await runtime.catalog.refresh()
+        out: dict[str, Any] = to_dict(report)
+        return out
+
+    @post("/llms/{name:str}/aliases", status_code=200)
+    async def add_aliases_route(
+        self, caller: Caller, runtime: AppRuntime, name: FromPath[str], data: JSONBody[AliasesIn]
+    ) -> LlmOut:
+        """Make more names (e.g. a provider's dated ids) resolve to this model. Admin only."""
+        caller.require_admin()
+        async with runtime.engine.begin() as conn:
+            model = await service.add_aliases(conn, name, data.aliases)
+        await runtime.catalog.refresh()
+        return LlmOut(**_llm_fields(model))
 
     @get("/llms/{name:str}")
     async def get_llm_route(self, engine: Engine, name: FromPath[str]) -> LlmDetailOut:
