@@ -6,7 +6,7 @@ alias. An alias is unique and never equal to a model's name (the service checks 
 models answer to their dated upstream ids.
 
 Revision ID: 0009
-Revises: 0005
+Revises: 0008
 Create Date: 2026-11-30
 """
 
@@ -21,7 +21,7 @@ from alembic import op
 from migrations import frozen_types
 
 revision: str = "0009"
-down_revision: str | None = "0005"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

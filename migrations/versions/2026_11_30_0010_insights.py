@@ -9,7 +9,7 @@
   (Tags already carry `is_auto` and `confidence`.)
 
 Revision ID: 0010
-Revises: 0005
+Revises: 0009
 Create Date: 2026-11-30
 """
 
@@ -24,7 +24,7 @@ from sqlalchemy.dialects import postgresql
 from migrations import frozen_types
 
 revision: str = "0010"
-down_revision: str | None = "0005"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
