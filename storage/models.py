@@ -651,6 +651,7 @@ class SpendAnomaly(Base):
     observed: Mapped[int] = mapped_column(BigInteger)
     expected: Mapped[int] = mapped_column(BigInteger)
     score: Mapped[Decimal] = mapped_column(ExactDecimal(12, 2))
+    created_at: Mapped[datetime] = _created()
 
 
 # -- catalog: model aliases (migration 0009) -------------------------------------------------------

@@ -1,7 +1,8 @@
 """Where the suite's tests put their data on the shared PostgreSQL and Redis, one place for every conftest.
 
-Each pytest process (each xdist worker) gets its own Redis db: SYNAPGATE_TEST_REDIS_URL when set (for two
-checkouts running at once), else db 11 for a plain run and 11 + N for xdist worker gwN (at most db 15).
+Each pytest process (each xdist worker) gets its own Redis db: the base db is the one in
+SYNAPGATE_TEST_REDIS_URL when set (for two checkouts running at once), else 11; xdist worker gwN adds N
+(at most db 15).
 PostgreSQL databases are named per process already (`sg_tmpl_<pid>_…`, `sg_t_…`).
 """
 
@@ -15,14 +16,16 @@ LAST_DB = 15
 
 def redis_url_for_this_process() -> str:
     """The Redis URL this test process may flush."""
+    base_url, first = "redis://127.0.0.1:6379", FIRST_DB
     explicit = os.environ.get("SYNAPGATE_TEST_REDIS_URL")
     if explicit:
-        return explicit
+        head, _, db = explicit.rstrip("/").rpartition("/")
+        base_url, first = (head, int(db)) if db.isdigit() and "://" in head else (explicit.rstrip("/"), 0)
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     number = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
-    if FIRST_DB + number > LAST_DB:
-        raise RuntimeError(f"xdist worker {worker} has no Redis db left (dbs {FIRST_DB}–{LAST_DB})")
-    return f"redis://127.0.0.1:6379/{FIRST_DB + number}"
+    if first + number > LAST_DB:
+        raise RuntimeError(f"xdist worker {worker} has no Redis db left (from db {first}, at most {LAST_DB})")
+    return f"{base_url}/{first + number}"
 
 
 def free_port() -> int:
