@@ -167,7 +167,7 @@ class Admission:
         )
         amount = max(
             self._worst_case(request, r.model, estimate, r.credential.byok)
-            for r, estimate in zip(routes[:1], estimates[:1], strict=True)
+            for r, estimate in zip(routes, estimates, strict=True)
         )
         return Call(
             request_id=inbound.request_id,
@@ -213,7 +213,7 @@ class Admission:
     def _worst_case(self, request: ChatRequest, model: Model, prompt_tokens: int, byok: bool) -> int:
         """The most this request can cost on `model`: every output token of every choice."""
         max_out = request.max_output_tokens or model.max_output_tokens
-        choices = 1
+        choices = int(request.body.get("n") or 1)
         worst = reservation_nano(model, prompt_tokens, max_out * choices)
         if byok:
             s = self.settings
