@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from config import Settings
 from gateway.auth import KeyAuthenticator
 from gateway.catalog_cache import CatalogCache
+from gateway.chat.limits import check_key_expiry, limit_request
 from gateway.conversations import conversation_id_for
 from gateway.credentials import CredentialResolver
 from gateway.errors import GatewayError, conversation_not_found
@@ -29,6 +30,7 @@ from pricing.cost import byok_fee_nano, reservation_nano
 from pricing.tokens import count_prompt_tokens
 from storage.accounts.keys import KeyPrincipal
 from storage.billing.ledger.base import Reservation
+from storage.billing.ledger.limits import LimitRequest
 from storage.types import utcnow
 from storage.usage.recorder import ConversationNotOwned, check_conversation_owner
 
@@ -77,6 +79,7 @@ class Call:
     reservation: Reservation | None = None  # set and cleared by the service only
     attempts: int = 0
     recorded: bool = False  # the record is committed (the reservation is settled with it)
+    limits: LimitRequest | None = None  # what the request asks of its key's, user's, workspace's limits
 
     def use(self, route: Route) -> None:
         self.model, self.adapter, self.credential = route.model, route.adapter, route.credential
@@ -108,6 +111,7 @@ class Admission:
     async def admit(self, inbound: Inbound) -> Call:
         """Choose model, key and fallbacks, check the conversation, and size the reservation."""
         principal, request, headers = inbound.principal, inbound.request, inbound.headers
+        check_key_expiry(principal)
         model = (await self.catalog.get()).get(request.model)
         if model is None:
             raise GatewayError(
@@ -164,6 +168,14 @@ class Admission:
             prompt_estimate=prompt_estimate,
             reserve_nano=amount,
             routes=routes,
+            limits=limit_request(principal, self._worst_tokens(request, routes, prompt_estimate)),
+        )
+
+    def _worst_tokens(self, request: ChatRequest, routes: list[Route], prompt_tokens: int) -> int:
+        """The most tokens the request can use on any route: what a TPM limit reserves (settled to actual)."""
+        choices = int(request.body.get("n") or 1)
+        return max(
+            prompt_tokens + (request.max_output_tokens or r.model.max_output_tokens) * choices for r in routes
         )
 
     async def _fallback_routes(self, model: Model, principal: KeyPrincipal) -> list[Route]:

@@ -21,6 +21,7 @@ from gateway.auth import KeyAuthenticator
 from gateway.catalog_cache import CatalogCache
 from gateway.chat.admit import Admission, Call, Inbound
 from gateway.chat.call import RetryPolicy, complete_upstream, open_upstream_stream
+from gateway.chat.limits import call_ratelimit_headers, limit_error
 from gateway.chat.record import (
     Outcome,
     Recorded,
@@ -44,6 +45,7 @@ from gateway.proxy import Upstream
 from pricing.money import format_usd
 from storage.accounts.keys import KeyPrincipal
 from storage.billing.ledger.base import CreditLedger, InsufficientCredit
+from storage.billing.ledger.limits import LimitExceeded
 from storage.usage.group_commit import GroupCommitRecorder
 from storage.usage.recorder import ConversationNotOwned, record_failure
 
@@ -145,6 +147,7 @@ class ChatService:
             "x-synapgate-conversation-id": str(call.conversation_id),
             "x-synapgate-model": call.model.name,
             "x-synapgate-attempts": str(call.attempts),
+            **call_ratelimit_headers(call),
         }
 
     # -- the reservation, owned here -----------------------------------------------------------
@@ -152,13 +155,15 @@ class ChatService:
     @asynccontextmanager
     async def _holding(self, call: Call) -> AsyncIterator[None]:
         """Reserve the call's worst case; on the way out release it unless the record settled it."""
-        if call.reserve_nano > 0:
+        if call.reserve_nano > 0 or call.limits is not None:
             try:
                 call.reservation = await self.ledger.reserve(
-                    call.principal.user_id, call.request_id, call.reserve_nano
+                    call.principal.user_id, call.request_id, call.reserve_nano, call.limits
                 )
             except InsufficientCredit as exc:
                 raise insufficient_credits(exc.available_nano, exc.needed_nano) from None
+            except LimitExceeded as exc:
+                raise limit_error(exc) from None
         try:
             yield
         finally:
@@ -186,6 +191,14 @@ class ChatService:
             log.exception("recording failed; nothing charged", extra={"request_id": call.request_id})
             raise record_failed() from None
         call.recorded = True
+        if (
+            call.reservation is not None
+        ):  # limits settle to the actual figures (the credit settled in the commit)
+            try:
+                tokens = outcome.usage.prompt_tokens + outcome.usage.completion_tokens
+                await self.ledger.settle_limits(call.reservation, recorded.charged_nano, tokens)
+            except Exception:  # the answer stands; the holds expire with their lease
+                log.exception("limit settle failed", extra={"request_id": call.request_id})
         return recorded
 
     async def _failed(self, call: Call, error: ProviderError) -> GatewayError:

@@ -14,6 +14,8 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from storage.billing.ledger.limits import LimitHold, LimitRequest
+
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
@@ -22,6 +24,7 @@ class Reservation:
     user_id: uuid.UUID
     request_id: str
     amount_nano: int
+    limits: LimitHold | None = None  # what it holds against rate limits and budgets, settled with it
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +50,16 @@ class InsufficientCredit(Exception):
 
 
 class CreditLedger(Protocol):
-    async def reserve(self, user_id: uuid.UUID, request_id: str, amount_nano: int) -> Reservation:
-        """Hold `amount_nano` for a request atomically; InsufficientCredit (holding nothing) if short."""
+    async def reserve(
+        self, user_id: uuid.UUID, request_id: str, amount_nano: int, limits: LimitRequest | None = None
+    ) -> Reservation:
+        """Hold `amount_nano` and the request's limits atomically; InsufficientCredit or LimitExceeded
+        (holding nothing) if short. A negative balance admits nothing, not even a zero amount."""
+        ...
+
+    async def settle_limits(self, reservation: Reservation, actual_nano: int, actual_tokens: int) -> None:
+        """Settle what a recorded request held against its limits to its actual cost and tokens; and end
+        its lease (idempotent)."""
         ...
 
     async def release(self, reservation: Reservation) -> None:

@@ -1,0 +1,76 @@
+"""Limits and leases: RPM, TPM and period budgets on keys, users, workspaces; key expiry; reservation leases.
+
+- `api_keys.spend_limit_nano` (read by nothing until now) becomes `budget_nano`, with `budget_period`
+  (day|week|month|total, calendar periods in UTC) and `expires_at`; users and workspaces gain the four limits.
+- `credit_reservations` carries the lease (gateway instance) that holds it, so a dead instance's reservations
+  are found and released, and the key, workspace and tokens it holds against their limits.
+- `limit_windows`: the SQL ledger's per-minute request and token counters (Redis keeps its own).
+
+Revision ID: 0006
+Revises: 0005
+Create Date: 2026-11-30
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0006"
+down_revision: str | None = "0005"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+TS = sa.DateTime(timezone=True)
+
+
+def _limits() -> list[sa.Column[object]]:
+    return [
+        sa.Column("rpm_limit", sa.Integer(), nullable=True),
+        sa.Column("tpm_limit", sa.Integer(), nullable=True),
+        sa.Column("budget_nano", sa.BigInteger(), nullable=True),
+        sa.Column("budget_period", sa.String(8), nullable=True),
+    ]
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("api_keys") as batch_op:
+        batch_op.alter_column("spend_limit_nano", new_column_name="budget_nano")
+        batch_op.add_column(sa.Column("budget_period", sa.String(8), nullable=True))
+        batch_op.add_column(sa.Column("expires_at", TS, nullable=True))
+    for table in ("users", "workspaces"):
+        with op.batch_alter_table(table) as batch_op:
+            for column in _limits():
+                batch_op.add_column(column)
+    with op.batch_alter_table("credit_reservations") as batch_op:
+        batch_op.add_column(sa.Column("lease_id", sa.String(64), nullable=True))
+        batch_op.add_column(sa.Column("api_key_id", sa.Uuid(), nullable=True))
+        batch_op.add_column(sa.Column("workspace_id", sa.Uuid(), nullable=True))
+        batch_op.add_column(sa.Column("tokens", sa.BigInteger(), server_default="0", nullable=False))
+        batch_op.create_index(batch_op.f("ix_credit_reservations_lease_id"), ["lease_id"], unique=False)
+    op.create_table(
+        "limit_windows",
+        sa.Column("scope", sa.String(48), nullable=False),
+        sa.Column("window_start", TS, nullable=False),
+        sa.Column("requests", sa.BigInteger(), server_default="0", nullable=False),
+        sa.Column("tokens", sa.BigInteger(), server_default="0", nullable=False),
+        sa.PrimaryKeyConstraint("scope", "window_start", name=op.f("pk_limit_windows")),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("limit_windows")
+    with op.batch_alter_table("credit_reservations") as batch_op:
+        batch_op.drop_index(batch_op.f("ix_credit_reservations_lease_id"))
+        for name in ("tokens", "workspace_id", "api_key_id", "lease_id"):
+            batch_op.drop_column(name)
+    for table in ("workspaces", "users"):
+        with op.batch_alter_table(table) as batch_op:
+            for name in ("budget_period", "budget_nano", "tpm_limit", "rpm_limit"):
+                batch_op.drop_column(name)
+    with op.batch_alter_table("api_keys") as batch_op:
+        batch_op.drop_column("expires_at")
+        batch_op.drop_column("budget_period")
+        batch_op.alter_column("budget_nano", new_column_name="spend_limit_nano")
