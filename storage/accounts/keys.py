@@ -175,6 +175,7 @@ class KeyInfo:
     allowed_models: list[str] | None
     created_at: datetime
     revoked_at: datetime | None
+    expires_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +196,7 @@ _KEY_COLUMNS = (
     api_keys.c.allowed_models,
     api_keys.c.created_at,
     api_keys.c.revoked_at,
+    api_keys.c.expires_at,
 )
 
 
@@ -209,6 +211,7 @@ def _key(row: Any) -> KeyInfo:
         list(row.allowed_models) if row.allowed_models is not None else None,
         row.created_at,
         row.revoked_at,
+        row.expires_at,
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -55,6 +56,10 @@ class CreditLedger(Protocol):
     ) -> Reservation:
         """Hold `amount_nano` and the request's limits atomically; InsufficientCredit or LimitExceeded
         (holding nothing) if short. A negative balance admits nothing, not even a zero amount."""
+        ...
+
+    async def window_usage(self, scope: str, now: datetime) -> tuple[int, int]:
+        """(requests, tokens) a scope has used in the minute window of `now`, across every instance."""
         ...
 
     async def settle_limits(self, reservation: Reservation, actual_nano: int, actual_tokens: int) -> None:

@@ -75,6 +75,7 @@ class SqlLedger:
         self.lease_id = f"sql-{uuid.uuid4()}"
         self._open: dict[str, float] = {}  # request_id → monotonic time it was made (renewed until the TTL)
         self._renewer: asyncio.Task[None] | None = None
+        self.clock = utcnow  # injectable: tests roll windows and periods over
 
     # -- leases --------------------------------------------------------------------------------
 
@@ -164,8 +165,12 @@ class SqlLedger:
                 available = int(row.balance_nano) - int(held)
             # A negative balance admits nothing, not even a zero amount (the overrun must be topped up first).
             if available >= amount_nano:  # with amount 0 this refuses a negative balance too
+                hold = (
+                    await self._hold_limits(conn, active, tokens, amount_nano, self.clock())
+                    if active
+                    else None
+                )
                 now = utcnow()
-                hold = await self._hold_limits(conn, active, tokens, amount_nano, now) if active else None
                 await conn.execute(
                     reservations.insert().values(
                         request_id=request_id,
@@ -269,6 +274,17 @@ class SqlLedger:
                 },
             )
         )
+
+    async def window_usage(self, scope: str, now: datetime) -> tuple[int, int]:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(windows.c.requests, windows.c.tokens).where(
+                        windows.c.scope == scope, windows.c.window_start == window_start(now)
+                    )
+                )
+            ).one_or_none()
+        return (0, 0) if row is None else (int(row.requests), int(row.tokens))
 
     async def settle_limits(self, reservation: Reservation, actual_nano: int, actual_tokens: int) -> None:
         self._open.pop(reservation.request_id, None)
