@@ -373,7 +373,7 @@ async def limit_usage(
         )
     ).scalar_one()
     scope = f"{kind}:{ident}"
-    requests, tokens = await ledger.window_usage(scope, now)
+    requests, tokens = await ledger.window_usage(scope, now, conn)
     return LimitUsage(
         scope,
         row.rpm_limit,

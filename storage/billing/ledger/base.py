@@ -58,8 +58,11 @@ class CreditLedger(Protocol):
         (holding nothing) if short. A negative balance admits nothing, not even a zero amount."""
         ...
 
-    async def window_usage(self, scope: str, now: datetime) -> tuple[int, int]:
-        """(requests, tokens) a scope has used in the minute window of `now`, across every instance."""
+    async def window_usage(
+        self, scope: str, now: datetime, conn: AsyncConnection | None = None
+    ) -> tuple[int, int]:
+        """(requests, tokens) a scope has used in the minute window of `now`, across every instance
+        (`conn`: the caller's open connection, which the SQL ledger reads through)."""
         ...
 
     async def settle_limits(self, reservation: Reservation, actual_nano: int, actual_tokens: int) -> None:

@@ -429,7 +429,7 @@ class RedisLedger:
         if ttl:
             await self._redis.expire(budget, ttl)
 
-    async def window_usage(self, scope: str, now: datetime) -> tuple[int, int]:
+    async def window_usage(self, scope: str, now: datetime, conn: Any = None) -> tuple[int, int]:
         r, t, _b, _h, _x = _limit_keys(scope, window_start(now), 0)
         requests, tokens = await self._redis.mget([r, t])
         return int(requests or 0), int(tokens or 0)

@@ -275,15 +275,17 @@ class SqlLedger:
             )
         )
 
-    async def window_usage(self, scope: str, now: datetime) -> tuple[int, int]:
-        async with self._engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(windows.c.requests, windows.c.tokens).where(
-                        windows.c.scope == scope, windows.c.window_start == window_start(now)
-                    )
-                )
-            ).one_or_none()
+    async def window_usage(
+        self, scope: str, now: datetime, conn: AsyncConnection | None = None
+    ) -> tuple[int, int]:
+        query = select(windows.c.requests, windows.c.tokens).where(
+            windows.c.scope == scope, windows.c.window_start == window_start(now)
+        )
+        if conn is not None:
+            row = (await conn.execute(query)).one_or_none()
+        else:
+            async with self._engine.connect() as own:
+                row = (await own.execute(query)).one_or_none()
         return (0, 0) if row is None else (int(row.requests), int(row.tokens))
 
     async def settle_limits(self, reservation: Reservation, actual_nano: int, actual_tokens: int) -> None:
