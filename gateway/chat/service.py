@@ -154,16 +154,16 @@ class ChatService:
 
     @asynccontextmanager
     async def _holding(self, call: Call) -> AsyncIterator[None]:
-        """Reserve the call's worst case; on the way out release it unless the record settled it."""
-        if call.reserve_nano > 0 or call.limits is not None:
-            try:
-                call.reservation = await self.ledger.reserve(
-                    call.principal.user_id, call.request_id, call.reserve_nano, call.limits
-                )
-            except InsufficientCredit as exc:
-                raise insufficient_credits(exc.available_nano, exc.needed_nano) from None
-            except LimitExceeded as exc:
-                raise limit_error(exc) from None
+        """Reserve the call's worst case and its limits; on the way out release it unless the record settled
+        it. Even a zero amount is reserved: a negative balance admits nothing until it is topped up."""
+        try:
+            call.reservation = await self.ledger.reserve(
+                call.principal.user_id, call.request_id, call.reserve_nano, call.limits
+            )
+        except InsufficientCredit as exc:
+            raise insufficient_credits(exc.available_nano, exc.needed_nano) from None
+        except LimitExceeded as exc:
+            raise limit_error(exc) from None
         try:
             yield
         finally:

@@ -221,3 +221,72 @@ async def test_a_period_rollover_restores_the_budget(gateway: Gateway) -> None:
     ledger.clock = lambda: today + timedelta(days=1)
     again = await ledger.reserve(user_id, f"r-{uuid.uuid4()}", 300, limits)
     await ledger.release(again)
+
+
+async def test_overrun_at_1_3x_stays_within_the_documented_bound(gateway: Gateway) -> None:
+    """60 concurrent requests on credit for 10 worst cases, each costing 1.3× its reservation (the provider
+    reports more prompt tokens than the estimate): the debits stand, the balance goes below zero by at most
+    the overruns of the requests in flight (≤ 10 here), and the negative balance then admits nothing."""
+    from decimal import Decimal
+
+    async with gateway.engine.connect() as conn:
+        model = (await load_catalog(conn)).get("gpt-4o-mini")
+    assert model is not None
+    out = 20
+    probe = [{"role": "user", "content": "overrun [mock prompt_tokens=999999 completion_tokens=20]"}]
+    estimate, _ = count_prompt_tokens(model.upstream_model, probe)
+    worst = reservation_nano(model, estimate, out)
+    # reported prompt tokens so that the actual cost is ≥ 1.3 × the reservation
+    target = Decimal(worst) * Decimal("1.35") * Decimal(1_000_000) / Decimal(1_000_000_000)
+    tier = model.pricing.base
+    reported = int((target - out * tier.output) / tier.input) + 1
+    messages = [{"role": "user", "content": f"overrun [mock prompt_tokens={reported} completion_tokens=20]"}]
+    worst = reservation_nano(model, count_prompt_tokens(model.upstream_model, messages)[0], out)
+    user_id, key = await gateway.seed_user(format_usd(worst * 10 + worst // 2))
+
+    async def one() -> httpx.Response:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
+            return await http.post(
+                "/v1/chat/completions",
+                headers={"Authorization": f"Bearer {key}"},
+                json={"model": "gpt-4o-mini", "messages": messages, "max_tokens": out},
+            )
+
+    answers = await asyncio.gather(*(one() for _ in range(60)))
+    ok = [r for r in answers if r.status_code == 200]
+    assert 1 <= len(ok) <= 10 and all(r.status_code in (200, 402) for r in answers)
+    cost = int(await gateway.scalar(
+        "SELECT MAX(charged_nano) FROM usage_logs WHERE user_id = :u",
+        u=user_id.hex if gateway.settings.is_sqlite else str(user_id),
+    ))  # fmt: skip
+    assert cost * 10 >= worst * 13  # the overrun really was 1.3×
+    balance = int(await gateway.scalar(
+        "SELECT balance_nano FROM credit_accounts WHERE user_id = :u",
+        u=user_id.hex if gateway.settings.is_sqlite else str(user_id),
+    ))  # fmt: skip
+    bound = -10 * (cost - worst)  # README: at most the overruns of the reservations in flight
+    assert bound <= balance
+    if balance < 0:  # a negative balance admits nothing, not even a request that would cost nothing more
+        refused = await one()
+        assert error_of(refused, 402)["code"] == "insufficient_credits"
+
+
+async def test_a_negative_balance_admits_not_even_a_zero_amount(gateway: Gateway) -> None:
+    from storage.billing.ledger.base import InsufficientCredit
+
+    user_id, _ = await gateway.seed_user("0.000001")  # 1000 nano-USD
+    ledger = gateway.ledger
+    held = await ledger.reserve(user_id, f"r-{uuid.uuid4()}", 1_000)
+    async with gateway.engine.begin() as conn:  # the actual cost overran the reservation: the debit stands
+        posted = await post_entry(
+            conn,
+            user_id=user_id,
+            type="usage",
+            amount_nano=-1_300,
+            idempotency_key=f"usage:{held.request_id}",
+        )
+        await ledger.settle_in_transaction(conn, [held])
+    await ledger.after_commit([HotMove(user_id, held, -1_300, posted.version)])
+    assert await ledger.available(user_id) == -300
+    with pytest.raises(InsufficientCredit):
+        await ledger.reserve(user_id, f"r-{uuid.uuid4()}", 0)
