@@ -517,17 +517,35 @@ class RedisLedger:
         await self.forget(user_id)
         await self.load_snapshot(user_id)
 
-    async def open_reservations(self, user_id: uuid.UUID) -> dict[str, int]:
-        """request_id → expiry (ms) of a user's open reservations (for reconcile)."""
-        rows: Any = await self._redis.zrange(_keys(user_id)[2], 0, -1, withscores=True)
-        return {(k.decode() if isinstance(k, bytes) else str(k)): int(v) for k, v in rows}
+    async def _reservation_sets(self) -> list[tuple[uuid.UUID, str]]:
+        found: list[tuple[uuid.UUID, str]] = []
+        async for raw in self._redis.scan_iter(match="sg:{*}:exp", count=500):
+            key = raw.decode() if isinstance(raw, bytes) else str(raw)
+            try:
+                found.append((uuid.UUID(key[len("sg:{") : key.index("}")]), key))
+            except ValueError:
+                continue
+        return found
 
-    async def release_orphans(self, user_id: uuid.UUID) -> int:
-        """Drop a user's expired reservations (a dead instance's): the purge every script run does."""
-        before = await self.open_reservations(user_id)
-        await self.available(user_id)
-        after = await self.open_reservations(user_id)
-        return len(before) - len(after)
+    async def reservation_counts(self) -> tuple[int, int]:
+        """(open, orphaned) reservations of every user; orphaned: past their lease, not yet collected."""
+        open_count = orphaned = 0
+        now = _now_ms()
+        for _user, key in await self._reservation_sets():
+            open_count += int(await self._redis.zcard(key))
+            orphaned += int(await self._redis.zcount(key, "-inf", now))
+        return open_count, orphaned
+
+    async def release_orphans(self) -> int:
+        """Release every reservation past its lease (a dead instance's): the purge each script run does."""
+        released = 0
+        now = _now_ms()
+        for user_id, key in await self._reservation_sets():
+            expired = int(await self._redis.zcount(key, "-inf", now))
+            if expired:
+                await self.available(user_id)
+                released += expired
+        return released
 
     async def close(self) -> None:
         if self._renewer is not None:  # the Redis client belongs to the app lifespan

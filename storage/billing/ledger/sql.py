@@ -328,8 +328,18 @@ class SqlLedger:
             await self._drop(conn, [reservation])
         await self.settle_limits(reservation, 0, 0)
 
-    async def release_orphans(self, live_leases: Sequence[str] = ()) -> int:
-        """Drop every expired reservation (any user): what a dead instance left. Returns how many."""
+    async def reservation_counts(self) -> tuple[int, int]:
+        """(open, orphaned) reservations: orphaned ones are past their lease and not yet collected."""
+        now = utcnow()
+        async with self._engine.connect() as conn:
+            total = (await conn.execute(select(func.count()).select_from(reservations))).scalar_one()
+            stale = (
+                await conn.execute(select(func.count()).where(reservations.c.expires_at <= now))
+            ).scalar_one()
+        return int(total), int(stale)
+
+    async def release_orphans(self) -> int:
+        """Drop every reservation past its lease (any user): what a dead instance left. Returns how many."""
         now = utcnow()
         async with self._engine.begin() as conn:
             rows = (
