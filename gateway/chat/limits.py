@@ -7,16 +7,13 @@ The check and the hold are the ledger's (storage/billing/ledger), in the same at
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 from gateway.errors import GatewayError
 from pricing.money import format_usd
 from storage.accounts.keys import KeyPrincipal
+from storage.billing.ledger.base import Reservation
 from storage.billing.ledger.limits import LimitExceeded, LimitRequest, RateStatus
 from storage.types import utcnow
-
-if TYPE_CHECKING:
-    from gateway.chat.admit import Call
 
 
 def check_key_expiry(principal: KeyPrincipal) -> None:
@@ -48,9 +45,9 @@ def ratelimit_headers(status: RateStatus | None) -> dict[str, str]:
     return headers
 
 
-def call_ratelimit_headers(call: Call) -> dict[str, str]:
-    """The headers of an admitted call (what service.py adds to every answer)."""
-    hold = call.reservation.limits if call.reservation is not None else None
+def call_ratelimit_headers(reservation: Reservation | None) -> dict[str, str]:
+    """The headers of an admitted call's reservation (what service.py adds to every answer)."""
+    hold = reservation.limits if reservation is not None else None
     return ratelimit_headers(hold.status if hold is not None else None)
 
 

@@ -147,7 +147,7 @@ class ChatService:
             "x-synapgate-conversation-id": str(call.conversation_id),
             "x-synapgate-model": call.model.name,
             "x-synapgate-attempts": str(call.attempts),
-            **call_ratelimit_headers(call),
+            **call_ratelimit_headers(call.reservation),
         }
 
     # -- the reservation, owned here -----------------------------------------------------------

@@ -36,20 +36,23 @@ def _limits() -> list[sa.Column[object]]:
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("api_keys") as batch_op:
-        batch_op.alter_column("spend_limit_nano", new_column_name="budget_nano")
-        batch_op.add_column(sa.Column("budget_period", sa.String(8), nullable=True))
-        batch_op.add_column(sa.Column("expires_at", TS, nullable=True))
+    # Plain ALTER TABLE (no batch copy): PostgreSQL and SQLite ≥ 3.25 both rename and add columns in place,
+    # which keeps the tables' other constraints exactly as they were.
+    op.execute("ALTER TABLE api_keys RENAME COLUMN spend_limit_nano TO budget_nano")
+    op.add_column("api_keys", sa.Column("budget_period", sa.String(8), nullable=True))
+    op.add_column("api_keys", sa.Column("expires_at", TS, nullable=True))
     for table in ("users", "workspaces"):
-        with op.batch_alter_table(table) as batch_op:
-            for column in _limits():
-                batch_op.add_column(column)
-    with op.batch_alter_table("credit_reservations") as batch_op:
-        batch_op.add_column(sa.Column("lease_id", sa.String(64), nullable=True))
-        batch_op.add_column(sa.Column("api_key_id", sa.Uuid(), nullable=True))
-        batch_op.add_column(sa.Column("workspace_id", sa.Uuid(), nullable=True))
-        batch_op.add_column(sa.Column("tokens", sa.BigInteger(), server_default="0", nullable=False))
-        batch_op.create_index(batch_op.f("ix_credit_reservations_lease_id"), ["lease_id"], unique=False)
+        for column in _limits():
+            op.add_column(table, column)
+    op.add_column("credit_reservations", sa.Column("lease_id", sa.String(64), nullable=True))
+    op.add_column("credit_reservations", sa.Column("api_key_id", sa.Uuid(), nullable=True))
+    op.add_column("credit_reservations", sa.Column("workspace_id", sa.Uuid(), nullable=True))
+    op.add_column(
+        "credit_reservations", sa.Column("tokens", sa.BigInteger(), server_default="0", nullable=False)
+    )
+    op.create_index(
+        op.f("ix_credit_reservations_lease_id"), "credit_reservations", ["lease_id"], unique=False
+    )
     op.create_table(
         "limit_windows",
         sa.Column("scope", sa.String(48), nullable=False),
@@ -62,8 +65,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("limit_windows")
+    op.drop_index(op.f("ix_credit_reservations_lease_id"), table_name="credit_reservations")
     with op.batch_alter_table("credit_reservations") as batch_op:
-        batch_op.drop_index(batch_op.f("ix_credit_reservations_lease_id"))
         for name in ("tokens", "workspace_id", "api_key_id", "lease_id"):
             batch_op.drop_column(name)
     for table in ("workspaces", "users"):
@@ -73,4 +76,4 @@ def downgrade() -> None:
     with op.batch_alter_table("api_keys") as batch_op:
         batch_op.drop_column("expires_at")
         batch_op.drop_column("budget_period")
-        batch_op.alter_column("budget_nano", new_column_name="spend_limit_nano")
+    op.execute("ALTER TABLE api_keys RENAME COLUMN budget_nano TO spend_limit_nano")

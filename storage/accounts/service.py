@@ -330,16 +330,26 @@ async def update_user_limits(conn: AsyncConnection, user_id: uuid.UUID, changes:
         await conn.execute(update(keys.users).where(keys.users.c.id == user_id).values(**values))
 
 
+async def require_workspace(
+    conn: AsyncConnection, workspace_id: uuid.UUID, *, member: uuid.UUID | None = None
+) -> None:
+    """WorkspaceNotFound unless the workspace exists (and, when `member` is given, they belong to it)."""
+    if member is not None:
+        found = await users.workspace_role(conn, workspace_id, member) is not None
+    else:
+        found = (
+            await conn.execute(select(keys.workspaces.c.id).where(keys.workspaces.c.id == workspace_id))
+        ).first() is not None
+    if not found:
+        raise WorkspaceNotFound(f"no workspace with id {workspace_id}", param="workspace_id")
+
+
 async def update_workspace_limits(
     conn: AsyncConnection, workspace_id: uuid.UUID, changes: Mapping[str, Any]
 ) -> None:
     """Change a workspace's limits (WorkspaceNotFound when there is none)."""
     values = parse_limit_changes(changes)
-    found = (
-        await conn.execute(select(keys.workspaces.c.id).where(keys.workspaces.c.id == workspace_id))
-    ).first()
-    if found is None:
-        raise WorkspaceNotFound(f"no workspace with id {workspace_id}", param="workspace_id")
+    await require_workspace(conn, workspace_id)
     if values:
         await conn.execute(
             update(keys.workspaces).where(keys.workspaces.c.id == workspace_id).values(**values)

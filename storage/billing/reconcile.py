@@ -50,14 +50,11 @@ class ReconcileReport:
             if m.hot_nano is not None:
                 item["redis_nano"] = m.hot_nano
             out.append(item)
-        return {
-            "users": self.users,
-            "mismatches": out,
-            "fixed": self.fixed,
-            "open_reservations": self.open_reservations,
-            "orphaned_reservations": self.orphaned_reservations,
-            "released_reservations": self.released_reservations,
-        }
+        report: dict[str, object] = {"users": self.users, "mismatches": out, "fixed": self.fixed}
+        for name in ("open_reservations", "orphaned_reservations", "released_reservations"):
+            if getattr(self, name):  # only when there are any: a clean ledger prints as before
+                report[name] = getattr(self, name)
+        return report
 
 
 async def reconcile(engine: AsyncEngine, ledger: CreditLedger, *, fix: bool = False) -> ReconcileReport:

@@ -386,10 +386,9 @@ class AccountsController(Controller):
     async def get_workspace_limits_route(
         self, caller: Caller, runtime: AppRuntime, workspace_id: FromPath[uuid.UUID]
     ) -> ScopeLimitsOut:
-        """A workspace's limits with their current use. Admin only."""
-        caller.require_admin()
+        """A workspace's limits with their current use; a user's key sees those of its own workspaces."""
         async with runtime.engine.connect() as conn:
-            await service.update_workspace_limits(conn, workspace_id, {})  # 404 when there is none
+            await service.require_workspace(conn, workspace_id, member=caller.user_id)
             return ScopeLimitsOut(workspace_id, await _limits(conn, runtime, "w", workspace_id))
 
     @patch("/workspaces/{workspace_id:uuid}")
@@ -397,8 +396,9 @@ class AccountsController(Controller):
         self, caller: Caller, runtime: AppRuntime, workspace_id: FromPath[uuid.UUID], data: JSONBody[LimitsIn]
     ) -> ScopeLimitsOut:
         """Change a workspace's limits (over every key billing it, across its users). Admin only."""
-        caller.require_admin()
         async with runtime.engine.begin() as conn:
+            await service.require_workspace(conn, workspace_id, member=caller.user_id)
+            caller.require_admin()
             await service.update_workspace_limits(conn, workspace_id, data.changes())
             out = ScopeLimitsOut(workspace_id, await _limits(conn, runtime, "w", workspace_id))
         runtime.auth.forget()

@@ -88,6 +88,7 @@ local bal = tonumber(redis.call('HGET', KEYS[1], 'bal'))
 if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then return {1, bal - held} end
 local amount = tonumber(ARGV[3])
 if bal - held < amount then return {0, bal - held} end
+if amount == 0 then return {1, bal - held} end  -- checked (a negative balance refuses it); nothing to hold
 redis.call('HINCRBY', KEYS[1], 'held', amount)
 redis.call('HSET', KEYS[2], ARGV[2], amount)
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
@@ -132,7 +133,7 @@ for i = 1, n do
     for _, rid in ipairs(expired) do
       local amt = redis.call('HGET', KEYS[k + 4], rid)
       if amt then
-        redis.call('HINCRBY', KEYS[k + 3], 'held', -tonumber(amt))
+        redis.call('HINCRBY', KEYS[k + 3], 'held', 0 - tonumber(amt))
         redis.call('HDEL', KEYS[k + 4], rid)
       end
       redis.call('ZREM', KEYS[k + 5], rid)
@@ -142,9 +143,11 @@ for i = 1, n do
     if used + amount > bud then return {-5, i, used} end
   end
 end
-redis.call('HINCRBY', KEYS[1], 'held', amount)
-redis.call('HSET', KEYS[2], ARGV[2], amount)
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
+if amount > 0 then  -- a zero amount holds nothing (Lua's -0 would not be an integer to Redis)
+  redis.call('HINCRBY', KEYS[1], 'held', amount)
+  redis.call('HSET', KEYS[2], ARGV[2], amount)
+  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
+end
 local first_requests, first_tokens = 0, 0
 for i = 1, n do
   local k = 3 + (i - 1) * 5
@@ -157,7 +160,7 @@ for i = 1, n do
     redis.call('EXPIRE', KEYS[k + 2], ARGV[7])
     if i == 1 then first_requests, first_tokens = r, t end
   end
-  if bud >= 0 then
+  if bud >= 0 and amount > 0 then
     redis.call('HINCRBY', KEYS[k + 3], 'held', amount)
     redis.call('HSET', KEYS[k + 4], ARGV[2], amount)
     redis.call('ZADD', KEYS[k + 5], ARGV[4], ARGV[2])
@@ -184,7 +187,7 @@ for i = 1, n do
   if ARGV[a + 2] == '1' then
     local amt = redis.call('HGET', KEYS[k + 3], ARGV[1])
     if amt then
-      redis.call('HINCRBY', KEYS[k + 2], 'held', -tonumber(amt))
+      redis.call('HINCRBY', KEYS[k + 2], 'held', 0 - tonumber(amt))
       redis.call('HDEL', KEYS[k + 3], ARGV[1])
       redis.call('ZREM', KEYS[k + 4], ARGV[1])
       if redis.call('HEXISTS', KEYS[k + 2], 'spent') == 1 then
