@@ -64,16 +64,17 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Plain ALTER TABLE … DROP COLUMN (PostgreSQL; SQLite ≥ 3.35): a batch copy of users or api_keys would
+    # drop tables that rows elsewhere reference.
     op.drop_table("limit_windows")
     op.drop_index(op.f("ix_credit_reservations_lease_id"), table_name="credit_reservations")
-    with op.batch_alter_table("credit_reservations") as batch_op:
-        for name in ("tokens", "workspace_id", "api_key_id", "lease_id"):
-            batch_op.drop_column(name)
-    for table in ("workspaces", "users"):
-        with op.batch_alter_table(table) as batch_op:
-            for name in ("budget_period", "budget_nano", "tpm_limit", "rpm_limit"):
-                batch_op.drop_column(name)
-    with op.batch_alter_table("api_keys") as batch_op:
-        batch_op.drop_column("expires_at")
-        batch_op.drop_column("budget_period")
+    drops = {
+        "credit_reservations": ("tokens", "workspace_id", "api_key_id", "lease_id"),
+        "workspaces": ("budget_period", "budget_nano", "tpm_limit", "rpm_limit"),
+        "users": ("budget_period", "budget_nano", "tpm_limit", "rpm_limit"),
+        "api_keys": ("expires_at", "budget_period"),
+    }
+    for table, names in drops.items():
+        for name in names:
+            op.execute(f"ALTER TABLE {table} DROP COLUMN {name}")
     op.execute("ALTER TABLE api_keys RENAME COLUMN budget_nano TO spend_limit_nano")
