@@ -129,6 +129,11 @@ class Settings(BaseSettings):
     together_api_key: SecretStr | None = _provider_field("together", "api_key")
     together_base_url: str = _provider_field("together", "base_url")
 
+    # -- limits and leases (w2-lim) --------------------------------------------------------------
+    # Each instance holds its reservations under a lease it renews every third of this; a dead
+    # instance's reservations stop counting at most this long after its last renewal.
+    reservation_lease_seconds: int = Field(default=30, ge=3, le=3600)
+
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:

@@ -29,6 +29,11 @@ class CliError(Exception):
 # The CLI's one mapping of the services' domain errors: the input a refusal names (`param`, as the API
 # spells it) → the flag that gave it here. The message itself is the service's.
 CLI_FLAGS = {
+    "rpm_limit": "--rpm",
+    "tpm_limit": "--tpm",
+    "budget_usd": "--budget-usd",
+    "budget_period": "--budget-period",
+    "expires_at": "--expires-at",
     "user_id": "--user",
     "workspace_id": "--workspace",
     "allowed_models": "--models",
@@ -83,6 +88,59 @@ def _int(value: str) -> int:
         return int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+
+
+_CLEAR = "none"  # `--rpm none` clears a limit
+
+
+def _limit_int(value: str) -> int | None:
+    return None if value.lower() == _CLEAR else _int(value)
+
+
+def _limit_text(value: str) -> str | None:
+    return None if value.lower() == _CLEAR else value
+
+
+def _expiry(value: str) -> datetime | None:
+    if value.lower() == _CLEAR:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 date-time: {value!r}") from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _limit_flags(parser: argparse.ArgumentParser, *, key: bool) -> None:
+    """The limit flags of `keys create/update`, `users update`, `workspaces update` (`none` clears one)."""
+    parser.add_argument("--rpm", type=_limit_int, default=argparse.SUPPRESS, help="requests per minute")
+    parser.add_argument("--tpm", type=_limit_int, default=argparse.SUPPRESS, help="tokens per minute")
+    parser.add_argument(
+        "--budget-usd", type=_limit_text, default=argparse.SUPPRESS, help="budget per period, decimal USD"
+    )
+    parser.add_argument(
+        "--budget-period",
+        type=_limit_text,
+        choices=("day", "week", "month", "total", None),
+        default=argparse.SUPPRESS,
+        help="calendar period in UTC (default month)",
+    )
+    if key:
+        parser.add_argument(
+            "--expires-at", type=_expiry, default=argparse.SUPPRESS, help="ISO 8601 (UTC if no zone)"
+        )
+
+
+def _limit_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """The limit flags given, as the service's field names."""
+    names = {
+        "rpm": "rpm_limit",
+        "tpm": "tpm_limit",
+        "budget_usd": "budget_usd",
+        "budget_period": "budget_period",
+        "expires_at": "expires_at",
+    }
+    return {field: getattr(args, flag) for flag, field in names.items() if hasattr(args, flag)}
 
 
 def _port(value: str) -> int:
@@ -291,9 +349,38 @@ async def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> None:
     models = args.models.split(",") if args.models is not None else None
     async with _storage(settings) as st, st.engine.begin() as conn:
         key = await service.create_key(
-            conn, args.user, workspace_id=args.workspace, name=args.name, allowed_models=models
+            conn,
+            args.user,
+            workspace_id=args.workspace,
+            name=args.name,
+            allowed_models=models,
+            limits=_limit_changes(args),
         )
     _out(key)
+
+
+async def cmd_keys_update(args: argparse.Namespace, settings: Settings) -> None:
+    from storage.accounts import service
+
+    async with _storage(settings) as st, st.engine.begin() as conn:
+        key = await service.update_key_limits(conn, args.key_id, _limit_changes(args))
+        _out({"key": key, "limits": await service.limit_usage(conn, st.ledger, "k", args.key_id)})
+
+
+async def cmd_users_update(args: argparse.Namespace, settings: Settings) -> None:
+    from storage.accounts import service
+
+    async with _storage(settings) as st, st.engine.begin() as conn:
+        await service.update_user_limits(conn, args.user_id, _limit_changes(args))
+        _out(await service.limit_usage(conn, st.ledger, "u", args.user_id))
+
+
+async def cmd_workspaces_update(args: argparse.Namespace, settings: Settings) -> None:
+    from storage.accounts import service
+
+    async with _storage(settings) as st, st.engine.begin() as conn:
+        await service.update_workspace_limits(conn, args.workspace_id, _limit_changes(args))
+        _out(await service.limit_usage(conn, st.ledger, "w", args.workspace_id))
 
 
 async def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> None:
@@ -618,6 +705,18 @@ def build_parser() -> argparse.ArgumentParser:
     show = users.add_parser("show", help="a user with their workspaces, balance and number of active keys")
     show.add_argument("--user", required=True, type=_uuid)
     show.set_defaults(run=cmd_users_show)
+    uupdate = users.add_parser("update", help="change a user's limits (over all their keys)")
+    uupdate.add_argument("user_id", type=_uuid)
+    _limit_flags(uupdate, key=False)
+    uupdate.set_defaults(run=cmd_users_update)
+
+    workspaces = commands.add_parser("workspaces", help="manage workspaces").add_subparsers(
+        dest="action", required=True
+    )
+    wupdate = workspaces.add_parser("update", help="change a workspace's limits (across its users' keys)")
+    wupdate.add_argument("workspace_id", type=_uuid)
+    _limit_flags(wupdate, key=False)
+    wupdate.set_defaults(run=cmd_workspaces_update)
 
     keys = commands.add_parser("keys", help="manage gateway API keys").add_subparsers(
         dest="action", required=True
@@ -629,7 +728,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--workspace", type=_uuid, help="workspace the key bills to (default: the user's own)"
     )
     key_create.add_argument("--models", help="comma-separated allow-list of model names")
+    _limit_flags(key_create, key=True)
     key_create.set_defaults(run=cmd_keys_create)
+    key_update = keys.add_parser("update", help="change a key's limits and expiry (`none` clears one)")
+    key_update.add_argument("key_id", type=_uuid)
+    _limit_flags(key_update, key=True)
+    key_update.set_defaults(run=cmd_keys_update)
     revoke = keys.add_parser("revoke", help="revoke a key (effective within 5 seconds)")
     revoke.add_argument("--key-id", required=True, type=_uuid)
     revoke.set_defaults(run=cmd_keys_revoke)

@@ -80,6 +80,11 @@ class User(Base):
     name: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
     created_at: Mapped[datetime] = _created()
+    # limits (0006): enforced with the credit reservation
+    rpm_limit: Mapped[int | None] = mapped_column(Integer)
+    tpm_limit: Mapped[int | None] = mapped_column(Integer)
+    budget_nano: Mapped[int | None] = mapped_column(BigInteger)
+    budget_period: Mapped[str | None] = mapped_column(String(8))
 
 
 class Workspace(Base):
@@ -88,6 +93,11 @@ class Workspace(Base):
     id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = _created()
+    # limits (0006): enforced with the credit reservation
+    rpm_limit: Mapped[int | None] = mapped_column(Integer)
+    tpm_limit: Mapped[int | None] = mapped_column(Integer)
+    budget_nano: Mapped[int | None] = mapped_column(BigInteger)
+    budget_period: Mapped[str | None] = mapped_column(String(8))
 
 
 class WorkspaceMember(Base):
@@ -122,11 +132,13 @@ class ApiKey(Base):
     )
     status: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
     allowed_models: Mapped[list[str] | None] = mapped_column(JSONType)
-    spend_limit_nano: Mapped[int | None] = mapped_column(BigInteger)
+    budget_nano: Mapped[int | None] = mapped_column(BigInteger)  # was spend_limit_nano (renamed in 0006)
     rpm_limit: Mapped[int | None] = mapped_column(Integer)
     tpm_limit: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = _created()
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    budget_period: Mapped[str | None] = mapped_column(String(8))  # 0006
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # 0006
 
 
 class ProviderCredential(Base):
@@ -366,6 +378,11 @@ class CreditReservation(Base):
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     amount_nano: Mapped[int] = mapped_column(BigInteger)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # 0006: the lease (gateway instance) that holds it, and what it holds against the limits
+    lease_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    api_key_id: Mapped[uuid.UUID | None] = mapped_column(Uuid())
+    workspace_id: Mapped[uuid.UUID | None] = mapped_column(Uuid())
+    tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class ConversationLlm(Base):
@@ -665,3 +682,21 @@ class LlmAlias(Base):
     alias: Mapped[str] = mapped_column(String(200), primary_key=True)
     llm_id: Mapped[int] = mapped_column(ForeignKey("llms.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = _created()
+
+
+# -- limits (0006): request and token counters of the SQL ledger, per scope and minute window ---------
+
+
+class LimitWindow(Base):
+    """Requests and tokens (reserved worst case, settled to actual) of one scope in one minute window.
+
+    `scope` is `k:<key id>`, `u:<user id>` or `w:<workspace id>`. Only the SQL ledger uses it; the Redis
+    ledger keeps the same counters in Redis.
+    """
+
+    __tablename__ = "limit_windows"
+
+    scope: Mapped[str] = mapped_column(String(48), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    requests: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")

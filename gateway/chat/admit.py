@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from config import Settings
 from gateway.auth import KeyAuthenticator
 from gateway.catalog_cache import CatalogCache
+from gateway.chat.limits import check_key_expiry, limit_request
 from gateway.conversations import conversation_id_for
 from gateway.credentials import CredentialResolver
 from gateway.errors import GatewayError, conversation_not_found
@@ -30,6 +31,7 @@ from pricing.cost import byok_fee_nano, reservation_nano
 from pricing.tokens import count_prompt_tokens
 from storage.accounts.keys import KeyPrincipal
 from storage.billing.ledger.base import Reservation
+from storage.billing.ledger.limits import LimitRequest
 from storage.types import utcnow
 from storage.usage.recorder import ConversationNotOwned, check_conversation_owner
 
@@ -79,6 +81,7 @@ class Call:
     attempts: int = 0
     recorded: bool = False  # the record is committed (the reservation is settled with it)
     endpoint: str = "chat"  # chat | messages | responses | embeddings (recorded in usage_logs)
+    limits: LimitRequest | None = None  # what the request asks of its key's, user's, workspace's limits
 
     def use(self, route: Route) -> None:
         self.model, self.adapter, self.credential = route.model, route.adapter, route.credential
@@ -112,6 +115,7 @@ class Admission:
 
         `kind` is the kind of model the route serves (chat | embedding): the other kind is a 400."""
         principal, request, headers = inbound.principal, inbound.request, inbound.headers
+        check_key_expiry(principal)
         model = (await self.catalog.get()).get(request.model)
         if model is None:
             raise GatewayError(
@@ -184,6 +188,14 @@ class Admission:
             reserve_nano=amount,
             routes=routes,
             endpoint=endpoint,
+            limits=limit_request(principal, self._worst_tokens(request, routes, prompt_estimate)),
+        )
+
+    def _worst_tokens(self, request: ChatRequest, routes: list[Route], prompt_tokens: int) -> int:
+        """The most tokens the request can use on any route: what a TPM limit reserves (settled to actual)."""
+        choices = int(request.body.get("n") or 1)
+        return max(
+            prompt_tokens + (request.max_output_tokens or r.model.max_output_tokens) * choices for r in routes
         )
 
     async def _fallback_routes(self, model: Model, principal: KeyPrincipal) -> list[Route]:

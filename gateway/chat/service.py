@@ -21,6 +21,7 @@ from gateway.auth import KeyAuthenticator
 from gateway.catalog_cache import CatalogCache
 from gateway.chat.admit import Admission, Call, Inbound
 from gateway.chat.call import RetryPolicy, complete_upstream, open_upstream_stream
+from gateway.chat.limits import call_ratelimit_headers, limit_error
 from gateway.chat.record import (
     Outcome,
     Recorded,
@@ -46,6 +47,7 @@ from gateway.proxy import Upstream
 from pricing.money import format_usd
 from storage.accounts.keys import KeyPrincipal
 from storage.billing.ledger.base import CreditLedger, HotMove, InsufficientCredit, Reservation
+from storage.billing.ledger.limits import LimitExceeded
 from storage.outage import OutageWatch, is_outage
 from storage.usage.group_commit import GroupCommitRecorder
 from storage.usage.recorder import ConversationNotOwned, record_failure
@@ -152,6 +154,7 @@ class ChatService:
             "x-synapgate-conversation-id": str(call.conversation_id),
             "x-synapgate-model": call.model.name,
             "x-synapgate-attempts": str(call.attempts),
+            **call_ratelimit_headers(call.reservation),
         }
 
     # -- outages: refused before the upstream call ------------------------------------------------
@@ -178,26 +181,27 @@ class ChatService:
 
     @asynccontextmanager
     async def _holding(self, call: Call) -> AsyncIterator[None]:
-        """Reserve the call's worst case; on the way out release it unless the record settled it."""
-        if call.reserve_nano > 0:
-            try:
-                call.reservation = await self.ledger.reserve(
-                    call.principal.user_id, call.request_id, call.reserve_nano
-                )
-            except InsufficientCredit as exc:
-                raise insufficient_credits(exc.available_nano, exc.needed_nano) from None
-            except Exception as exc:
-                if not is_outage(exc):
-                    raise
-                if _from_redis(exc) and not _refused(exc):
-                    # The script may have run before the connection died: close the reservation once the
-                    # ledger answers again (closing one that was never made changes nothing).
-                    await self._close_later(
-                        Reservation(call.principal.user_id, call.request_id, call.reserve_nano)
-                    )
-                raise self._outage(exc, database=not _from_redis(exc)) from None
-            if self.hot_ledger is not None:
-                self.hot_ledger.succeeded()
+        """Reserve the call's worst case and its limits; on the way out release it unless the record settled
+        it. Even a zero amount is reserved: a negative balance admits nothing until it is topped up."""
+        try:
+            call.reservation = await self.ledger.reserve(
+                call.principal.user_id, call.request_id, call.reserve_nano, call.limits
+            )
+        except InsufficientCredit as exc:
+            raise insufficient_credits(exc.available_nano, exc.needed_nano) from None
+        except LimitExceeded as exc:
+            raise limit_error(exc) from None
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            if _from_redis(exc) and not _refused(exc):
+                # The script may have run before the connection died: close the reservation once the
+                # ledger answers again (closing one that was never made changes nothing).
+                lost = Reservation(call.principal.user_id, call.request_id, call.reserve_nano)
+                await self._close_later(lost)
+            raise self._outage(exc, database=not _from_redis(exc)) from None
+        if self.hot_ledger is not None:
+            self.hot_ledger.succeeded()
         try:
             yield
         finally:
@@ -240,6 +244,12 @@ class ChatService:
         if self.database is not None:
             self.database.succeeded()
         call.recorded = True
+        if call.reservation is not None:  # limits settle to the actual figures (credit settled in the commit)
+            try:
+                tokens = outcome.usage.prompt_tokens + outcome.usage.completion_tokens
+                await self.ledger.settle_limits(call.reservation, recorded.charged_nano, tokens)
+            except Exception:  # the answer stands; the holds expire with their lease
+                log.exception("limit settle failed", extra={"request_id": call.request_id})
         offer_first_exchange(self.settings, self.engine, call)  # automatic tags, off the hot path
         return recorded
 

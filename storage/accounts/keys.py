@@ -12,12 +12,14 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage.models import ApiKey, User, table_of
+from storage.billing.ledger.limits import ScopeLimits
+from storage.models import ApiKey, User, Workspace, table_of
 from storage.paging import Page, PageRequest, fetch_page, page_of
 from storage.types import utcnow
 
 api_keys = table_of(ApiKey)
 users = table_of(User)
+workspaces = table_of(Workspace)
 
 KEY_PREFIX = "sk-sg-"
 VISIBLE_PREFIX_LENGTH = 12
@@ -40,9 +42,24 @@ class KeyPrincipal:
     user_id: uuid.UUID
     workspace_id: uuid.UUID | None
     allowed_models: frozenset[str] | None
-    spend_limit_nano: int | None
+    budget_nano: int | None
     rpm_limit: int | None
     tpm_limit: int | None
+    budget_period: str | None = None
+    expires_at: datetime | None = None
+    user_limits: ScopeLimits | None = None
+    workspace_limits: ScopeLimits | None = None
+
+    @property
+    def key_limits(self) -> ScopeLimits:
+        return ScopeLimits(
+            f"k:{self.key_id}", self.rpm_limit, self.tpm_limit, self.budget_nano, self.budget_period
+        )
+
+    def limit_scopes(self) -> tuple[ScopeLimits, ...]:
+        """The key's, its user's and its workspace's limits, key first (the headers report the key's)."""
+        found = [self.key_limits, self.user_limits, self.workspace_limits]
+        return tuple(s for s in found if s is not None and s.limited)
 
 
 async def create_key(
@@ -52,9 +69,11 @@ async def create_key(
     workspace_id: uuid.UUID | None,
     name: str | None = None,
     allowed_models: list[str] | None = None,
-    spend_limit_nano: int | None = None,
+    budget_nano: int | None = None,
     rpm_limit: int | None = None,
     tpm_limit: int | None = None,
+    budget_period: str | None = None,
+    expires_at: datetime | None = None,
 ) -> tuple[uuid.UUID, str]:
     """A new key for a user: (its id, its plaintext). The plaintext is not stored anywhere."""
     plaintext = new_key()
@@ -69,9 +88,11 @@ async def create_key(
             workspace_id=workspace_id,
             status="active",
             allowed_models=allowed_models,
-            spend_limit_nano=spend_limit_nano,
+            budget_nano=budget_nano,
             rpm_limit=rpm_limit,
             tpm_limit=tpm_limit,
+            budget_period=budget_period,
+            expires_at=expires_at,
             created_at=utcnow(),
         )
     )
@@ -87,11 +108,22 @@ async def principal_for_key(conn: AsyncConnection, plaintext: str) -> KeyPrincip
                 api_keys.c.user_id,
                 api_keys.c.workspace_id,
                 api_keys.c.allowed_models,
-                api_keys.c.spend_limit_nano,
+                api_keys.c.budget_nano,
                 api_keys.c.rpm_limit,
                 api_keys.c.tpm_limit,
+                api_keys.c.budget_period,
+                api_keys.c.expires_at,
+                users.c.rpm_limit.label("u_rpm"),
+                users.c.tpm_limit.label("u_tpm"),
+                users.c.budget_nano.label("u_budget"),
+                users.c.budget_period.label("u_period"),
+                workspaces.c.rpm_limit.label("w_rpm"),
+                workspaces.c.tpm_limit.label("w_tpm"),
+                workspaces.c.budget_nano.label("w_budget"),
+                workspaces.c.budget_period.label("w_period"),
             )
             .join(users, users.c.id == api_keys.c.user_id)
+            .outerjoin(workspaces, workspaces.c.id == api_keys.c.workspace_id)
             .where(
                 api_keys.c.key_hash == hash_key(plaintext),
                 api_keys.c.status == "active",
@@ -106,9 +138,17 @@ async def principal_for_key(conn: AsyncConnection, plaintext: str) -> KeyPrincip
         user_id=row.user_id,
         workspace_id=row.workspace_id,
         allowed_models=frozenset(row.allowed_models) if row.allowed_models is not None else None,
-        spend_limit_nano=row.spend_limit_nano,
+        budget_nano=row.budget_nano,
         rpm_limit=row.rpm_limit,
         tpm_limit=row.tpm_limit,
+        budget_period=row.budget_period,
+        expires_at=row.expires_at,
+        user_limits=ScopeLimits(f"u:{row.user_id}", row.u_rpm, row.u_tpm, row.u_budget, row.u_period),
+        workspace_limits=(
+            ScopeLimits(f"w:{row.workspace_id}", row.w_rpm, row.w_tpm, row.w_budget, row.w_period)
+            if row.workspace_id is not None
+            else None
+        ),
     )
 
 
@@ -135,6 +175,7 @@ class KeyInfo:
     allowed_models: list[str] | None
     created_at: datetime
     revoked_at: datetime | None
+    expires_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +196,7 @@ _KEY_COLUMNS = (
     api_keys.c.allowed_models,
     api_keys.c.created_at,
     api_keys.c.revoked_at,
+    api_keys.c.expires_at,
 )
 
 
@@ -169,6 +211,7 @@ def _key(row: Any) -> KeyInfo:
         list(row.allowed_models) if row.allowed_models is not None else None,
         row.created_at,
         row.revoked_at,
+        row.expires_at,
     )
 
 

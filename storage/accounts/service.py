@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
+from typing import Any
 
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from config import PROVIDERS
@@ -23,6 +26,7 @@ from storage.accounts.keys import CreatedKey, KeyInfo
 from storage.accounts.users import UserDetail, UserInfo, WorkspaceInfo
 from storage.billing.ledger.base import CreditLedger, HotMove
 from storage.billing.ledger.entries import post_entry
+from storage.billing.ledger.limits import PERIODS, WINDOW_SECONDS, period_bounds, window_start
 from storage.billing.service import parse_amount
 from storage.catalog.repository import unknown_models
 from storage.errors import (
@@ -34,8 +38,13 @@ from storage.errors import (
     SecretKeyMissing,
     UnknownModels,
     UserNotFound,
+    WorkspaceNotFound,
 )
+from storage.models import UsageLog, table_of
 from storage.paging import Page, PageRequest
+from storage.types import utcnow
+
+usage_logs = table_of(UsageLog)
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MAX_EMAIL = 320
@@ -151,9 +160,12 @@ async def create_key(
     workspace_id: uuid.UUID | None = None,
     name: str | None = None,
     allowed_models: Sequence[str] | None = None,
+    limits: Mapping[str, Any] | None = None,
 ) -> CreatedKey:
     """A new key of an existing user, billing one of their workspaces (default: their own), limited to
-    catalog models when an allow-list is given. The plaintext is in the result only."""
+    catalog models when an allow-list is given, with optional limits and expiry (`parse_limit_changes`).
+    The plaintext is in the result only."""
+    limit_values = parse_limit_changes(limits or {}, key=True)
     await require_user(conn, user_id)
     models: list[str] | None = None
     if allowed_models is not None:
@@ -172,6 +184,8 @@ async def create_key(
     key_id, plaintext = await keys.create_key(
         conn, user_id, workspace_id=workspace_id, name=name, allowed_models=models
     )
+    if limit_values:
+        await conn.execute(update(keys.api_keys).where(keys.api_keys.c.id == key_id).values(**limit_values))
     info = await keys.get_key(conn, key_id)
     assert info is not None
     return CreatedKey(**{f.name: getattr(info, f.name) for f in fields(KeyInfo)}, key=plaintext)
@@ -241,3 +255,144 @@ async def delete_provider_key(conn: AsyncConnection, user_id: uuid.UUID, provide
 async def list_provider_keys(conn: AsyncConnection, user_id: uuid.UUID) -> list[ProviderKeyInfo]:
     await require_user(conn, user_id, param=None)
     return await credentials.list_provider_keys(conn, user_id)
+
+
+# -- limits: RPM, TPM and period budgets of keys, users and workspaces ------------------------------
+
+LIMIT_FIELDS = ("rpm_limit", "tpm_limit", "budget_usd", "budget_period")
+MAX_RATE_LIMIT = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class LimitUsage:
+    """A scope's limits with their current use: spend this period, requests and tokens this minute."""
+
+    scope: str
+    rpm_limit: int | None
+    tpm_limit: int | None
+    budget_nano: int | None
+    budget_period: str | None
+    spent_nano: int
+    requests: int
+    tokens: int
+    window_resets_at: datetime
+    resets_at: datetime | None
+
+
+def parse_limit_changes(changes: Mapping[str, Any], *, key: bool = False) -> dict[str, Any]:
+    """Validated column values of a limits change: only the given fields; None clears a limit.
+
+    `budget_usd` is an exact decimal string; a budget given without `budget_period` is monthly.
+    Keys also take `expires_at` (aware datetime, or None for never).
+    """
+    allowed = (*LIMIT_FIELDS, "expires_at") if key else LIMIT_FIELDS
+    values: dict[str, Any] = {}
+    for name, value in changes.items():
+        if name not in allowed:
+            raise InvalidInput(f"not a limit: {name}", param=name)
+        if name in ("rpm_limit", "tpm_limit"):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_RATE_LIMIT
+            ):
+                raise InvalidInput(f"must be a whole number from 1 to {MAX_RATE_LIMIT}", param=name)
+            values[name] = value
+        elif name == "budget_usd":
+            values["budget_nano"] = None if value is None else parse_amount(str(value), "budget_usd")
+        elif name == "budget_period":
+            if value is not None and value not in PERIODS:
+                raise InvalidInput(f"must be one of {', '.join(PERIODS)}", param=name)
+            values[name] = value
+        elif name == "expires_at":
+            if value is not None and (not isinstance(value, datetime) or value.tzinfo is None):
+                raise InvalidInput("must be a date-time with a time zone", param=name)
+            values[name] = value
+    if values.get("budget_nano") is not None and "budget_period" not in values:
+        values["budget_period"] = "month"
+    if "budget_nano" in values and values["budget_nano"] is None:
+        values["budget_period"] = None
+    return values
+
+
+async def update_key_limits(conn: AsyncConnection, key_id: uuid.UUID, changes: Mapping[str, Any]) -> KeyInfo:
+    """Change a key's limits and expiry (KeyNotFound when there is none), within the key cache time."""
+    values = parse_limit_changes(changes, key=True)
+    await get_key(conn, key_id)
+    if values:
+        await conn.execute(update(keys.api_keys).where(keys.api_keys.c.id == key_id).values(**values))
+    return await get_key(conn, key_id)
+
+
+async def update_user_limits(conn: AsyncConnection, user_id: uuid.UUID, changes: Mapping[str, Any]) -> None:
+    """Change a user's limits (UserNotFound when there is none)."""
+    values = parse_limit_changes(changes)
+    await require_user(conn, user_id)
+    if values:
+        await conn.execute(update(keys.users).where(keys.users.c.id == user_id).values(**values))
+
+
+async def require_workspace(
+    conn: AsyncConnection, workspace_id: uuid.UUID, *, member: uuid.UUID | None = None
+) -> None:
+    """WorkspaceNotFound unless the workspace exists (and, when `member` is given, they belong to it)."""
+    if member is not None:
+        found = await users.workspace_role(conn, workspace_id, member) is not None
+    else:
+        found = (
+            await conn.execute(select(keys.workspaces.c.id).where(keys.workspaces.c.id == workspace_id))
+        ).first() is not None
+    if not found:
+        raise WorkspaceNotFound(f"no workspace with id {workspace_id}", param="workspace_id")
+
+
+async def update_workspace_limits(
+    conn: AsyncConnection, workspace_id: uuid.UUID, changes: Mapping[str, Any]
+) -> None:
+    """Change a workspace's limits (WorkspaceNotFound when there is none)."""
+    values = parse_limit_changes(changes)
+    await require_workspace(conn, workspace_id)
+    if values:
+        await conn.execute(
+            update(keys.workspaces).where(keys.workspaces.c.id == workspace_id).values(**values)
+        )
+
+
+_LIMIT_TABLES = {"k": keys.api_keys, "u": keys.users, "w": keys.workspaces}
+
+
+async def limit_usage(
+    conn: AsyncConnection, ledger: CreditLedger, kind: str, ident: uuid.UUID, now: datetime | None = None
+) -> LimitUsage:
+    """A key's (`k`), user's (`u`) or workspace's (`w`) limits with their use now: spend this period from
+    usage_logs (the truth), requests and tokens in this minute's window from the (shared) ledger."""
+    table = _LIMIT_TABLES[kind]
+    row = (
+        await conn.execute(
+            select(table.c.rpm_limit, table.c.tpm_limit, table.c.budget_nano, table.c.budget_period).where(
+                table.c.id == ident
+            )
+        )
+    ).one()
+    now = now or utcnow()
+    start, resets_at = period_bounds(row.budget_period, now)
+    column = {"k": usage_logs.c.api_key_id, "u": usage_logs.c.user_id, "w": usage_logs.c.workspace_id}[kind]
+    spent = (
+        await conn.execute(
+            select(func.coalesce(func.sum(usage_logs.c.charged_nano), 0)).where(
+                column == ident, usage_logs.c.created_at >= start
+            )
+        )
+    ).scalar_one()
+    scope = f"{kind}:{ident}"
+    requests, tokens = await ledger.window_usage(scope, now, conn)
+    return LimitUsage(
+        scope,
+        row.rpm_limit,
+        row.tpm_limit,
+        row.budget_nano,
+        row.budget_period,
+        int(spent),
+        requests,
+        tokens,
+        window_start(now) + timedelta(seconds=WINDOW_SECONDS),
+        resets_at if row.budget_nano is not None else None,
+    )

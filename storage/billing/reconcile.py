@@ -2,7 +2,8 @@
 
 For every user: Σ completed billing_events = credit_accounts.balance_nano, and the ledger's hot copy
 (Redis, when there is one) equals it too. `fix` rebuilds a mismatched hot copy from the database (the
-truth); a database-side mismatch is reported, never "fixed" by rewriting history.
+truth); a database-side mismatch is reported, never "fixed" by rewriting history. Open reservations are
+counted, and those past their instance's lease (orphans of a dead instance) are released by `fix`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ class ReconcileReport:
     users: int
     mismatches: list[Mismatch] = field(default_factory=list)
     fixed: bool = False
+    open_reservations: int = 0
+    orphaned_reservations: int = 0  # past their instance's lease (a dead instance's); `fix` releases them
+    released_reservations: int = 0
 
     def to_dict(self) -> dict[str, object]:
         """The report as the CLI prints it (nano-USD integers; a key per figure that was compared)."""
@@ -46,7 +50,11 @@ class ReconcileReport:
             if m.hot_nano is not None:
                 item["redis_nano"] = m.hot_nano
             out.append(item)
-        return {"users": self.users, "mismatches": out, "fixed": self.fixed}
+        report: dict[str, object] = {"users": self.users, "mismatches": out, "fixed": self.fixed}
+        for name in ("open_reservations", "orphaned_reservations", "released_reservations"):
+            if getattr(self, name):  # only when there are any: a clean ledger prints as before
+                report[name] = getattr(self, name)
+        return report
 
 
 async def reconcile(engine: AsyncEngine, ledger: CreditLedger, *, fix: bool = False) -> ReconcileReport:
@@ -72,4 +80,8 @@ async def reconcile(engine: AsyncEngine, ledger: CreditLedger, *, fix: bool = Fa
             mismatches.append(Mismatch(user_id, account, hot_nano=hot))
             if fix:
                 await ledger.rebuild_hot_copy(user_id)
-    return ReconcileReport(len(set(sums) | set(balances)), mismatches, fix and bool(mismatches))
+    open_count, orphaned = await ledger.reservation_counts()
+    released = await ledger.release_orphans() if fix and orphaned else 0
+    return ReconcileReport(
+        len(set(sums) | set(balances)), mismatches, fix and bool(mismatches), open_count, orphaned, released
+    )

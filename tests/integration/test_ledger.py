@@ -191,3 +191,37 @@ async def test_reconcile_finds_and_fixes_a_drifted_redis_copy(ledger_env: tuple[
     assert fixed.fixed is True
     assert await ledger.hot_balance(user) == 5_000
     assert (await reconcile(engine, ledger)).mismatches == []
+
+
+async def test_reconcile_reports_open_reservations_and_fix_releases_orphans(
+    ledger_env: tuple[AsyncEngine, Any],
+) -> None:
+    """A dead instance stops renewing its lease: its reservations become orphans that `--fix` releases."""
+    engine, ledger = ledger_env
+    user = await new_user(engine, ledger, 1_000)
+    dead: Any = build_ledger(Settings(database_url="sqlite://", reservation_ttl_seconds=600), engine, None)
+    if isinstance(ledger, RedisLedger):
+        dead = ledger
+    if isinstance(dead, SqlLedger):
+        from datetime import timedelta
+
+        dead._lease = timedelta(milliseconds=300)
+    else:
+        ledger._lease_ms = 300
+    await dead.reserve(user, "held-by-the-dead", 600)
+    dead._open.clear()  # the instance dies: nothing renews its lease any more
+    await dead.close()
+    if isinstance(ledger, RedisLedger):
+        ledger._lease_ms = 30_000
+    live = await ledger.reserve(user, "held-by-the-living", 100)
+    report = await reconcile(engine, ledger)
+    assert report.open_reservations == 2 and report.orphaned_reservations == 0
+    await asyncio.sleep(0.5)
+    report = await reconcile(engine, ledger)
+    assert report.open_reservations == 2 and report.orphaned_reservations == 1
+    fixed = await reconcile(engine, ledger, fix=True)
+    assert fixed.released_reservations == 1
+    after = await reconcile(engine, ledger)
+    assert after.open_reservations == 1 and after.orphaned_reservations == 0
+    assert await ledger.available(user) == 900
+    await ledger.release(live)

@@ -63,7 +63,7 @@ DESIGN_TABLES = {
 }
 
 MONEY_COLUMNS = {
-    ("api_keys", "spend_limit_nano"),
+    ("api_keys", "budget_nano"),
     ("usage_logs", "cost_nano"),
     ("usage_logs", "charged_nano"),
     ("invoices", "total_nano"),

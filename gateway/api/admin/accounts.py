@@ -13,11 +13,12 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
-from litestar import Controller, delete, get, post, put
+from litestar import Controller, delete, get, patch, post, put
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from gateway.api.admin.common import Body, Struct, shape
 from gateway.api.admin.scope import AppRuntime, Caller, Engine, Paging
+from pricing.money import format_usd
 from storage.accounts import service
 from storage.paging import Page
 
@@ -85,6 +86,36 @@ class KeyOut(Struct):
     allowed_models: list[str] | None
     created_at: datetime
     revoked_at: datetime | None
+    expires_at: datetime | None
+
+
+class LimitsOut(Struct):
+    """A scope's limits and their use now: spend this period, requests and tokens this minute."""
+
+    rpm_limit: int | None
+    tpm_limit: int | None
+    budget_usd: str | None
+    budget_nano: int | None
+    budget_period: str | None
+    spent_usd: str
+    spent_nano: int
+    requests: int
+    tokens: int
+    window_resets_at: datetime
+    resets_at: datetime | None
+
+
+class KeyDetailOut(KeyOut):
+    """A key with its limits' current use."""
+
+    limits: LimitsOut | None = None
+
+
+class ScopeLimitsOut(Struct):
+    """A user's or workspace's limits and their current use."""
+
+    id: uuid.UUID
+    limits: LimitsOut
 
 
 class KeyCreatedOut(KeyOut):
@@ -133,11 +164,47 @@ class CreateWorkspaceIn(Body):
     member_user_ids: list[uuid.UUID] = msgspec.field(default_factory=list)
 
 
+RateLimit = Annotated[int, msgspec.Meta(ge=1, le=1_000_000_000)]
+BudgetUsd = Annotated[str, msgspec.Meta(min_length=1, max_length=40)]
+Period = Literal["day", "week", "month", "total"]
+
+
+class LimitsIn(Body):
+    """Limits to set; a field left out is unchanged, `null` clears it."""
+
+    rpm_limit: RateLimit | msgspec.UnsetType | None = msgspec.UNSET
+    tpm_limit: RateLimit | msgspec.UnsetType | None = msgspec.UNSET
+    budget_usd: BudgetUsd | msgspec.UnsetType | None = msgspec.UNSET
+    budget_period: Period | msgspec.UnsetType | None = msgspec.UNSET
+
+    def changes(self) -> dict[str, Any]:
+        return {
+            f: getattr(self, f)
+            for f in self.__struct_fields__
+            if getattr(self, f) is not msgspec.UNSET and f in _LIMIT_INPUT
+        }
+
+
+class KeyLimitsIn(LimitsIn):
+    expires_at: datetime | msgspec.UnsetType | None = msgspec.UNSET
+
+
+_LIMIT_INPUT = ("rpm_limit", "tpm_limit", "budget_usd", "budget_period", "expires_at")
+
+
 class CreateKeyIn(Body):
     user_id: uuid.UUID
     name: Name | None = None
     workspace_id: uuid.UUID | None = None
     allowed_models: list[Annotated[str, msgspec.Meta(min_length=1, max_length=100)]] | None = None
+    rpm_limit: RateLimit | None = None
+    tpm_limit: RateLimit | None = None
+    budget_usd: BudgetUsd | None = None
+    budget_period: Period | None = None
+    expires_at: datetime | None = None
+
+    def limits(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in _LIMIT_INPUT if getattr(self, f) is not None}
 
 
 class SetProviderKeyIn(Body):
@@ -152,6 +219,29 @@ def _page(page: Page[Any], cls: type[Any], item: type[Any]) -> Any:
         offset=page.offset,
         has_more=page.has_more,
     )
+
+
+async def _limits(conn: Any, runtime: Any, kind: str, ident: uuid.UUID) -> LimitsOut:
+    use = await service.limit_usage(conn, runtime.ledger, kind, ident)
+    return LimitsOut(
+        rpm_limit=use.rpm_limit,
+        tpm_limit=use.tpm_limit,
+        budget_usd=format_usd(use.budget_nano) if use.budget_nano is not None else None,
+        budget_nano=use.budget_nano,
+        budget_period=use.budget_period,
+        spent_usd=format_usd(use.spent_nano),
+        spent_nano=use.spent_nano,
+        requests=use.requests,
+        tokens=use.tokens,
+        window_resets_at=use.window_resets_at,
+        resets_at=use.resets_at,
+    )
+
+
+async def _key_detail(conn: Any, runtime: Any, key: Any) -> KeyDetailOut:
+    out = shape(key, KeyOut)
+    fields = {f: getattr(out, f) for f in out.__struct_fields__}
+    return KeyDetailOut(**fields, limits=await _limits(conn, runtime, "k", key.id))
 
 
 # -- users ---------------------------------------------------------------------------------------
@@ -242,8 +332,77 @@ class AccountsController(Controller):
                 workspace_id=data.workspace_id,
                 name=data.name,
                 allowed_models=data.allowed_models,
+                limits=data.limits(),
             )
         return shape(key, KeyCreatedOut)
+
+    @get("/keys/{key_id:uuid}")
+    async def get_key_route(
+        self, caller: Caller, runtime: AppRuntime, key_id: FromPath[uuid.UUID]
+    ) -> KeyDetailOut:
+        """A key (prefix only) with its expiry and each limit's current use. A user's key sees its own."""
+        async with runtime.engine.connect() as conn:
+            key = await service.get_key(conn, key_id, owner=caller.user_id)
+            return await _key_detail(conn, runtime, key)
+
+    @patch("/keys/{key_id:uuid}")
+    async def update_key_route(
+        self, caller: Caller, runtime: AppRuntime, key_id: FromPath[uuid.UUID], data: JSONBody[KeyLimitsIn]
+    ) -> KeyDetailOut:
+        """Change a key's limits (`rpm_limit`, `tpm_limit`, `budget_usd`, `budget_period`) and `expires_at`;
+        `null` clears one. Every worker applies them within the key cache time. Admin only."""
+        async with runtime.engine.begin() as conn:
+            await service.get_key(conn, key_id, owner=caller.user_id)
+            caller.require_admin()
+            key = await service.update_key_limits(conn, key_id, data.changes())
+            detail = await _key_detail(conn, runtime, key)
+        runtime.auth.forget()
+        return detail
+
+    @get("/users/{user_id:uuid}/limits")
+    async def get_user_limits_route(
+        self, caller: Caller, runtime: AppRuntime, user_id: FromPath[uuid.UUID]
+    ) -> ScopeLimitsOut:
+        """A user's limits with their current use."""
+        caller.require_user(user_id)
+        async with runtime.engine.connect() as conn:
+            await service.require_user(conn, user_id)
+            return ScopeLimitsOut(user_id, await _limits(conn, runtime, "u", user_id))
+
+    @patch("/users/{user_id:uuid}")
+    async def update_user_route(
+        self, caller: Caller, runtime: AppRuntime, user_id: FromPath[uuid.UUID], data: JSONBody[LimitsIn]
+    ) -> ScopeLimitsOut:
+        """Change a user's limits (over all their keys); `null` clears one. Admin only."""
+        caller.require_user(user_id)
+        caller.require_admin()
+        async with runtime.engine.begin() as conn:
+            await service.update_user_limits(conn, user_id, data.changes())
+            out = ScopeLimitsOut(user_id, await _limits(conn, runtime, "u", user_id))
+        runtime.auth.forget()
+        return out
+
+    @get("/workspaces/{workspace_id:uuid}/limits")
+    async def get_workspace_limits_route(
+        self, caller: Caller, runtime: AppRuntime, workspace_id: FromPath[uuid.UUID]
+    ) -> ScopeLimitsOut:
+        """A workspace's limits with their current use; a user's key sees those of its own workspaces."""
+        async with runtime.engine.connect() as conn:
+            await service.require_workspace(conn, workspace_id, member=caller.user_id)
+            return ScopeLimitsOut(workspace_id, await _limits(conn, runtime, "w", workspace_id))
+
+    @patch("/workspaces/{workspace_id:uuid}")
+    async def update_workspace_route(
+        self, caller: Caller, runtime: AppRuntime, workspace_id: FromPath[uuid.UUID], data: JSONBody[LimitsIn]
+    ) -> ScopeLimitsOut:
+        """Change a workspace's limits (over every key billing it, across its users). Admin only."""
+        async with runtime.engine.begin() as conn:
+            await service.require_workspace(conn, workspace_id, member=caller.user_id)
+            caller.require_admin()
+            await service.update_workspace_limits(conn, workspace_id, data.changes())
+            out = ScopeLimitsOut(workspace_id, await _limits(conn, runtime, "w", workspace_id))
+        runtime.auth.forget()
+        return out
 
     @get("/keys")
     async def list_keys_route(

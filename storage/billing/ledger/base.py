@@ -10,9 +10,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storage.billing.ledger.limits import LimitHold, LimitRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +25,7 @@ class Reservation:
     user_id: uuid.UUID
     request_id: str
     amount_nano: int
+    limits: LimitHold | None = None  # what it holds against rate limits and budgets, settled with it
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +51,23 @@ class InsufficientCredit(Exception):
 
 
 class CreditLedger(Protocol):
-    async def reserve(self, user_id: uuid.UUID, request_id: str, amount_nano: int) -> Reservation:
-        """Hold `amount_nano` for a request atomically; InsufficientCredit (holding nothing) if short."""
+    async def reserve(
+        self, user_id: uuid.UUID, request_id: str, amount_nano: int, limits: LimitRequest | None = None
+    ) -> Reservation:
+        """Hold `amount_nano` and the request's limits atomically; InsufficientCredit or LimitExceeded
+        (holding nothing) if short. A negative balance admits nothing, not even a zero amount."""
+        ...
+
+    async def window_usage(
+        self, scope: str, now: datetime, conn: AsyncConnection | None = None
+    ) -> tuple[int, int]:
+        """(requests, tokens) a scope has used in the minute window of `now`, across every instance
+        (`conn`: the caller's open connection, which the SQL ledger reads through)."""
+        ...
+
+    async def settle_limits(self, reservation: Reservation, actual_nano: int, actual_tokens: int) -> None:
+        """Settle what a recorded request held against its limits to its actual cost and tokens; and end
+        its lease (idempotent)."""
         ...
 
     async def release(self, reservation: Reservation) -> None:
@@ -73,6 +92,14 @@ class CreditLedger(Protocol):
 
     async def rebuild_hot_copy(self, user_id: uuid.UUID) -> None:
         """Rebuild a user's hot copy from the database ledger (a no-op when there is no separate copy)."""
+        ...
+
+    async def reservation_counts(self) -> tuple[int, int]:
+        """(open, orphaned) reservations over every user; orphaned: past their lease, not yet released."""
+        ...
+
+    async def release_orphans(self) -> int:
+        """Release every orphaned reservation (a dead instance's); how many were released."""
         ...
 
     async def close(self) -> None: ...

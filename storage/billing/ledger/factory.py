@@ -14,8 +14,10 @@ from storage.billing.ledger.sql import SqlLedger
 def build_ledger(settings: Settings, engine: AsyncEngine, redis: Redis | None) -> CreditLedger:
     """The Redis ledger when a Redis client is given (SYNAPGATE_REDIS_URL), else the database's own."""
     if redis is not None:
-        return RedisLedger(redis, engine, settings.reservation_ttl_seconds)
-    return SqlLedger(engine, settings.reservation_ttl_seconds)
+        return RedisLedger(
+            redis, engine, settings.reservation_ttl_seconds, settings.reservation_lease_seconds
+        )
+    return SqlLedger(engine, settings.reservation_ttl_seconds, settings.reservation_lease_seconds)
 
 
 def redis_for(settings: Settings) -> Redis | None:

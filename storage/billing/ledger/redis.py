@@ -11,32 +11,77 @@ postings. Every posting bumps credit_accounts.version in its own transaction (th
 so a snapshot taken at version V holds exactly the postings ≤ V. A posting applies to Redis only if its
 version is above the snapshot's, and one that arrives before any snapshot waits in `pend` — so no
 posting is counted twice or lost, whatever the interleaving.
+
+Limits (per scope `k:<key>`, `u:<user>`, `w:<workspace>`, shared by every instance):
+  sg:lim:{scope}:r:<minute>   requests counted in that minute window (expires after two minutes)
+  sg:lim:{scope}:t:<minute>   tokens: the worst case at reserve, moved to the actual at settle
+  sg:lim:{scope}:b:<period>   hash  spent = settled spend of the period, held = Σ open holds
+  sg:lim:{scope}:b:<period>:h hash  request_id → held amount;  …:x zset request_id → expiry (ms)
+A limited request runs one script over the user's credit keys and every limit key of its scopes, so the
+credit and each limit are checked and held in one atomic step. `spent` is loaded lazily from usage_logs
+(Σ charged_nano of the period): a settle that lands between that read and the load is not counted in Redis
+(an undercount of at most the requests settling in that instant; the SQL ledger has no such window).
+Redis Cluster: one script touches keys of several hash tags (user, key, workspace), so the limited path needs
+a single-primary Redis (with replicas/Sentinel); the credit-only path stays on the user's slot.
+
+Leases: a reservation (and its budget holds) expires one lease after it was made or last renewed; the ledger
+renews its own open reservations every third of a lease, so a dead instance's are freed within a lease.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage.billing.ledger.base import HotMove, InsufficientCredit, Reservation
 from storage.billing.ledger.entries import account_state
+from storage.billing.ledger.limits import (
+    LimitExceeded,
+    LimitHold,
+    LimitRequest,
+    RateStatus,
+    ScopeLimits,
+    period_bounds,
+    period_tag,
+    retry_after_seconds,
+    window_reset_seconds,
+    window_start,
+)
 from storage.billing.ledger.retry import HotMoveRetryQueue
+from storage.models import UsageLog, table_of
+from storage.types import utcnow
 
+usage = table_of(UsageLog)
+_USAGE_COLUMN = {"k": usage.c.api_key_id, "u": usage.c.user_id, "w": usage.c.workspace_id}
+
+# Expired reservations stop counting. One that expired unsettled belonged to an instance that died (a live one
+# renews its lease), maybe after committing its request's debit but before moving this copy: the snapshot is
+# dropped, so the caller reloads it from the ledger (the version rule makes a reload always safe).
 _PURGE = """
 local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[1])
+local purged = 0
 for _, rid in ipairs(expired) do
   local amt = redis.call('HGET', KEYS[2], rid)
   if amt then
     redis.call('HINCRBY', KEYS[1], 'held', -tonumber(amt))
     redis.call('HDEL', KEYS[2], rid)
+    purged = purged + 1
   end
   redis.call('ZREM', KEYS[3], rid)
+end
+if purged > 0 then
+  redis.call('HDEL', KEYS[1], 'bal', 'ver')
+  return STALE
 end
 """
 
@@ -46,19 +91,123 @@ _RESERVE = (
     """
 if redis.call('HEXISTS', KEYS[1], 'bal') == 0 then return {-1, 0} end
 """
-    + _PURGE
+    + _PURGE.replace("STALE", "{-1, 0}")
     + """
 local held = tonumber(redis.call('HGET', KEYS[1], 'held') or '0')
 local bal = tonumber(redis.call('HGET', KEYS[1], 'bal'))
 if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then return {1, bal - held} end
 local amount = tonumber(ARGV[3])
 if bal - held < amount then return {0, bal - held} end
+if amount == 0 then return {1, bal - held} end  -- checked (a negative balance refuses it); nothing to hold
 redis.call('HINCRBY', KEYS[1], 'held', amount)
 redis.call('HSET', KEYS[2], ARGV[2], amount)
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
 return {1, bal - held - amount}
 """
 )
+
+# KEYS: acct, res, exp, then per scope: rpm, tpm, budget, budget holds, budget expiries
+# ARGV: now_ms, request_id, amount, expires_ms, tokens, n_scopes, window_ttl_s, budget_ttl_s (0: none),
+#       then per scope: rpm, tpm, budget (-1: no such limit)
+# → {-1} credit not loaded; {-2, i} budget i not loaded; {0, available} credit refused;
+#   {-3|-4|-5, i, used} requests/tokens/budget of scope i refused; {1, available_after, requests, tokens} held
+_RESERVE_LIMITED = (
+    """
+if redis.call('HEXISTS', KEYS[1], 'bal') == 0 then return {-1, 0} end
+"""
+    + _PURGE.replace("STALE", "{-1, 0}")
+    + """
+local held = tonumber(redis.call('HGET', KEYS[1], 'held') or '0')
+local bal = tonumber(redis.call('HGET', KEYS[1], 'bal'))
+if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then return {1, bal - held, 0, 0} end
+local amount = tonumber(ARGV[3])
+if bal - held < amount then return {0, bal - held} end
+local now = tonumber(ARGV[1])
+local tokens = tonumber(ARGV[5])
+local n = tonumber(ARGV[6])
+for i = 1, n do
+  local k = 3 + (i - 1) * 5
+  local a = 8 + (i - 1) * 3
+  local rpm, tpm, bud = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  if rpm >= 0 then
+    local used = tonumber(redis.call('GET', KEYS[k + 1]) or '0')
+    if used + 1 > rpm then return {-3, i, used} end
+  end
+  if tpm >= 0 then
+    local used = tonumber(redis.call('GET', KEYS[k + 2]) or '0')
+    if used + tokens > tpm then return {-4, i, used} end
+  end
+  if bud >= 0 then
+    if redis.call('HEXISTS', KEYS[k + 3], 'spent') == 0 then return {-2, i} end
+    local expired = redis.call('ZRANGEBYSCORE', KEYS[k + 5], '-inf', now)
+    for _, rid in ipairs(expired) do
+      local amt = redis.call('HGET', KEYS[k + 4], rid)
+      if amt then
+        redis.call('HINCRBY', KEYS[k + 3], 'held', 0 - tonumber(amt))
+        redis.call('HDEL', KEYS[k + 4], rid)
+      end
+      redis.call('ZREM', KEYS[k + 5], rid)
+    end
+    local used = tonumber(redis.call('HGET', KEYS[k + 3], 'spent'))
+      + tonumber(redis.call('HGET', KEYS[k + 3], 'held') or '0')
+    if used + amount > bud then return {-5, i, used} end
+  end
+end
+if amount > 0 then  -- a zero amount holds nothing (Lua's -0 would not be an integer to Redis)
+  redis.call('HINCRBY', KEYS[1], 'held', amount)
+  redis.call('HSET', KEYS[2], ARGV[2], amount)
+  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
+end
+local first_requests, first_tokens = 0, 0
+for i = 1, n do
+  local k = 3 + (i - 1) * 5
+  local a = 8 + (i - 1) * 3
+  local rpm, tpm, bud = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  if rpm >= 0 or tpm >= 0 then
+    local r = redis.call('INCR', KEYS[k + 1])
+    local t = redis.call('INCRBY', KEYS[k + 2], tokens)
+    redis.call('EXPIRE', KEYS[k + 1], ARGV[7])
+    redis.call('EXPIRE', KEYS[k + 2], ARGV[7])
+    if i == 1 then first_requests, first_tokens = r, t end
+  end
+  if bud >= 0 and amount > 0 then
+    redis.call('HINCRBY', KEYS[k + 3], 'held', amount)
+    redis.call('HSET', KEYS[k + 4], ARGV[2], amount)
+    redis.call('ZADD', KEYS[k + 5], ARGV[4], ARGV[2])
+    if tonumber(ARGV[8]) > 0 then
+      for j = 3, 5 do redis.call('EXPIRE', KEYS[k + j], ARGV[8]) end
+    end
+  end
+end
+return {1, bal - held - amount, first_requests, first_tokens}
+"""
+)
+
+# KEYS: per scope: tpm window, budget, budget holds, budget expiries
+# ARGV: request_id, token_delta, actual_nano, n_scopes, then per scope: counts_window (0/1), has_budget (0/1)
+# Idempotent: a budget's spend moves only when this call removed the request's hold.
+_SETTLE_LIMITS = """
+local n = tonumber(ARGV[4])
+for i = 1, n do
+  local k = (i - 1) * 4
+  local a = 4 + (i - 1) * 2
+  if ARGV[a + 1] == '1' and tonumber(ARGV[2]) ~= 0 and redis.call('EXISTS', KEYS[k + 1]) == 1 then
+    redis.call('INCRBY', KEYS[k + 1], ARGV[2])
+  end
+  if ARGV[a + 2] == '1' then
+    local amt = redis.call('HGET', KEYS[k + 3], ARGV[1])
+    if amt then
+      redis.call('HINCRBY', KEYS[k + 2], 'held', 0 - tonumber(amt))
+      redis.call('HDEL', KEYS[k + 3], ARGV[1])
+      redis.call('ZREM', KEYS[k + 4], ARGV[1])
+      if redis.call('HEXISTS', KEYS[k + 2], 'spent') == 1 then
+        redis.call('HINCRBY', KEYS[k + 2], 'spent', ARGV[3])
+      end
+    end
+  end
+end
+return 1
+"""
 
 # KEYS: acct, pend   ARGV: balance, version, force ('1': ignore the floor)
 # → 1 loaded, 0 already loaded, -1 refused: older than a posting a stale mark said it must hold
@@ -132,7 +281,7 @@ _AVAILABLE = (
     """
 if redis.call('HEXISTS', KEYS[1], 'bal') == 0 then return {0, 0, 0} end
 """
-    + _PURGE
+    + _PURGE.replace("STALE", "{0, 0, 0}")
     + """
 return {1, tonumber(redis.call('HGET', KEYS[1], 'bal')), tonumber(redis.call('HGET', KEYS[1], 'held') or '0')}
 """
@@ -148,6 +297,18 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _limit_keys(scope: str, window: datetime, period: int) -> tuple[str, str, str, str, str]:
+    """rpm window, tpm window, budget, budget holds, budget expiries of one scope."""
+    base = f"sg:lim:{{{scope}}}"
+    minute = int(window.timestamp()) // 60
+    budget = f"{base}:b:{period}"
+    return f"{base}:r:{minute}", f"{base}:t:{minute}", budget, f"{budget}:h", f"{budget}:x"
+
+
+def _limit(value: int | None) -> int:
+    return -1 if value is None else value
+
+
 class RedisLedger:
     """CreditLedger on Redis; the scripts are loaded once and run by EVALSHA."""
 
@@ -156,17 +317,64 @@ class RedisLedger:
         redis: Redis,
         engine: AsyncEngine,
         reservation_ttl_seconds: int,
+        lease_seconds: int = 30,
         retry_queue_moves: int = 100_000,
     ) -> None:
         self._redis = redis
         self._engine = engine
         self._ttl_ms = reservation_ttl_seconds * 1000
+        self._lease_ms = lease_seconds * 1000
         self._reserve = redis.register_script(_RESERVE)
+        self._reserve_limited = redis.register_script(_RESERVE_LIMITED)
+        self._settle_limits = redis.register_script(_SETTLE_LIMITS)
         self._load = redis.register_script(_LOAD)
         self._settle = redis.register_script(_SETTLE)
         self._available = redis.register_script(_AVAILABLE)
         self._mark_stale = redis.register_script(_MARK_STALE)
         self._retry = HotMoveRetryQueue(self.mark_stale, self.forget, max_moves=retry_queue_moves)
+        self._open: dict[str, tuple[Reservation, float]] = {}  # request_id → (reservation, monotonic made)
+        self._renewer: asyncio.Task[None] | None = None
+        self.clock = utcnow  # injectable: tests roll periods over
+
+    # -- leases --------------------------------------------------------------------------------
+
+    def _expiry_ms(self, now_ms: int) -> int:
+        """When a reservation made (or renewed) now stops counting: one lease on, never past the TTL."""
+        return now_ms + min(self._lease_ms, self._ttl_ms)
+
+    def _start_renewing(self) -> None:
+        if self._renewer is None or self._renewer.done():
+            with contextlib.suppress(RuntimeError):
+                self._renewer = asyncio.get_running_loop().create_task(self._renew_forever())
+
+    async def _renew_forever(self) -> None:
+        while True:
+            await asyncio.sleep(max(self._lease_ms / 3000, 0.5))
+            try:
+                await self.renew_lease()
+            except Exception:  # Redis is down: the next round retries; expiry is the fallback
+                continue
+
+    async def renew_lease(self) -> int:
+        """Push this instance's open reservations (younger than the TTL) and their budget holds a lease on."""
+        cutoff = time.monotonic() - self._ttl_ms / 1000
+        for rid in [rid for rid, (_r, made) in self._open.items() if made <= cutoff]:
+            del self._open[rid]  # past the TTL: left to expire
+        live = [r for r, _made in self._open.values()]
+        if not live:
+            return 0
+        until = self._expiry_ms(_now_ms())
+        pipe = self._redis.pipeline(transaction=False)
+        for r in live:
+            pipe.zadd(_keys(r.user_id)[2], {r.request_id: until}, xx=True)
+            if r.limits is not None:
+                for scope in r.limits.scopes:
+                    if scope.budget_nano is not None:
+                        tag = period_tag(scope.budget_period, r.limits.window_start)
+                        x = _limit_keys(scope.scope, r.limits.window_start, tag)[4]
+                        pipe.zadd(x, {r.request_id: until}, xx=True)
+        await pipe.execute()
+        return len(live)
 
     async def load_snapshot(self, user_id: uuid.UUID) -> None:
         """Load the user's balance from credit_accounts into Redis, unless it is there already."""
@@ -180,12 +388,23 @@ class RedisLedger:
             if int(await self._load(keys=[acct, pend], args=[balance, version, force])) != -1:
                 return
 
-    async def reserve(self, user_id: uuid.UUID, request_id: str, amount_nano: int) -> Reservation:
+    async def reserve(
+        self, user_id: uuid.UUID, request_id: str, amount_nano: int, limits: LimitRequest | None = None
+    ) -> Reservation:
+        if limits is not None and limits.active:
+            reservation = await self._reserve_with_limits(user_id, request_id, amount_nano, limits)
+        else:
+            reservation = await self._reserve_credit(user_id, request_id, amount_nano)
+        self._open[request_id] = (reservation, time.monotonic())
+        self._start_renewing()
+        return reservation
+
+    async def _reserve_credit(self, user_id: uuid.UUID, request_id: str, amount_nano: int) -> Reservation:
         acct, res, exp, _pend = _keys(user_id)
-        for _ in range(2):
+        for _ in range(3):  # a reload (not loaded, or a dead instance's reservation expired), then once more
             now = _now_ms()
             outcome: Any = await self._reserve(
-                keys=[acct, res, exp], args=[now, request_id, amount_nano, now + self._ttl_ms]
+                keys=[acct, res, exp], args=[now, request_id, amount_nano, self._expiry_ms(now)]
             )
             status, available = int(outcome[0]), int(outcome[1])
             if status == 1:
@@ -195,8 +414,106 @@ class RedisLedger:
             await self.load_snapshot(user_id)
         raise RuntimeError("credit snapshot did not load")  # pragma: no cover - load is unconditional
 
+    async def _reserve_with_limits(
+        self, user_id: uuid.UUID, request_id: str, amount_nano: int, limits: LimitRequest
+    ) -> Reservation:
+        """Credit and every limit of the request's scopes in one script (loading what is not loaded)."""
+        scopes = limits.active
+        for _ in range(3 + len(scopes)):  # loads (credit, each budget) and a reload after expiries
+            now = self.clock()
+            window = window_start(now)
+            keys: list[str] = list(_keys(user_id)[:3])
+            args: list[int | str] = [_now_ms(), request_id, amount_nano, self._expiry_ms(_now_ms())]
+            args += [limits.tokens, len(scopes), 120, _budget_ttl(scopes, now)]
+            for scope in scopes:
+                keys += _limit_keys(scope.scope, window, period_tag(scope.budget_period, now))
+                args += [_limit(scope.rpm), _limit(scope.tpm), _limit(scope.budget_nano)]
+            outcome: Any = await self._reserve_limited(keys=keys, args=args)
+            code = int(outcome[0])
+            reset = window_reset_seconds(now)
+            first = scopes[0]
+            if code == 1:
+                status = None
+                if first.scope.startswith("k:") and (first.rpm is not None or first.tpm is not None):
+                    status = RateStatus(
+                        first.rpm,
+                        max((first.rpm or 0) - int(outcome[2]), 0),
+                        first.tpm,
+                        max((first.tpm or 0) - int(outcome[3]), 0),
+                        reset,
+                    )
+                hold = LimitHold(scopes, window, limits.tokens, amount_nano, status)
+                return Reservation(user_id, request_id, amount_nano, hold)
+            if code == 0:
+                raise InsufficientCredit(int(outcome[1]), amount_nano)
+            if code == -1:
+                await self.load_snapshot(user_id)
+                continue
+            scope = scopes[int(outcome[1]) - 1]
+            if code == -2:
+                await self._load_budget(scope, now)
+                continue
+            used = int(outcome[2])
+            status = _refused_status(first, used if scope is first else 0, reset)
+            if code == -3:
+                raise LimitExceeded(
+                    "requests", scope.scope, scope.rpm or 0, max(1, int(reset + 0.999)), status
+                )
+            if code == -4:
+                raise LimitExceeded("tokens", scope.scope, scope.tpm or 0, max(1, int(reset + 0.999)), status)
+            _start, period_reset = period_bounds(scope.budget_period, now)
+            raise LimitExceeded(
+                "budget", scope.scope, scope.budget_nano or 0, retry_after_seconds(period_reset, now), status
+            )
+        raise RuntimeError("limit state did not load")  # pragma: no cover
+
+    async def _load_budget(self, scope: ScopeLimits, now: datetime) -> None:
+        """Load a budget's spend this period from usage_logs (the truth) into Redis, unless it is there."""
+        start, _reset = period_bounds(scope.budget_period, now)
+        kind, _, ident = scope.scope.partition(":")
+        async with self._engine.connect() as conn:
+            spent = (
+                await conn.execute(
+                    select(func.coalesce(func.sum(usage.c.charged_nano), 0)).where(
+                        _USAGE_COLUMN[kind] == uuid.UUID(ident), usage.c.created_at >= start
+                    )
+                )
+            ).scalar_one()
+        budget = _limit_keys(scope.scope, now, period_tag(scope.budget_period, now))[2]
+        await self._redis.hsetnx(budget, "spent", int(spent))
+        ttl = _budget_ttl((scope,), now)
+        if ttl:
+            await self._redis.expire(budget, ttl)
+
+    async def window_usage(self, scope: str, now: datetime, conn: Any = None) -> tuple[int, int]:
+        r, t, _b, _h, _x = _limit_keys(scope, window_start(now), 0)
+        requests, tokens = await self._redis.mget([r, t])
+        return int(requests or 0), int(tokens or 0)
+
+    async def settle_limits(self, reservation: Reservation, actual_nano: int, actual_tokens: int) -> None:
+        self._open.pop(reservation.request_id, None)
+        hold = reservation.limits
+        if hold is None:
+            return
+        keys: list[str] = []
+        args: list[int | str] = [
+            reservation.request_id,
+            actual_tokens - hold.tokens,
+            actual_nano,
+            len(hold.scopes),
+        ]
+        for scope in hold.scopes:
+            _r, t, b, h, x = _limit_keys(
+                scope.scope, hold.window_start, period_tag(scope.budget_period, hold.window_start)
+            )
+            keys += [t, b, h, x]
+            counts = scope.rpm is not None or scope.tpm is not None
+            args += [int(counts), int(scope.budget_nano is not None)]
+        await self._settle_limits(keys=keys, args=args)
+
     async def release(self, reservation: Reservation) -> None:
         await self._settle(keys=list(_keys(reservation.user_id)), args=[reservation.request_id, 0, ""])
+        await self.settle_limits(reservation, 0, 0)
 
     async def settle_in_transaction(self, conn: Any, reservations: Sequence[Reservation]) -> None:
         return None  # Redis is moved after the commit, in after_commit
@@ -265,7 +582,7 @@ class RedisLedger:
 
     async def available(self, user_id: uuid.UUID) -> int:
         acct, res, exp, _pend = _keys(user_id)
-        for _ in range(2):
+        for _ in range(3):
             loaded, bal, held = (
                 int(x) for x in await self._available(keys=[acct, res, exp], args=[_now_ms()])
             )
@@ -290,6 +607,60 @@ class RedisLedger:
         await self.forget(user_id)
         await self.load_snapshot(user_id)
 
+    async def _reservation_sets(self) -> list[tuple[uuid.UUID, str]]:
+        found: list[tuple[uuid.UUID, str]] = []
+        async for raw in self._redis.scan_iter(match="sg:{*}:exp", count=500):
+            key = raw.decode() if isinstance(raw, bytes) else str(raw)
+            try:
+                found.append((uuid.UUID(key[len("sg:{") : key.index("}")]), key))
+            except ValueError:
+                continue
+        return found
+
+    async def reservation_counts(self) -> tuple[int, int]:
+        """(open, orphaned) reservations of every user; orphaned: past their lease, not yet collected."""
+        open_count = orphaned = 0
+        now = _now_ms()
+        for _user, key in await self._reservation_sets():
+            open_count += int(await self._redis.zcard(key))
+            orphaned += int(await self._redis.zcount(key, "-inf", now))
+        return open_count, orphaned
+
+    async def release_orphans(self) -> int:
+        """Release every reservation past its lease (a dead instance's): the purge each script run does."""
+        released = 0
+        now = _now_ms()
+        for user_id, key in await self._reservation_sets():
+            expired = int(await self._redis.zcount(key, "-inf", now))
+            if expired:
+                await self.available(user_id)
+                released += expired
+        return released
+
     async def close(self) -> None:
         """Try the queued hot-copy moves once more, then stop retrying (the Redis client is the app's)."""
         await self._retry.close()
+        if self._renewer is not None:  # the Redis client belongs to the app lifespan
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._renewer
+
+
+def _budget_ttl(scopes: Sequence[ScopeLimits], now: datetime) -> int:
+    """How long the budget keys of these scopes must live: their longest period plus a day (0: forever)."""
+    longest = 0
+    for scope in scopes:
+        if scope.budget_nano is None:
+            continue
+        _start, reset = period_bounds(scope.budget_period, now)
+        if reset is None:
+            return 0
+        longest = max(longest, int((reset - now).total_seconds()) + 86400)
+    return longest
+
+
+def _refused_status(first: ScopeLimits, used_requests: int, reset: float) -> RateStatus | None:
+    """The key's window as a refused request sees it (None when the key has no rate limit)."""
+    if not first.scope.startswith("k:") or (first.rpm is None and first.tpm is None):
+        return None
+    return RateStatus(first.rpm, max((first.rpm or 0) - used_requests, 0), first.tpm, 0, reset)
