@@ -24,6 +24,7 @@ from storage.accounts.credentials import cipher_for
 from storage.billing.ledger.base import CreditLedger
 from storage.billing.ledger.factory import build_ledger, redis_for
 from storage.db import create_engine
+from storage.jobs.runner import JobsHandle, start_jobs_in_process
 from storage.usage.group_commit import GroupCommitRecorder
 
 log = logging.getLogger("synapgate.app")
@@ -43,6 +44,7 @@ class Runtime:
     catalog: CatalogCache = field(init=False)
     recorder: GroupCommitRecorder = field(init=False)
     chat: ChatService = field(init=False)
+    jobs: JobsHandle | None = field(init=False, default=None)  # the in-process job runner, when it runs here
 
     async def start(self) -> None:
         s = self.settings
@@ -70,9 +72,14 @@ class Runtime:
             adapters=build_adapters(),
             recorder=self.recorder,
         )
+        if s.is_sqlite or s.jobs_in_process:  # SQLite has no separate worker: its jobs always run here
+            self.jobs = await start_jobs_in_process(s, self.engine)
         log.info("started", extra={"ledger": type(self.ledger).__name__, "sqlite": s.is_sqlite})
 
     async def stop(self) -> None:
+        if self.jobs is not None:  # its jobs use the engine: they stop before it is disposed
+            await self.jobs.stop()
+            self.jobs = None
         await self.recorder.stop()  # every queued record is committed before the engine goes
         await self.upstream.aclose()
         await self.ledger.close()

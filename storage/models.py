@@ -77,6 +77,8 @@ class User(Base):
     name: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
     created_at: Mapped[datetime] = _created()
+    # Alerts (migration 0007): `credits.low` is raised when a debit takes the balance under this.
+    low_balance_threshold_nano: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Workspace(Base):
@@ -589,3 +591,16 @@ class DashboardSession(Base):
     csrf_token: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = _created()
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+# -- alerts (migration 0007) -----------------------------------------------------------------------
+
+
+class KeyExpiryAlert(Base):
+    """A key whose expiry has been announced (`key.expired`): the row claims it, so it is sent once."""
+
+    __tablename__ = "key_expiry_alerts"
+
+    key_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True)
+    expired_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    notified_at: Mapped[datetime] = mapped_column(UTCDateTime())

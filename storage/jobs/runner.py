@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config import Settings
 from storage.db import create_engine
+from storage.webhooks.alerts import emit_key_expirations
 from storage.webhooks.service import deliver_due
 
 log = logging.getLogger("synapgate.jobs")
@@ -100,10 +101,19 @@ async def deliver_webhooks(resources: JobResources) -> None:
             return
 
 
+async def announce_expired_keys(resources: JobResources) -> None:
+    """Queue `key.expired` for keys whose expiry passed since the last run (each key once)."""
+    await emit_key_expirations(resources.engine)
+
+
+KEY_EXPIRY_SECONDS = 60
+
+
 def default_registry(settings: Settings) -> JobRegistry:
     """The gateway's jobs. Other domains add theirs here (invoices, insights, partition maintenance)."""
     registry = JobRegistry()
     registry.add(PeriodicJob("webhooks.deliver", settings.webhook_poll_seconds, deliver_webhooks))
+    registry.add(PeriodicJob("keys.expired", KEY_EXPIRY_SECONDS, announce_expired_keys))
     return registry
 
 
