@@ -51,6 +51,12 @@ class PaymentsNotConfigured(NotConfigured, RuntimeError):
     code = "payments_not_configured"
 
 
+class PaymentsUnavailable(NotConfigured):
+    """Stripe could not be reached or refused the request: a 503, nothing was created."""
+
+    code = "payments_unavailable"
+
+
 class InvalidTopUp(InvalidAmount):
     """The top-up amount is outside the configured bounds (or not whole cents)."""
 
@@ -141,6 +147,11 @@ async def create_checkout(
     options: Any = {"idempotency_key": idempotency_key} if idempotency_key else None
     try:
         session = await client.v1.checkout.sessions.create_async(params, options)
+    except stripe.StripeError as exc:
+        log.warning("stripe checkout failed", extra={"error": type(exc).__name__, "status": exc.http_status})
+        raise PaymentsUnavailable(
+            f"Stripe did not create the checkout session ({type(exc).__name__})"
+        ) from None
     finally:
         await http.close_async()  # type: ignore[no-untyped-call]
     if not session.url:
