@@ -402,9 +402,15 @@ async def test_checkout_returns_the_session_url(gateway: Any) -> None:
     assert error_of(down, 503)["code"] == "payments_unavailable"
 
 
-@pytest.mark.parametrize("backend", ["sqlite"])
-@pytest.mark.parametrize("gateway_settings_overrides", [{"webhook_poll_seconds": 1, "admin_key": ADMIN}])
-async def test_serve_runs_the_jobs_in_process_on_sqlite(gateway: Any, receiver: Receiver) -> None:
+@pytest.mark.parametrize(
+    ("backend", "gateway_settings_overrides"),
+    [
+        ("sqlite", {"webhook_poll_seconds": 1, "admin_key": ADMIN}),  # always in-process on SQLite
+        ("postgres+redis", {"webhook_poll_seconds": 1, "admin_key": ADMIN, "jobs_in_process": True}),
+    ],
+)
+async def test_serve_runs_the_jobs_in_process(gateway: Any, receiver: Receiver) -> None:
+    """SQLite: the in-process runner; PostgreSQL + SYNAPGATE_JOBS_IN_PROCESS: procrastinate inside serve."""
     gw = gateway
     await receiver.start()
     user_id, _key = await gw.seed_user("0")
@@ -424,7 +430,7 @@ async def test_serve_runs_the_jobs_in_process_on_sqlite(gateway: Any, receiver: 
         },
     )
     assert invoice.status_code == 201, invoice.text
-    await asyncio.wait_for(receiver.arrived.wait(), 15)  # the runner polls every second
+    await asyncio.wait_for(receiver.arrived.wait(), 30)  # the runner polls every second
     assert len(receiver.got) == 1, "the in-process runner did not deliver"
     _path, headers, body = receiver.got[0]
     assert Webhook(secret).verify(body, headers)["data"]["invoice_id"] == invoice.json()["id"]
