@@ -196,14 +196,14 @@ async def create_endpoint(
     A user may create endpoints for themself or for a workspace in their scope; an endpoint with neither
     (every user's events) is the operator's only. `format` defaults to slack for hooks.slack.com URLs.
     """
-    url, wanted, fmt = _validate(url, events, format)
-    if not scope.is_admin:
+    if not scope.is_admin:  # who first: another user's id is a 404 whatever else the request says
         if user_id is None and workspace_id is None:
             user_id = scope.user_id
         if user_id is not None and user_id != scope.user_id:
             raise EndpointNotFound("user")
         if workspace_id is not None and workspace_id not in scope.workspace_ids:
             raise EndpointNotFound("workspace")
+    url, wanted, fmt = _validate(url, events, format)
     secret = new_secret()
     row = (
         await conn.execute(
