@@ -24,8 +24,9 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("users", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("low_balance_threshold_nano", sa.BigInteger(), nullable=True))
+    # A plain ADD COLUMN (SQLite supports it for a nullable column): a batch rebuild would DROP TABLE users,
+    # which SQLite's foreign keys refuse once other tables reference its rows.
+    op.add_column("users", sa.Column("low_balance_threshold_nano", sa.BigInteger(), nullable=True))
     op.create_table(
         "key_expiry_alerts",
         sa.Column("key_id", sa.Uuid(), nullable=False),
@@ -40,5 +41,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("key_expiry_alerts")
-    with op.batch_alter_table("users", schema=None) as batch_op:
-        batch_op.drop_column("low_balance_threshold_nano")
+    op.drop_column("users", "low_balance_threshold_nano")  # SQLite ≥ 3.35 drops a column in place too
