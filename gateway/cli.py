@@ -45,6 +45,7 @@ CLI_FLAGS = {
     "period_start": "--period-start",
     "period_end": "--period-end",
     "limit": "--limit",
+    "low_balance_usd": "--low-balance-usd",
     "offset": "--offset",
     "provider": "--provider",
     "api_key": "standard input",
@@ -823,7 +824,47 @@ def build_parser() -> argparse.ArgumentParser:
     irun = insights.add_parser("run", help="run every insights job now (insights.daily and insights.hourly)")
     irun.set_defaults(run=cmd_insights_run)
 
+    _add_jobs_and_alerts_commands(commands, users)
     return parser
+
+
+# -- background jobs and alerts (webhooks, issue 12) ------------------------------------------------
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> Awaitable[None]:
+    """Run the background jobs (webhook delivery, key expiry, …) until SIGINT/SIGTERM."""
+    from storage.jobs.runner import run_worker
+
+    _check_sqlite_file(settings)
+    return run_worker(settings)
+
+
+async def cmd_users_alerts(args: argparse.Namespace, settings: Settings) -> None:
+    from storage.webhooks import alerts
+
+    threshold = None if args.off else alerts.parse_threshold(args.low_balance_usd)
+    async with _storage(settings) as st, st.engine.begin() as conn:
+        if args.low_balance_usd is None and not args.off:
+            found = await alerts.get_alert_settings(conn, args.user)
+        else:
+            found = await alerts.set_low_balance_threshold(conn, args.user, threshold)
+    _out(found)
+
+
+def _add_jobs_and_alerts_commands(commands: Any, users: Any) -> None:
+    worker = commands.add_parser(
+        "worker",
+        help="run the background jobs: procrastinate on PostgreSQL, in-process on SQLite (until Ctrl-C)",
+    )
+    worker.set_defaults(run=cmd_worker)
+    alerts = users.add_parser(
+        "alerts", help="show or set a user's alert thresholds (credits.low webhook events)"
+    )
+    alerts.add_argument("user", type=_uuid, metavar="ID")
+    which = alerts.add_mutually_exclusive_group()
+    which.add_argument("--low-balance-usd", help="send credits.low when a call takes the balance under this")
+    which.add_argument("--off", action="store_true", help="no credits.low alert for this user")
+    alerts.set_defaults(run=cmd_users_alerts)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

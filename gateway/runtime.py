@@ -25,6 +25,7 @@ from storage.accounts.credentials import cipher_for
 from storage.billing.ledger.base import CreditLedger
 from storage.billing.ledger.factory import build_ledger, redis_for
 from storage.db import create_engine
+from storage.jobs.runner import JobsHandle, start_jobs_in_process
 from storage.outage import OutageWatch
 from storage.usage.group_commit import GroupCommitRecorder
 
@@ -48,6 +49,7 @@ class Runtime:
     # Up/down state of PostgreSQL and Redis: one log line per change, fast 503s while down (storage/outage.py)
     database_health: OutageWatch = field(init=False)
     redis_health: OutageWatch | None = field(init=False, default=None)
+    jobs: JobsHandle | None = field(init=False, default=None)  # the in-process job runner, when it runs here
 
     async def start(self) -> None:
         s = self.settings
@@ -85,6 +87,8 @@ class Runtime:
             database=self.database_health,
             hot_ledger=self.redis_health,
         )
+        if s.is_sqlite or s.jobs_in_process:  # SQLite has no separate worker: its jobs always run here
+            self.jobs = await start_jobs_in_process(s, self.engine)
         log.info("started", extra={"ledger": type(self.ledger).__name__, "sqlite": s.is_sqlite})
 
     async def _probe_database(self) -> None:
@@ -92,6 +96,9 @@ class Runtime:
             await conn.execute(text("SELECT 1"))
 
     async def stop(self) -> None:
+        if self.jobs is not None:  # its jobs use the engine: they stop before it is disposed
+            await self.jobs.stop()
+            self.jobs = None
         await self.recorder.stop()  # every queued record is committed before the engine goes
         await self.database_health.close()
         if self.redis_health is not None:

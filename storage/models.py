@@ -85,6 +85,8 @@ class User(Base):
     tpm_limit: Mapped[int | None] = mapped_column(Integer)
     budget_nano: Mapped[int | None] = mapped_column(BigInteger)
     budget_period: Mapped[str | None] = mapped_column(String(8))
+    # Alerts (migration 0007): `credits.low` is raised when a debit takes the balance under this.
+    low_balance_threshold_nano: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Workspace(Base):
@@ -700,3 +702,16 @@ class LimitWindow(Base):
     window_start: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
     requests: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+# -- alerts (migration 0007) -----------------------------------------------------------------------
+
+
+class KeyExpiryAlert(Base):
+    """A key whose expiry has been announced (`key.expired`): the row claims it, so it is sent once."""
+
+    __tablename__ = "key_expiry_alerts"
+
+    key_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True)
+    expired_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    notified_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -34,6 +34,8 @@ from storage.models import BillingEvent, Invoice, UsageLog, User, table_of
 from storage.paging import Page, PageRequest, fetch_page, page_of
 from storage.types import utcnow
 from storage.views import to_dict
+from storage.webhooks.payloads import InvoiceCreated
+from storage.webhooks.service import enqueue
 
 invoices = table_of(Invoice)
 events = table_of(BillingEvent)
@@ -272,6 +274,20 @@ async def create_invoice(
         .values(total_nano=total, lines=[dataclasses.asdict(line) for line in lines])
     )
     record = InvoiceRecord(invoice_id, user_id, period_start, period_end, "issued", total, lines, now)
+    # `invoice.created` goes to the outbox in this transaction: sent if and only if the invoice commits.
+    await enqueue(
+        conn,
+        "invoice.created",
+        InvoiceCreated(
+            invoice_id=invoice_id,
+            user_id=user_id,
+            period_start=period_start,
+            period_end=period_end,
+            total_nano=total,
+        ),
+        user_id=user_id,
+        now=now,
+    )
     return await _with_balances(conn, record)
 
 

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from config import Settings
 from storage.db import create_engine
 from storage.insights.service import run_anomalies, run_churn
+from storage.webhooks.alerts import emit_key_expirations
 from storage.webhooks.service import deliver_due
 
 log = logging.getLogger("synapgate.jobs")
@@ -111,12 +112,21 @@ async def insights_hourly(resources: JobResources) -> None:
     await run_anomalies(resources.engine)
 
 
+async def announce_expired_keys(resources: JobResources) -> None:
+    """Queue `key.expired` for keys whose expiry passed since the last run (each key once)."""
+    await emit_key_expirations(resources.engine)
+
+
+KEY_EXPIRY_SECONDS = 60
+
+
 def default_registry(settings: Settings) -> JobRegistry:
     """The gateway's jobs. Other domains add theirs here (invoices, insights, partition maintenance)."""
     registry = JobRegistry()
     registry.add(PeriodicJob("webhooks.deliver", settings.webhook_poll_seconds, deliver_webhooks))
     registry.add(PeriodicJob("insights.daily", 86400, insights_daily))
     registry.add(PeriodicJob("insights.hourly", 3600, insights_hourly))
+    registry.add(PeriodicJob("keys.expired", KEY_EXPIRY_SECONDS, announce_expired_keys))
     return registry
 
 

@@ -20,6 +20,7 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 import stripe
@@ -30,6 +31,7 @@ from config import Settings
 from storage.billing.ledger.base import CreditLedger, HotMove
 from storage.billing.ledger.entries import post_entry
 from storage.dialect import insert_for
+from storage.errors import InvalidAmount, InvalidInput, NotConfigured
 from storage.models import CreditAccount, StripePayment, table_of
 from storage.types import utcnow
 
@@ -43,16 +45,32 @@ SIGNATURE_TOLERANCE_SECONDS = 300
 CREDIT_EVENTS = ("checkout.session.completed", "checkout.session.async_payment_succeeded")
 
 
-class PaymentsNotConfigured(RuntimeError):
-    """A Stripe setting the operation needs is missing (names the variable)."""
+class PaymentsNotConfigured(NotConfigured, RuntimeError):
+    """A Stripe setting the operation needs is missing (names the variable): a 503 in the admin API."""
+
+    code = "payments_not_configured"
 
 
-class InvalidTopUp(ValueError):
-    """The top-up amount is outside the configured bounds."""
+class PaymentsUnavailable(NotConfigured):
+    """Stripe could not be reached or refused the request: a 503, nothing was created."""
+
+    code = "payments_unavailable"
 
 
-class InvalidStripeSignature(ValueError):
-    """The webhook's Stripe-Signature does not verify: nothing was changed."""
+class InvalidTopUp(InvalidAmount):
+    """The top-up amount is outside the configured bounds (or not whole cents)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, param="amount_usd")
+
+
+class InvalidStripeSignature(InvalidInput):
+    """The webhook's Stripe-Signature does not verify: nothing was changed (a 400)."""
+
+    code = "invalid_signature"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, param="Stripe-Signature")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +90,18 @@ class StripeOutcome:
     user_id: uuid.UUID | None = None
     amount_nano: int = 0
     reason: str | None = None
+
+
+def cents_of_usd(amount_usd: str) -> int:
+    """A top-up amount in decimal USD text as whole US cents (Stripe's unit); InvalidTopUp otherwise."""
+    try:
+        amount = Decimal(amount_usd.strip())
+    except InvalidOperation:
+        raise InvalidTopUp(f"amount_usd must be a decimal amount of USD, got {amount_usd!r}") from None
+    cents = amount * 100
+    if not amount.is_finite() or cents != cents.to_integral_value():
+        raise InvalidTopUp('amount_usd must be a whole number of cents, e.g. "25.00"')
+    return int(cents)
 
 
 def _secret(value: Any, variable: str) -> str:
@@ -117,6 +147,11 @@ async def create_checkout(
     options: Any = {"idempotency_key": idempotency_key} if idempotency_key else None
     try:
         session = await client.v1.checkout.sessions.create_async(params, options)
+    except stripe.StripeError as exc:
+        log.warning("stripe checkout failed", extra={"error": type(exc).__name__, "status": exc.http_status})
+        raise PaymentsUnavailable(
+            f"Stripe did not create the checkout session ({type(exc).__name__})"
+        ) from None
     finally:
         await http.close_async()  # type: ignore[no-untyped-call]
     if not session.url:

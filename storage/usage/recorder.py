@@ -33,6 +33,7 @@ from storage.billing.ledger.entries import account_state, move_accounts
 from storage.dialect import built_once, dialect_insert
 from storage.models import BillingEvent, Conversation, ConversationLlm, Message, UsageLog, table_of
 from storage.usage.rollups import UsageFacts, apply_facts
+from storage.webhooks.alerts import low_balance_alerts
 
 log = logging.getLogger("synapgate.recorder")
 
@@ -305,6 +306,8 @@ async def record_batch(
         for user_id in {r.user_id for r in records} - set(moved):
             balance, version = await account_state(conn, user_id)
             moved[user_id] = (balance, version)
+        # Alerts: `credits.low` when a debit takes a balance under the user's threshold, in this transaction.
+        await low_balance_alerts(conn, deltas, moved)
         reservations = [res for _, res in items if res is not None]
         await ledger.settle_in_transaction(conn, reservations)
 

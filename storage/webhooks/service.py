@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 from standardwebhooks import Webhook
 
+from storage.errors import InvalidInput, NotFound
 from storage.models import WebhookDelivery, WebhookEndpoint, table_of
 from storage.types import utcnow
 from storage.webhooks.backoff import next_attempt_at
@@ -45,16 +46,24 @@ USER_AGENT = "SynapGate-Webhooks/1"
 CLAIM_LEASE = timedelta(seconds=60)
 
 
-class WebhookInputError(ValueError):
-    """A request to create an endpoint is wrong; `param` names the field."""
+class WebhookInputError(InvalidInput, ValueError):
+    """A request to create an endpoint is wrong; `param` names the field (a 400 in the admin API)."""
+
+    code = "invalid_webhook"
 
     def __init__(self, message: str, param: str) -> None:
-        super().__init__(message)
-        self.param = param
+        super().__init__(message, param=param)
 
 
-class EndpointNotFound(LookupError):
-    """No such endpoint, or not one the caller may see (the two are not told apart)."""
+class EndpointNotFound(NotFound, LookupError):
+    """No such endpoint, or not one the caller may see (the two are not told apart): a 404.
+
+    `what` is the object the caller named: `webhook`, or the `user`/`workspace` an endpoint was aimed at.
+    """
+
+    def __init__(self, what: str = "webhook") -> None:
+        super().__init__(f"no such {what}", param=None if what == "webhook" else f"{what}_id")
+        self.code = f"{what}_not_found"
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,14 +196,14 @@ async def create_endpoint(
     A user may create endpoints for themself or for a workspace in their scope; an endpoint with neither
     (every user's events) is the operator's only. `format` defaults to slack for hooks.slack.com URLs.
     """
-    url, wanted, fmt = _validate(url, events, format)
-    if not scope.is_admin:
+    if not scope.is_admin:  # who first: another user's id is a 404 whatever else the request says
         if user_id is None and workspace_id is None:
             user_id = scope.user_id
         if user_id is not None and user_id != scope.user_id:
             raise EndpointNotFound("user")
         if workspace_id is not None and workspace_id not in scope.workspace_ids:
             raise EndpointNotFound("workspace")
+    url, wanted, fmt = _validate(url, events, format)
     secret = new_secret()
     row = (
         await conn.execute(

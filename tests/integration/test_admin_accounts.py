@@ -341,6 +341,7 @@ async def test_every_list_bounds_limit_and_offset_with_a_400_naming_the_paramete
         path = path.replace("{workspace_id}", user["workspaces"][0]["workspace_id"])
         path = path.replace("{target_type}", "user").replace("{target_id}", user["id"])
         path = path.replace("{conversation_id}", str(uuid.uuid4())).replace("{message_id}", str(uuid.uuid4()))
+        path = path.replace("{webhook_id}", str(uuid.uuid4()))  # paging is checked before the lookup
         for params, name in bad:
             error = error_of(await api(gateway, "GET", path, params=params), 400)
             assert error["param"] == name and name in error["message"], (path, params, error)

@@ -30,6 +30,7 @@ OWNED_PARAMS = {
     "message_id": "message",
     "workspace_id": "workspace",
     "target_id": "conversation",
+    "webhook_id": "webhook",
 }
 # Path parameters that name shared things (the catalog, a provider): no user's data.
 SHARED_PARAMS = {
@@ -39,7 +40,16 @@ SHARED_PARAMS = {
     "target_type": "conversation",
 }
 # The routes of accounts, billing and catalog: held to the strict answers below.
-OUR_PREFIXES = ("/api/v1/users", "/api/v1/keys", "/api/v1/workspaces", "/api/v1/billing", "/api/v1/llms")
+OUR_PREFIXES = (
+    "/api/v1/users",
+    "/api/v1/keys",
+    "/api/v1/workspaces",
+    "/api/v1/billing",
+    "/api/v1/llms",
+    "/api/v1/webhooks",
+)
+# Routes that take no gateway key at all (their own signature is the auth): tested in test_hooks_http.
+UNKEYED = ("/api/v1/billing/stripe/webhook",)
 # Admin routes of the other admin modules, probed by URL whether or not they exist yet.
 EXTRA_PROBES = [
     ("GET", "/analytics/usage?user_id={user}"),
@@ -97,7 +107,11 @@ async def _tenant(gw: Gateway, credits: str) -> dict[str, str]:
                         json={"user_id": user["id"], "period_start": start.isoformat(),
                               "period_end": datetime.now(UTC).isoformat()})  # fmt: skip
     assert invoice.status_code == 201, invoice.text
+    hook_body = {"url": "http://127.0.0.1:9/hook", "events": ["credits.low"], "user_id": user["id"]}
+    hook = await api(gw, "POST", "/webhooks", json=hook_body)
+    assert hook.status_code == 201, hook.text
     return {
+        "webhook": hook.json()["id"],
         "user": user["id"],
         "email": user["email"],
         "workspace": user["workspaces"][0]["workspace_id"],
@@ -214,7 +228,7 @@ async def test_a_users_key_cannot_reach_another_users_data_through_any_endpoint(
 
     probes: list[tuple[str, str, Any, str, bool]] = []  # method, url, body, expectation, strict
     for path, operations in schema["paths"].items():
-        if not path.startswith("/api/v1/"):
+        if not path.startswith("/api/v1/") or path in UNKEYED:
             continue
         for method, operation in operations.items():
             if method not in ("get", "post", "put", "patch", "delete"):

@@ -16,13 +16,15 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
-from litestar import Controller, Response, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from gateway.api.admin.common import Body, Struct, aware, shape
+from gateway.api.admin.common import Body, Struct, aware, money, shape
 from gateway.api.admin.scope import AppRuntime, Caller, Engine, Paging
 from storage.billing import service
 from storage.billing.invoices import invoice_to_dict
+from storage.payments import stripe_checkout
+from storage.payments.stripe_checkout import NANO_PER_CENT
 
 # -- response shapes -----------------------------------------------------------------------------
 
@@ -155,6 +157,37 @@ class AddCreditsIn(Body):
     description: Annotated[str, msgspec.Meta(max_length=500)] | None = None
 
 
+class CheckoutIn(Body):
+    user_id: uuid.UUID
+    amount_usd: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=40, description='decimal USD in whole cents, e.g. "25.00"')
+    ]
+    idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=150)] | None = None
+
+
+class CheckoutOut(Struct):
+    """A Stripe Checkout Session to send the payer to; the credit is posted when Stripe reports it paid."""
+
+    id: str
+    url: str
+    user_id: uuid.UUID
+    amount_cents: int
+    amount_usd: str
+    amount_nano: int
+
+
+class StripeWebhookOut(Struct):
+    """What one Stripe event did: `credited`/`refunded` (the amount moved), `duplicate` or `ignored`."""
+
+    event_id: str
+    event_type: str
+    action: str
+    user_id: uuid.UUID | None
+    amount_usd: str
+    amount_nano: int
+    reason: str | None
+
+
 class CreateInvoiceIn(Body):
     user_id: uuid.UUID
     period_start: Annotated[datetime, msgspec.Meta(description="with a time zone, e.g. 2026-11-01T00:00:00Z")]
@@ -276,4 +309,54 @@ class BillingController(Controller):
             limit=found.limit,
             offset=found.offset,
             has_more=found.has_more,
+        )
+
+    @post("/billing/checkout", status_code=201)
+    async def checkout_route(
+        self, caller: Caller, runtime: AppRuntime, data: JSONBody[CheckoutIn]
+    ) -> CheckoutOut:
+        """Start a credit top-up: a Stripe Checkout Session for `amount_usd` (whole cents) naming the user;
+        returns its URL. The credit is posted when Stripe's signed `checkout.session.completed` arrives.
+        The admin key, or a user's own key for itself. 503 when Stripe is not configured."""
+        caller.require_user(data.user_id)
+        cents = stripe_checkout.cents_of_usd(data.amount_usd)
+        session = await stripe_checkout.create_checkout(
+            runtime.settings, data.user_id, cents, idempotency_key=data.idempotency_key
+        )
+        return CheckoutOut(
+            id=session.id,
+            url=session.url,
+            user_id=data.user_id,
+            amount_cents=session.amount_cents,
+            **money(session.amount_cents * NANO_PER_CENT),
+        )
+
+
+class StripeWebhookController(Controller):
+    """Stripe's webhook: no admin guard — the `Stripe-Signature` over the raw body is the authentication
+    (SYNAPGATE_STRIPE_WEBHOOK_SECRET). A bad signature is a 400 and changes nothing; a replayed event
+    (the same event id) moves nothing and answers 200 so Stripe stops retrying."""
+
+    path = "/"
+    tags = ("billing",)
+
+    @post("/billing/stripe/webhook", status_code=200)
+    async def stripe_webhook_route(
+        self, request: Request[Any, Any, Any], runtime: AppRuntime
+    ) -> StripeWebhookOut:
+        """Post what a verified Stripe event says: credit on a paid Checkout, refund on charge.refunded."""
+        outcome = await stripe_checkout.handle_stripe_webhook(
+            runtime.engine,
+            runtime.ledger,
+            runtime.settings,
+            await request.body(),
+            request.headers.get("stripe-signature"),
+        )
+        return StripeWebhookOut(
+            event_id=outcome.event_id,
+            event_type=outcome.event_type,
+            action=outcome.action,
+            user_id=outcome.user_id,
+            reason=outcome.reason,
+            **money(outcome.amount_nano),
         )
