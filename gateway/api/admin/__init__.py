@@ -1,9 +1,9 @@
 """The admin, billing and analytics REST API under /api/v1 (JSON in and out, OpenAI-style error envelope).
 
 One Controller per domain (accounts, billing, catalog, analytics, conversations, insights, webhooks) under
-the admin router,
-which declares once what every handler gets: the caller guard, the dependencies (`caller`, `runtime`,
-`engine`, `page`) and the mapping of the services' domain errors to the error envelope.
+the admin router, which declares once what every handler gets: the caller guard, the dependencies (`caller`,
+`runtime`, `engine`, `page`) and the mapping of the services' domain errors to the error envelope. Stripe's
+webhook sits beside the guarded router: its signature is its authentication.
 """
 
 from __future__ import annotations
