@@ -15,8 +15,10 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, get
 from litestar.handlers import asgi
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
 
+from gateway.api.admin.common import ErrorEnvelope
 from gateway.api.openai import _read_body, _send_json, _watch_disconnect
 from gateway.chat import ChatService, Inbound
 from gateway.chat.embeddings import estimate_request as embeddings_estimate
@@ -194,7 +196,12 @@ def api_handlers(chat: Callable[[], ChatService], max_body_bytes: int) -> list[A
     ]
 
 
-@get("/v1/models/{model_id:str}")
+@get(
+    "/v1/models/{model_id:str}",
+    responses={
+        404: ResponseSpec(data_container=ErrorEnvelope, description="No such model", generate_examples=False)
+    },
+)
 async def retrieve_model(request: Request[Any, Any, Any], model_id: FromPath[str]) -> Response[Any]:
     """One catalog model in OpenAI's model format (404 in the OpenAI envelope)."""
     name = model_id

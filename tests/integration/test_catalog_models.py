@@ -164,7 +164,7 @@ async def test_price_map_import_dry_run_then_new_versions_never_rewriting_charge
     before = await gateway.rows("SELECT * FROM llm_price_versions ORDER BY id")
 
     dry = run(gateway, "llms", "import", str(FIXTURE), "--dry-run").json()
-    assert dry["dry_run"] is True and counts(dry) == (2, 1, 2, 2)
+    assert dry["dry_run"] is True and counts(dry) == (2, 1, 3, 1)
     entries = {e["key"]: e for e in dry["entries"]}
     assert entries["claude-sonnet-4-5"]["action"] == "add"
     assert entries["gemini/gemini-2.5-pro"]["catalog_name"] == "gemini-2.5-pro"
@@ -175,7 +175,7 @@ async def test_price_map_import_dry_run_then_new_versions_never_rewriting_charge
         ("cached_input", "0.028", "0.07"),
         ("output", "0.42", "1.1"),
     }
-    assert entries["text-embedding-3-small"]["action"] == "skip"
+    assert entries["text-embedding-3-small"]["action"] == "unchanged"  # seeded as an embedding model
     assert entries["bedrock/anthropic.claude-3-haiku-20240307-v1:0"]["action"] == "skip"
     assert entries["gpt-4o"]["action"] == "unchanged"
     assert await gateway.rows("SELECT * FROM llm_price_versions ORDER BY id") == before  # nothing written
@@ -215,7 +215,7 @@ async def test_price_map_import_dry_run_then_new_versions_never_rewriting_charge
 
     # The round trip: importing the same map again changes nothing.
     again = run(gateway, "llms", "import", str(FIXTURE)).json()
-    assert counts(again) == (0, 0, 5, 2)
+    assert counts(again) == (0, 0, 6, 1)
     assert {e["action"] for e in again["entries"]} == {"unchanged", "skip"}
 
 
@@ -226,7 +226,9 @@ async def test_a_malformed_price_map_is_refused_and_changes_nothing(gateway: Gat
     )
     result = run(gateway, "llms", "import", str(bad))
     assert result.code != 0 and result.out == "" and "m.input_cost_per_token" in result.err
-    error = error_of(await api(gateway, "POST", "/llms/import", content=b"[1]"), 400)
-    assert error["code"] == "invalid_price_map"
+    error = error_of(await api(gateway, "POST", "/llms/import", content=bad.read_bytes()), 400)
+    assert error["code"] == "invalid_price_map" and "m.input_cost_per_token" in error["message"].lower()
+    # Not a JSON object at all: refused before any service sees it, like every admin body.
+    error_of(await api(gateway, "POST", "/llms/import", content=b"[1]"), 400)
     missing = run(gateway, "llms", "import", str(tmp_path / "nope.json"))
     assert missing.code != 0 and "FILE" in missing.err

@@ -35,7 +35,13 @@ def api_schema(
 ) -> Iterator[schemathesis.BaseSchema]:
     """The schema as the running app serves it at /schema/openapi.json, its lifespan started once."""
     database = pg_url(pg_module_database.name)
-    settings_ = make_settings(database, redis_url_for_this_process(), mock_upstream.url, admin_key=ADMIN)
+    settings_ = make_settings(
+        database,
+        redis_url_for_this_process(),
+        mock_upstream.url,
+        admin_key=ADMIN,
+        stripe_webhook_secret="whsec_schemathesis",  # configured: a forged event is a 400, not a 503
+    )
     app = create_app(settings_)
     schema = schemathesis.openapi.from_asgi("/schema/openapi.json", app)
     try:
