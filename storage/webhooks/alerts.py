@@ -5,9 +5,7 @@ Each event is written to the webhook outbox (`service.enqueue`) in the transacti
   to < it (`low_balance_alerts`); a balance that stays under it raises nothing more until it is topped up
   above the threshold and crosses again.
 - `key.expired`: a periodic job (`emit_key_expirations`) finds keys whose `expires_at` has passed; a row in
-  `key_expiry_alerts` claims each key once, so two workers or two passes never announce it twice. The
-  `api_keys.expires_at` column comes with the key limits (migration 0006): until it exists the job does
-  nothing.
+  `key_expiry_alerts` claims each key once, so two workers or two passes never announce it twice.
 """
 
 from __future__ import annotations
@@ -16,16 +14,15 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import column, inspect, select, table, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pricing.money import MoneyError, parse_usd
 from storage.dialect import insert_for
 from storage.errors import InvalidAmount, UserNotFound
 from storage.models import ApiKey, KeyExpiryAlert, User, table_of
-from storage.types import UTCDateTime, utcnow
+from storage.types import utcnow
 from storage.webhooks.payloads import CreditsLow, KeyExpired
 from storage.webhooks.service import enqueue
 
@@ -111,36 +108,20 @@ async def low_balance_alerts(
     return queued
 
 
-def _has_expires_at(sync_conn: Any) -> bool:
-    return any(c["name"] == "expires_at" for c in inspect(sync_conn).get_columns("api_keys"))
-
-
 async def emit_key_expirations(engine: AsyncEngine, now: datetime | None = None) -> int:
-    """Queue `key.expired` once for every key whose `expires_at` has passed; returns how many keys.
-
-    Does nothing while `api_keys.expires_at` does not exist (it arrives with the key limits).
-    """
+    """Queue `key.expired` once for every key whose `expires_at` has passed; returns how many keys."""
     now = now or utcnow()
+    k = api_keys.c
     async with engine.begin() as conn:
-        if not await conn.run_sync(_has_expires_at):
-            return 0
-        keys = table(
-            "api_keys",
-            column("id", api_keys.c.id.type),
-            column("key_prefix", api_keys.c.key_prefix.type),
-            column("user_id", api_keys.c.user_id.type),
-            column("workspace_id", api_keys.c.workspace_id.type),
-            column("expires_at", UTCDateTime()),
-        )
         due = (
             await conn.execute(
-                select(keys.c.id, keys.c.key_prefix, keys.c.user_id, keys.c.workspace_id, keys.c.expires_at)
+                select(k.id, k.key_prefix, k.user_id, k.workspace_id, k.expires_at)
                 .where(
-                    keys.c.expires_at.is_not(None),
-                    keys.c.expires_at <= now,
-                    ~select(expiry_alerts.c.key_id).where(expiry_alerts.c.key_id == keys.c.id).exists(),
+                    api_keys.c.expires_at.is_not(None),
+                    api_keys.c.expires_at <= now,
+                    ~select(expiry_alerts.c.key_id).where(expiry_alerts.c.key_id == api_keys.c.id).exists(),
                 )
-                .order_by(keys.c.expires_at)
+                .order_by(api_keys.c.expires_at)
                 .limit(500)
             )
         ).all()

@@ -30,12 +30,12 @@ import pytest
 import stripe
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
-from sqlalchemy import column, table, text, update
+from sqlalchemy import update
 from standardwebhooks import Webhook
 
 from storage.accounts.users import create_user
 from storage.db import create_engine
-from storage.types import UTCDateTime
+from storage.models import ApiKey, table_of
 from storage.webhooks.alerts import emit_key_expirations
 from storage.webhooks.payloads import CreditsLow
 from storage.webhooks.service import WebhookScope, create_endpoint, deliver_due, enqueue
@@ -117,28 +117,18 @@ async def receiver() -> AsyncIterator[Receiver]:
     await r.stop()
 
 
+api_keys = table_of(ApiKey)
+
+
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=SlackToLocal())) as session:
         yield session
 
 
-async def add_expires_at(gw: Any) -> None:
-    """The `api_keys.expires_at` column of migration 0006 (another branch), added to this test database."""
-    kind = "TIMESTAMP" if gw.settings.is_sqlite else "TIMESTAMP WITH TIME ZONE"
-    async with gw.engine.begin() as conn:
-        await conn.execute(text(f"ALTER TABLE api_keys ADD COLUMN expires_at {kind}"))
-
-
 async def expire_key(gw: Any, key_id: str, at: datetime) -> None:
-    keys = table("api_keys", column("id"), column("expires_at", UTCDateTime()))
-    key_uuid = uuid.UUID(key_id)
     async with gw.engine.begin() as conn:
-        await conn.execute(
-            update(keys)
-            .where(keys.c.id == (key_uuid.hex if gw.settings.is_sqlite else key_uuid))
-            .values(expires_at=at)
-        )
+        await conn.execute(update(api_keys).where(api_keys.c.id == uuid.UUID(key_id)).values(expires_at=at))
 
 
 async def test_down_receiver_gets_every_event_once_signed_and_scoped(
@@ -221,7 +211,6 @@ async def test_down_receiver_gets_every_event_once_signed_and_scoped(
     )
     assert invoice.status_code == 201, invoice.text
     # key.expired: the periodic job finds the key once its expiry has passed (once, however often it runs).
-    await add_expires_at(gw)
     key_id = (await api(gw, "GET", f"/keys?user_id={user_id}")).json()["data"][0]["id"]
     await expire_key(gw, key_id, datetime.now(UTC) - timedelta(seconds=1))
     assert await emit_key_expirations(gw.engine) == 1
