@@ -18,6 +18,7 @@ from config import Settings
 from gateway.auth import KeyAuthenticator
 from gateway.catalog_cache import CatalogCache
 from gateway.chat import ChatService
+from gateway.chat.tagging import auto_tag_queue
 from gateway.credentials import CredentialResolver
 from gateway.providers.registry import build_adapters
 from gateway.proxy import UpstreamClient
@@ -100,6 +101,7 @@ class Runtime:
             await self.jobs.stop()
             self.jobs = None
         await self.recorder.stop()  # every queued record is committed before the engine goes
+        await auto_tag_queue(self.engine).close()  # the automatic-tagging task writes through the engine
         await self.database_health.close()
         if self.redis_health is not None:
             await self.redis_health.close()
