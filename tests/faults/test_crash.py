@@ -18,8 +18,7 @@ def test_kill9_and_restart_the_ledger_stays_exact(crash: Crash) -> None:
     assert any(a.status is None for a in crash.answers)  # ... and some were cut by the crash
     assert statuses(crash.recovery) == {"200": 8}  # the restarted gateway serves at once
     assert ledger_problems(crash.answers + crash.recovery, crash.facts, every_row_answered=False) == []
-    report = _off_loop(asyncio.run, crash.stack.reconcile_here())
-    assert report["mismatches"] == [], report
+    # (The Redis copy is judged after the dead instance's lease has run out: see the next test.)
 
 
 def test_reservations_of_a_killed_instance_are_freed_within_60_s(crash: Crash) -> None:
@@ -29,3 +28,11 @@ def test_reservations_of_a_killed_instance_are_freed_within_60_s(crash: Crash) -
         time.sleep(1)
         answer = probe(crash.gateway, crash.key)
     assert answer.ok, f"still refused 60 s after the crash: {answer.describe()}"
+    # A debit the dead instance committed but never moved into Redis is healed when its reservation's lease
+    # runs out (the expired reservation drops the snapshot; the next use reloads it from the ledger): by now
+    # the Redis copy agrees with the ledger without `--fix`.
+    while time.monotonic() < crash.killed_at + 35:  # the lease (30 s) has certainly run out
+        time.sleep(1)
+    probe(crash.gateway, crash.key)  # normal traffic: the next use of the account
+    report = _off_loop(asyncio.run, crash.stack.reconcile_here())
+    assert report["mismatches"] == [], report

@@ -168,3 +168,39 @@ async def test_a_stale_snapshot_is_never_reloaded_from_a_read_older_than_the_pos
     assert await ledger.hot_balance(user) is None
     assert await ledger.available(user) == CREDIT - 5_000  # reloaded from a read that holds the posting
     assert (await reconcile(engine, ledger)).mismatches == []
+
+
+async def test_a_dead_instances_committed_debit_heals_when_its_reservation_expires(
+    pg_database: str, redis_url: str
+) -> None:
+    """kill -9 between the commit and the Redis move: the debit is in the ledger, not in the hot copy. The
+    dead instance's reservation stops being renewed; when it expires unsettled, the next use of the account
+    reloads the snapshot from the ledger — no `--fix` needed."""
+    engine = create_engine(pg_database, pool_size=5)
+    redis = Redis.from_url(redis_url)
+    dead = RedisLedger(redis, engine, 600, lease_seconds=1)  # the instance that will "die"
+    live = RedisLedger(redis, engine, 600, lease_seconds=1)
+    try:
+        async with engine.begin() as conn:
+            user = (await create_user(conn, f"{uuid.uuid4().hex[:8]}@example.com")).user_id
+        await add_credits(engine, live, user, CREDIT, f"seed-{user}")
+        record = completion(user, 7_000)
+        reservation = await dead.reserve(user, record.request_id, 50_000)
+
+        async def never(moves: Any) -> None:  # the process died right after its commit
+            return None
+
+        dead.after_commit = never  # type: ignore[method-assign]
+        await dead.close()  # and stopped renewing its lease
+        await record_completion(engine, dead, record, reservation)
+        assert await live.hot_balance(user) == CREDIT  # drift: the debit never reached Redis
+        assert (await reconcile(engine, live)).mismatches  # reconcile sees it
+
+        await asyncio.sleep(1.2)  # the lease runs out
+        assert await live.available(user) == CREDIT - 7_000  # the expired reservation dropped the snapshot
+        assert await live.hot_balance(user) == CREDIT - 7_000
+        assert (await reconcile(engine, live)).mismatches == []
+    finally:
+        await live.close()
+        await redis.aclose()
+        await engine.dispose()
