@@ -21,7 +21,7 @@ from gateway.chat.record import Outcome, estimated_usage, unfinished_usage
 from gateway.chat.relay import classify_stream_end
 from gateway.chat.service import ChatService
 from gateway.errors import GatewayError, from_provider_error
-from gateway.providers.base import ProviderError, SSEEvent, UpstreamRequest
+from gateway.providers.base import ProviderError, SSEEvent, StreamState, UpstreamRequest
 from gateway.providers.sse import SSEDecoder
 from gateway.proxy import UpstreamResponse
 from pricing.cost import Usage
@@ -206,3 +206,38 @@ async def stream(
     else:
         await send(_body(reader.finish(usage)))
     await send(_body(b"", more=False))
+
+
+class TranslatedStream:
+    """A stream served by a chat adapter and re-encoded for another API: the adapter's chunks go through
+    `translator` (a Messages or Responses stream translator) as they arrive; `finish` sends its last events
+    once the record has committed. Subclasses set the translator and say how a failure is told."""
+
+    translator: Any
+
+    def __init__(self, route: Route) -> None:
+        self.adapter = route.adapter
+        self.state: StreamState = route.adapter.new_stream_state()
+
+    @property
+    def done(self) -> bool:
+        return self.state.done
+
+    @property
+    def error(self) -> ProviderError | None:
+        return None  # the adapter raises a provider's error event
+
+    def feed(self, event: SSEEvent) -> bytes:
+        return b"".join(self.translator.feed(c) for c in self.adapter.parse_stream_event(self.state, event))
+
+    def usage(self) -> Usage | None:
+        return self.state.usage
+
+    def content_text(self) -> str:
+        return self.state.content_text
+
+    def finish_reason(self) -> str | None:
+        return self.state.finish_reason
+
+    def finish(self, usage: Usage) -> bytes:
+        return bytes(self.translator.finish(usage))

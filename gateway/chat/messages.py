@@ -14,10 +14,10 @@ from collections.abc import Mapping
 import msgspec
 
 from gateway.chat.admit import Call, Inbound, Route
-from gateway.chat.apis import Answer, Send, StartResponse, complete, sse_bytes, stream
+from gateway.chat.apis import Answer, Send, StartResponse, TranslatedStream, complete, sse_bytes, stream
 from gateway.chat.service import ChatService
 from gateway.errors import GatewayError
-from gateway.providers.base import ChatRequest, ProviderError, SSEEvent, StreamState, UpstreamRequest
+from gateway.providers.base import ChatRequest, ProviderError, SSEEvent, UpstreamRequest
 from gateway.providers.messages_api import (
     MessagesApiError,
     MessagesRequest,
@@ -98,38 +98,16 @@ class _NativeStream:
         return b"" if self.meter.error is not None else error_bytes(error)  # Anthropic's was relayed
 
 
-class _TranslatedStream:
+class _TranslatedStream(TranslatedStream):
     """Chat chunks from the route's adapter, turned into Messages events."""
 
+    translator: MessagesStreamTranslator
+
     def __init__(self, route: Route, call: Call, req: MessagesRequest, chat: ChatRequest) -> None:
-        self.adapter = route.adapter
-        self.state: StreamState = route.adapter.new_stream_state()
+        super().__init__(route)
         self.translator = MessagesStreamTranslator(
             model=req.model, input_tokens_estimate=call.prompt_estimate, stop_sequences=req.stop_sequences
         )
-
-    @property
-    def done(self) -> bool:
-        return self.state.done
-
-    @property
-    def error(self) -> ProviderError | None:
-        return None  # the adapter raises a provider's error event
-
-    def feed(self, event: SSEEvent) -> bytes:
-        return b"".join(self.translator.feed(c) for c in self.adapter.parse_stream_event(self.state, event))
-
-    def usage(self) -> Usage | None:
-        return self.state.usage
-
-    def content_text(self) -> str:
-        return self.state.content_text
-
-    def finish_reason(self) -> str | None:
-        return self.state.finish_reason
-
-    def finish(self, usage: Usage) -> bytes:
-        return self.translator.finish(usage)
 
     def fail(self, error: GatewayError) -> bytes:
         return error_bytes(error)
