@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import asyncpg
 import pytest
@@ -61,28 +63,32 @@ def _not_503_with_retry_after(answers: list[Answer]) -> list[str]:
     ]
 
 
+def run_outage(
+    stack: FaultStack, begin: Callable[[], Any], end: Callable[[], Any], settle: float = 0.0, **load: Any
+) -> Outcome:
+    """One scenario of this module: a fresh user on a fresh gateway, load with the fault from `begin` to `end`
+    (`load`: load_with_fault's timing and shape), `settle` seconds, then recovery; judged on its rows."""
+
+    async def scenario() -> Outcome:
+        user, key = await stack.seed_user("10")
+        gateway = stack.gateway()
+        answers, window = await load_with_fault(gateway, key, begin=begin, end=end, **load)
+        await asyncio.sleep(settle)
+        recovery, recovered_after = await recover(gateway, key)
+        outcome = Outcome(gateway, answers, recovery, recovered_after, fault_window=window)
+        return await finish_for_user(outcome, stack.dsn, user)
+
+    return _off_loop(asyncio.run, scenario())
+
+
 # -- PostgreSQL stopped for 1.2 s ----------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def postgres_outage(module_stack: FaultStack) -> Outcome:
-    async def scenario() -> Outcome:
-        user, key = await module_stack.seed_user("10")
-        gateway = module_stack.gateway()
-        answers, window = await load_with_fault(
-            gateway,
-            key,
-            begin=module_stack.pg.stop,
-            end=module_stack.pg.start,
-            begin_at=0.6,
-            end_at=1.8,
-            seconds=2.8,
-        )
-        recovery, recovered_after = await recover(gateway, key)
-        outcome = Outcome(gateway, answers, recovery, recovered_after, fault_window=window)
-        return await finish_for_user(outcome, module_stack.dsn, user)
-
-    return _off_loop(asyncio.run, scenario())
+    return run_outage(
+        module_stack, module_stack.pg.stop, module_stack.pg.start, begin_at=0.6, end_at=1.8, seconds=2.8
+    )
 
 
 def test_postgres_outage_the_gateway_recovers_by_itself(postgres_outage: Outcome) -> None:
@@ -116,23 +122,9 @@ def test_postgres_outage_logs_no_traceback_per_request(postgres_outage: Outcome)
 
 @pytest.fixture(scope="module")
 def postgres_killed(module_stack: FaultStack) -> Outcome:
-    async def scenario() -> Outcome:
-        user, key = await module_stack.seed_user("10")
-        gateway = module_stack.gateway()
-        answers, window = await load_with_fault(
-            gateway,
-            key,
-            begin=module_stack.pg.kill,
-            end=module_stack.pg.start,
-            begin_at=0.6,
-            end_at=1.2,
-            seconds=2.2,
-        )
-        recovery, recovered_after = await recover(gateway, key)
-        outcome = Outcome(gateway, answers, recovery, recovered_after, fault_window=window)
-        return await finish_for_user(outcome, module_stack.dsn, user)
-
-    return _off_loop(asyncio.run, scenario())
+    return run_outage(
+        module_stack, module_stack.pg.kill, module_stack.pg.start, begin_at=0.6, end_at=1.2, seconds=2.2
+    )
 
 
 def test_postgres_killed_the_gateway_recovers_and_the_ledger_stays_exact(postgres_killed: Outcome) -> None:
@@ -149,23 +141,9 @@ def test_postgres_killed_the_gateway_recovers_and_the_ledger_stays_exact(postgre
 
 @pytest.fixture(scope="module")
 def redis_outage(module_stack: FaultStack) -> Outcome:
-    async def scenario() -> Outcome:
-        user, key = await module_stack.seed_user("10")
-        gateway = module_stack.gateway()
-        answers, window = await load_with_fault(
-            gateway,
-            key,
-            begin=module_stack.redis.stop,
-            end=module_stack.redis.start,
-            begin_at=0.6,
-            end_at=1.6,
-            seconds=2.4,
-        )
-        recovery, recovered_after = await recover(gateway, key)
-        outcome = Outcome(gateway, answers, recovery, recovered_after, fault_window=window)
-        return await finish_for_user(outcome, module_stack.dsn, user)
-
-    return _off_loop(asyncio.run, scenario())
+    return run_outage(
+        module_stack, module_stack.redis.stop, module_stack.redis.start, begin_at=0.6, end_at=1.6, seconds=2.4
+    )
 
 
 def test_redis_outage_the_gateway_recovers_and_the_books_balance(
@@ -193,33 +171,23 @@ def test_redis_outage_no_failed_answer_was_charged(redis_outage: Outcome) -> Non
 
 @pytest.fixture(scope="module")
 def redis_clients_killed(module_stack: FaultStack) -> Outcome:
-    async def scenario() -> Outcome:
-        user, key = await module_stack.seed_user("10")
-        gateway = module_stack.gateway()
-        stop = threading.Event()
+    stop = threading.Event()
 
-        def keep_killing() -> None:
-            while not stop.wait(0.05):
-                module_stack.redis.client_kill()
+    def keep_killing() -> None:
+        while not stop.wait(0.05):
+            module_stack.redis.client_kill()
 
-        answers, window = await load_with_fault(
-            gateway,
-            key,
-            begin=lambda: threading.Thread(target=keep_killing, daemon=True).start(),
-            end=stop.set,
-            begin_at=0.2,
-            end_at=1.8,
-            seconds=2.0,
-            concurrency=8,
-            latency_ms=20,
-        )
-        stop.set()
-        await asyncio.sleep(0.2)
-        recovery, recovered_after = await recover(gateway, key)
-        outcome = Outcome(gateway, answers, recovery, recovered_after, fault_window=window)
-        return await finish_for_user(outcome, module_stack.dsn, user)
-
-    return _off_loop(asyncio.run, scenario())
+    return run_outage(
+        module_stack,
+        lambda: threading.Thread(target=keep_killing, daemon=True).start(),
+        stop.set,
+        begin_at=0.2,
+        end_at=1.8,
+        seconds=2.0,
+        settle=0.2,  # the killing thread sees its stop flag
+        concurrency=8,
+        latency_ms=20,
+    )
 
 
 def test_redis_clients_killed_no_failed_answer_was_charged(redis_clients_killed: Outcome) -> None:
