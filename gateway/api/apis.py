@@ -19,7 +19,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
 
 from gateway.api.admin.common import ErrorEnvelope
-from gateway.api.openai import _read_body, _send_json, _watch_disconnect
+from gateway.api.openai import StreamStart, _read_body, _send_json
 from gateway.chat import ChatService, Inbound
 from gateway.chat.embeddings import estimate_request as embeddings_estimate
 from gateway.chat.embeddings import serve_embeddings
@@ -80,18 +80,7 @@ def api_handler(
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         if "authorization" not in headers and headers.get("x-api-key"):  # the anthropic SDK's header
             headers["authorization"] = f"Bearer {headers['x-api-key']}"
-        disconnected = asyncio.Event()
-        watcher: asyncio.Task[None] | None = None
-
-        async def start_stream(response_headers: dict[str, str]) -> None:
-            nonlocal watcher
-            raw_headers = [
-                (b"content-type", b"text/event-stream; charset=utf-8"),
-                (b"cache-control", b"no-cache"),
-                (b"x-accel-buffering", b"no"),
-            ] + [(k.encode(), v.encode()) for k, v in response_headers.items()]
-            await send({"type": "http.response.start", "status": 200, "headers": raw_headers})
-            watcher = asyncio.create_task(_watch_disconnect(receive, disconnected))
+        start_stream = StreamStart(receive, send)
 
         try:
             received = await _read_body(receive, max_body_bytes, headers.get("content-length"))
@@ -99,27 +88,26 @@ def api_handler(
                 return
             started = time.perf_counter()
             answer = await serve(
-                chat(), request_id, headers, received, started, start_stream, send, disconnected
+                chat(), request_id, headers, received, started, start_stream, send, start_stream.disconnected
             )
             if answer is not None:
                 await _send_json(send, 200, answer[0], answer[1])
         except (ProviderError, MessagesApiError) as exc:
-            if watcher is None:
+            if not start_stream.started:
                 error = _request_error(exc)
                 await _send_json(send, error.status, encode(error), {"x-request-id": request_id})
         except GatewayError as exc:
-            if watcher is None:
+            if not start_stream.started:
                 await _send_json(send, exc.status, encode(exc), {"x-request-id": request_id, **exc.headers})
         except Exception:
             log.exception("unexpected failure", extra={"request_id": request_id})
-            if watcher is None:
+            if not start_stream.started:
                 error = GatewayError(
                     500, "Internal gateway error.", type="server_error", code="internal_error"
                 )
                 await _send_json(send, 500, encode(error), {"x-request-id": request_id})
         finally:
-            if watcher is not None:
-                watcher.cancel()
+            start_stream.stop()
 
     return handler
 

@@ -62,6 +62,34 @@ async def _watch_disconnect(receive: Receive, disconnected: asyncio.Event) -> No
             return
 
 
+class StreamStart:
+    """Begins a route's SSE answer and from then on watches the client for going away (`disconnected`).
+
+    `started` tells a handler whether anything was sent yet (after that, failures go out as stream events)."""
+
+    def __init__(self, receive: Receive, send: Send) -> None:
+        self._receive, self._send = receive, send
+        self.disconnected = asyncio.Event()
+        self._watcher: asyncio.Task[None] | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._watcher is not None
+
+    async def __call__(self, response_headers: dict[str, str]) -> None:
+        raw_headers = [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"),
+        ] + [(k.encode(), v.encode()) for k, v in response_headers.items()]
+        await self._send({"type": "http.response.start", "status": 200, "headers": raw_headers})
+        self._watcher = asyncio.create_task(_watch_disconnect(self._receive, self.disconnected))
+
+    def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+
+
 def chat_completions_handler(chat: Callable[[], ChatService], max_body_bytes: int) -> Any:
     """The ASGI route for chat completions, bound to the app's ChatService."""
 
@@ -76,18 +104,7 @@ def chat_completions_handler(chat: Callable[[], ChatService], max_body_bytes: in
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         service = chat()
-        disconnected = asyncio.Event()
-        watcher: asyncio.Task[None] | None = None
-
-        async def start_stream(response_headers: dict[str, str]) -> None:
-            nonlocal watcher
-            raw_headers = [
-                (b"content-type", b"text/event-stream; charset=utf-8"),
-                (b"cache-control", b"no-cache"),
-                (b"x-accel-buffering", b"no"),
-            ] + [(k.encode(), v.encode()) for k, v in response_headers.items()]
-            await send({"type": "http.response.start", "status": 200, "headers": raw_headers})
-            watcher = asyncio.create_task(_watch_disconnect(receive, disconnected))
+        start_stream = StreamStart(receive, send)
 
         try:
             received = await _read_body(receive, max_body_bytes, headers.get("content-length"))
@@ -97,12 +114,12 @@ def chat_completions_handler(chat: Callable[[], ChatService], max_body_bytes: in
             principal = await service.authenticate(headers)
             inbound = Inbound(request_id, headers, principal, parse_chat_request(received), started)
             if inbound.request.stream:
-                await service.stream(inbound, start_stream, send, disconnected)
+                await service.stream(inbound, start_stream, send, start_stream.disconnected)
             else:
                 payload, response_headers = await service.complete(inbound)
                 await _send_json(send, 200, payload, response_headers)
         except GatewayError as exc:
-            if watcher is None:  # nothing sent yet (a stream's own failures are sent as events)
+            if not start_stream.started:  # nothing sent yet (a stream's own failures are sent as events)
                 await _send_json(send, exc.status, exc.body(), {"x-request-id": request_id, **exc.headers})
         except Exception as exc:
             if is_outage(exc):  # a backing service went away on a path that did not expect it: 503, one line
@@ -110,16 +127,15 @@ def chat_completions_handler(chat: Callable[[], ChatService], max_body_bytes: in
                     "backing service unreachable", extra={"request_id": request_id, "error": describe(exc)}
                 )
                 outage = backend_unavailable()
-                if watcher is None:
+                if not start_stream.started:
                     await _send_json(send, 503, outage.body(), {"x-request-id": request_id, **outage.headers})
                 return
             log.exception("unexpected failure", extra={"request_id": request_id})
-            if watcher is None:
+            if not start_stream.started:
                 body = encode_error("Internal gateway error.", "server_error", "internal_error")
                 await _send_json(send, 500, body, {"x-request-id": request_id})
         finally:
-            if watcher is not None:
-                watcher.cancel()
+            start_stream.stop()
 
     return chat_completions
 
