@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +19,40 @@ if (SHARED / "tiktoken").is_dir():
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken"))
 
 
+# Every httpx client (the tests' own, the SDKs', the gateway's per lifespan) builds a TLS context, loading the
+# CA bundle: ~50 ms of CPU each, thousands of times over the suite, although every test talks plain HTTP on
+# loopback. The suite builds one context per set of arguments and shares it.
+ssl.create_default_context = functools.lru_cache(maxsize=16)(ssl.create_default_context)  # type: ignore[assignment]
+
+
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     """../shared/fixtures, or a skip that says why (a clone elsewhere has no shared folder)."""
     if not FIXTURES.is_dir():
         pytest.skip(f"recorded provider fixtures not found at {FIXTURES} (no ../shared beside this clone)")
     return FIXTURES
+
+
+# Rough cost of a test by where it lives, to hand the longest modules to the workers first (xdist takes the
+# modules in collection order; a long module started last would run alone at the end).
+_COST = {"tests/faults/": 50.0, "tests/browser/": 5.0, "tests/unit/insights/": 2.0, "tests/integration/": 1.0}
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest modules first (after pytest-randomly has shuffled: the order inside a module stays random)."""
+    modules: dict[str, float] = {}
+    for item in items:
+        path = _scope(item.nodeid)
+        cost = next((c for prefix, c in _COST.items() if path.startswith(prefix)), 0.1)
+        modules[path] = modules.get(path, 0.0) + cost
+    items.sort(key=lambda item: -modules[_scope(item.nodeid)])
+
+
+def _scope(nodeid: str) -> str:
+    """What runs whole on one worker: a module, or the whole fault suite."""
+    path = nodeid.split("::", 1)[0]
+    return "tests/faults/" if path.startswith("tests/faults/") else path
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
@@ -32,7 +62,6 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
     class ModuleScheduling(LoadScopeScheduling):  # type: ignore[misc]
         def _split_scope(self, nodeid: str) -> str:
-            path = nodeid.split("::", 1)[0]
-            return "tests/faults" if path.startswith("tests/faults/") else path
+            return _scope(nodeid)
 
     return ModuleScheduling(config, log)

@@ -170,9 +170,9 @@ def test_bad_key_is_refused_and_phone_layout(site: Site, new_page: Any, console:
     page = new_page({"width": 390, "height": 844})
     page.goto(f"{site.url}/dashboard/login")
     page.fill("input[name=key]", "sk-sg-not-a-key")
-    page.keyboard.press("Enter")
-    page.wait_for_load_state("networkidle")
-    assert page.get_by_role("alert").is_visible()
+    with page.expect_response(lambda r: r.url.endswith("/dashboard/login") and r.request.method == "POST"):
+        page.keyboard.press("Enter")
+    page.get_by_role("alert").wait_for(state="visible")
     sign_in(page, site, site.key_b)
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, f"the page scrolls sideways on a phone ({width}px)"

@@ -1,10 +1,14 @@
 """Integration fixtures: real PostgreSQL, real Redis, real HTTP.
 
-Each test gets its own database: a PostgreSQL database (`sg_t_*`) cloned from a template (`sg_tmpl_*`)
-migrated once per session (`alembic upgrade head`), or a copy of a migrated SQLite file. The Redis database
-of SYNAPGATE_TEST_REDIS_URL (default db 11) is flushed per test. The gateway runs under uvicorn in a thread
-on a free port, or — for modules that set `gateway_transport` to "asgi" — in-process behind an ASGI test
-client (its lifespan run by the client); the mock upstream runs in a thread.
+Each test starts on a just-migrated database: by default one PostgreSQL database (`sg_t_*`) per module,
+cloned from a template (`sg_tmpl_*`) migrated once per session and emptied back to its migrated state
+between tests, or one SQLite file per module, overwritten with the migrated template before each test; a
+module can ask for a fresh clone per test (`gateway_database` = "clone"). Because the database URL then
+stays the same across a module, the gateway app for the same settings is built once and reused (each test
+runs its own lifespan). The Redis database of SYNAPGATE_TEST_REDIS_URL (default db 11) is flushed per test.
+The gateway runs under uvicorn in a thread on a free port, or — for modules that set `gateway_transport` to
+"asgi" — in-process behind an ASGI test client (its lifespan run by the client); the mock upstream runs in
+a thread.
 """
 
 from __future__ import annotations
@@ -205,6 +209,20 @@ def sqlite_database(sqlite_template: Path, tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
+@pytest.fixture(scope="module")
+def sqlite_module_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("sqlite_module") / "synapgate.db"
+
+
+@pytest.fixture
+def sqlite_reset_database(sqlite_template: Path, sqlite_module_path: Path) -> str:
+    """The module's SQLite file, overwritten with the migrated template (one URL for all a module's tests)."""
+    for suffix in ("-wal", "-shm", "-journal"):
+        sqlite_module_path.with_name(sqlite_module_path.name + suffix).unlink(missing_ok=True)
+    shutil.copy(sqlite_template, sqlite_module_path)
+    return f"sqlite+aiosqlite:///{sqlite_module_path}"
+
+
 @pytest.fixture
 def redis_url() -> str:
     client = redis_sync.Redis.from_url(REDIS_URL)
@@ -234,8 +252,9 @@ def mock(mock_upstream: MockServerThread) -> MockServerThread:
 class GatewayThread:
     """The real gateway app under uvicorn in a background thread, on a free port."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.app = create_app(settings)
+    def __init__(self, settings: Settings, app: Any = None) -> None:
+        """`app`: an app built earlier for the same settings, to serve again (its lifespan runs anew)."""
+        self.app = app if app is not None else create_app(settings)
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind(("127.0.0.1", 0))
@@ -352,22 +371,37 @@ def gateway_settings_overrides() -> dict[str, Any]:
     return {}
 
 
-_APPS: dict[str, Any] = {}
+_APPS: dict[str, tuple[Any, Settings]] = {}  # the most recently used apps and their settings, by settings
+_APPS_KEPT = 8
+
+
+def _cached_app(settings: Settings) -> tuple[Any, Settings]:
+    """The app for these settings, built once (~0.1 s of CPU, more than many tests), and the settings object
+    it runs with (a test may change a field of that object mid-test; `_forget_if_changed` then drops the app).
+    Each test still runs its own lifespan (a fresh engine, Redis client, caches and recorder)."""
+    key = settings.model_dump_json()
+    entry = _APPS.pop(key, None) or (create_app(settings), settings)
+    _APPS[key] = entry  # most recent last
+    while len(_APPS) > _APPS_KEPT:
+        del _APPS[next(iter(_APPS))]
+    return entry
+
+
+def _forget_if_changed(settings: Settings) -> None:
+    for key, (_app, kept) in list(_APPS.items()):
+        if kept is settings and settings.model_dump_json() != key:
+            del _APPS[key]
 
 
 def _asgi_app(settings: Settings) -> Any:
-    """The app for these settings, built once: building it costs more than a test; each test still runs
-    its own lifespan (a fresh engine, Redis client, caches and recorder)."""
-    key = settings.model_dump_json()
-    if key not in _APPS:
-        _APPS[key] = create_app(settings)
-    return _APPS[key]
+    return _cached_app(settings)[0]
 
 
 @pytest.fixture
 def gateway_database() -> str:
-    """ "clone": a PostgreSQL database cloned per test; "reset": one per module, emptied between tests."""
-    return "clone"
+    """ "reset": one database per module, brought back to its migrated state before each test (the default);
+    "clone": a PostgreSQL database cloned and a SQLite file copied per test."""
+    return "reset"
 
 
 @pytest.fixture
@@ -387,11 +421,13 @@ async def gateway(
 ) -> AsyncIterator[Gateway]:
     """The gateway on the embedded default (SQLite, SQL ledger) or on PostgreSQL with the Redis ledger."""
     if backend == "sqlite":
-        database_url, redis_url = request.getfixturevalue("sqlite_database"), None
+        database = "sqlite_reset_database" if gateway_database == "reset" else "sqlite_database"
+        database_url, redis_url = request.getfixturevalue(database), None
     else:
         database = "pg_reset_database" if gateway_database == "reset" else "pg_database"
         database_url, redis_url = request.getfixturevalue(database), request.getfixturevalue("redis_url")
-    settings = make_settings(database_url, redis_url, mock.url, **gateway_settings_overrides)
+    wanted = make_settings(database_url, redis_url, mock.url, **gateway_settings_overrides)
+    app, settings = _cached_app(wanted)
     engine = create_engine(database_url, pool_size=5)
     redis_client = None
     if redis_url:
@@ -403,20 +439,19 @@ async def gateway(
         if gateway_transport == "asgi":
             from litestar.testing import AsyncTestClient
 
-            async with AsyncTestClient(
-                _asgi_app(settings), raise_server_exceptions=False, timeout=30
-            ) as client:
+            async with AsyncTestClient(app, raise_server_exceptions=False, timeout=30) as client:
                 yield Gateway(
                     str(client.base_url).rstrip("/"), settings, engine, ledger, mock, redis_url, client
                 )
         else:
-            server = GatewayThread(settings)
+            server = GatewayThread(settings, app=app)
             server.start()
             try:
                 yield Gateway(server.url, settings, engine, ledger, mock, redis_url)
             finally:
                 server.stop()
     finally:
+        _forget_if_changed(settings)
         if redis_client is not None:
             await redis_client.aclose()
         await engine.dispose()

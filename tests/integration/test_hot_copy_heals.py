@@ -33,8 +33,8 @@ CREDIT = 1_000_000
 
 
 @pytest.fixture
-async def env(pg_database: str, redis_url: str) -> AsyncIterator[tuple[AsyncEngine, RedisLedger]]:
-    engine = create_engine(pg_database, pool_size=5)
+async def env(pg_reset_database: str, redis_url: str) -> AsyncIterator[tuple[AsyncEngine, RedisLedger]]:
+    engine = create_engine(pg_reset_database, pool_size=5)
     redis = Redis.from_url(redis_url)
     ledger = RedisLedger(redis, engine, 600)
     try:
@@ -171,12 +171,12 @@ async def test_a_stale_snapshot_is_never_reloaded_from_a_read_older_than_the_pos
 
 
 async def test_a_dead_instances_committed_debit_heals_when_its_reservation_expires(
-    pg_database: str, redis_url: str
+    pg_reset_database: str, redis_url: str
 ) -> None:
     """kill -9 between the commit and the Redis move: the debit is in the ledger, not in the hot copy. The
     dead instance's reservation stops being renewed; when it expires unsettled, the next use of the account
     reloads the snapshot from the ledger — no `--fix` needed."""
-    engine = create_engine(pg_database, pool_size=5)
+    engine = create_engine(pg_reset_database, pool_size=5)
     redis = Redis.from_url(redis_url)
     dead = RedisLedger(redis, engine, 600, lease_seconds=1)  # the instance that will "die"
     live = RedisLedger(redis, engine, 600, lease_seconds=1)

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(params=["postgres", "sqlite"])
 async def db(request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, AsyncEngine]]:
-    url = request.getfixturevalue("pg_database" if request.param == "postgres" else "sqlite_database")
+    url = request.getfixturevalue("pg_reset_database" if request.param == "postgres" else "sqlite_database")
     engine = create_engine(url, pool_size=3)
     yield url, engine
     await engine.dispose()

@@ -31,7 +31,7 @@ async def ledger_env(
     request: pytest.FixtureRequest,
 ) -> AsyncIterator[tuple[AsyncEngine, Any]]:
     kind = request.param
-    url = request.getfixturevalue("sqlite_database" if kind == "sql-sqlite" else "pg_database")
+    url = request.getfixturevalue("sqlite_database" if kind == "sql-sqlite" else "pg_reset_database")
     engine = create_engine(url, pool_size=20)
     redis = Redis.from_url(request.getfixturevalue("redis_url")) if kind.startswith("redis") else None
     ledger: Any = build_ledger(Settings(database_url=url, reservation_ttl_seconds=600), engine, redis)

@@ -153,7 +153,7 @@ def head_revision() -> str:
 
 @pytest.fixture(params=["postgresql", "sqlite"])
 def db_url(request: pytest.FixtureRequest) -> str:
-    fixture = "pg_database" if request.param == "postgresql" else "sqlite_database"
+    fixture = "pg_reset_database" if request.param == "postgresql" else "sqlite_database"
     return str(request.getfixturevalue(fixture))
 
 

@@ -77,7 +77,7 @@ class Receiver:
 
 @pytest.fixture(params=["postgres", "sqlite"])
 async def engine(request: pytest.FixtureRequest) -> AsyncIterator[AsyncEngine]:
-    url = request.getfixturevalue("pg_database" if request.param == "postgres" else "sqlite_database")
+    url = request.getfixturevalue("pg_reset_database" if request.param == "postgres" else "sqlite_database")
     engine = create_engine(url, pool_size=3)
     yield engine
     await engine.dispose()
