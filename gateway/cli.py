@@ -494,7 +494,11 @@ def cmd_insights_evaluate(args: argparse.Namespace, settings: Settings) -> None:
     """Score every insight model on its held-out sets (insights.evaluate); exit 1 when a target is missed."""
     from insights import evaluate
 
-    code = evaluate.main(["--seed", str(args.seed), "--users", str(args.users)])
+    argv = ["--seed", str(args.seed), "--users", str(args.users)]
+    argv += [f"--sentiment-set={path}" for path in args.sentiment_set]
+    argv += [f"--tagging-set={path}" for path in args.tagging_set]
+    argv += ["--development"] if args.development else []
+    code = evaluate.main(argv)
     if code:
         raise SystemExit(code)
 
@@ -810,6 +814,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ieval.add_argument("--seed", type=_int, default=7, help="the simulation's seed (default 7)")
     ieval.add_argument("--users", type=_int, default=400, help="simulated users (default 400)")
+    ieval.add_argument(
+        "--sentiment-set",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a newer blind sentiment set (JSONL {text, lang, label}); repeatable; decides the target",
+    )
+    ieval.add_argument(
+        "--tagging-set",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a newer blind tagging set (JSONL {text, lang, tag}); repeatable; decides the targets",
+    )
+    ieval.add_argument(
+        "--development",
+        action="store_true",
+        help="only the figures a developer may look at (old test sets, cross-validation); no blind set",
+    )
     ieval.set_defaults(run=cmd_insights_evaluate)
     isim = insights.add_parser(
         "simulate", help="write a synthetic history (users, keys, usage through the recorder) for demos"
