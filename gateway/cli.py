@@ -504,7 +504,8 @@ def cmd_insights_evaluate(args: argparse.Namespace, settings: Settings) -> None:
 
 
 async def cmd_insights_simulate(args: argparse.Namespace, settings: Settings) -> None:
-    """Write a synthetic platform history (users, keys, credits, usage through the recorder), for demos."""
+    """Write a synthetic platform history (users, keys, credits, usage through the recorder, task tags,
+    feedback and planted spend spikes), for demos."""
     from storage.errors import InvalidInput
     from storage.insights.simulation import write_simulated_history
     from storage.views import to_dict
@@ -518,8 +519,9 @@ async def cmd_insights_simulate(args: argparse.Namespace, settings: Settings) ->
                 days=args.days,
                 seed=args.seed,
                 max_per_day=args.max_per_day,
+                spikes=args.spikes,
             )
-    except InvalidInput as exc:  # this command's inputs are its own flags (--days, --users)
+    except InvalidInput as exc:  # this command's inputs are its own flags (--days, --users, --spikes)
         raise CliError(f"--{exc.param}: {exc.message}") from None
     _out(to_dict(done))
 
@@ -835,13 +837,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ieval.set_defaults(run=cmd_insights_evaluate)
     isim = insights.add_parser(
-        "simulate", help="write a synthetic history (users, keys, usage through the recorder) for demos"
+        "simulate", help="write a synthetic history (users, keys, usage, tags, feedback, spikes) for demos"
     )
     isim.add_argument("--users", type=_int, default=30, help="simulated users (default 30)")
     isim.add_argument("--days", type=_int, default=91, help="days of history, ending yesterday (default 91)")
     isim.add_argument("--seed", type=_int, default=7, help="the simulation's seed (default 7)")
     isim.add_argument(
         "--max-per-day", type=_int, default=20, help="requests recorded per user a day (default 20)"
+    )
+    isim.add_argument(
+        "--spikes",
+        type=_int,
+        default=2,
+        help="users given a runaway hour in the last 24 hours, for the anomaly job (default 2; 0-20)",
     )
     isim.set_defaults(run=cmd_insights_simulate)
     irun = insights.add_parser("run", help="run every insights job now (insights.daily and insights.hourly)")
