@@ -150,3 +150,9 @@ def offer_feedback_sentiment(engine: AsyncEngine, feedback_id: uuid.UUID, commen
     if queue is None or queue.llm is None or not comment or not comment.strip():
         return
     queue.offer(SentimentJob(feedback_id, comment))
+
+
+def model_insights(engine: AsyncEngine) -> ModelInsights | None:
+    """The tagger model of this engine's app, when `SYNAPGATE_TAGGER_MODEL` is set."""
+    queue = _QUEUES.get(engine)
+    return queue.llm if queue is not None else None

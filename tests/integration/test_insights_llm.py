@@ -176,3 +176,43 @@ async def test_feedback_sentiment_is_replaced_by_the_models(gateway: Gateway) ->
     assert (found["sentiment"], found["sentiment_score"]) == ("negative", -0.7)
     statuses = [r[0] for r in await platform_usage(gateway, platform.user_id)]
     assert statuses.count("success") == 2  # the first exchange's tags, then the comment's sentiment
+
+
+@pytest.mark.parametrize(
+    "gateway_settings_overrides",
+    [
+        {
+            "admin_key": ADMIN,
+            "auto_tags": True,
+            "store_message_content": True,
+            "tagger_model": "gpt-4o-mini",
+            "tagger_user": TAGGER,
+        }
+    ],
+)
+async def test_on_demand_tags_use_the_model_and_its_requests_keep_no_text(gateway: Gateway) -> None:
+    platform = await funded_platform_user(gateway)
+    _user, key = await gateway.seed_user("1")
+    wanted = {"tags": [{"tag": "legal", "confidence": 0.8}, {"tag": "business", "confidence": 0.7}]}
+    sent = await chat(gateway, key, f"Write a Python function that parses a CSV file. {reply(wanted)}")
+    assert [t["name"] for t in await auto_tags(gateway, sent["conversation"])] == ["legal", "business"]
+    again = await api(
+        gateway,
+        "POST",
+        "/tags/auto-generate",
+        json={"target_type": "conversation", "target_id": sent["conversation"]},
+    )
+    assert again.status_code == 200, again.text
+    assert [t["name"] for t in again.json()["data"]] == ["legal", "business"]
+    rows = await platform_usage(gateway, platform.user_id)
+    assert [r[0] for r in rows] == ["success", "success"]
+    # The user's own message is stored (content storage is on); the platform's requests, carrying the
+    # user's text, are not.
+    stored = await gateway.rows(
+        "SELECT prompt IS NOT NULL FROM messages WHERE id = :m", m=uuid.UUID(sent["message"])
+    )
+    assert stored == [(True,)]
+    for row in rows:
+        assert await gateway.rows("SELECT prompt, content FROM messages WHERE id = :m", m=row[6]) == [
+            (None, None)
+        ]
