@@ -258,6 +258,23 @@ class Settings(BaseSettings):
     auto_tag_queue_size: int = Field(
         default=1000, ge=1, le=100_000, description="Conversations waiting to be tagged; more are skipped."
     )
+    # Insights (issue 14): the LLM tagger and comment sentiment through the gateway's own metered path.
+    tagger_model: str | None = Field(
+        default=None,
+        min_length=1,
+        description="A catalog model (e.g. gpt-4o-mini) that tags conversations and judges feedback comments "
+        "through the chat service, charged to the platform user; unset: the offline models only.",
+    )
+    tagger_user: str = Field(
+        default="insights-tagger@synapgate.internal",
+        min_length=3,
+        max_length=320,
+        description="Email of the platform user the tagger model's requests are charged to (created when "
+        "missing; top it up with credits like any user).",
+    )
+    tagger_min_confidence: float = Field(
+        default=0.5, ge=0, le=1, description="Tagger-model answers under this confidence fall back offline."
+    )
 
 
 _KNOWN_EXTRA = {f"{ENV_PREFIX}CONFIG"}

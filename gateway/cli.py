@@ -494,13 +494,18 @@ def cmd_insights_evaluate(args: argparse.Namespace, settings: Settings) -> None:
     """Score every insight model on its held-out sets (insights.evaluate); exit 1 when a target is missed."""
     from insights import evaluate
 
-    code = evaluate.main(["--seed", str(args.seed), "--users", str(args.users)])
+    argv = ["--seed", str(args.seed), "--users", str(args.users)]
+    argv += [f"--sentiment-set={path}" for path in args.sentiment_set]
+    argv += [f"--tagging-set={path}" for path in args.tagging_set]
+    argv += ["--development"] if args.development else []
+    code = evaluate.main(argv)
     if code:
         raise SystemExit(code)
 
 
 async def cmd_insights_simulate(args: argparse.Namespace, settings: Settings) -> None:
-    """Write a synthetic platform history (users, keys, credits, usage through the recorder), for demos."""
+    """Write a synthetic platform history (users, keys, credits, usage through the recorder, task tags,
+    feedback and planted spend spikes), for demos."""
     from storage.errors import InvalidInput
     from storage.insights.simulation import write_simulated_history
     from storage.views import to_dict
@@ -514,8 +519,9 @@ async def cmd_insights_simulate(args: argparse.Namespace, settings: Settings) ->
                 days=args.days,
                 seed=args.seed,
                 max_per_day=args.max_per_day,
+                spikes=args.spikes,
             )
-    except InvalidInput as exc:  # this command's inputs are its own flags (--days, --users)
+    except InvalidInput as exc:  # this command's inputs are its own flags (--days, --users, --spikes)
         raise CliError(f"--{exc.param}: {exc.message}") from None
     _out(to_dict(done))
 
@@ -810,15 +816,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ieval.add_argument("--seed", type=_int, default=7, help="the simulation's seed (default 7)")
     ieval.add_argument("--users", type=_int, default=400, help="simulated users (default 400)")
+    ieval.add_argument(
+        "--sentiment-set",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a newer blind sentiment set (JSONL {text, lang, label}); repeatable; decides the target",
+    )
+    ieval.add_argument(
+        "--tagging-set",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a newer blind tagging set (JSONL {text, lang, tag}); repeatable; decides the targets",
+    )
+    ieval.add_argument(
+        "--development",
+        action="store_true",
+        help="only the figures a developer may look at (old test sets, cross-validation); no blind set",
+    )
     ieval.set_defaults(run=cmd_insights_evaluate)
     isim = insights.add_parser(
-        "simulate", help="write a synthetic history (users, keys, usage through the recorder) for demos"
+        "simulate", help="write a synthetic history (users, keys, usage, tags, feedback, spikes) for demos"
     )
     isim.add_argument("--users", type=_int, default=30, help="simulated users (default 30)")
     isim.add_argument("--days", type=_int, default=91, help="days of history, ending yesterday (default 91)")
     isim.add_argument("--seed", type=_int, default=7, help="the simulation's seed (default 7)")
     isim.add_argument(
         "--max-per-day", type=_int, default=20, help="requests recorded per user a day (default 20)"
+    )
+    isim.add_argument(
+        "--spikes",
+        type=_int,
+        default=2,
+        help="users given a runaway hour in the last 24 hours, for the anomaly job (default 2; 0-20)",
     )
     isim.set_defaults(run=cmd_insights_simulate)
     irun = insights.add_parser("run", help="run every insights job now (insights.daily and insights.hourly)")

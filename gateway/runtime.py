@@ -18,6 +18,7 @@ from config import Settings
 from gateway.auth import KeyAuthenticator
 from gateway.catalog_cache import CatalogCache
 from gateway.chat import ChatService
+from gateway.chat.llm_insights import LlmInsights
 from gateway.chat.tagging import auto_tag_queue
 from gateway.credentials import CredentialResolver
 from gateway.providers.registry import build_adapters
@@ -88,6 +89,8 @@ class Runtime:
             database=self.database_health,
             hot_ledger=self.redis_health,
         )
+        if s.tagger_model:  # tags and comment sentiment from that model, through self.chat (metered)
+            auto_tag_queue(self.engine, s.auto_tag_queue_size).llm = LlmInsights(s, self.chat)
         if s.is_sqlite or s.jobs_in_process:  # SQLite has no separate worker: its jobs always run here
             self.jobs = await start_jobs_in_process(s, self.engine)
         log.info("started", extra={"ledger": type(self.ledger).__name__, "sqlite": s.is_sqlite})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from devtools.mock_upstream.common import StreamPlan, encode
-from devtools.mock_upstream.directives import TOOL_ARGUMENT_FRAGMENTS, Behaviour, reply_text, reply_words
+from devtools.mock_upstream.directives import TOOL_ARGUMENT_FRAGMENTS, Behaviour, answer_pieces, answer_text
 from devtools.mock_upstream.json_mode import PLAIN_OBJECT, forced_anthropic_input, halves
 
 
@@ -69,7 +69,7 @@ def _anthropic_usage(b: Behaviour, output_tokens: int) -> dict[str, Any]:
 def anthropic_message(body: dict[str, Any], b: Behaviour, seq: int, tool: str | None) -> bytes:
     """A non-streaming Messages API `message` object."""
     if tool is None:
-        content: list[dict[str, Any]] = [{"type": "text", "text": reply_text(b.completion_tokens)}]
+        content: list[dict[str, Any]] = [{"type": "text", "text": answer_text(b)}]
     else:
         tool_input = forced_anthropic_input(body, tool)
         content = [{"type": "tool_use", "id": f"toolu_mock_{seq}", "name": tool, "input": tool_input}]
@@ -108,7 +108,7 @@ def anthropic_stream(body: dict[str, Any], b: Behaviour, seq: int, tool: str | N
     plan.head.append(_anthropic_event("message_start", {"type": "message_start", "message": message}))
     if tool is None:
         block: dict[str, Any] = {"type": "text", "text": ""}
-        deltas = [{"type": "text_delta", "text": piece} for piece in reply_words(b.completion_tokens)]
+        deltas = [{"type": "text_delta", "text": piece} for piece in answer_pieces(b)]
     else:
         block = {"type": "tool_use", "id": f"toolu_mock_{seq}", "name": tool, "input": {}}
         tool_input = forced_anthropic_input(body, tool)

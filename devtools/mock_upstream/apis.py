@@ -13,8 +13,8 @@ from devtools.mock_upstream.directives import (
     TOOL_ARGUMENT_FRAGMENTS,
     TOOL_ARGUMENTS,
     Behaviour,
-    reply_text,
-    reply_words,
+    answer_pieces,
+    answer_text,
 )
 
 DEFAULT_DIMENSIONS = 8
@@ -111,7 +111,7 @@ def _function_item(seq: int, name: str, arguments: str, status: str) -> dict[str
 def responses_object(body: dict[str, Any], b: Behaviour, seq: int, tool: str | None) -> bytes:
     """A non-streaming Response object."""
     item = (
-        _message_item(seq, reply_text(b.completion_tokens), "completed")
+        _message_item(seq, answer_text(b), "completed")
         if tool is None
         else _function_item(seq, tool, TOOL_ARGUMENTS, "completed")
     )
@@ -130,7 +130,7 @@ def responses_stream(body: dict[str, Any], b: Behaviour, seq: int, tool: str | N
     plan.head.append(event("response.created", response=_response(body, seq, "in_progress", [], None)))
     plan.head.append(event("response.in_progress", response=_response(body, seq, "in_progress", [], None)))
     if tool is None:
-        words = reply_words(b.completion_tokens)
+        words = answer_pieces(b)
         text = "".join(words)
         item_id = f"msg_mock_{seq}"
         plan.head.append(

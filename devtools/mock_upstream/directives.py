@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from urllib.parse import unquote
 
 TOOL_ARGUMENTS = '{"mock": true}'
 # The tool arguments as they arrive in a stream: two fragments, so clients must concatenate.
@@ -53,6 +54,8 @@ DIRECTIVES: dict[str, str] = {
     "bearer, x-api-key or x-goog-api-key), as OpenAI's 401 'Incorrect API key provided: sk-…' does",
     "latency_ms=X": "delay before the first byte of the answer (milliseconds)",
     "chunk_delay_ms=X": "delay between stream events (milliseconds)",
+    "reply=TEXT": "answer with TEXT (percent-decoded: %20 is a space, %7B a brace) instead of the "
+    '"mock0 mock1 ..." words, e.g. a JSON reply for a caller that parses one (the insights tagger)',
 }
 
 
@@ -95,6 +98,7 @@ class Behaviour:
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
     echo_key: bool = False
+    reply: str | None = None  # the answer's text instead of the mock words (directive reply=)
 
 
 class DirectiveError(ValueError):
@@ -137,6 +141,8 @@ def parse_directives(text: str, config: MockConfig) -> Behaviour:
                 if value != "yes":
                     raise DirectiveError(f"mock directive echo_key only takes 'yes', got {value!r}")
                 behaviour.echo_key = True
+            elif name == "reply":
+                behaviour.reply = unquote(value)
             elif name == "usage":
                 if value != "none":
                     raise DirectiveError(f"mock directive usage only takes 'none', got {value!r}")
@@ -155,3 +161,16 @@ def reply_words(count: int) -> tuple[str, ...]:
 def reply_text(count: int) -> str:
     """The full reply text of `count` words."""
     return "".join(reply_words(count))
+
+
+def answer_text(b: Behaviour) -> str:
+    """The reply of an answer: the `reply=` directive's text, else `completion_tokens` mock words."""
+    return b.reply if b.reply is not None else reply_text(b.completion_tokens)
+
+
+def answer_pieces(b: Behaviour) -> tuple[str, ...]:
+    """The reply as stream pieces: the `reply=` text in two halves, else the mock words."""
+    if b.reply is not None:
+        middle = len(b.reply) // 2
+        return tuple(p for p in (b.reply[:middle], b.reply[middle:]) if p)
+    return reply_words(b.completion_tokens)

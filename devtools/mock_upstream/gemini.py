@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from devtools.mock_upstream.common import StreamPlan, encode
-from devtools.mock_upstream.directives import Behaviour, reply_text, reply_words
+from devtools.mock_upstream.directives import Behaviour, answer_pieces, answer_text
 from devtools.mock_upstream.json_mode import gemini_json_text, halves
 
 
@@ -92,7 +92,7 @@ def gemini_generate(
 ) -> bytes:
     """A non-streaming `generateContent` response (JSON text of the response schema in JSON mode)."""
     if tool is None:
-        parts: list[dict[str, Any]] = [{"text": gemini_json_text(body) or reply_text(b.completion_tokens)}]
+        parts: list[dict[str, Any]] = [{"text": gemini_json_text(body) or answer_text(b)}]
     else:
         parts = [{"functionCall": {"name": tool, "args": {"mock": True}}}]
     usage = _gemini_usage(b, b.completion_tokens) if b.usage else None
@@ -106,7 +106,7 @@ def gemini_stream(
     responses: list[dict[str, Any]] = []
     if tool is None:
         json_text = gemini_json_text(body)
-        pieces = halves(json_text) if json_text else reply_words(b.completion_tokens)
+        pieces = halves(json_text) if json_text else answer_pieces(b)
         for count, piece in enumerate(pieces, start=1):
             usage = _gemini_usage(b, count) if b.usage else None
             responses.append(_gemini_response(model, seq, [{"text": piece}], False, usage))

@@ -10,8 +10,8 @@ from devtools.mock_upstream.directives import (
     TOOL_ARGUMENT_FRAGMENTS,
     TOOL_ARGUMENTS,
     Behaviour,
-    reply_text,
-    reply_words,
+    answer_pieces,
+    answer_text,
 )
 from devtools.mock_upstream.json_mode import halves, openai_json_text
 
@@ -75,7 +75,7 @@ def openai_completion(body: dict[str, Any], b: Behaviour, seq: int, tool: str | 
     """A non-streaming `chat.completion` object."""
     message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None, "annotations": []}
     if tool is None:
-        message["content"] = openai_json_text(body) or reply_text(b.completion_tokens)
+        message["content"] = openai_json_text(body) or answer_text(b)
     else:
         message["tool_calls"] = [
             {
@@ -127,7 +127,7 @@ def openai_stream(body: dict[str, Any], b: Behaviour, seq: int, tool: str | None
     if tool is None:
         plan.head.append(chunk({"role": "assistant", "content": "", "refusal": None}))
         json_text = openai_json_text(body)
-        pieces = halves(json_text) if json_text else reply_words(b.completion_tokens)
+        pieces = halves(json_text) if json_text else answer_pieces(b)
         plan.content.extend(chunk({"content": piece}) for piece in pieces)
         plan.tail.append(chunk({}, "stop"))
     else:

@@ -45,6 +45,8 @@ class Inbound:
     principal: KeyPrincipal
     request: ChatRequest
     started: float = field(default_factory=time.perf_counter)
+    # The platform's own request (the insights tagger model): never auto-tagged, its text never stored.
+    internal: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,7 @@ class Call:
     recorded: bool = False  # the record is committed (the reservation is settled with it)
     endpoint: str = "chat"  # chat | messages | responses | embeddings (recorded in usage_logs)
     limits: LimitRequest | None = None  # what the request asks of its key's, user's, workspace's limits
+    internal: bool = False  # the platform's own request (Inbound.internal)
 
     def use(self, route: Route) -> None:
         self.model, self.adapter, self.credential = route.model, route.adapter, route.credential
@@ -189,6 +192,7 @@ class Admission:
             routes=routes,
             endpoint=endpoint,
             limits=limit_request(principal, self._worst_tokens(request, routes, prompt_estimate)),
+            internal=inbound.internal,
         )
 
     def _worst_tokens(self, request: ChatRequest, routes: list[Route], prompt_tokens: int) -> int:

@@ -147,7 +147,8 @@ async def price_and_record(
         outcome,
         cost_nano=cost.total_nano,
         charged_nano=charged,
-        keep_content=settings.store_message_content,
+        # the platform's own requests (the tagger model) carry a user's text: never kept under its account
+        keep_content=settings.store_message_content and not call.internal,
     )
     result = await recorder.record(rec, call.reservation)
     log.info(

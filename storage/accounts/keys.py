@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.billing.ledger.limits import ScopeLimits
@@ -101,6 +101,16 @@ async def create_key(
 
 async def principal_for_key(conn: AsyncConnection, plaintext: str) -> KeyPrincipal | None:
     """The principal of an active key whose user is active, or None."""
+    return await _principal_where(conn, api_keys.c.key_hash == hash_key(plaintext))
+
+
+async def principal_for_key_id(conn: AsyncConnection, key_id: uuid.UUID) -> KeyPrincipal | None:
+    """The principal of an active key (by id) whose user is active, or None: for the platform's own calls
+    through the chat service, which hold no plaintext key."""
+    return await _principal_where(conn, api_keys.c.id == key_id)
+
+
+async def _principal_where(conn: AsyncConnection, which: ColumnElement[bool]) -> KeyPrincipal | None:
     row = (
         await conn.execute(
             select(
@@ -125,7 +135,7 @@ async def principal_for_key(conn: AsyncConnection, plaintext: str) -> KeyPrincip
             .join(users, users.c.id == api_keys.c.user_id)
             .outerjoin(workspaces, workspaces.c.id == api_keys.c.workspace_id)
             .where(
-                api_keys.c.key_hash == hash_key(plaintext),
+                which,
                 api_keys.c.status == "active",
                 users.c.status == "active",
             )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -134,9 +134,17 @@ async def stored_user_texts(conn: AsyncConnection, conversation_id: uuid.UUID) -
 
 
 async def auto_tag_conversation(
-    engine: AsyncEngine, target_type: str, target_id: uuid.UUID, tagger: Tagger | None = None
+    engine: AsyncEngine,
+    target_type: str,
+    target_id: uuid.UUID,
+    tagger: Tagger | None = None,
+    *,
+    model_tags: Callable[[Sequence[str]], Awaitable[list[TagPrediction] | None]] | None = None,
 ) -> list[TagInfo]:
-    """`POST /tags/auto-generate`: tag a stored conversation now; refused when its text was not stored."""
+    """`POST /tags/auto-generate`: tag a stored conversation now; refused when its text was not stored.
+
+    `model_tags` (the tagger model through the chat service, when configured) is asked first; when it
+    answers None the offline tagger decides."""
     if target_type != "conversation":
         raise InvalidInput("only conversations are tagged automatically", param="target_type")
     async with engine.connect() as conn:
@@ -147,6 +155,11 @@ async def auto_tag_conversation(
             "conversation): it was tagged, if at all, when it was first sent",
             param="target_id",
         )
+    if model_tags is not None:
+        predictions = await model_tags(texts)
+        if predictions is not None:
+            async with engine.begin() as conn:
+                return await write_auto_tags(conn, target_id, predictions)
     return await auto_tag_texts(engine, target_id, texts, tagger)
 
 

@@ -335,20 +335,49 @@ async def test_churn_prediction_per_user_and_by_risk(gateway: Gateway) -> None:
     assert (await api(gateway, "GET", "/analytics/churn-prediction", key=idle_key)).json()["total"] == 0
 
 
-def test_cli_simulates_a_history_and_runs_the_jobs(sqlite_database: str) -> None:
-    """`synapgate insights simulate` writes users and usage through the recorder; `insights run` predicts."""
+@pytest.mark.parametrize("database", ["sqlite_database", "pg_database"])
+async def test_cli_simulates_a_history_and_runs_the_jobs(
+    database: str, request: pytest.FixtureRequest
+) -> None:
+    """`synapgate insights simulate` writes users, usage through the recorder, task tags, feedback and planted
+    spikes; after `insights run` the insights API shows the anomalies and the planted recommendation."""
+    from litestar.testing import AsyncTestClient
+
+    from gateway.app import create_app
+    from tests.integration.conftest import make_settings
     from tests.integration.helpers import cli
 
-    short = cli(sqlite_database, "insights", "simulate", "--days", "20")
+    url = request.getfixturevalue(database)
+    short = await asyncio.to_thread(cli, url, "insights", "simulate", "--days", "20")
     assert short.code == 1 and short.err.startswith("synapgate: error: --days: "), short.err
-    simulated = cli(
-        sqlite_database, "insights", "simulate", "--users", "4", "--days", "60", "--max-per-day", "3"
+    many = await asyncio.to_thread(cli, url, "insights", "simulate", "--spikes", "21")
+    assert many.code == 1 and many.err.startswith("synapgate: error: --spikes: "), many.err
+    simulated = await asyncio.to_thread(
+        cli, url, "insights", "simulate", "--users", "12", "--days", "60", "--max-per-day", "40"
     )
     assert simulated.code == 0, simulated.err
     written = json.loads(simulated.out)
-    assert written["users"] == 4 and written["requests"] > 0
-    ran = cli(sqlite_database, "insights", "run")
+    assert written["users"] == 12 and written["requests"] > 0
+    assert written["feedback"] > 0 and 0 < written["comments"] < written["feedback"]
+    assert len(written["spikes"]) == 2 and all(s["requests"] == 150 for s in written["spikes"])
+    ran = await asyncio.to_thread(cli, url, "insights", "run")
     assert ran.code == 0, ran.err
     done = json.loads(ran.out)
-    assert done["churn"]["model_version"] == "heuristic-1" and 1 <= done["churn"]["predictions"] <= 4
-    assert done["anomalies"]["new"] == 0
+    assert done["churn"]["model_version"] == "heuristic-1" and done["churn"]["predictions"] >= 1
+    assert done["anomalies"]["new"] >= 2
+
+    settings = make_settings(url, None, "http://127.0.0.1:9", admin_key=ADMIN)
+    async with AsyncTestClient(create_app(settings), timeout=60) as client:
+        headers = {"Authorization": f"Bearer {ADMIN}"}
+        anomalies = (await client.get("/api/v1/analytics/anomalies", headers=headers)).json()["data"]
+        spiked = {(s["user_id"], s["hour"][:13]) for s in written["spikes"]}
+        found = {(a["user_id"], a["hour"][:13]) for a in anomalies if a["entity_type"] == "user"}
+        assert spiked <= found, (spiked, found)  # every planted spike is found …
+        # … and nothing else: every anomaly (user, key or workspace) is in a planted spike's hour
+        assert {a["hour"][:13] for a in anomalies} <= {hour for _user, hour in spiked}, anomalies
+        recs = (await client.get("/api/v1/analytics/recommendations", headers=headers)).json()["data"]
+        pairs = {(r["tag"], r["current_model"], r["recommended_model"]) for r in recs}
+        assert ("translation", "gpt-4-turbo", "gemini-1.5-flash") in pairs, recs
+        assert not any(r["recommended_model"] == "gpt-4o-mini" and r["tag"] == "coding" for r in recs)
+        perf = (await client.get("/api/v1/analytics/llm-performance", headers=headers)).json()["data"]
+        assert sum(sum(m["feedback"]["sentiment"].values()) for m in perf) == written["comments"]

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import openai
@@ -788,9 +789,20 @@ def test_help_documents_every_directive() -> None:
         timeout=30,
         check=True,
     )
-    understood = _INT_DIRECTIVES | _FLOAT_DIRECTIVES | {"key", "usage", "echo_key"}
+    understood = _INT_DIRECTIVES | _FLOAT_DIRECTIVES | {"key", "usage", "echo_key", "reply"}
     assert {name.partition("=")[0] for name in DIRECTIVES} == understood
     for name in DIRECTIVES:
         assert name in result.stdout
     for option in ("--port", "--latency-ms", "--completion-tokens", "--chunk-delay-ms", "retry-after"):
         assert option in result.stdout
+
+
+def test_reply_directive_sets_the_answer_text(http: httpx.Client, sdk: openai.OpenAI) -> None:
+    wanted = '{"tags": [{"tag": "legal", "confidence": 0.9}]}'
+    directive = f"[mock reply={quote(wanted, safe='')}]"
+    completion = sdk.chat.completions.create(**chat(f"tag this {directive}"))
+    assert completion.choices[0].message.content == wanted
+    stream = sdk.chat.completions.create(**chat(f"tag this {directive}"), stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == wanted
+    message = http.post("/v1/messages", json=anthropic_body(f"hi {directive}")).json()
+    assert message["content"][0]["text"] == wanted

@@ -25,6 +25,7 @@ from litestar.params import FromPath, JSONBody
 from gateway.api.admin.analytics import TokensOut
 from gateway.api.admin.common import Body, Struct, money
 from gateway.api.admin.scope import Caller, Engine, Paging, not_found
+from gateway.chat.tagging import offer_feedback_sentiment
 from gateway.errors import GatewayError, bad_request
 from storage.annotations import repository as store
 from storage.annotations import service
@@ -316,6 +317,7 @@ class ConversationsController(Controller):
                 comment=data.comment,
                 categories=data.categories,
             )
+        offer_feedback_sentiment(engine, saved.id, saved.comment)  # the tagger model's, when configured
         return Response(feedback_out(saved), status_code=201 if created else 200)
 
     @get("/messages/{message_id:uuid}/feedback")

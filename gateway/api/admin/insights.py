@@ -19,6 +19,7 @@ from gateway.api.admin.analytics import End, Start, window_of
 from gateway.api.admin.common import Body, Struct
 from gateway.api.admin.conversations import TagOut, _visible_target, tag_out
 from gateway.api.admin.scope import Caller, Engine, Paging, not_found
+from gateway.chat.tagging import model_insights
 from insights.recommend import ArmEvidence, Recommendation
 from pricing.money import format_usd
 from storage.insights import repository, service
@@ -281,9 +282,13 @@ class InsightsController(Controller):
     async def auto_generate_route(
         self, caller: Caller, engine: Engine, data: JSONBody[AutoTagIn]
     ) -> AutoTagsOut:
-        """Tag a stored conversation now with the offline classifier; returns the automatic tags written
-        (none when it is unsure). Needs the conversation's text stored (SYNAPGATE_STORE_MESSAGE_CONTENT)."""
+        """Tag a stored conversation now — with the tagger model when configured (metered, charged to the
+        platform user), else or when it is unsure with the offline classifier; returns the automatic tags
+        written (none when unsure). Needs the conversation's text stored (SYNAPGATE_STORE_MESSAGE_CONTENT)."""
         async with engine.connect() as conn:
             await _visible_target(conn, caller, data.target_type, data.target_id)
-        found = await service.auto_tag_conversation(engine, data.target_type, data.target_id)
+        model = model_insights(engine)
+        found = await service.auto_tag_conversation(
+            engine, data.target_type, data.target_id, model_tags=model.tag if model is not None else None
+        )
         return AutoTagsOut(data=[tag_out(t) for t in found])

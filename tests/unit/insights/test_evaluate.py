@@ -35,10 +35,10 @@ def test_roc_auc_with_ties() -> None:
 
 def test_the_evaluation_meets_its_targets() -> None:
     report = run(SimConfig())
-    # Sentiment misses its 0.80 target on the blind set (0.728 measured on 2026-11-30): held to that floor
-    # until the model improves, so a regression still fails here. Every other target must hold.
-    assert set(report.missed()) <= {"sentiment_macro_f1"}, "\n".join(report.lines)
-    assert report.numbers["sentiment_macro_f1"] >= 0.72, "\n".join(report.lines)
+    # Every target holds on the shipped blind sets (sentiment 0.874 measured once, 2026-12-01, with the
+    # final model; it was 0.728 before the natural comments and the negation/lexicon features).
+    assert not report.missed(), "\n".join(report.lines)
+    assert report.numbers["sentiment_macro_f1"] >= 0.85, "\n".join(report.lines)
     assert set(TARGETS) <= set(report.numbers)
     assert report.numbers["recommendations_equal_quality"] == 1.0
     assert report.numbers["seconds"] < 60
