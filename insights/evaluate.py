@@ -1,15 +1,16 @@
 """Evaluation of the insight models: `python -m insights.evaluate [--seed N] [--users N]`.
 
-Tagging and sentiment are scored on two hand-written sets never trained on: the blind sets (an author who
-never saw the models wrote them; they decide the targets) and the older test sets (looked at during
-development, so reported for comparison only); the tagger's threshold comes from the hand-written
+Tagging and sentiment are scored on hand-written sets never trained on: the newest blind sets (`*_blind2`,
+an author who never saw the models wrote them; they decide the targets), the first blind sets (spent: each
+was scored once per model) and the older test sets (looked at during development, so reported for
+comparison only); the tagger's threshold comes from the hand-written
 validation set. Churn, recommendations and anomalies are scored on the
 simulated platform with a time split: churn is trained on cut-offs whose outcome is known 30 days before the
 end and judged on what users did in those last 30 days; recommendations are made from the first traffic
 period and judged on the held-out second; anomalies are judged in the last week against planted spikes.
 
 Newer blind sets are scored with `--sentiment-set PATH` / `--tagging-set PATH` (repeatable; same JSONL rows as
-the shipped sets): when given, they decide the targets instead of the shipped blind set, which was spent once
+the shipped sets): when given, they decide the targets instead of the shipped blind sets, which are spent once
 scored. `--development` prints only what may be looked at while a model is developed — 5-fold cross-validation
 over the hand-written natural sentiment set and the old test sets — and never reads a blind set.
 """
@@ -110,10 +111,11 @@ class Report:
         return [k for k, target in TARGETS.items() if self.numbers.get(k, 0.0) < target]
 
 
-# The targets are judged on the blind sets: written by an author who never saw the models, the generator or
-# the other data, and first scored once the models were final (2026-11-30). The older test sets were looked
-# at while the models were developed, so their figures are reported but not trusted for the targets.
-# A newer blind set passed on the command line decides the targets instead (the shipped one is spent).
+# The targets are judged on the newest blind sets (`*_blind2.jsonl`): written by an author who never saw the
+# models, the generator or the other data, and first scored once the models were final (2026-12-01). The
+# first blind sets (`*_blind.jsonl`, scored 2026-11-30 and once more on 2026-12-01) are reported beside them
+# but are spent; the older test sets were looked at while the models were developed, so their figures are
+# reported but not trusted for the targets. A newer blind set passed on the command line decides instead.
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +133,10 @@ def held_out_sets(kind: str, extra: Sequence[Path] = (), *, blind: bool = True) 
     decide the target, the shipped blind set (unless `blind` is False) and the old test set."""
     sets = [HeldOutSet(p.name, p, "given on the command line", True) for p in extra]
     if blind:
+        path = DATA_DIR / f"{kind}_blind2.jsonl"
+        sets.append(HeldOutSet("blind2", path, "never seen in development", not extra))
         path = DATA_DIR / f"{kind}_blind.jsonl"
-        sets.append(HeldOutSet("blind", path, "never seen in development", not extra))
+        sets.append(HeldOutSet("blind", path, "spent: scored before, with the older model", False))
     sets.append(HeldOutSet("test", DATA_DIR / f"{kind}_test.jsonl", "seen during development", False))
     return sets
 

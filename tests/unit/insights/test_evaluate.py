@@ -35,8 +35,9 @@ def test_roc_auc_with_ties() -> None:
 
 def test_the_evaluation_meets_its_targets() -> None:
     report = run(SimConfig())
-    # Every target holds on the shipped blind sets (sentiment 0.874 measured once, 2026-12-01, with the
-    # final model; it was 0.728 before the natural comments and the negation/lexicon features).
+    # Every target holds on the newest shipped blind sets (blind2, first scored 2026-12-01 with the final
+    # models: sentiment 0.870; it was 0.728 on the first blind set before the natural comments and the
+    # negation/lexicon features).
     assert not report.missed(), "\n".join(report.lines)
     assert report.numbers["sentiment_macro_f1"] >= 0.85, "\n".join(report.lines)
     assert set(TARGETS) <= set(report.numbers)

@@ -49,7 +49,7 @@ def test_batch_agrees_with_single() -> None:
     assert model.sentiment_many(comments) == [model.sentiment(c) for c in comments]
 
 
-@pytest.mark.parametrize("name", ["test", "blind"])
+@pytest.mark.parametrize("name", ["test", "blind", "blind2"])
 def test_test_set_is_balanced_and_not_in_training(name: str) -> None:
     test = load_jsonl(DATA_DIR / f"sentiment_{name}.jsonl", "label")
     train = {e.text.lower() for e in load_jsonl(DATA_DIR / "sentiment_train.jsonl", "label")}
@@ -103,8 +103,12 @@ def test_negation_and_mixed_clauses(comment: str, label: str) -> None:
 
 
 def test_development_mode_reads_no_blind_set() -> None:
-    assert all(s.name != "blind" for s in held_out_sets("sentiment", blind=False))
-    assert [s.name for s in held_out_sets("tagging")] == ["blind", "test"]
+    assert all(not s.name.startswith("blind") for s in held_out_sets("sentiment", blind=False))
+    assert [(s.name, s.decides) for s in held_out_sets("tagging")] == [
+        ("blind2", True),
+        ("blind", False),
+        ("test", False),
+    ]
 
 
 def test_a_newer_set_decides_the_target(tmp_path: Path) -> None:
@@ -113,6 +117,7 @@ def test_a_newer_set_decides_the_target(tmp_path: Path) -> None:
     sets = held_out_sets("sentiment", [newer])
     assert [(s.name, s.decides) for s in sets] == [
         ("sentiment_blind_2.jsonl", True),
+        ("blind2", False),
         ("blind", False),
         ("test", False),
     ]
