@@ -412,6 +412,7 @@ async def overview(request: Request[Any, Any, Any]) -> Response[str]:
 
 COST_TABLES = {"workspace": "workspace_id", "user": "user_id", "model": "model", "key": "api_key_id"}
 COST_PAGE_SIZE = 25
+MAX_COST_PAGE_SIZE = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,21 +429,28 @@ class CostTable:
     first: int  # the 1-based rank of the first row shown
 
 
-def _table_order(query: Any, name: str) -> tuple[str, bool, int]:
-    """A cost table's sort column, direction and page from the query string (400 when not valid)."""
+def _number(query: Any, name: str, default: int, low: int, high: int) -> int:
+    try:
+        value = int(query.get(name) or default)
+    except ValueError:
+        raise DashboardError(400, f"'{name}' must be a number.") from None
+    if not low <= value <= high:
+        raise DashboardError(400, f"'{name}' must be between {low} and {high}.")
+    return value
+
+
+def _table_order(query: Any, name: str) -> tuple[str, bool, int, int]:
+    """A cost table's sort column, direction, page and page size from the query string (400 when not
+    valid)."""
     sort = query.get(f"{name}_sort") or "cost"
     if sort not in SORTS:
         raise DashboardError(400, f"'{name}_sort' must be one of {', '.join(SORTS)}.")
     direction = query.get(f"{name}_dir") or "desc"
     if direction not in ("asc", "desc"):
         raise DashboardError(400, f"'{name}_dir' must be asc or desc.")
-    try:
-        number = int(query.get(f"{name}_page") or "1")
-    except ValueError:
-        raise DashboardError(400, f"'{name}_page' must be a number.") from None
-    if number < 1:
-        raise DashboardError(400, f"'{name}_page' must be 1 or more.")
-    return sort, direction == "desc", number
+    number = _number(query, f"{name}_page", 1, 1, 1_000_000)
+    size = _number(query, f"{name}_size", COST_PAGE_SIZE, 1, MAX_COST_PAGE_SIZE)
+    return sort, direction == "desc", number, size
 
 
 def query_with(query: Any, **changes: str | int | None) -> str:
@@ -459,7 +467,7 @@ def query_with(query: Any, **changes: str | int | None) -> str:
 @get("/costs", name="dashboard:costs")
 async def costs(request: Request[Any, Any, Any]) -> Response[str]:
     """Cost and charged amounts by workspace, user, model and key, platform vs BYOK: each table sorted and
-    paged on the server (25 a page); the CSV export holds a whole table."""
+    paged on the server (`<table>_size`, 25 a page by default); the CSV export holds a whole table."""
     session = await signed_in(request)
     view = parse_view(request.query_params, session)
     orders = {name: _table_order(request.query_params, name) for name in COST_TABLES}
@@ -470,11 +478,11 @@ async def costs(request: Request[Any, Any, Any]) -> Response[str]:
         for name, dimension in COST_TABLES.items():
             if name == "user" and not session.is_admin:
                 continue
-            sort, descending, number = orders[name]
+            sort, descending, number, size = orders[name]
             rows = await _rows(conn, view, dimension, sort=sort, descending=descending)
-            pages = max(1, -(-len(rows) // COST_PAGE_SIZE))
-            first = (min(number, pages) - 1) * COST_PAGE_SIZE
-            shown = await _labelled(conn, dimension, rows[first : first + COST_PAGE_SIZE])
+            pages = max(1, -(-len(rows) // size))
+            first = (min(number, pages) - 1) * size
+            shown = await _labelled(conn, dimension, rows[first : first + size])
             tables[name] = CostTable(name, shown, len(rows), sort, descending, number, pages, first + 1)
         names = await _model_names(conn)
     return render(
@@ -520,7 +528,7 @@ async def costs_csv(request: Request[Any, Any, Any]) -> Stream:
     table = request.query_params.get("table", "")
     if table not in COST_TABLES:
         raise DashboardError(400, "'table' must be one of workspace, user, model, key.")
-    sort, descending, _number = _table_order(request.query_params, table)
+    sort, descending, _page, _size = _table_order(request.query_params, table)
     engine = runtime_of(request).engine
     dimension = COST_TABLES[table]
     async with engine.connect() as conn:
