@@ -46,6 +46,9 @@ from storage.catalog import service as catalog_service
 from storage.catalog.repository import LlmInfo, PriceVersionInfo
 from storage.catalog.service import KEEP, PriceChange
 from storage.errors import DomainError, NotFound
+from storage.insights import repository as insights_repository
+from storage.insights import service as insights_service
+from storage.insights.repository import ChurnInfo
 from storage.models import ApiKey, DashboardSession, Llm, Message, Workspace, table_of
 from storage.paging import Page, PageRequest
 from storage.usage import analytics
@@ -61,7 +64,7 @@ from storage.usage.analytics import (
     percentile_cont,
 )
 from storage.usage.analytics import UsageFilters as Filters
-from storage.usage.rollups import DAY, HOUR, floor_to, usage_logs
+from storage.usage.rollups import DAY, HOUR, SUM_FIELDS, floor_to, usage_logs
 
 __all__ = [
     "DAY",
@@ -69,6 +72,7 @@ __all__ = [
     "HOUR",
     "KEEP",
     "CatalogEntry",
+    "ChurnInfo",
     "DomainError",
     "FeedbackInfo",
     "Filters",
@@ -101,9 +105,10 @@ async def grouped(
     keys: Sequence[str],
     *,
     among_users: Sequence[uuid.UUID] | None = None,
+    fields: Sequence[str] = SUM_FIELDS,
 ) -> dict[tuple[Any, ...], Sums]:
     """Exact totals per group of `keys` (a subset of DIMENSIONS): the API's reader, `usage_totals`."""
-    return await analytics.usage_totals(conn, window, filters, keys, among_users=among_users)
+    return await analytics.usage_totals(conn, window, filters, keys, among_users=among_users, fields=fields)
 
 
 async def totals(conn: AsyncConnection, window: Window, filters: Filters) -> Sums:
@@ -485,6 +490,30 @@ async def set_price(conn: AsyncConnection, name: str, change: PriceChange) -> in
 
 def parse_rate(value: str, param: str) -> Decimal:
     return catalog_service.parse_rate(value, param)
+
+
+# -- insights: the API's own reads (GET /api/v1/analytics/churn-prediction[/{user_id}]) ----------------------
+
+
+async def churn_of(conn: AsyncConnection, user_id: uuid.UUID) -> ChurnInfo | None:
+    """A user's stored churn prediction, as the API's churn-prediction/{user_id} returns it (None: 404)."""
+    try:
+        return await insights_service.churn_of(conn, user_id)
+    except insights_service.PredictionNotFound:
+        return None
+
+
+async def churn_of_users(conn: AsyncConnection, user_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, ChurnInfo]:
+    return await insights_repository.churn_of_users(conn, user_ids)
+
+
+async def list_churn(
+    conn: AsyncConnection, page: PageRequest, *, risk: str | None, user_id: uuid.UUID | None
+) -> Page[ChurnInfo]:
+    """Stored predictions, most likely to churn first: the API's churn-prediction list (a user: its own)."""
+    return await insights_repository.list_churn(
+        conn, risk=risk, user_id=user_id, limit=page.limit, offset=page.offset
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -147,8 +147,18 @@ class Sums:
 assert tuple(f.name for f in fields(Sums)) == SUM_FIELDS
 
 
-def _rollup_sums(table: Table) -> list[Any]:
-    return [func.sum(table.c[name]) for name in SUM_FIELDS]
+def _rollup_sums(table: Table, names: Sequence[str] = SUM_FIELDS) -> list[Any]:
+    return [func.sum(table.c[name]) for name in names]
+
+
+def _log_sums(names: Sequence[str] = SUM_FIELDS) -> list[Any]:
+    everything = dict(zip(SUM_FIELDS, usage_log_sums(), strict=True))
+    return [everything[name] for name in names]
+
+
+def _sums_of(names: Sequence[str], values: Sequence[Any]) -> Sums:
+    """Sums of the named fields (the others 0); PostgreSQL's SUM(bigint) is a NUMERIC: exact ints."""
+    return Sums(**{name: int(v or 0) for name, v in zip(names, values, strict=True)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +173,7 @@ class RollupSource:
     rollup_keys: list[Any]
     raw_filters: list[ColumnElement[bool]]
     raw_keys: list[Any]
+    fields: tuple[str, ...] = SUM_FIELDS  # which sums to read (fewer is faster; the others stay 0)
 
 
 async def grouped_sums(
@@ -174,23 +185,23 @@ async def grouped_sums(
     if whole is not None:
         period = source.rollup.c[source.period]
         keys = [period, *source.rollup_keys] if by_period else list(source.rollup_keys)
-        stmt = select(*keys, *_rollup_sums(source.rollup)).where(
+        stmt = select(*keys, *_rollup_sums(source.rollup, source.fields)).where(
             *source.rollup_filters, *whole.filters(period)
         )
         if keys:
             stmt = stmt.group_by(*keys)
         for row in (await conn.execute(stmt)).all():
-            out[tuple(row[: len(keys)])].add(Sums.of_values(row[len(keys) :]))
+            out[tuple(row[: len(keys)])].add(_sums_of(source.fields, row[len(keys) :]))
     for edge in edges:
         keys = list(source.raw_keys)
-        stmt = select(*keys, *usage_log_sums()).where(
+        stmt = select(*keys, *_log_sums(source.fields)).where(
             *source.raw_filters, *edge.filters(usage_logs.c.created_at)
         )
         if keys:
             stmt = stmt.group_by(*keys)
         prefix = (floor_to(edge.start, source.unit),) if by_period and edge.start is not None else ()
         for row in (await conn.execute(stmt)).all():
-            sums = Sums.of_values(row[len(keys) :])
+            sums = _sums_of(source.fields, row[len(keys) :])
             if sums.requests:
                 out[prefix + tuple(row[: len(keys)])].add(sums)
     return {k: v for k, v in out.items() if v.requests}
@@ -277,13 +288,17 @@ async def usage_totals(
     *,
     per: timedelta | None = None,
     among_users: Sequence[uuid.UUID] | None = None,
+    fields: Sequence[str] = SUM_FIELDS,
 ) -> dict[tuple[Any, ...], Sums]:
     """Exact totals per group of `keys` (a subset of DIMENSIONS) over `window` and `filters`, with the UTC
     period (hour or day) first in each key when `per` is given; only `among_users`' rows when given.
 
-    NULL workspaces and keys come back as None. Only groups with requests are returned.
+    NULL workspaces and keys come back as None. Only groups with requests are returned. `fields` names the
+    sums to read (it must hold `requests`; the others come back 0): a cost table needs four of twelve.
     """
     assert all(k in DIMENSIONS for k in keys), keys
+    assert "requests" in fields and set(fields) <= set(SUM_FIELDS), fields
+    fields = tuple(fields)
     narrowing = filters.columns()
     dimensions = {*keys, *narrowing}
     if among_users is not None:
@@ -306,20 +321,21 @@ async def usage_totals(
             rollup_keys=[t.c[k] for k in keys],
             raw_filters=raw_filters,
             raw_keys=[usage_logs.c[k] for k in keys],
+            fields=fields,
         )
         found = await grouped_sums(conn, source, window, by_period=per is not None)
     else:  # only usage_logs has these dimensions together
         if per is not None:
             raise ValueError("a series needs a rollup holding its dimensions")
         columns = [usage_logs.c[k] for k in keys]
-        stmt = select(*columns, *usage_log_sums()).where(
+        stmt = select(*columns, *_log_sums(fields)).where(
             *raw_filters, *window.filters(usage_logs.c.created_at)
         )
         if columns:
             stmt = stmt.group_by(*columns)
         found = {}
         for row in (await conn.execute(stmt)).all():
-            sums = Sums.of_values(row[len(keys) :])
+            sums = _sums_of(fields, row[len(keys) :])
             if sums.requests:
                 found[tuple(row[: len(keys)])] = sums
     out: dict[tuple[Any, ...], Sums] = defaultdict(Sums)
