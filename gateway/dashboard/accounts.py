@@ -483,6 +483,7 @@ async def insights_page(request: Request[Any, Any, Any]) -> Response[str]:
         "insights.html",
         **page(request, session, view, "insights"),
         churn=found,
+        strongest={c.user_id: sorted(c.factors, key=lambda f: -abs(f["effect"]))[:3] for c in found.items},
         emails=emails,
         risk=risk,
         risks=RISKS,
