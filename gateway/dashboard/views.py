@@ -267,9 +267,9 @@ class Row:
 def _split(found: dict[tuple[Any, ...], Sums]) -> dict[Any, tuple[Sums, Sums]]:
     """(dimension, byok) totals → per dimension: (platform, BYOK)."""
     out: dict[Any, tuple[Sums, Sums]] = {}
-    for (key, byok), sums in found.items():
-        pair = out.setdefault(key, (Sums(), Sums()))
-        pair[1 if byok else 0].add(sums)
+    for (key, byok), sums in found.items():  # one entry per (key, byok): no sums need adding here
+        platform, own = out.get(key) or (Sums(), Sums())
+        out[key] = (platform, sums) if byok else (sums, own)
     return out
 
 

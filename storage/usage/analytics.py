@@ -156,6 +156,15 @@ def _log_sums(names: Sequence[str] = SUM_FIELDS) -> list[Any]:
     return [everything[name] for name in names]
 
 
+def _merge(into: dict[tuple[Any, ...], Sums], key: tuple[Any, ...], sums: Sums) -> None:
+    """Add `sums` under `key` (taking the object itself when the key is new: most keys are)."""
+    existing = into.get(key)
+    if existing is None:
+        into[key] = sums
+    else:
+        existing.add(sums)
+
+
 def _sums_of(names: Sequence[str], values: Sequence[Any]) -> Sums:
     """Sums of the named fields (the others 0); PostgreSQL's SUM(bigint) is a NUMERIC: exact ints."""
     return Sums(**{name: int(v or 0) for name, v in zip(names, values, strict=True)})
@@ -191,7 +200,7 @@ async def grouped_sums(
         if keys:
             stmt = stmt.group_by(*keys)
         for row in (await conn.execute(stmt)).all():
-            out[tuple(row[: len(keys)])].add(_sums_of(source.fields, row[len(keys) :]))
+            _merge(out, tuple(row[: len(keys)]), _sums_of(source.fields, row[len(keys) :]))
     for edge in edges:
         keys = list(source.raw_keys)
         stmt = select(*keys, *_log_sums(source.fields)).where(
@@ -338,14 +347,21 @@ async def usage_totals(
             sums = _sums_of(fields, row[len(keys) :])
             if sums.requests:
                 found[tuple(row[: len(keys)])] = sums
-    out: dict[tuple[Any, ...], Sums] = defaultdict(Sums)
     names = ["period", *keys] if per is not None else list(keys)
+    converted = [(i, n) for i, n in enumerate(names) if n in _STAND_INS or n == "user_api_key_used"]
+    floored = per is not None and rollup is not None and rollup.unit != per
+    if not converted and not floored:
+        return found
+    out: dict[tuple[Any, ...], Sums] = {}
     for key, sums in found.items():
-        values = tuple(_read_back(n, v) for n, v in zip(names, key, strict=True))
-        if per is not None and rollup is not None and rollup.unit != per:
-            values = (floor_to(values[0], per), *values[1:])
-        out[values].add(sums)
-    return dict(out)
+        values = list(key)
+        for i, name in converted:
+            values[i] = _read_back(name, values[i])
+        if floored:
+            assert per is not None
+            values[0] = floor_to(values[0], per)
+        _merge(out, tuple(values), sums)
+    return out
 
 
 async def user_usage_by_day_and_model(
