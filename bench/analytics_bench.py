@@ -507,7 +507,8 @@ async def prepare(database: str, rows: int, seed_value: int) -> tuple[Seeded, st
         sizes = await conn.fetch(
             "SELECT relname, pg_total_relation_size(oid) AS bytes, reltuples::bigint AS rows FROM pg_class "
             "WHERE relname IN ('usage_logs', 'messages', 'message_feedback', 'usage_hourly', 'usage_daily', "
-            "'latency_daily') ORDER BY relname"
+            "'latency_daily', 'usage_model_daily', 'usage_user_daily', 'usage_workspace_daily', "
+            "'usage_key_daily') ORDER BY relname"
         )
     finally:
         await conn.close()
