@@ -458,19 +458,28 @@ async def conversation_page(request: Request[Any, Any, Any], conversation_id: Fr
 
 
 CHURN_PAGE_SIZE = 25
+ANOMALY_PAGE_SIZE = 25
 RISKS = ("high", "medium", "low")
+
+
+@dataclass(frozen=True, slots=True)
+class AnomalyLine:
+    anomaly: data.AnomalyInfo
+    label: str  # the user's email, the key's prefix and name, or the workspace's name
 
 
 @get("/insights", name="dashboard:insights")
 async def insights_page(request: Request[Any, Any, Any]) -> Response[str]:
     """The churn risk list (most likely first, 25 a page, `risk=` filters; a user: its own prediction), as
-    GET /api/v1/analytics/churn-prediction lists it."""
+    GET /api/v1/analytics/churn-prediction lists it; the spend anomalies of the range (newest first, 25 a
+    page), as GET /api/v1/analytics/anomalies lists them."""
     session = await signed_in(request)
     view = parse_view(request.query_params, session)
     risk = request.query_params.get("risk") or None
     if risk is not None and risk not in RISKS:
         raise DashboardError(400, "'risk' must be high, medium or low.")
     number = _page_number(request)
+    anomaly_number = _page_number(request, "anomalies_page")
     async with runtime_of(request).engine.connect() as conn:
         found = await data.list_churn(
             conn,
@@ -478,7 +487,32 @@ async def insights_page(request: Request[Any, Any, Any]) -> Response[str]:
             risk=risk,
             user_id=session.user_id,
         )
-        emails = await data.user_emails(conn, [c.user_id for c in found.items])
+        anomalies = await data.list_anomalies(
+            conn,
+            view.window,
+            PageRequest(ANOMALY_PAGE_SIZE, (anomaly_number - 1) * ANOMALY_PAGE_SIZE),
+            user_id=session.user_id,
+        )
+        people = [c.user_id for c in found.items]
+        people += [a.entity_id for a in anomalies.items if a.entity_type == "user"]
+        emails = await data.user_emails(conn, people)
+        keys = await data.key_labels(conn, [a.entity_id for a in anomalies.items if a.entity_type == "key"])
+        spaces = await data.workspace_names(
+            conn, [a.entity_id for a in anomalies.items if a.entity_type == "workspace"]
+        )
+    labels = {
+        "user": lambda i: emails.get(i),
+        "key": lambda i: f"{keys[i].prefix}… {keys[i].name or ''}".strip() if i in keys else None,
+        "workspace": lambda i: spaces.get(i),
+    }
+    current = {  # every link keeps the rest of the page's state
+        "risk": risk,
+        "page": number if number > 1 else None,
+        "anomalies_page": anomaly_number if anomaly_number > 1 else None,
+    }
+    anomaly_lines = [
+        AnomalyLine(a, labels[a.entity_type](a.entity_id) or str(a.entity_id)) for a in anomalies.items
+    ]
     return render(
         "insights.html",
         **page(request, session, view, "insights"),
@@ -489,8 +523,12 @@ async def insights_page(request: Request[Any, Any, Any]) -> Response[str]:
         risks=RISKS,
         page_number=number,
         pages=max(1, -(-found.total // CHURN_PAGE_SIZE)),
+        anomalies=anomalies,
+        anomaly_lines=anomaly_lines,
+        anomaly_page=anomaly_number,
+        anomaly_pages=max(1, -(-anomalies.total // ANOMALY_PAGE_SIZE)),
         query=lambda **changes: urlencode(
-            {k: v for k, v in {"risk": risk, "page": None, **changes}.items() if v is not None}
+            {k: v for k, v in {**view.params, **current, **changes}.items() if v is not None}
         ),
     )
 

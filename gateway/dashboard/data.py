@@ -48,7 +48,7 @@ from storage.catalog.service import KEEP, PriceChange
 from storage.errors import DomainError, NotFound
 from storage.insights import repository as insights_repository
 from storage.insights import service as insights_service
-from storage.insights.repository import ChurnInfo
+from storage.insights.repository import AnomalyInfo, ChurnInfo
 from storage.models import ApiKey, DashboardSession, Llm, Message, Workspace, table_of
 from storage.paging import Page, PageRequest
 from storage.usage import analytics
@@ -71,6 +71,7 @@ __all__ = [
     "DIMENSIONS",
     "HOUR",
     "KEEP",
+    "AnomalyInfo",
     "CatalogEntry",
     "ChurnInfo",
     "DomainError",
@@ -513,6 +514,15 @@ async def list_churn(
     """Stored predictions, most likely to churn first: the API's churn-prediction list (a user: its own)."""
     return await insights_repository.list_churn(
         conn, risk=risk, user_id=user_id, limit=page.limit, offset=page.offset
+    )
+
+
+async def list_anomalies(
+    conn: AsyncConnection, window: Window, page: PageRequest, *, user_id: uuid.UUID | None
+) -> Page[AnomalyInfo]:
+    """Anomalous hours in the range, newest first: the API's anomalies list (a user: its user and keys)."""
+    return await insights_repository.list_anomalies(
+        conn, user_id=user_id, since=window.start, until=window.end, limit=page.limit, offset=page.offset
     )
 
 

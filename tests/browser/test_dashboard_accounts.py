@@ -8,11 +8,15 @@ console errors anywhere (the `new_page` fixture asserts that).
 from __future__ import annotations
 
 import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 
+from insights.anomaly import Anomaly
 from storage.db import create_engine
+from storage.insights import repository as insights_repository
 from storage.insights.service import ChurnRun, run_churn
 from tests.browser.conftest import Site, sign_in
 from tests.integration.conftest import off_loop
@@ -315,3 +319,78 @@ def test_churn_risk_equals_the_api(site: Site, new_page: Any, console: Any) -> N
     _churn_matches(mine, "#churn", own)
     mine.goto(f"{site.url}/dashboard/users")
     assert mine.locator("tr[data-user-id] .churn-cell [data-metric='churn_risk']").count() == 1
+
+
+def _store_anomalies(site: Site, found: list[Anomaly], owners: dict[tuple[str, str], Any]) -> None:
+    """Anomalies stored as the hourly job stores them (its detector needs weeks of history to find any)."""
+
+    async def run() -> None:
+        engine = create_engine(site.database_url, pool_size=2)
+        try:
+            async with engine.begin() as conn:
+                await insights_repository.insert_new_anomalies(conn, found, owners)
+        finally:
+            await engine.dispose()
+
+    off_loop(asyncio.run, run())
+
+
+def test_anomalies_equal_the_api(site: Site, new_page: Any) -> None:
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    key_b = next(k for k in site.api("/keys", limit=1000)["data"] if k["user_id"] == str(site.user_b))
+    owner = insights_repository.EntityOwner
+    found = [
+        Anomaly("user", str(site.user_a), "spend_nano", hour - timedelta(hours=1), 987_654_321, 12_345, 9.5),
+        Anomaly("key", key_b["id"], "requests", hour - timedelta(hours=2), 400, 3, 12.25),
+        Anomaly("user", str(site.user_a), "requests", hour - timedelta(days=20), 50, 2, 7.0),  # out of range
+    ]
+    owners = {
+        ("user", str(site.user_a)): owner(site.user_a, None),
+        ("key", key_b["id"]): owner(site.user_b, None),
+    }
+    _store_anomalies(site, found, owners)
+    today = datetime.now(UTC).date()
+    start, end = (today - timedelta(days=6)).isoformat(), (today + timedelta(days=1)).isoformat()
+    listed = site.api("/analytics/anomalies", start=f"{start}T00:00:00Z", end=f"{end}T00:00:00Z", limit=100)
+    assert listed["total"] >= 2
+
+    page = new_page()
+    sign_in(page, site, site.admin_key, "/dashboard/insights")
+    assert int(metric(page, "anomalies")) == listed["total"]
+    rows = page.locator("#anomaly-list tr[data-anomaly-id]")
+    assert rows.evaluate_all("rs => rs.map(r => r.dataset.anomalyId)") == [a["id"] for a in listed["data"]]
+    for a in listed["data"]:
+        row = page.locator(f"#anomaly-list tr[data-anomaly-id='{a['id']}']")
+        assert (
+            float(str(row.locator("[data-metric='anomaly_score']").get_attribute("data-value"))) == a["score"]
+        )
+        if a["metric"] == "spend_nano":
+            money = row.locator("[data-metric='anomaly_observed_usd']").get_attribute("data-value")
+            assert money == "0.987654321" and a["observed"] == 987_654_321
+        else:
+            assert (
+                int(str(row.locator("[data-metric='anomaly_observed']").get_attribute("data-value")))
+                == (a["observed"])
+            )
+    assert "bob's laptop" in page.locator("#anomaly-list").inner_text()  # a key is named by prefix and name
+    page.locator("#anomaly-list .chips a", has_text="30 days").click()
+    page.wait_for_url("**/dashboard/insights?start=*")
+    month = site.api(
+        "/analytics/anomalies",
+        start=f"{today - timedelta(days=29)}T00:00:00Z",
+        end=f"{end}T00:00:00Z",
+        limit=100,
+    )
+    assert int(metric(page, "anomalies")) == month["total"] == listed["total"] + 1
+
+    mine = new_page()  # a user key: the anomalies of its own user and keys, as its key reads them
+    sign_in(mine, site, site.key_a, "/dashboard/insights")
+    own = site.api(
+        "/analytics/anomalies", key=site.key_a, start=f"{start}T00:00:00Z", end=f"{end}T00:00:00Z", limit=100
+    )
+    assert int(metric(mine, "anomalies")) == own["total"] >= 1
+    shown = mine.locator("#anomaly-list tr[data-anomaly-id]").evaluate_all(
+        "rs => rs.map(r => r.dataset.anomalyId)"
+    )
+    assert shown == [a["id"] for a in own["data"]]
+    assert all(uuid.UUID(a["user_id"]) == site.user_a for a in own["data"])
