@@ -267,6 +267,8 @@ class UsageLog(Base):
         Index("ix_usage_logs_user_id_latency", "user_id", "created_at", *_LATENCY_COVER),
         # issue 11 (endpoints, 0008)
         CheckConstraint(_in("endpoint", ENDPOINTS), name="endpoint"),
+        # issue 13 (0011): one key's rows, for what no rollup holds (a key with a model, its percentiles)
+        Index(None, "api_key_id", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)

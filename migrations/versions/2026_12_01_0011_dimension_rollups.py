@@ -4,6 +4,8 @@
   `usage_workspace_daily` (workspace, day, byok; the nil UUID for "no workspace") and `usage_key_daily`
   (key, day, user, byok; the nil UUID for "no key"): the same twelve sums as usage_daily, so a top-N over
   90 days reads ~90 rows per user/workspace/key instead of one per (user, workspace, model, day).
+- `ix_usage_logs_api_key_id_created_at`: what no rollup holds (a key with a model, a key's percentiles and its
+  request log) reads one key's rows, not the whole range.
 - Filled here from the existing usage_logs with plain INSERT … SELECT (a frozen copy of
   storage/usage/rollups.py's rebuild of these four tables at this revision); the recorder keeps them
   current from now on, in the transaction that writes each usage_logs row.
@@ -76,6 +78,10 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_usage_key_daily_user_id_day"), "usage_key_daily", ["user_id", "day"], unique=False
     )
+    # What no rollup holds (a key with a model, its percentiles, its request log) reads one key's rows.
+    op.create_index(
+        op.f("ix_usage_logs_api_key_id_created_at"), "usage_logs", ["api_key_id", "created_at"], unique=False
+    )
     _fill(op.get_bind())
 
 
@@ -147,6 +153,7 @@ def _fill(conn: Any) -> None:
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_usage_logs_api_key_id_created_at"), table_name="usage_logs")
     op.drop_index(op.f("ix_usage_key_daily_user_id_day"), table_name="usage_key_daily")
     for table in reversed(_TABLES):
         if table != "usage_model_daily":
