@@ -132,6 +132,8 @@ async def load_models(conn: asyncpg.Connection) -> list[Model]:
     rows = await conn.fetch("SELECT id, name, provider, input_price, output_price FROM llms ORDER BY id")
     out = []
     for r in rows:
+        if r["name"] not in MODEL_MIX:  # models added after this mix (embeddings, aliases) get no traffic
+            continue
         weight, median = MODEL_MIX[r["name"]]
         scale = Decimal(1_000_000)
         out.append(
@@ -277,9 +279,9 @@ async def seed(database: str, rows: int, rng: random.Random) -> Seeded:
 class Server:
     """The real app under uvicorn in a background thread, on a free port."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, port: int = 0) -> None:
         self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.socket.bind(("127.0.0.1", 0))
+        self.socket.bind(("127.0.0.1", port))  # 0: any free port
         self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
         config = uvicorn.Config(create_app(settings), log_level="warning", access_log=False, log_config=None)
         self.server = uvicorn.Server(config)
@@ -505,7 +507,8 @@ async def prepare(database: str, rows: int, seed_value: int) -> tuple[Seeded, st
         sizes = await conn.fetch(
             "SELECT relname, pg_total_relation_size(oid) AS bytes, reltuples::bigint AS rows FROM pg_class "
             "WHERE relname IN ('usage_logs', 'messages', 'message_feedback', 'usage_hourly', 'usage_daily', "
-            "'latency_daily') ORDER BY relname"
+            "'latency_daily', 'usage_model_daily', 'usage_user_daily', 'usage_workspace_daily', "
+            "'usage_key_daily') ORDER BY relname"
         )
     finally:
         await conn.close()

@@ -3,6 +3,7 @@
     python bench/dashboard_bench.py                # the whole run: create, migrate, seed, time, drop
     python bench/dashboard_bench.py --rows 200000  # a smaller run
     python bench/dashboard_bench.py --keep         # keep the database afterwards (its name is printed)
+    python bench/dashboard_bench.py --database-prefix sgA_ --port 58010   # on a shared machine
 
 The data is bench/analytics_bench.py's (its `prepare`: the same skewed users, workspaces, 90 days of
 requests, messages, feedback and rollups), plus a usage debit in billing_events for each request of the
@@ -36,6 +37,8 @@ from analytics_bench import ADMIN_KEY, PG, Seeded, Server, admin, dsn, prepare, 
 
 from config import Settings
 from migrations.runner import upgrade
+from storage.db import create_engine
+from storage.insights.service import run_anomalies, run_churn
 
 WARMUP = 2
 BUDGET_MS = 300.0
@@ -89,6 +92,24 @@ async def ledger_and_ids(database: str, seeded: Seeded) -> tuple[str, str]:
     return str(row["request_id"]), str(row["conversation_id"])
 
 
+async def predict_churn(database: str) -> int:
+    """The daily churn job, so the users and insights pages show stored predictions."""
+    engine = create_engine(sa_url(database), pool_size=2)
+    try:
+        return (await run_churn(engine)).predictions
+    finally:
+        await engine.dispose()
+
+
+async def find_anomalies(database: str) -> int:
+    """The hourly anomaly job over the last day, so the insights page lists what it finds."""
+    engine = create_engine(sa_url(database), pool_size=2)
+    try:
+        return (await run_anomalies(engine)).new
+    finally:
+        await engine.dispose()
+
+
 def sign_in(http: httpx.Client, key: str) -> None:
     form = http.get("/dashboard/login")
     token = re.search(r'name="_csrf" value="([^"]+)"', form.text)
@@ -125,6 +146,12 @@ def pages(
         ("overview, 90 days", f"/dashboard?{quarter}"),
         ("costs, 7 days", f"/dashboard/costs?{week}"),
         ("costs, 90 days", f"/dashboard/costs?{quarter}"),
+        (
+            "costs, 90 days, users by requests, page 20",
+            f"/dashboard/costs?{quarter}&user_sort=requests&user_page=20",
+        ),
+        ("costs CSV, every user, 90 days", f"/dashboard/costs.csv?{quarter}&table=user"),
+        ("costs CSV, every key, 90 days", f"/dashboard/costs.csv?{quarter}&table=key"),
         ("models, 7 days", f"/dashboard/models?{week}"),
         ("models, 90 days", f"/dashboard/models?{quarter}"),
         ("requests, 7 days, page 1", f"/dashboard/requests?{week}"),
@@ -139,7 +166,7 @@ def pages(
         ("catalog", "/dashboard/catalog"),
         ("catalog, one model's history", "/dashboard/catalog?model=gpt-4o-mini"),
         ("conversation", f"/dashboard/conversations/{conversation_id}"),
-        ("insights", "/dashboard/insights"),
+        ("insights (churn list and anomalies, page 1 each)", "/dashboard/insights"),
     ]
     as_user = [
         ("user: overview, 90 days", f"/dashboard?{quarter}"),
@@ -159,9 +186,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=20261124, help="random seed of the data")
     parser.add_argument("--runs", type=int, default=7, help="timed loads per page (after 2 warm-up loads)")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    parser.add_argument(
+        "--database-prefix", default="sg_dashbench_", help="the throwaway database's name starts with this"
+    )
+    parser.add_argument("--port", type=int, default=0, help="the gateway's port (default: any free one)")
     args = parser.parse_args()
 
-    database = f"sg_dashbench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    database = f"{args.database_prefix}{os.getpid()}_{uuid.uuid4().hex[:6]}"
     asyncio.run(admin(f'CREATE DATABASE "{database}"'))
     print(f"database {database} on {PG}", file=sys.stderr)
     timings: list[Timing] = []
@@ -169,9 +200,15 @@ def main() -> None:
         upgrade(sa_url(database))
         seeded, user_key, _owner_key, phases = asyncio.run(prepare(database, args.rows, args.seed))
         request_id, conversation_id = asyncio.run(ledger_and_ids(database, seeded))
+        started = time.perf_counter()
+        churned = asyncio.run(predict_churn(database))
+        phases[f"churn predictions ({churned:,} users)"] = time.perf_counter() - started
+        started = time.perf_counter()
+        anomalies = asyncio.run(find_anomalies(database))
+        phases[f"anomaly job ({anomalies:,} found)"] = time.perf_counter() - started
         settings = Settings(database_url=sa_url(database), admin_key=ADMIN_KEY, log_level="warning")
         as_admin, as_user = pages(seeded, request_id, conversation_id)
-        with Server(settings) as server:
+        with Server(settings, args.port) as server:
             for key, cases in ((ADMIN_KEY, as_admin), (user_key, as_user)):
                 with httpx.Client(base_url=server.url, timeout=120) as http:
                     sign_in(http, key)

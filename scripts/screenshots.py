@@ -3,10 +3,12 @@ seeded through the public APIs (the browser tests' seed plus more traffic), some
 weeks so the charts have a shape, driven by Debian's Chromium.
 
     .venv/bin/python scripts/screenshots.py
+    .venv/bin/python scripts/screenshots.py costs users user insights   # only these pages
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import sys
 import tempfile
@@ -22,6 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 from devtools.mock_upstream import MockConfig, MockServerThread  # noqa: E402
 from migrations.runner import upgrade  # noqa: E402
+from storage.db import create_engine as create_async_engine  # noqa: E402
+from storage.insights.service import run_churn  # noqa: E402
 from storage.models import UsageLog, table_of  # noqa: E402
 from storage.usage.rollups import rebuild_usage_rollups  # noqa: E402
 from tests.browser.conftest import ADMIN_KEY, CHROMIUM, _seed  # noqa: E402
@@ -61,7 +65,17 @@ def spread_over_two_weeks(sync_url: str) -> None:
     engine.dispose()
 
 
+async def predict_churn(url: str) -> None:
+    """The daily insights job's churn step, so the users and insights pages show predictions."""
+    engine = create_async_engine(url, pool_size=1)
+    try:
+        await run_churn(engine)
+    finally:
+        await engine.dispose()
+
+
 def main() -> None:
+    only = set(sys.argv[1:])  # names of the screenshots to write (default: all)
     OUT.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="sg-shots-"))
     database = tmp / "synapgate.db"
@@ -82,13 +96,15 @@ def main() -> None:
         site = _seed(server.url)
         more_traffic(server.url, [site.key_a, site.key_b], 240)
         spread_over_two_weeks(f"sqlite:///{database}")
+        asyncio.run(predict_churn(f"sqlite+aiosqlite:///{database}"))
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
             for scheme in ("light",):
                 context = browser.new_context(viewport={"width": 1366, "height": 900}, color_scheme=scheme)
                 page = context.new_page()
                 page.goto(f"{server.url}/dashboard/login")
-                page.screenshot(path=str(OUT / "login.png"))
+                if not only or "login" in only:
+                    page.screenshot(path=str(OUT / "login.png"))
                 page.fill("input[name=key]", ADMIN_KEY)
                 page.press("input[name=key]", "Enter")
                 page.wait_for_load_state("networkidle")
@@ -96,7 +112,7 @@ def main() -> None:
                 query = f"start={today - timedelta(days=13)}&end={today}"
                 for name, path in (
                     ("overview", f"/dashboard?{query}"),
-                    ("costs", f"/dashboard/costs?{query}"),
+                    ("costs", f"/dashboard/costs?{query}&model_size=3"),
                     ("models", f"/dashboard/models?{query}"),
                     ("requests", f"/dashboard/requests?{query}"),
                     ("request", f"/dashboard/requests/{site.request_ids_a[3]}"),
@@ -107,15 +123,23 @@ def main() -> None:
                     ("catalog", "/dashboard/catalog?model=gpt-4o-mini"),
                     ("insights", "/dashboard/insights"),
                 ):
+                    if only and name not in only:
+                        continue
                     page.goto(f"{server.url}{path}")
                     page.wait_for_load_state("networkidle")
                     page.screenshot(path=str(OUT / f"{name}.png"), full_page=True)
+                if only and "conversation" not in only:
+                    context.close()
+                    continue
                 page.goto(f"{server.url}/dashboard/requests/{site.request_ids_a[3]}")
                 href = page.locator("a[href^='/dashboard/conversations/']").first.get_attribute("href")
                 page.goto(f"{server.url}{href}")
                 page.wait_for_load_state("networkidle")
                 page.screenshot(path=str(OUT / "conversation.png"), full_page=True)
                 context.close()
+            if only and "user-phone" not in only:
+                browser.close()
+                return
             phone = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2)
             page = phone.new_page()
             page.goto(f"{server.url}/dashboard/login")

@@ -267,6 +267,8 @@ class UsageLog(Base):
         Index("ix_usage_logs_user_id_latency", "user_id", "created_at", *_LATENCY_COVER),
         # issue 11 (endpoints, 0008)
         CheckConstraint(_in("endpoint", ENDPOINTS), name="endpoint"),
+        # issue 13 (0011): one key's rows, for what no rollup holds (a key with a model, its percentiles)
+        Index(None, "api_key_id", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
@@ -519,6 +521,59 @@ class LatencyDaily(Base):
     metric: Mapped[str] = mapped_column(String(8), primary_key=True)
     bucket_ms: Mapped[int] = mapped_column(Integer, primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+# -- dashboard-scale rollups (issue 13): one dimension each, so "top users/workspaces/keys/models over a
+# range" reads a few rows per day, not every (user, workspace, model) row; kept and filled like the above.
+
+NO_KEY = uuid.UUID(int=0)  # usage_key_daily.api_key_id of requests made without a gateway key
+
+
+class UsageModelDaily(_UsageSums, Base):
+    """All users' usage per UTC day, model and BYOK flag (usage_hourly, coarser: long day-aligned ranges)."""
+
+    __tablename__ = "usage_model_daily"
+
+    day: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    model: Mapped[str] = mapped_column(String(100), primary_key=True)
+    user_api_key_used: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+
+
+class UsageUserDaily(_UsageSums, Base):
+    """Usage per UTC day, user and BYOK flag: spend per user over a range, top users."""
+
+    __tablename__ = "usage_user_daily"
+    __table_args__ = (Index(None, "day"),)
+
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True)
+    day: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    user_api_key_used: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+
+
+class UsageWorkspaceDaily(_UsageSums, Base):
+    """Usage per UTC day, workspace (NO_WORKSPACE for none) and BYOK flag: spend per workspace."""
+
+    __tablename__ = "usage_workspace_daily"
+    __table_args__ = (Index(None, "day"),)
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True)
+    day: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    user_api_key_used: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+
+
+class UsageKeyDaily(_UsageSums, Base):
+    """Usage per UTC day, gateway key (NO_KEY for none), its user and BYOK flag: spend per key.
+
+    A key belongs to one user, so `user_id` adds no rows; it lets a user's view read its keys' rows.
+    """
+
+    __tablename__ = "usage_key_daily"
+    __table_args__ = (Index(None, "day"), Index(None, "user_id", "day"))
+
+    api_key_id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True)
+    day: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True)
+    user_api_key_used: Mapped[bool] = mapped_column(Boolean, primary_key=True)
 
 
 def table_of(model: type[Base]) -> Table:

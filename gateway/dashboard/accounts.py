@@ -115,11 +115,12 @@ class UserLine:
     sums: Sums
     balance_nano: int
     runway: Runway
+    churn: data.ChurnInfo | None = None
 
 
 @get("/users", name="dashboard:users")
 async def users_page(request: Request[Any, Any, Any]) -> Response[str]:
-    """Users (oldest first, 50 a page) with their activity in range, balance and runway."""
+    """Users (oldest first, 50 a page) with their activity in range, balance, runway and churn risk."""
     session = await signed_in(request)
     view = parse_view(request.query_params, session)
     number = _page_number(request)
@@ -133,12 +134,19 @@ async def users_page(request: Request[Any, Any, Any]) -> Response[str]:
             conn, _recent_window(), Filters(user_id=session.user_id), ["user_id"], among_users=ids
         )
         balances = await data.settled_balances(conn, ids)
+        churn = await data.churn_of_users(conn, ids)
         names = await data.model_names(conn)
     lines = []
     for u in found.items:
         charged = (recent.get((u.id,)) or Sums()).charged_nano
         lines.append(
-            UserLine(u, activity.get((u.id,)) or Sums(), balances[u.id], runway(balances[u.id], charged))
+            UserLine(
+                u,
+                activity.get((u.id,)) or Sums(),
+                balances[u.id],
+                runway(balances[u.id], charged),
+                churn.get(u.id),
+            )
         )
     return render(
         "users.html",
@@ -153,7 +161,8 @@ async def users_page(request: Request[Any, Any, Any]) -> Response[str]:
 
 @get("/users/{user_id:str}", name="dashboard:user")
 async def user_page(request: Request[Any, Any, Any], user_id: FromPath[str]) -> Response[str]:
-    """One user: activity in range, balance and runway, keys with their limits, recent requests."""
+    """One user: activity in range, balance and runway, churn risk with its factors, keys with their limits,
+    recent requests."""
     session = await signed_in(request)
     uid = _uuid_or_404(user_id, "user")
     _visible_user(session, uid)
@@ -172,6 +181,7 @@ async def user_page(request: Request[Any, Any, Any], user_id: FromPath[str]) -> 
         keys = await data.list_keys(conn, PageRequest(100, 0), user_id=uid)
         models = await data.grouped(conn, view.window, filters, ["model"])
         log = await data.request_log(conn, view.window, filters, status=None, limit=10, offset=0)
+        churn = await data.churn_of(conn, uid)
         names = await data.model_names(conn)
     bal = await data.balance(runtime.engine, runtime.ledger, uid)
     by_model = sorted(models.items(), key=lambda kv: (-kv[1].cost_nano, str(kv[0][0])))
@@ -189,6 +199,7 @@ async def user_page(request: Request[Any, Any, Any], user_id: FromPath[str]) -> 
         user_limits=limits_of(detail),
         by_model=[(key[0], sums) for key, sums in by_model],
         log=log,
+        churn=churn,
         model_names=names,
     )
 
@@ -446,12 +457,80 @@ async def conversation_page(request: Request[Any, Any, Any], conversation_id: Fr
 # -- insights ----------------------------------------------------------------------------------------------
 
 
+CHURN_PAGE_SIZE = 25
+ANOMALY_PAGE_SIZE = 25
+RISKS = ("high", "medium", "low")
+
+
+@dataclass(frozen=True, slots=True)
+class AnomalyLine:
+    anomaly: data.AnomalyInfo
+    label: str  # the user's email, the key's prefix and name, or the workspace's name
+
+
 @get("/insights", name="dashboard:insights")
 async def insights_page(request: Request[Any, Any, Any]) -> Response[str]:
-    """An honest empty state until the insights API lands: what will appear here, and from where."""
+    """The churn risk list (most likely first, 25 a page, `risk=` filters; a user: its own prediction), as
+    GET /api/v1/analytics/churn-prediction lists it; the spend anomalies of the range (newest first, 25 a
+    page), as GET /api/v1/analytics/anomalies lists them."""
     session = await signed_in(request)
     view = parse_view(request.query_params, session)
-    return render("insights.html", **page(request, session, view, "insights"))
+    risk = request.query_params.get("risk") or None
+    if risk is not None and risk not in RISKS:
+        raise DashboardError(400, "'risk' must be high, medium or low.")
+    number = _page_number(request)
+    anomaly_number = _page_number(request, "anomalies_page")
+    async with runtime_of(request).engine.connect() as conn:
+        found = await data.list_churn(
+            conn,
+            PageRequest(CHURN_PAGE_SIZE, (number - 1) * CHURN_PAGE_SIZE),
+            risk=risk,
+            user_id=session.user_id,
+        )
+        anomalies = await data.list_anomalies(
+            conn,
+            view.window,
+            PageRequest(ANOMALY_PAGE_SIZE, (anomaly_number - 1) * ANOMALY_PAGE_SIZE),
+            user_id=session.user_id,
+        )
+        people = [c.user_id for c in found.items]
+        people += [a.entity_id for a in anomalies.items if a.entity_type == "user"]
+        emails = await data.user_emails(conn, people)
+        keys = await data.key_labels(conn, [a.entity_id for a in anomalies.items if a.entity_type == "key"])
+        spaces = await data.workspace_names(
+            conn, [a.entity_id for a in anomalies.items if a.entity_type == "workspace"]
+        )
+    labels = {
+        "user": lambda i: emails.get(i),
+        "key": lambda i: f"{keys[i].prefix}… {keys[i].name or ''}".strip() if i in keys else None,
+        "workspace": lambda i: spaces.get(i),
+    }
+    current = {  # every link keeps the rest of the page's state
+        "risk": risk,
+        "page": number if number > 1 else None,
+        "anomalies_page": anomaly_number if anomaly_number > 1 else None,
+    }
+    anomaly_lines = [
+        AnomalyLine(a, labels[a.entity_type](a.entity_id) or str(a.entity_id)) for a in anomalies.items
+    ]
+    return render(
+        "insights.html",
+        **page(request, session, view, "insights"),
+        churn=found,
+        strongest={c.user_id: sorted(c.factors, key=lambda f: -abs(f["effect"]))[:3] for c in found.items},
+        emails=emails,
+        risk=risk,
+        risks=RISKS,
+        page_number=number,
+        pages=max(1, -(-found.total // CHURN_PAGE_SIZE)),
+        anomalies=anomalies,
+        anomaly_lines=anomaly_lines,
+        anomaly_page=anomaly_number,
+        anomaly_pages=max(1, -(-anomalies.total // ANOMALY_PAGE_SIZE)),
+        query=lambda **changes: urlencode(
+            {k: v for k, v in {**view.params, **current, **changes}.items() if v is not None}
+        ),
+    )
 
 
 ROUTES: list[Any] = [

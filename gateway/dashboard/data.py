@@ -1,11 +1,11 @@
 """Everything the dashboard reads or writes in the database, in one module (the only storage import site).
 
-The figures come from the same storage functions and rollups as the admin API (storage/analytics.py):
-totals, per-model rows and per-workspace costs are the API's own queries, so a page and
-`/api/v1/analytics/...` agree to the nano-USD for the same scope and range. Groupings the API does not
-offer (per hour/day across everyone, per workspace across all of them) run through the same exact
-rollup-plus-edges reader. Only two things read usage_logs row by row: the request log (a page of rows)
-and anything filtered or grouped by key (no rollup carries the key).
+The figures come from the same storage functions and rollups as the admin API (storage/usage/analytics.py):
+every grouped total is `analytics.usage_totals`, the reader behind the API's usage, costs and top-LLMs
+reports, so a page and `/api/v1/analytics/...` agree to the nano-USD for the same scope and range; it
+picks the smallest exact rollup for each question (per model, user, workspace or key per day). Only the
+request log (a page of rows), percentiles of narrowed scopes and a key filtered by model read usage_logs
+row by row.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Float, delete, func, select, type_coerce
+from sqlalchemy import Float, delete, func, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from storage.accounts import service as accounts_service
@@ -46,32 +46,37 @@ from storage.catalog import service as catalog_service
 from storage.catalog.repository import LlmInfo, PriceVersionInfo
 from storage.catalog.service import KEEP, PriceChange
 from storage.errors import DomainError, NotFound
-from storage.models import NO_WORKSPACE, ApiKey, DashboardSession, Llm, Message, Workspace, table_of
+from storage.insights import repository as insights_repository
+from storage.insights import service as insights_service
+from storage.insights.repository import AnomalyInfo, ChurnInfo
+from storage.models import ApiKey, DashboardSession, Llm, Message, Workspace, table_of
 from storage.paging import Page, PageRequest
 from storage.usage import analytics
-
-# The grouped reader (rollup for whole periods + usage_logs for the edges) is what makes the API exact;
-# the dashboard reuses it rather than copying it.
 from storage.usage.analytics import (
+    DIMENSIONS,
     EXACT_PERCENTILE_MAX_ROWS,
     CatalogEntry,
     PerformanceReport,
-    RollupSource,
     Sums,
     Window,
+    choose_rollup,
     histogram_percentile,
     percentile_cont,
 )
-from storage.usage.analytics import grouped_sums as grouped_reader
-from storage.usage.rollups import DAY, HOUR, floor_to, usage_daily, usage_hourly, usage_log_sums, usage_logs
+from storage.usage.analytics import UsageFilters as Filters
+from storage.usage.rollups import DAY, HOUR, SUM_FIELDS, floor_to, usage_logs
 
 __all__ = [
     "DAY",
+    "DIMENSIONS",
     "HOUR",
     "KEEP",
+    "AnomalyInfo",
     "CatalogEntry",
+    "ChurnInfo",
     "DomainError",
     "FeedbackInfo",
+    "Filters",
     "MessageInfo",
     "NotFound",
     "PageRequest",
@@ -89,72 +94,9 @@ llms = table_of(Llm)
 messages = table_of(Message)
 sessions = table_of(DashboardSession)
 
-#: Dimensions a dashboard table may group by (all of them are usage_logs columns).
-DIMENSIONS = ("model", "user_api_key_used", "user_id", "workspace_id", "api_key_id")
 
-
-@dataclass(frozen=True, slots=True)
-class Filters:
-    """What a page is narrowed to (besides the time range); None means no narrowing."""
-
-    user_id: uuid.UUID | None = None
-    workspace_id: uuid.UUID | None = None
-    model: str | None = None
-    key_id: uuid.UUID | None = None
-
-
-# -- grouped totals ----------------------------------------------------------------------------------------
-
-
-def _source(filters: Filters, keys: Sequence[str]) -> RollupSource | None:
-    """The cheapest exact source for these filters and group keys; None when only usage_logs has them."""
-    if filters.key_id is not None or "api_key_id" in keys:
-        return None
-    per_user = filters.user_id is not None or filters.workspace_id is not None
-    per_user = per_user or "user_id" in keys or "workspace_id" in keys
-    rollup, unit, period = (usage_daily, DAY, "day") if per_user else (usage_hourly, HOUR, "hour")
-    rollup_filters: list[ColumnElement[bool]] = []
-    raw_filters: list[ColumnElement[bool]] = []
-    if filters.user_id is not None:
-        rollup_filters.append(usage_daily.c.user_id == filters.user_id)
-        raw_filters.append(usage_logs.c.user_id == filters.user_id)
-    if filters.workspace_id is not None:
-        rollup_filters.append(usage_daily.c.workspace_id == filters.workspace_id)
-        raw_filters.append(usage_logs.c.workspace_id == filters.workspace_id)
-    if filters.model is not None:
-        rollup_filters.append(rollup.c.model == filters.model)
-        raw_filters.append(usage_logs.c.model == filters.model)
-    return RollupSource(
-        rollup=rollup,
-        unit=unit,
-        period=period,
-        rollup_filters=rollup_filters,
-        rollup_keys=[rollup.c[k] for k in keys],
-        raw_filters=raw_filters,
-        raw_keys=[usage_logs.c[k] for k in keys],
-    )
-
-
-def _raw_filters(filters: Filters) -> list[ColumnElement[bool]]:
-    c = usage_logs.c
-    out: list[ColumnElement[bool]] = []
-    if filters.user_id is not None:
-        out.append(c.user_id == filters.user_id)
-    if filters.workspace_id is not None:
-        out.append(c.workspace_id == filters.workspace_id)
-    if filters.model is not None:
-        out.append(c.model == filters.model)
-    if filters.key_id is not None:
-        out.append(c.api_key_id == filters.key_id)
-    return out
-
-
-def _normal(key: str, value: Any) -> Any:
-    if key == "workspace_id" and value == NO_WORKSPACE:
-        return None  # usage_daily's stand-in for "no workspace"
-    if key == "user_api_key_used":
-        return bool(value)
-    return value
+def _raw_filters(filters: Filters) -> list[Any]:
+    return [usage_logs.c[k] == v for k, v in filters.columns().items()]
 
 
 async def grouped(
@@ -164,33 +106,10 @@ async def grouped(
     keys: Sequence[str],
     *,
     among_users: Sequence[uuid.UUID] | None = None,
+    fields: Sequence[str] = SUM_FIELDS,
 ) -> dict[tuple[Any, ...], Sums]:
-    """Exact totals per group of `keys` (a subset of DIMENSIONS) over the window and filters; only
-    `among_users`' rows when given (a page of users reads only its own rollup rows)."""
-    assert all(k in DIMENSIONS for k in keys), keys
-    source = _source(filters, keys)
-    if among_users is not None and source is not None:
-        source.rollup_filters.append(usage_daily.c.user_id.in_(list(among_users)))
-        source.raw_filters.append(usage_logs.c.user_id.in_(list(among_users)))
-    if source is not None:
-        found = await grouped_reader(conn, source, window)
-    else:  # grouped or filtered by key: only usage_logs knows the key
-        columns = [usage_logs.c[k] for k in keys]
-        among = [] if among_users is None else [usage_logs.c.user_id.in_(list(among_users))]
-        stmt = select(*columns, *usage_log_sums()).where(
-            *_raw_filters(filters), *among, *window.filters(usage_logs.c.created_at)
-        )
-        if columns:
-            stmt = stmt.group_by(*columns)
-        found = {}
-        for row in (await conn.execute(stmt)).all():
-            sums = Sums.of_values(row[len(keys) :])
-            if sums.requests:
-                found[tuple(row[: len(keys)])] = sums
-    out: dict[tuple[Any, ...], Sums] = defaultdict(Sums)
-    for key, sums in found.items():
-        out[tuple(_normal(k, v) for k, v in zip(keys, key, strict=True))].add(sums)
-    return dict(out)
+    """Exact totals per group of `keys` (a subset of DIMENSIONS): the API's reader, `usage_totals`."""
+    return await analytics.usage_totals(conn, window, filters, keys, among_users=among_users, fields=fields)
 
 
 async def totals(conn: AsyncConnection, window: Window, filters: Filters) -> Sums:
@@ -200,16 +119,12 @@ async def totals(conn: AsyncConnection, window: Window, filters: Filters) -> Sum
 async def series(
     conn: AsyncConnection, window: Window, filters: Filters, unit: timedelta
 ) -> dict[datetime, Sums] | None:
-    """Totals per UTC hour or day (only periods with requests); None when the filters have no rollup
-    (a key) or hours were asked of the daily rollup."""
-    source = _source(filters, [])
-    if source is None or (unit == HOUR and source.unit != HOUR):
+    """Totals per UTC hour or day (only periods with requests); None when no rollup holds the filters at
+    that unit (hours of anything but a model; a key with a model)."""
+    if choose_rollup(window, filters.columns(), unit) is None:
         return None
-    found = await grouped_reader(conn, source, window, by_period=True)
-    out: dict[datetime, Sums] = defaultdict(Sums)
-    for (period,), sums in found.items():
-        out[floor_to(period, unit) if unit != source.unit else period].add(sums)
-    return dict(out)
+    found = await analytics.usage_totals(conn, window, filters, [], per=unit)
+    return {key[0]: sums for key, sums in found.items()}
 
 
 # -- the admin API's own reports ---------------------------------------------------------------------------
@@ -576,6 +491,39 @@ async def set_price(conn: AsyncConnection, name: str, change: PriceChange) -> in
 
 def parse_rate(value: str, param: str) -> Decimal:
     return catalog_service.parse_rate(value, param)
+
+
+# -- insights: the API's own reads (GET /api/v1/analytics/churn-prediction[/{user_id}]) ----------------------
+
+
+async def churn_of(conn: AsyncConnection, user_id: uuid.UUID) -> ChurnInfo | None:
+    """A user's stored churn prediction, as the API's churn-prediction/{user_id} returns it (None: 404)."""
+    try:
+        return await insights_service.churn_of(conn, user_id)
+    except insights_service.PredictionNotFound:
+        return None
+
+
+async def churn_of_users(conn: AsyncConnection, user_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, ChurnInfo]:
+    return await insights_repository.churn_of_users(conn, user_ids)
+
+
+async def list_churn(
+    conn: AsyncConnection, page: PageRequest, *, risk: str | None, user_id: uuid.UUID | None
+) -> Page[ChurnInfo]:
+    """Stored predictions, most likely to churn first: the API's churn-prediction list (a user: its own)."""
+    return await insights_repository.list_churn(
+        conn, risk=risk, user_id=user_id, limit=page.limit, offset=page.offset
+    )
+
+
+async def list_anomalies(
+    conn: AsyncConnection, window: Window, page: PageRequest, *, user_id: uuid.UUID | None
+) -> Page[AnomalyInfo]:
+    """Anomalous hours in the range, newest first: the API's anomalies list (a user: its user and keys)."""
+    return await insights_repository.list_anomalies(
+        conn, user_id=user_id, since=window.start, until=window.end, limit=page.limit, offset=page.offset
+    )
 
 
 @dataclass(frozen=True, slots=True)

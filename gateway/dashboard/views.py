@@ -10,18 +10,19 @@ from __future__ import annotations
 import csv
 import hmac
 import io
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode as _urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from litestar import Request, Response, get, post
 from litestar.datastructures import Cookie
 from litestar.params import FromPath
-from litestar.response import Redirect
+from litestar.response import Redirect, Stream
 
 from gateway.dashboard import charts, data
 from gateway.dashboard import format as fmt
@@ -266,43 +267,66 @@ class Row:
 def _split(found: dict[tuple[Any, ...], Sums]) -> dict[Any, tuple[Sums, Sums]]:
     """(dimension, byok) totals → per dimension: (platform, BYOK)."""
     out: dict[Any, tuple[Sums, Sums]] = {}
-    for (key, byok), sums in found.items():
-        pair = out.setdefault(key, (Sums(), Sums()))
-        pair[1 if byok else 0].add(sums)
+    for (key, byok), sums in found.items():  # one entry per (key, byok): no sums need adding here
+        platform, own = out.get(key) or (Sums(), Sums())
+        out[key] = (platform, sums) if byok else (sums, own)
     return out
 
 
-async def _rows(conn: Any, view: View, dimension: str) -> list[Row]:
-    """Totals per model / user / workspace / key with their platform–BYOK split, highest cost first."""
-    split = _split(await data.grouped(conn, view.window, view.filters, [dimension, "user_api_key_used"]))
-    keys = list(split)
-    labels: dict[Any, str] = {}
-    if dimension == "user_id":
-        labels = {k: v for k, v in (await data.user_emails(conn, keys)).items()}
-    elif dimension == "workspace_id":
-        labels = dict(await data.workspace_names(conn, [k for k in keys if k is not None]))
-    elif dimension == "api_key_id":
-        found = await data.key_labels(conn, [k for k in keys if k is not None])
-        labels = {k: f"{v.prefix}… {v.name or ''}".strip() for k, v in found.items()}
+FILTER_OF = {"model": "model", "user_id": "user_id", "workspace_id": "workspace_id", "api_key_id": "key_id"}
+
+#: The sums a grouped table shows (reading 4 of the 12 halves the work over a 90-day rollup).
+TABLE_FIELDS = ("requests", "errors", "cost_nano", "charged_nano")
+#: How a grouped table may be ordered: column name -> the figure it sorts by.
+SORTS: dict[str, Any] = {
+    "cost": lambda r: r.sums.cost_nano,
+    "charged": lambda r: r.sums.charged_nano,
+    "requests": lambda r: r.sums.requests,
+    "errors": lambda r: r.sums.errors,
+    "platform": lambda r: r.platform.cost_nano,
+    "byok": lambda r: r.byok.cost_nano,
+}
+
+
+async def _rows(
+    conn: Any, view: View, dimension: str, *, sort: str = "cost", descending: bool = True
+) -> list[Row]:
+    """Totals per model / user / workspace / key with their platform–BYOK split, in the given order (ties:
+    cost, then requests, then key). Labels are not looked up here (`_labelled` does it for a page)."""
+    keys = [dimension, "user_api_key_used"]
+    split = _split(await data.grouped(conn, view.window, view.filters, keys, fields=TABLE_FIELDS))
     rows = []
     for key, (platform, byok) in split.items():
-        total = Sums.total([platform, byok])
-        if dimension == "model":
-            label = str(key)
-        elif key is None:
-            label = "(none)"
-        else:
-            label = labels.get(key) or str(key)
-        filter_name = (
-            {"model": "model", "user_id": "user_id", "workspace_id": "workspace_id", "api_key_id": "key_id"}[
-                dimension
-            ]
-            if key is not None
-            else None
-        )
-        rows.append(Row(key, label, filter_name, total, platform, byok))
+        label = str(key) if dimension == "model" else ("(none)" if key is None else str(key))
+        filter_name = FILTER_OF[dimension] if key is not None else None
+        rows.append(Row(key, label, filter_name, Sums.total([platform, byok]), platform, byok))
     rows.sort(key=lambda r: (-r.sums.cost_nano, -r.sums.requests, str(r.key)))
+    rows.sort(key=SORTS[sort], reverse=descending)  # stable: the tie order above stays
     return rows
+
+
+async def _labelled(conn: Any, dimension: str, rows: Sequence[Row]) -> list[Row]:
+    """The rows with their people-readable labels (emails, workspace names, key prefixes), looked up only
+    for these rows."""
+    keys = [r.key for r in rows if r.key is not None]
+    labels: dict[Any, str] = {}
+    if dimension == "user_id":
+        labels = dict(await data.user_emails(conn, keys))
+    elif dimension == "workspace_id":
+        labels = dict(await data.workspace_names(conn, keys))
+    elif dimension == "api_key_id":
+        found = await data.key_labels(conn, keys)
+        labels = {k: f"{v.prefix}… {v.name or ''}".strip() for k, v in found.items()}
+    return [
+        Row(r.key, labels.get(r.key) or r.label, r.filter_name, r.sums, r.platform, r.byok)
+        if r.key is not None
+        else r
+        for r in rows
+    ]
+
+
+async def _top(conn: Any, view: View, dimension: str, n: int = TOP_N) -> list[Row]:
+    return await _labelled(conn, dimension, (await _rows(conn, view, dimension))[:n])
 
 
 def _series_chart(found: dict[datetime, Sums], view: View, unit: timedelta) -> dict[str, Any]:
@@ -371,9 +395,9 @@ async def overview(request: Request[Any, Any, Any]) -> Response[str]:
             unit = DAY
             found = await data.series(conn, view.window, view.filters, unit)
         latency = await data.latency(conn, view.window, view.filters, totals.successes)
-        models = (await _rows(conn, view, "model"))[:TOP_N]
-        users = (await _rows(conn, view, "user_id"))[:TOP_N] if session.is_admin else []
-        workspaces = (await _rows(conn, view, "workspace_id"))[:TOP_N]
+        models = await _top(conn, view, "model")
+        users = await _top(conn, view, "user_id") if session.is_admin else []
+        workspaces = await _top(conn, view, "workspace_id")
         names = await _model_names(conn)
     return render(
         "overview.html",
@@ -390,17 +414,79 @@ async def overview(request: Request[Any, Any, Any]) -> Response[str]:
 
 
 COST_TABLES = {"workspace": "workspace_id", "user": "user_id", "model": "model", "key": "api_key_id"}
+COST_PAGE_SIZE = 25
+MAX_COST_PAGE_SIZE = 500
+
+
+@dataclass(frozen=True, slots=True)
+class CostTable:
+    """One page of one cost table, in the order its URL asks for (`<table>_sort`, `_dir`, `_page`)."""
+
+    name: str
+    rows: list[Row]
+    total: int
+    sort: str
+    descending: bool
+    page_number: int
+    pages: int
+    first: int  # the 1-based rank of the first row shown
+
+
+def _number(query: Any, name: str, default: int, low: int, high: int) -> int:
+    try:
+        value = int(query.get(name) or default)
+    except ValueError:
+        raise DashboardError(400, f"'{name}' must be a number.") from None
+    if not low <= value <= high:
+        raise DashboardError(400, f"'{name}' must be between {low} and {high}.")
+    return value
+
+
+def _table_order(query: Any, name: str) -> tuple[str, bool, int, int]:
+    """A cost table's sort column, direction, page and page size from the query string (400 when not
+    valid)."""
+    sort = query.get(f"{name}_sort") or "cost"
+    if sort not in SORTS:
+        raise DashboardError(400, f"'{name}_sort' must be one of {', '.join(SORTS)}.")
+    direction = query.get(f"{name}_dir") or "desc"
+    if direction not in ("asc", "desc"):
+        raise DashboardError(400, f"'{name}_dir' must be asc or desc.")
+    number = _number(query, f"{name}_page", 1, 1, 1_000_000)
+    size = _number(query, f"{name}_size", COST_PAGE_SIZE, 1, MAX_COST_PAGE_SIZE)
+    return sort, direction == "desc", number, size
+
+
+def query_with(query: Any, **changes: str | int | None) -> str:
+    """The request's whole query string (filters, every table's order and page) with some changes."""
+    merged = {k: v for k, v in query.items() if v != ""}
+    for name, value in changes.items():
+        if value is None or value == "":
+            merged.pop(name, None)
+        else:
+            merged[name] = str(value)
+    return _urlencode(merged)
 
 
 @get("/costs", name="dashboard:costs")
 async def costs(request: Request[Any, Any, Any]) -> Response[str]:
-    """Cost and charged amounts by workspace, user, model and key, platform vs BYOK; CSV per table."""
+    """Cost and charged amounts by workspace, user, model and key, platform vs BYOK: each table sorted and
+    paged on the server (`<table>_size`, 25 a page by default); the CSV export holds a whole table."""
     session = await signed_in(request)
     view = parse_view(request.query_params, session)
+    orders = {name: _table_order(request.query_params, name) for name in COST_TABLES}
+    tables: dict[str, CostTable] = {}
     async with runtime_of(request).engine.connect() as conn:
         by_byok = await data.grouped(conn, view.window, view.filters, ["user_api_key_used"])
         platform, byok = by_byok.get((False,)) or Sums(), by_byok.get((True,)) or Sums()
-        tables = {name: await _rows(conn, view, dimension) for name, dimension in COST_TABLES.items()}
+        for name, dimension in COST_TABLES.items():
+            if name == "user" and not session.is_admin:
+                continue
+            sort, descending, number, size = orders[name]
+            rows = await _rows(conn, view, dimension, sort=sort, descending=descending)
+            pages = max(1, -(-len(rows) // size))
+            first = (min(number, pages) - 1) * size
+            shown = await _labelled(conn, dimension, rows[first : first + size])
+            tables[name] = CostTable(name, shown, len(rows), sort, descending, number, pages, first + 1)
         names = await _model_names(conn)
     return render(
         "costs.html",
@@ -410,57 +496,73 @@ async def costs(request: Request[Any, Any, Any]) -> Response[str]:
         byok=byok,
         tables=tables,
         model_names=names,
+        query_with=lambda **changes: query_with(request.query_params, **changes),
     )
 
 
+CSV_HEADER = (
+    "label",
+    "requests",
+    "errors",
+    "cost_usd",
+    "cost_nano",
+    "charged_usd",
+    "charged_nano",
+    "platform_cost_usd",
+    "platform_cost_nano",
+    "byok_cost_usd",
+    "byok_cost_nano",
+)
+CSV_CHUNK = 500
+
+
+def _csv_line(*values: Any) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerow(values)
+    return out.getvalue()
+
+
 @get("/costs.csv", name="dashboard:costs_csv")
-async def costs_csv(request: Request[Any, Any, Any]) -> Response[str]:
-    """One cost table as CSV: exact USD strings and integer nano-USD, nothing rounded."""
+async def costs_csv(request: Request[Any, Any, Any]) -> Stream:
+    """One whole cost table as CSV, streamed (labels looked up 500 rows at a time): exact USD strings and
+    integer nano-USD, nothing rounded; in the order the page shows it."""
     session = await signed_in(request)
     view = parse_view(request.query_params, session)
     table = request.query_params.get("table", "")
     if table not in COST_TABLES:
         raise DashboardError(400, "'table' must be one of workspace, user, model, key.")
-    async with runtime_of(request).engine.connect() as conn:
-        rows = await _rows(conn, view, COST_TABLES[table])
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(
-        [
-            table,
-            "label",
-            "requests",
-            "errors",
-            "cost_usd",
-            "cost_nano",
-            "charged_usd",
-            "charged_nano",
-            "platform_cost_usd",
-            "platform_cost_nano",
-            "byok_cost_usd",
-            "byok_cost_nano",
-        ]
-    )
-    for r in rows:
-        writer.writerow(
-            [
-                "" if r.key is None else str(r.key),
-                r.label,
-                r.sums.requests,
-                r.sums.errors,
-                fmt.usd_exact(r.sums.cost_nano),
-                r.sums.cost_nano,
-                fmt.usd_exact(r.sums.charged_nano),
-                r.sums.charged_nano,
-                fmt.usd_exact(r.platform.cost_nano),
-                r.platform.cost_nano,
-                fmt.usd_exact(r.byok.cost_nano),
-                r.byok.cost_nano,
-            ]
-        )
+    sort, descending, _page, _size = _table_order(request.query_params, table)
+    engine = runtime_of(request).engine
+    dimension = COST_TABLES[table]
+    async with engine.connect() as conn:
+        rows = await _rows(conn, view, dimension, sort=sort, descending=descending)
+
+    async def lines() -> AsyncIterator[str]:
+        yield _csv_line(table, *CSV_HEADER)
+        for start in range(0, len(rows), CSV_CHUNK):
+            async with engine.connect() as conn:
+                chunk = await _labelled(conn, dimension, rows[start : start + CSV_CHUNK])
+            yield "".join(
+                _csv_line(
+                    "" if r.key is None else str(r.key),
+                    r.label,
+                    r.sums.requests,
+                    r.sums.errors,
+                    fmt.usd_exact(r.sums.cost_nano),
+                    r.sums.cost_nano,
+                    fmt.usd_exact(r.sums.charged_nano),
+                    r.sums.charged_nano,
+                    fmt.usd_exact(r.platform.cost_nano),
+                    r.platform.cost_nano,
+                    fmt.usd_exact(r.byok.cost_nano),
+                    r.byok.cost_nano,
+                )
+                for r in chunk
+            )
+
     filename = f"synapgate-costs-by-{table}-{view.start_day}-{view.end_day}.csv"
-    return Response(
-        out.getvalue(),
+    return Stream(
+        lines(),
         media_type="text/csv; charset=utf-8",
         headers={**SECURITY_HEADERS, "Content-Disposition": f'attachment; filename="{filename}"'},
     )
@@ -624,9 +726,7 @@ def sign_in_required(request: Request[Any, Any, Any], _: SignInRequired) -> Resp
 
 
 def _urlencode_next(target: str) -> str:
-    from urllib.parse import urlencode
-
-    return urlencode({"next": target})
+    return _urlencode({"next": target})
 
 
 ROUTES: list[Any] = [

@@ -189,6 +189,14 @@ async def get_churn(conn: AsyncConnection, user_id: uuid.UUID) -> ChurnInfo | No
     return None if row is None else ChurnInfo(*row)
 
 
+async def churn_of_users(conn: AsyncConnection, user_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, ChurnInfo]:
+    """The stored predictions of these users (a page of users at once); those without one are absent."""
+    if not user_ids:
+        return {}
+    stmt = select(*_CHURN_COLUMNS).where(churn_rows.c.user_id.in_(list(user_ids)))
+    return {row[0]: ChurnInfo(*row) for row in (await conn.execute(stmt)).all()}
+
+
 async def list_churn(
     conn: AsyncConnection, *, risk: str | None, user_id: uuid.UUID | None, limit: int, offset: int
 ) -> Page[ChurnInfo]:

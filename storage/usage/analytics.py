@@ -2,7 +2,9 @@
 
 Every total comes from the rollups for the whole hours/days inside a time range, plus usage_logs itself
 for the partial periods at its edges, so answers are exact for any time-zone-aware range and cost
-O(periods), not O(requests) (storage/rollups.py says how the rollups are kept).
+O(periods), not O(requests) (storage/rollups.py says how the rollups are kept). `usage_totals` is the one
+reader of grouped totals: given the filters and group keys it picks the smallest rollup holding them (a
+one-dimension daily rollup when it can), so the admin API and the dashboard ask it the same questions.
 
 Percentiles follow PostgreSQL's `percentile_cont` (linear interpolation between the two nearest ranks):
 - exact, from usage_logs, for a user's own rows and for any range holding at most
@@ -26,6 +28,8 @@ from sqlalchemy import ColumnElement, Float, Table, case, func, select, type_coe
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.models import (
+    NO_KEY,
+    NO_WORKSPACE,
     Llm,
     MessageFeedback,
     User,
@@ -44,8 +48,12 @@ from storage.usage.rollups import (
     latency_daily,
     usage_daily,
     usage_hourly,
+    usage_key_daily,
     usage_log_sums,
     usage_logs,
+    usage_model_daily,
+    usage_user_daily,
+    usage_workspace_daily,
 )
 
 llms = table_of(Llm)
@@ -139,8 +147,27 @@ class Sums:
 assert tuple(f.name for f in fields(Sums)) == SUM_FIELDS
 
 
-def _rollup_sums(table: Table) -> list[Any]:
-    return [func.sum(table.c[name]) for name in SUM_FIELDS]
+def _rollup_sums(table: Table, names: Sequence[str] = SUM_FIELDS) -> list[Any]:
+    return [func.sum(table.c[name]) for name in names]
+
+
+def _log_sums(names: Sequence[str] = SUM_FIELDS) -> list[Any]:
+    everything = dict(zip(SUM_FIELDS, usage_log_sums(), strict=True))
+    return [everything[name] for name in names]
+
+
+def _merge(into: dict[tuple[Any, ...], Sums], key: tuple[Any, ...], sums: Sums) -> None:
+    """Add `sums` under `key` (taking the object itself when the key is new: most keys are)."""
+    existing = into.get(key)
+    if existing is None:
+        into[key] = sums
+    else:
+        existing.add(sums)
+
+
+def _sums_of(names: Sequence[str], values: Sequence[Any]) -> Sums:
+    """Sums of the named fields (the others 0); PostgreSQL's SUM(bigint) is a NUMERIC: exact ints."""
+    return Sums(**{name: int(v or 0) for name, v in zip(names, values, strict=True)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +182,7 @@ class RollupSource:
     rollup_keys: list[Any]
     raw_filters: list[ColumnElement[bool]]
     raw_keys: list[Any]
+    fields: tuple[str, ...] = SUM_FIELDS  # which sums to read (fewer is faster; the others stay 0)
 
 
 async def grouped_sums(
@@ -166,46 +194,181 @@ async def grouped_sums(
     if whole is not None:
         period = source.rollup.c[source.period]
         keys = [period, *source.rollup_keys] if by_period else list(source.rollup_keys)
-        stmt = select(*keys, *_rollup_sums(source.rollup)).where(
+        stmt = select(*keys, *_rollup_sums(source.rollup, source.fields)).where(
             *source.rollup_filters, *whole.filters(period)
         )
         if keys:
             stmt = stmt.group_by(*keys)
         for row in (await conn.execute(stmt)).all():
-            out[tuple(row[: len(keys)])].add(Sums.of_values(row[len(keys) :]))
+            _merge(out, tuple(row[: len(keys)]), _sums_of(source.fields, row[len(keys) :]))
     for edge in edges:
         keys = list(source.raw_keys)
-        stmt = select(*keys, *usage_log_sums()).where(
+        stmt = select(*keys, *_log_sums(source.fields)).where(
             *source.raw_filters, *edge.filters(usage_logs.c.created_at)
         )
         if keys:
             stmt = stmt.group_by(*keys)
         prefix = (floor_to(edge.start, source.unit),) if by_period and edge.start is not None else ()
         for row in (await conn.execute(stmt)).all():
-            sums = Sums.of_values(row[len(keys) :])
+            sums = _sums_of(source.fields, row[len(keys) :])
             if sums.requests:
                 out[prefix + tuple(row[: len(keys)])].add(sums)
     return {k: v for k, v in out.items() if v.requests}
 
 
-def _user_source(user_id: uuid.UUID, rollup_keys: list[str], raw_keys: list[str]) -> RollupSource:
-    return RollupSource(
-        rollup=usage_daily,
-        unit=DAY,
-        period="day",
-        rollup_filters=[usage_daily.c.user_id == user_id],
-        rollup_keys=[usage_daily.c[k] for k in rollup_keys],
-        raw_filters=[usage_logs.c.user_id == user_id],
-        raw_keys=[usage_logs.c[k] for k in raw_keys],
-    )
+# -- totals by any dimension: the one reader the API and the dashboard share ------------------------------
+
+#: What totals may be grouped by (usage_logs columns; `api_key_id` is the gateway key).
+DIMENSIONS = ("model", "user_api_key_used", "user_id", "workspace_id", "api_key_id")
+#: Rollup stand-ins for NULL key parts, read back as None.
+_STAND_INS: dict[str, uuid.UUID] = {"workspace_id": NO_WORKSPACE, "api_key_id": NO_KEY}
+
+
+@dataclass(frozen=True, slots=True)
+class UsageFilters:
+    """What totals are narrowed to; None means no narrowing."""
+
+    user_id: uuid.UUID | None = None
+    workspace_id: uuid.UUID | None = None
+    model: str | None = None
+    key_id: uuid.UUID | None = None
+
+    def columns(self) -> dict[str, Any]:
+        """The narrowing as {usage_logs column: value}."""
+        given = {
+            "user_id": self.user_id,
+            "workspace_id": self.workspace_id,
+            "model": self.model,
+            "api_key_id": self.key_id,
+        }
+        return {k: v for k, v in given.items() if v is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class Rollup:
+    table: Table
+    unit: timedelta
+    period: str
+    dimensions: frozenset[str]  # besides user_api_key_used, which every rollup has
+
+
+HOURLY_ROLLUP = Rollup(usage_hourly, HOUR, "hour", frozenset({"model"}))
+#: Daily rollups, smallest first: the first that holds a question's dimensions answers it.
+DAILY_ROLLUPS = (
+    Rollup(usage_model_daily, DAY, "day", frozenset({"model"})),
+    Rollup(usage_workspace_daily, DAY, "day", frozenset({"workspace_id"})),
+    Rollup(usage_user_daily, DAY, "day", frozenset({"user_id"})),
+    Rollup(usage_key_daily, DAY, "day", frozenset({"api_key_id", "user_id"})),
+    Rollup(usage_daily, DAY, "day", frozenset({"user_id", "workspace_id", "model"})),
+)
+
+
+def choose_rollup(window: Window, dimensions: Iterable[str], per: timedelta | None = None) -> Rollup | None:
+    """The rollup that answers totals over these dimensions (filters and group keys) most cheaply; None when
+    only usage_logs has them (e.g. a key with a model).
+
+    A day-aligned range (every dashboard range) reads the smallest daily rollup. Otherwise the hourly one
+    when it holds the dimensions (its edges are partial hours of usage_logs, not partial days).
+    """
+    needed = set(dimensions) - {"user_api_key_used"}
+    hourly_fits = needed <= HOURLY_ROLLUP.dimensions
+    if per == HOUR:
+        return HOURLY_ROLLUP if hourly_fits else None
+    daily = next((r for r in DAILY_ROLLUPS if needed <= r.dimensions), None)
+    _whole, day_edges = split_window(window, DAY)
+    if hourly_fits and (day_edges or daily is None):
+        return HOURLY_ROLLUP
+    return daily
+
+
+def _read_back(name: str, value: Any) -> Any:
+    if name in _STAND_INS and value == _STAND_INS[name]:
+        return None
+    if name == "user_api_key_used":
+        return bool(value)
+    return value
+
+
+async def usage_totals(
+    conn: AsyncConnection,
+    window: Window,
+    filters: UsageFilters,
+    keys: Sequence[str],
+    *,
+    per: timedelta | None = None,
+    among_users: Sequence[uuid.UUID] | None = None,
+    fields: Sequence[str] = SUM_FIELDS,
+) -> dict[tuple[Any, ...], Sums]:
+    """Exact totals per group of `keys` (a subset of DIMENSIONS) over `window` and `filters`, with the UTC
+    period (hour or day) first in each key when `per` is given; only `among_users`' rows when given.
+
+    NULL workspaces and keys come back as None. Only groups with requests are returned. `fields` names the
+    sums to read (it must hold `requests`; the others come back 0): a cost table needs four of twelve.
+    """
+    assert all(k in DIMENSIONS for k in keys), keys
+    assert "requests" in fields and set(fields) <= set(SUM_FIELDS), fields
+    fields = tuple(fields)
+    narrowing = filters.columns()
+    dimensions = {*keys, *narrowing}
+    if among_users is not None:
+        dimensions.add("user_id")
+    rollup = choose_rollup(window, dimensions, per)
+    raw_filters: list[ColumnElement[bool]] = [usage_logs.c[k] == v for k, v in narrowing.items()]
+    if among_users is not None:
+        raw_filters.append(usage_logs.c.user_id.in_(list(among_users)))
+    found: dict[tuple[Any, ...], Sums]
+    if rollup is not None:
+        t = rollup.table
+        rollup_filters: list[ColumnElement[bool]] = [t.c[k] == v for k, v in narrowing.items()]
+        if among_users is not None:
+            rollup_filters.append(t.c.user_id.in_(list(among_users)))
+        source = RollupSource(
+            rollup=t,
+            unit=rollup.unit,
+            period=rollup.period,
+            rollup_filters=rollup_filters,
+            rollup_keys=[t.c[k] for k in keys],
+            raw_filters=raw_filters,
+            raw_keys=[usage_logs.c[k] for k in keys],
+            fields=fields,
+        )
+        found = await grouped_sums(conn, source, window, by_period=per is not None)
+    else:  # only usage_logs has these dimensions together
+        if per is not None:
+            raise ValueError("a series needs a rollup holding its dimensions")
+        columns = [usage_logs.c[k] for k in keys]
+        stmt = select(*columns, *_log_sums(fields)).where(
+            *raw_filters, *window.filters(usage_logs.c.created_at)
+        )
+        if columns:
+            stmt = stmt.group_by(*columns)
+        found = {}
+        for row in (await conn.execute(stmt)).all():
+            sums = _sums_of(fields, row[len(keys) :])
+            if sums.requests:
+                found[tuple(row[: len(keys)])] = sums
+    names = ["period", *keys] if per is not None else list(keys)
+    converted = [(i, n) for i, n in enumerate(names) if n in _STAND_INS or n == "user_api_key_used"]
+    floored = per is not None and rollup is not None and rollup.unit != per
+    if not converted and not floored:
+        return found
+    out: dict[tuple[Any, ...], Sums] = {}
+    for key, sums in found.items():
+        values = list(key)
+        for i, name in converted:
+            values[i] = _read_back(name, values[i])
+        if floored:
+            assert per is not None
+            values[0] = floor_to(values[0], per)
+        _merge(out, tuple(values), sums)
+    return out
 
 
 async def user_usage_by_day_and_model(
     conn: AsyncConnection, user_id: uuid.UUID, window: Window
 ) -> dict[tuple[datetime, str], Sums]:
     """A user's totals per (UTC day, model)."""
-    source = _user_source(user_id, ["model"], ["model"])
-    found = await grouped_sums(conn, source, window, by_period=True)
+    found = await usage_totals(conn, window, UsageFilters(user_id=user_id), ["model"], per=DAY)
     return {(k[0], k[1]): v for k, v in found.items()}
 
 
@@ -214,37 +377,15 @@ async def workspace_costs_by_user_and_model(
 ) -> dict[tuple[uuid.UUID, str, bool], Sums]:
     """A workspace's totals per (user, model, BYOK)."""
     keys = ["user_id", "model", "user_api_key_used"]
-    source = RollupSource(
-        rollup=usage_daily,
-        unit=DAY,
-        period="day",
-        rollup_filters=[usage_daily.c.workspace_id == workspace_id],
-        rollup_keys=[usage_daily.c[k] for k in keys],
-        raw_filters=[usage_logs.c.workspace_id == workspace_id],
-        raw_keys=[usage_logs.c[k] for k in keys],
-    )
-    found = await grouped_sums(conn, source, window)
+    found = await usage_totals(conn, window, UsageFilters(workspace_id=workspace_id), keys)
     return {(k[0], k[1], bool(k[2])): v for k, v in found.items()}
 
 
 async def totals_by_model(
     conn: AsyncConnection, window: Window, user_id: uuid.UUID | None = None
 ) -> dict[tuple[str, bool], Sums]:
-    """Totals per (model, BYOK): over everyone's requests (hourly rollup), or one user's (daily rollup)."""
-    keys = ["model", "user_api_key_used"]
-    if user_id is not None:
-        source = _user_source(user_id, keys, keys)
-    else:
-        source = RollupSource(
-            rollup=usage_hourly,
-            unit=HOUR,
-            period="hour",
-            rollup_filters=[],
-            rollup_keys=[usage_hourly.c[k] for k in keys],
-            raw_filters=[],
-            raw_keys=[usage_logs.c[k] for k in keys],
-        )
-    found = await grouped_sums(conn, source, window)
+    """Totals per (model, BYOK): over everyone's requests (per-model rollups), or one user's (usage_daily)."""
+    found = await usage_totals(conn, window, UsageFilters(user_id=user_id), ["model", "user_api_key_used"])
     return {(k[0], bool(k[1])): v for k, v in found.items()}
 
 

@@ -109,6 +109,7 @@ def facts_of_record(rec: CompletionRecord) -> UsageFacts:
         charged_nano=rec.charged_nano,
         latency_ms=rec.latency_ms,
         ttft_ms=rec.ttft_ms,
+        api_key_id=rec.api_key_id,
     )
 
 

@@ -8,12 +8,16 @@ its records into facts (so the recorder imports the rollups, never the other way
 - `usage_daily`   (user, day, workspace, model, byok): one user's usage, one workspace's costs.
 - `latency_daily` (day, model, metric, bucket): latency and TTFT histograms of successful requests, for
   percentiles over more rows than is cheap to sort (storage/analytics.py decides when).
+- one dimension per day (the dashboard at scale, issue 13): `usage_model_daily` (day, model, byok),
+  `usage_user_daily` (user, day, byok), `usage_workspace_daily` (workspace, day, byok) and `usage_key_daily`
+  (key, day, user, byok). "Spend per user over 90 days" then reads ~90 rows per user, not one per
+  (user, workspace, model, day); storage/usage/analytics.py picks the smallest rollup that holds a question.
 
 Hours and days are UTC. Only sums are stored, so any set of whole periods adds up exactly; the queries
 read the partial periods at the edges of a time range from usage_logs itself.
 
 Lock order (no deadlocks): a batch's rows are summed per key, then upserted table by table
-(hourly, daily, latency) in sorted key order, so every transaction takes rollup row locks in one global
+(ROLLUP_ORDER, then latency) in sorted key order, so every transaction takes rollup row locks in one global
 order. An hourly row is shared by every request to its model in that hour: concurrent transactions queue
 on it until they commit, so the hook belongs at the very end of the recorder's transaction (with group
 commit, one wait per batch).
@@ -34,13 +38,39 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage.models import NO_WORKSPACE, LatencyDaily, UsageDaily, UsageHourly, UsageLog, table_of
+from storage.models import (
+    NO_KEY,
+    NO_WORKSPACE,
+    LatencyDaily,
+    UsageDaily,
+    UsageHourly,
+    UsageKeyDaily,
+    UsageLog,
+    UsageModelDaily,
+    UsageUserDaily,
+    UsageWorkspaceDaily,
+    table_of,
+)
 from storage.types import UTCDateTime
 
 usage_hourly = table_of(UsageHourly)
 usage_daily = table_of(UsageDaily)
 latency_daily = table_of(LatencyDaily)
 usage_logs = table_of(UsageLog)
+usage_model_daily = table_of(UsageModelDaily)
+usage_user_daily = table_of(UsageUserDaily)
+usage_workspace_daily = table_of(UsageWorkspaceDaily)
+usage_key_daily = table_of(UsageKeyDaily)
+
+#: The sum rollups in lock order (every transaction upserts them in this order, then latency_daily).
+ROLLUP_ORDER: tuple[Table, ...] = (
+    usage_hourly,
+    usage_daily,
+    usage_model_daily,
+    usage_user_daily,
+    usage_workspace_daily,
+    usage_key_daily,
+)
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
@@ -122,6 +152,7 @@ class UsageFacts:
     charged_nano: int = 0
     latency_ms: int = 0
     ttft_ms: int | None = None
+    api_key_id: uuid.UUID | None = None
 
     def sums(self) -> dict[str, int]:
         success = self.status == "success"
@@ -150,6 +181,28 @@ class UsageFacts:
             "workspace_id": self.workspace_id or NO_WORKSPACE,
             "model": self.model,
             "user_api_key_used": self.byok,
+        }
+
+    def rollup_keys(self) -> dict[str, dict[str, Any]]:
+        """This row's key in every sum rollup, by table name (column order = the table's primary key)."""
+        day = floor_to(self.created_at, DAY)
+        byok = self.byok
+        return {
+            usage_hourly.name: self.hourly_key(),
+            usage_daily.name: self.daily_key(),
+            usage_model_daily.name: {"day": day, "model": self.model, "user_api_key_used": byok},
+            usage_user_daily.name: {"user_id": self.user_id, "day": day, "user_api_key_used": byok},
+            usage_workspace_daily.name: {
+                "workspace_id": self.workspace_id or NO_WORKSPACE,
+                "day": day,
+                "user_api_key_used": byok,
+            },
+            usage_key_daily.name: {
+                "api_key_id": self.api_key_id or NO_KEY,
+                "day": day,
+                "user_id": self.user_id,
+                "user_api_key_used": byok,
+            },
         }
 
     def latency_keys(self) -> list[dict[str, Any]]:
@@ -207,17 +260,17 @@ async def apply_facts(conn: AsyncConnection, facts: Sequence[UsageFacts]) -> Non
     transaction takes its rollup row locks in the same global order, so concurrent batches cannot
     deadlock on them (and each key is written once per batch).
     """
-    hourly: dict[tuple[Any, ...], list[int]] = {}
-    daily: dict[tuple[Any, ...], list[int]] = {}
+    per_table: dict[str, dict[tuple[Any, ...], list[int]]] = {t.name: {} for t in ROLLUP_ORDER}
     latency: dict[tuple[Any, ...], int] = defaultdict(int)
     for f in facts:
         sums = f.sums()
-        _sum_into(hourly, f.hourly_key(), sums)
-        _sum_into(daily, f.daily_key(), sums)
+        for name, key in f.rollup_keys().items():
+            _sum_into(per_table[name], key, sums)
         for key in f.latency_keys():
             latency[tuple(key.values())] += 1
     dialect = conn.dialect.name
-    for table, rows in ((usage_hourly, hourly), (usage_daily, daily)):
+    for table in ROLLUP_ORDER:
+        rows = per_table[table.name]
         if rows:
             names = [c.name for c in table.primary_key.columns] + list(SUM_FIELDS)
             params = [dict(zip(names, (*key, *rows[key]), strict=True)) for key in sorted(rows)]
@@ -269,7 +322,7 @@ def rebuild_usage_rollups(conn: Connection) -> int:
     stopped — the migration that creates the rollups does.
     """
     dialect = conn.dialect.name
-    for table in (usage_hourly, usage_daily, latency_daily):
+    for table in (*ROLLUP_ORDER, latency_daily):
         conn.execute(delete(table))
     c = usage_logs.c
     hour = _utc_start(dialect, c.created_at, "hour")
@@ -291,6 +344,22 @@ def rebuild_usage_rollups(conn: Connection) -> int:
             ),
         )
     )
+    key = func.coalesce(c.api_key_id, literal(NO_KEY, Uuid()))
+    one_dimension: tuple[tuple[Table, list[str], list[Any]], ...] = (
+        (usage_model_daily, ["day", "model"], [day, c.model]),
+        (usage_user_daily, ["user_id", "day"], [c.user_id, day]),
+        (usage_workspace_daily, ["workspace_id", "day"], [workspace, day]),
+        (usage_key_daily, ["api_key_id", "day", "user_id"], [key, day, c.user_id]),
+    )
+    for table, key_names, columns in one_dimension:
+        conn.execute(
+            table.insert().from_select(
+                [*key_names, "user_api_key_used", *SUM_FIELDS],
+                select(*columns, c.user_api_key_used, *usage_log_sums()).group_by(
+                    *columns, c.user_api_key_used
+                ),
+            )
+        )
     counts: dict[tuple[datetime, str, str, int], int] = defaultdict(int)
     typed_day = type_coerce(day, UTCDateTime())
     for metric, column in (("latency", c.latency_ms), ("ttft", c.ttft_ms)):
@@ -313,7 +382,7 @@ def rebuild_usage_rollups(conn: Connection) -> int:
 def rollup_rows(conn: Connection) -> dict[str, list[tuple[Any, ...]]]:
     """Every rollup row in a comparable form (tests: incremental upkeep equals a rebuild)."""
     out: dict[str, list[tuple[Any, ...]]] = {}
-    for table in (usage_hourly, usage_daily, latency_daily):
+    for table in (*ROLLUP_ORDER, latency_daily):
         keys = list(table.primary_key.columns)
         out[table.name] = [tuple(r) for r in conn.execute(select(table).order_by(*keys)).all()]
     return out

@@ -61,6 +61,7 @@ class Site:
     request_ids_a: list[str] = field(default_factory=list)
     request_ids_b: list[str] = field(default_factory=list)
     error_request_id: str | None = None
+    database_url: str = ""  # for the jobs a test runs itself (the daily churn prediction)
 
     def api(self, path: str, key: str | None = None, **params: Any) -> Any:
         headers = {"Authorization": f"Bearer {key or self.admin_key}"}
@@ -158,6 +159,7 @@ def site(
     try:
         site = _seed(server.url)
         site.backend = backend
+        site.database_url = database_url
         yield site
     finally:
         server.stop()

@@ -117,6 +117,61 @@ def test_every_page_with_the_api_figures(site: Site, new_page: Any) -> None:
         assert page.locator(".status-error").first.is_visible()
 
 
+def test_cost_tables_sort_and_page_on_the_server(site: Site, new_page: Any) -> None:
+    """A cost table shows one page in the order its URL asks; its links keep every other parameter; the
+    figures on every page are the API's; the CSV holds the whole table in the same order."""
+    page = new_page()
+    start, end, api_start, api_end = _range()
+    top = site.api("/analytics/top-llms", start=api_start, end=api_end, limit=100, order_by="requests")
+    by_requests = [row["model"] for row in top["data"]]
+    assert len(by_requests) == 3
+    query = f"start={start}&end={end}&model_size=2&model_sort=requests&key_size=1"
+    sign_in(page, site, site.admin_key, f"/dashboard/costs?{query}")
+    table = page.locator("#costs-model")
+    assert table.get_attribute("data-total") == "3" and table.get_attribute("data-pages") == "2"
+    shown = [str(k) for k in table.locator("tbody tr").evaluate_all("rs => rs.map(r => r.dataset.key)")]
+    assert shown == by_requests[:2]
+    assert page.locator("#costs-key tbody tr").count() == 1  # key_size=1: one of two keys
+    assert page.locator("#costs-user tbody tr").count() == 2  # other tables keep their own size
+
+    table.locator("a[rel=next]").click()
+    page.wait_for_url("**model_page=2*")
+    for kept in (f"start={start}", f"end={end}", "model_size=2", "model_sort=requests", "key_size=1"):
+        assert kept in page.url, (kept, page.url)
+    rows = page.locator("#costs-model tbody tr")
+    assert rows.count() == 1 and rows.first.get_attribute("data-key") == by_requests[2]
+    assert page.locator("#costs-model tbody tr").first.get_attribute("data-rank") == "3"
+    last = next(r for r in top["data"] if r["model"] == by_requests[2])
+    assert metric(page, "cost_usd", "#costs-model tbody") == last["cost_usd"]
+    assert metric(page, "charged_usd", "#costs-model tbody") == last["charged_usd"]
+    assert page.locator("#costs-key tbody tr").count() == 1  # its page did not move
+
+    # the Requests heading toggles to ascending and goes back to page 1
+    page.locator("#costs-model th a[data-sort-key=requests]").click()
+    page.wait_for_url("**model_dir=asc*")
+    assert "model_page" not in page.url
+    shown = [
+        str(k) for k in page.locator("#costs-model tbody tr").evaluate_all("rs => rs.map(r => r.dataset.key)")
+    ]
+    assert shown == list(reversed(by_requests))[:2]
+    with page.expect_download() as download:
+        page.locator("#costs-model a:has-text('Export CSV')").click()
+    exported = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+    assert [r["model"] for r in exported] == list(reversed(by_requests))  # all of it, in the page's order
+    assert {r["model"]: r["cost_usd"] for r in exported} == {r["model"]: r["cost_usd"] for r in top["data"]}
+
+
+def test_cost_table_parameters_are_checked(site: Site, new_page: Any, console: Any) -> None:
+    console.expected_statuses.add(400)
+    page = new_page()
+    sign_in(page, site, site.admin_key, "/dashboard/costs")
+    for bad in ("model_sort=email", "user_dir=up", "key_page=0", "workspace_size=100000", "model_page=x"):
+        response = page.goto(f"{site.url}/dashboard/costs?{bad}")
+        assert response is not None and response.status == 400, bad
+    response = page.goto(f"{site.url}/dashboard/costs.csv?table=model&model_sort=email")
+    assert response is not None and response.status == 400
+
+
 def test_request_log_filters_and_pages(site: Site, new_page: Any) -> None:
     page = new_page()
     sign_in(page, site, site.admin_key, "/dashboard/requests")

@@ -7,11 +7,19 @@ console errors anywhere (the `new_page` fixture asserts that).
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 
+from insights.anomaly import Anomaly
+from storage.db import create_engine
+from storage.insights import repository as insights_repository
+from storage.insights.service import ChurnRun, run_churn
 from tests.browser.conftest import Site, sign_in
+from tests.integration.conftest import off_loop
 
 
 def metric(page: Any, name: str) -> str:
@@ -59,8 +67,7 @@ def test_admin_visits_every_page(site: Site, new_page: Any) -> None:
     assert int(metric(page, "keys")) == keys["total"]
     assert page.locator("tr[data-key-id]").count() == keys["total"]
     page.goto(f"{site.url}/dashboard/insights")
-    for what in ("Anomalies", "Churn risk", "Model recommendations"):
-        assert page.get_by_text(what, exact=True).is_visible()
+    assert page.get_by_role("heading", name="Churn risk").is_visible()
 
     href = _conversation_href(page, site, site.request_ids_a[3])
     page.goto(f"{site.url}{href}")
@@ -237,3 +244,153 @@ def test_user_cannot_post_admin_forms(site: Site, new_page: Any, console: Any) -
         max_redirects=0,
     )
     assert answer.status == 403
+
+
+def _predict_churn(site: Site) -> ChurnRun:
+    """The daily insights job's churn step, on the site's database (as `synapgate insights run` does)."""
+
+    async def run() -> ChurnRun:
+        engine = create_engine(site.database_url, pool_size=2)
+        try:
+            return await run_churn(engine)
+        finally:
+            await engine.dispose()
+
+    result: ChurnRun = off_loop(asyncio.run, run())
+    return result
+
+
+def _churn_matches(page: Any, scope: str, api: dict[str, Any]) -> None:
+    """The churn figures rendered in `scope` equal the API's prediction (probability, risk, factors)."""
+    box = page.locator(scope)
+    assert (
+        float(str(box.locator("[data-metric='churn_probability']").first.get_attribute("data-value")))
+        == (api["churn_probability"])
+    )
+    assert box.locator("[data-metric='churn_risk']").first.get_attribute("data-value") == api["risk"]
+
+
+def test_churn_risk_equals_the_api(site: Site, new_page: Any, console: Any) -> None:
+    run = _predict_churn(site)
+    assert run.predictions >= 2  # both seeded users were active today
+    listed = site.api("/analytics/churn-prediction", limit=100)
+    assert listed["total"] == run.predictions
+    own = site.api(f"/analytics/churn-prediction/{site.user_a}")
+
+    page = new_page()
+    sign_in(page, site, site.admin_key, "/dashboard/users")
+    _churn_matches(page, f"tr[data-user-id='{site.user_a}'] .churn-cell", own)
+
+    page.goto(f"{site.url}/dashboard/users/{site.user_a}")
+    _churn_matches(page, "#churn", own)
+    assert metric(page, "churn_model_version") == own["model_version"] == run.model_version
+    heuristic = own["model_version"].startswith("heuristic")
+    assert (page.locator("#churn [data-metric='churn_heuristic']").count() == 1) == heuristic
+    assert page.locator("#churn tr[data-factor]").count() == len(own["factors"]) > 0
+    for factor in own["factors"]:
+        row = page.locator(f"#churn tr[data-factor='{factor['name']}']")
+        value = row.locator("[data-metric='churn_factor_value']").get_attribute("data-value")
+        effect = row.locator("[data-metric='churn_factor_effect']").get_attribute("data-value")
+        assert float(str(value)) == factor["value"] and float(str(effect)) == factor["effect"], factor
+
+    page.goto(f"{site.url}/dashboard/insights")
+    assert int(metric(page, "churn_predictions")) == listed["total"]
+    shown = page.locator("#churn-list tbody tr").evaluate_all("rs => rs.map(r => r.dataset.userId)")
+    assert shown == [c["user_id"] for c in listed["data"]]  # most likely to churn first, as the API lists
+    for c in listed["data"]:
+        _churn_matches(page, f"#churn-list tr[data-user-id='{c['user_id']}']", c)
+    page.locator(f"#churn-list .chips a:text-is('{own['risk']}')").click()
+    page.wait_for_url(f"**/dashboard/insights?risk={own['risk']}")
+    at_risk = site.api("/analytics/churn-prediction", risk=own["risk"], limit=100)
+    assert page.locator("#churn-list tbody tr").count() == at_risk["total"] >= 1
+    console.expected_statuses.add(400)
+    response = page.goto(f"{site.url}/dashboard/insights?risk=extreme")
+    assert response is not None and response.status == 400
+
+    mine = new_page()  # a user key: its own prediction only, equal to what its key reads from the API
+    sign_in(mine, site, site.key_a, "/dashboard/insights")
+    assert mine.locator("#churn-list tbody tr").evaluate_all("rs => rs.map(r => r.dataset.userId)") == [
+        str(site.user_a)
+    ]
+    _churn_matches(
+        mine, "#churn-list", site.api(f"/analytics/churn-prediction/{site.user_a}", key=site.key_a)
+    )
+    mine.goto(f"{site.url}/dashboard/users/{site.user_a}")
+    _churn_matches(mine, "#churn", own)
+    mine.goto(f"{site.url}/dashboard/users")
+    assert mine.locator("tr[data-user-id] .churn-cell [data-metric='churn_risk']").count() == 1
+
+
+def _store_anomalies(site: Site, found: list[Anomaly], owners: dict[tuple[str, str], Any]) -> None:
+    """Anomalies stored as the hourly job stores them (its detector needs weeks of history to find any)."""
+
+    async def run() -> None:
+        engine = create_engine(site.database_url, pool_size=2)
+        try:
+            async with engine.begin() as conn:
+                await insights_repository.insert_new_anomalies(conn, found, owners)
+        finally:
+            await engine.dispose()
+
+    off_loop(asyncio.run, run())
+
+
+def test_anomalies_equal_the_api(site: Site, new_page: Any) -> None:
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    key_b = next(k for k in site.api("/keys", limit=1000)["data"] if k["user_id"] == str(site.user_b))
+    owner = insights_repository.EntityOwner
+    found = [
+        Anomaly("user", str(site.user_a), "spend_nano", hour - timedelta(hours=1), 987_654_321, 12_345, 9.5),
+        Anomaly("key", key_b["id"], "requests", hour - timedelta(hours=2), 400, 3, 12.25),
+        Anomaly("user", str(site.user_a), "requests", hour - timedelta(days=20), 50, 2, 7.0),  # out of range
+    ]
+    owners = {
+        ("user", str(site.user_a)): owner(site.user_a, None),
+        ("key", key_b["id"]): owner(site.user_b, None),
+    }
+    _store_anomalies(site, found, owners)
+    today = datetime.now(UTC).date()
+    start, end = (today - timedelta(days=6)).isoformat(), (today + timedelta(days=1)).isoformat()
+    listed = site.api("/analytics/anomalies", start=f"{start}T00:00:00Z", end=f"{end}T00:00:00Z", limit=100)
+    assert listed["total"] >= 2
+
+    page = new_page()
+    sign_in(page, site, site.admin_key, "/dashboard/insights")
+    assert int(metric(page, "anomalies")) == listed["total"]
+    rows = page.locator("#anomaly-list tr[data-anomaly-id]")
+    assert rows.evaluate_all("rs => rs.map(r => r.dataset.anomalyId)") == [a["id"] for a in listed["data"]]
+    for a in listed["data"]:
+        row = page.locator(f"#anomaly-list tr[data-anomaly-id='{a['id']}']")
+        assert (
+            float(str(row.locator("[data-metric='anomaly_score']").get_attribute("data-value"))) == a["score"]
+        )
+        if a["metric"] == "spend_nano":
+            money = row.locator("[data-metric='anomaly_observed_usd']").get_attribute("data-value")
+            assert money == "0.987654321" and a["observed"] == 987_654_321
+        else:
+            assert (
+                int(str(row.locator("[data-metric='anomaly_observed']").get_attribute("data-value")))
+                == (a["observed"])
+            )
+    assert "bob's laptop" in page.locator("#anomaly-list").inner_text()  # a key is named by prefix and name
+    page.locator("#anomaly-list .chips a", has_text="30 days").click()
+    page.wait_for_url("**/dashboard/insights?start=*")
+    month = site.api(
+        "/analytics/anomalies",
+        start=f"{today - timedelta(days=29)}T00:00:00Z",
+        end=f"{end}T00:00:00Z",
+        limit=100,
+    )
+    assert int(metric(page, "anomalies")) == month["total"] == listed["total"] + 1
+
+    mine = new_page()  # a user key: the anomalies of its own user and keys, as its key reads them
+    sign_in(mine, site, site.key_a, "/dashboard/insights")
+    own = site.api(
+        "/analytics/anomalies", key=site.key_a, start=f"{start}T00:00:00Z", end=f"{end}T00:00:00Z", limit=100
+    )
+    assert int(metric(mine, "anomalies")) == own["total"] >= 1
+    shown = mine.locator("#anomaly-list tr[data-anomaly-id]").evaluate_all(
+        "rs => rs.map(r => r.dataset.anomalyId)"
+    )
+    assert shown == [a["id"] for a in own["data"]]
+    assert all(uuid.UUID(a["user_id"]) == site.user_a for a in own["data"])
