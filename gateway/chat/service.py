@@ -49,8 +49,8 @@ from storage.accounts.keys import KeyPrincipal
 from storage.billing.ledger.base import CreditLedger, HotMove, InsufficientCredit, Reservation
 from storage.billing.ledger.limits import LimitExceeded
 from storage.outage import OutageWatch, is_outage
-from storage.usage.group_commit import GroupCommitRecorder
 from storage.usage.recorder import ConversationNotOwned, record_failure
+from storage.usage.spool import Recorder, SpoolingRecorder
 
 log = logging.getLogger("synapgate.chat")
 
@@ -71,7 +71,7 @@ class ChatService:
         catalog: CatalogCache,
         upstream: Upstream,
         adapters: Mapping[str, AnyAdapter],
-        recorder: GroupCommitRecorder,
+        recorder: Recorder,
         database: OutageWatch | None = None,
         hot_ledger: OutageWatch | None = None,
     ) -> None:
@@ -160,8 +160,10 @@ class ChatService:
     # -- outages: refused before the upstream call ------------------------------------------------
 
     async def _admit(self, inbound: Inbound) -> Call:
-        """Admission, refused fast (503) while the database is known to be down: nothing could be recorded."""
-        if self.database is not None and self.database.down:
+        """Admission, refused fast (503) while the database is known to be down and the record could not be
+        made durable: without a spool (or with the SQL ledger), or with a spool that is full or not writable.
+        With a writable spool it goes on (keys from the auth cache, credit reserved in Redis)."""
+        if self.database is not None and self.database.down and not self._spool_accepting():
             raise database_unavailable()
         try:
             return await self.admission.admit(inbound)
@@ -169,6 +171,10 @@ class ChatService:
             if not is_outage(exc):
                 raise
             raise self._outage(exc, database=True) from None
+
+    def _spool_accepting(self) -> bool:
+        """A record could be spooled now (PostgreSQL down): storage/usage/spool.py."""
+        return isinstance(self.recorder, SpoolingRecorder) and self.recorder.accepting
 
     def _outage(self, exc: BaseException, *, database: bool) -> GatewayError:
         """Note the outage (one log line per state change) and say what to answer."""
