@@ -173,6 +173,7 @@ class SpoolFile:
         self._name(instance)
         self._lock_fd: int | None = None
         self._size = 0
+        self._largest = 4096
         self._waiting: list[tuple[bytes, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._file_lock = asyncio.Lock()  # an append and the rotation never interleave
@@ -216,8 +217,10 @@ class SpoolFile:
 
     @property
     def writable(self) -> bool:
-        """Whether a record can be appended now (writable and under SYNAPGATE_SPOOL_MAX_BYTES)."""
-        return self._lock_fd is not None and self.broken is None and self._size < self.max_bytes
+        """Whether a record as large as the largest so far (at least 4 KiB) can be appended now: the file is
+        writable and stays under SYNAPGATE_SPOOL_MAX_BYTES. Admission asks this before the upstream call."""
+        room = self._size + self._largest <= self.max_bytes
+        return self._lock_fd is not None and self.broken is None and room
 
     @property
     def pending(self) -> bool:
@@ -226,9 +229,10 @@ class SpoolFile:
 
     async def append(self, frame: bytes) -> None:
         """Append one frame; returns once it is fsynced (appends waiting together share one fsync)."""
-        if not self.writable or self._size + len(frame) > self.max_bytes:
+        if self._lock_fd is None or self.broken is not None or self._size + len(frame) > self.max_bytes:
             raise SpoolUnavailable(self.broken or "the spool is full")
         self._size += len(frame)
+        self._largest = max(self._largest, len(frame))
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append((frame, done))
         if self._flusher is None or self._flusher.done():
