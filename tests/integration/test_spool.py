@@ -81,7 +81,9 @@ class Env:
     async def rows(self, user: uuid.UUID) -> list[tuple[str, int]]:
         async with self.engine.connect() as conn:
             result = await conn.execute(
-                text("SELECT request_id, amount_nano FROM billing_events WHERE user_id = :u AND type = 'usage'"),
+                text(
+                    "SELECT request_id, amount_nano FROM billing_events WHERE user_id = :u AND type = 'usage'"
+                ),
                 {"u": user},
             )
             return [(r[0], int(r[1])) for r in result]
@@ -155,7 +157,8 @@ async def test_an_outage_is_spooled_settled_in_redis_and_replayed_exactly_once(e
     # the hot copy serves the spooled debits (reservations closed, not held); reconcile says the ledger agrees
     assert await env.ledger.available(user) == CREDIT - 6_000
     assert await env.ledger.spooled_nano(user) == -6_000
-    assert (await reconcile(env.engine, env.ledger)).mismatches == []
+    pending = await reconcile(env.engine, env.ledger, spool=spool_status(env.directory))
+    assert pending.mismatches == [] and pending.to_dict()["spool_pending_records"] == 3
 
     env.database.mode = "up"
     env.watch.succeeded()
@@ -247,7 +250,10 @@ async def test_a_record_refused_on_replay_is_dead_lettered_with_one_error_line(
     foreign = uuid.uuid4()
     async with env.engine.begin() as conn:  # a conversation of another user (created meanwhile)
         await conn.execute(
-            text("INSERT INTO conversations (id, user_id, created_at, updated_at) VALUES (:i, :u, now(), now())"),
+            text(
+                "INSERT INTO conversations (id, user_id, created_at, updated_at)"
+                " VALUES (:i, :u, now(), now())"
+            ),
             {"i": foreign, "u": owner},
         )
     env.database.mode = "refused"
@@ -262,14 +268,16 @@ async def test_a_record_refused_on_replay_is_dead_lettered_with_one_error_line(
     assert len(errors) == 1 and "dead letter" in errors[0].getMessage() and not errors[0].exc_info
     assert spool_status(env.directory).dead_letters == 1
     assert sorted(a for _, a in await env.rows(user)) == [-3_000, -1_000]
-    assert (await reconcile(env.engine, env.ledger)).mismatches == []
+    report = (await reconcile(env.engine, env.ledger, spool=spool_status(env.directory))).to_dict()
+    assert report["mismatches"] == [] and report["spool_dead_letters"] == 1
+    assert "spool_pending_records" not in report  # replayed: nothing waits
 
 
 async def test_a_crash_mid_replay_and_a_torn_tail_are_replayed_once_at_start_up(
     env: Env, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A previous run died mid-replay (the file renamed for replay, one record committed) and mid-append (a
-    torn last frame). A new run replays at start-up: the committed record skipped, the torn tail kept aside."""
+    torn last frame). A new run replays at start-up: the committed record skipped, the torn tail kept."""
     user = await env.user()
     env.database.mode = "refused"
     for charged in (1_000, 2_000, 3_000):
