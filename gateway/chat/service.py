@@ -247,8 +247,8 @@ class ChatService:
             else:
                 log.exception("recording failed; nothing charged", extra={"request_id": call.request_id})
             raise record_failed() from None
-        if self.database is not None:
-            self.database.succeeded()
+        if self.database is not None and not isinstance(self.recorder, SpoolingRecorder):
+            self.database.succeeded()  # (the spool tells the watch itself: a spooled record is no success)
         call.recorded = True
         if call.reservation is not None:  # limits settle to the actual figures (credit settled in the commit)
             try:
@@ -256,7 +256,10 @@ class ChatService:
                 await self.ledger.settle_limits(call.reservation, recorded.charged_nano, tokens)
             except Exception:  # the answer stands; the holds expire with their lease
                 log.exception("limit settle failed", extra={"request_id": call.request_id})
-        offer_first_exchange(self.settings, self.engine, call)  # automatic tags, off the hot path
+        if (
+            self.database is None or not self.database.down
+        ):  # (a spooled record's conversation is not there yet)
+            offer_first_exchange(self.settings, self.engine, call)  # automatic tags, off the hot path
         return recorded
 
     async def _failed(self, call: Call, error: ProviderError) -> GatewayError:

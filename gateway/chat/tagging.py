@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from config import Settings
 from gateway.chat.admit import Call
 from storage.insights.service import auto_tag_texts, is_first_exchange, user_texts
+from storage.outage import is_outage
 
 log = logging.getLogger("synapgate.insights")
 
@@ -59,7 +60,10 @@ class AutoTagQueue:
             try:
                 if await auto_tag_texts(self.engine, job.conversation_id, job.texts):
                     self.tagged += 1
-            except Exception:  # one failed tagging must not stop the others
+            except Exception as exc:  # one failed tagging must not stop the others
+                if is_outage(exc):  # the database is away (logged once by its watch): tags are best effort
+                    self.dropped += 1
+                    continue
                 log.exception("automatic tagging failed", extra={"conversation_id": str(job.conversation_id)})
             finally:
                 self.queue.task_done()

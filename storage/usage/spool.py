@@ -378,11 +378,15 @@ class SpoolingRecorder:
         """Commit through the group commit; on an outage, the outcome is unknown: check, then spool."""
         was_down = self._database is not None and self._database.down
         try:
-            return await self._inner.record(record, reservation)
+            result = await self._inner.record(record, reservation)
         except Exception as exc:
             if not is_outage(exc):
                 raise
             outage = exc
+        else:
+            if self._database is not None:
+                self._database.succeeded()
+            return result
         if self._database is not None:
             self._database.failed(outage)
         # The connection may have died during COMMIT: ask whether the record landed (unless the database was

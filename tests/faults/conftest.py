@@ -27,6 +27,7 @@ from storage.billing.credits import add_credits
 from storage.billing.ledger.redis import RedisLedger
 from storage.billing.reconcile import reconcile
 from storage.db import create_engine
+from storage.usage.spool import spool_status
 from tests.faults.harness import (
     GATEWAY_PORTS,
     PG_PORTS,
@@ -180,13 +181,15 @@ class FaultStack:
             await redis.aclose()
             await engine.dispose()
 
-    async def reconcile_here(self, *, fix: bool = False) -> dict[str, Any]:
+    async def reconcile_here(self, *, fix: bool = False, spool_dir: Path | None = None) -> dict[str, Any]:
         """The report of `synapgate ledger reconcile`, computed by the same function in this process (the CLI
-        costs a second or two per run; `harness.reconcile` runs the real command)."""
+        costs a second or two per run; `harness.reconcile` runs the real command). `spool_dir`: the gateway's
+        SYNAPGATE_SPOOL_DIR, whose pending records and dead letters the report then includes."""
         engine = create_engine(self.pg.sqlalchemy_url(self.database), pool_size=2)
         redis = Redis.from_url(self.redis.url())
+        spool = spool_status(spool_dir) if spool_dir is not None else None
         try:
-            return (await reconcile(engine, RedisLedger(redis, engine, 600), fix=fix)).to_dict()
+            return (await reconcile(engine, RedisLedger(redis, engine, 600), fix=fix, spool=spool)).to_dict()
         finally:
             await redis.aclose()
             await engine.dispose()
