@@ -528,6 +528,10 @@ class SpoolingRecorder:
             error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
             await asyncio.to_thread(self.spool.dead_letter, entry, error)
             report.dead += 1
+            # The ledger stays the truth: the hot copy drops the refused debit (reloaded from the ledger).
+            async with self._engine.connect() as conn:
+                version = await _account_version(conn, rec.user_id)
+            await self._ledger.forget_spooled(rec.user_id, [rec.request_id], version)
             log.error(
                 "spooled record refused by the database on replay: kept as a dead letter in %s",
                 self.spool.dead.name,

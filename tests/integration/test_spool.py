@@ -268,6 +268,7 @@ async def test_a_record_refused_on_replay_is_dead_lettered_with_one_error_line(
     assert len(errors) == 1 and "dead letter" in errors[0].getMessage() and not errors[0].exc_info
     assert spool_status(env.directory).dead_letters == 1
     assert sorted(a for _, a in await env.rows(user)) == [-3_000, -1_000]
+    await env.assert_exact(user, 4_000)  # the hot copy follows the ledger, which refused the 2_000
     report = (await reconcile(env.engine, env.ledger, spool=spool_status(env.directory))).to_dict()
     assert report["mismatches"] == [] and report["spool_dead_letters"] == 1
     assert "spool_pending_records" not in report  # replayed: nothing waits
