@@ -13,6 +13,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,6 +38,11 @@ def _spool_settings(directory: Path, instance: str) -> dict[str, str]:
 
 def _drained(directory: Path) -> bool:
     return spool_status(directory).pending_records == 0
+
+
+def _every_third_streamed(index: int) -> dict[str, Any]:
+    body = slow_body(20)(index)
+    return {**body, "stream": True} if index % 3 == 0 else body
 
 
 def _log_messages(gateway: GatewayProcess) -> list[str]:
@@ -135,7 +141,7 @@ def crashed_with_spool(module_stack: FaultStack) -> Crashed:
         gateway = stack.gateway(**_spool_settings(directory, "crash"))
         answers = await drive_load(gateway.url, key, concurrency=2, requests=4)  # warm: snapshot in Redis
         await asyncio.to_thread(stack.pg.stop)
-        answers += await drive_load(gateway.url, key, concurrency=4, requests=24, body=slow_body(20))
+        answers += await drive_load(gateway.url, key, concurrency=4, requests=24, body=_every_third_streamed)
         pending = spool_status(directory).pending_records
         await asyncio.to_thread(gateway.kill)  # a crash: the spool is all that holds these records
         await asyncio.to_thread(stack.pg.start)
@@ -154,6 +160,11 @@ def test_kill9_with_a_non_empty_spool_is_replayed_once_on_restart(
     crashed = crashed_with_spool
     assert statuses(crashed.answers) == {"200": 32}, statuses(crashed.answers)  # served through the outage
     assert crashed.pending_at_crash == 24  # all in the spool when the process died
+    streamed = [
+        a for a in crashed.answers if a.headers.get("content-type", "").startswith("text/event-stream")
+    ]
+    assert len(streamed) == 8  # [DONE] only after the fsync: the spooled stream ended as a success
+    assert all(a.body.rstrip().endswith(b"data: [DONE]") for a in streamed), [a.body[-200:] for a in streamed]
     assert ledger_problems(crashed.answers, crashed.facts, every_row_answered=True) == []
     report = _off_loop(asyncio.run, module_stack.reconcile_here(spool_dir=crashed.spool_dir))
     assert report["mismatches"] == [], report
