@@ -281,12 +281,15 @@ class SpoolFile:
         data = self.replaying.read_bytes()
         return read_frames(data), data
 
-    def keep_torn(self, data: bytes) -> None:
-        """Keep a torn tail beside the spool (never replayed, never silently lost)."""
+    def keep_torn(self, data: bytes, good_bytes: int) -> None:
+        """Move a torn tail of the file being replayed beside it (never replayed, never silently lost)."""
         with self.torn.open("ab") as out:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
+        with self.replaying.open("r+b") as replaying:  # kept once: a replay that is retried reads it no more
+            replaying.truncate(good_bytes)
+            os.fsync(replaying.fileno())
 
     def dead_letter(self, entry: SpooledRecord, error: str) -> None:
         line = msgspec.json.encode({"error": error, "entry": entry}) + b"\n"
@@ -403,7 +406,13 @@ class SpoolingRecorder:
             raise outage from None
         self.counters.spooled += 1
         debit = -record.charged_nano if _posts(record) else 0
-        await self._ledger.settle_spooled(record.user_id, reservation, record.request_id, debit)
+        try:
+            await self._ledger.settle_spooled(record.user_id, reservation, record.request_id, debit)
+        except Exception:
+            # Durable is durable: the answer stands. Redis did not take the debit, so the hot copy lacks it
+            # until the replay's move applies it under the version rule (nothing to subtract then); the
+            # reservation is closed from the ledger's retry queue once Redis answers.
+            await self._ledger.after_commit([HotMove(record.user_id, reservation, 0, None)])
         self._wake.set()
         return RecordResult(await self._serving_balance(record.user_id), _posts(record))
 
@@ -451,7 +460,7 @@ class SpoolingRecorder:
             return report
         contents, data = await asyncio.to_thread(self.spool.read_replaying)
         if contents.torn_bytes:
-            await asyncio.to_thread(self.spool.keep_torn, data[contents.good_bytes :])
+            await asyncio.to_thread(self.spool.keep_torn, data[contents.good_bytes :], contents.good_bytes)
             report.torn_bytes = contents.torn_bytes
             log.error(
                 "spool tail torn or corrupt (a crash mid-append?): %d bytes kept in %s, not replayed",

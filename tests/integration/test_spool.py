@@ -315,3 +315,25 @@ async def test_a_full_spool_fails_the_record_as_before(env: Env, tmp_path: Path)
     with pytest.raises(ConnectionRefusedError):
         await env.request(user, 1_000)
     assert env.spool.counters.spooled == 0
+
+
+async def test_redis_failing_at_spool_time_still_answers_and_the_replay_applies_the_debit_once(
+    env: Env,
+) -> None:
+    """The record is durable in the spool, so the answer stands although Redis did not take the debit; the
+    replay's move applies it under the version rule (nothing spooled to subtract); the reservation closes."""
+    user = await env.user()
+    env.database.mode = "refused"
+    real = env.ledger._settle_spooled
+
+    async def lost(**kwargs: Any) -> Any:
+        raise RedisConnectionError("Connection closed by server.")
+
+    env.ledger._settle_spooled = lost  # type: ignore[assignment]
+    result = await env.request(user, 5_000)
+    env.ledger._settle_spooled = real
+    assert result.posted and env.spool.counters.spooled == 1
+    assert await env.ledger.spooled_nano(user) == 0  # Redis never heard of it
+    env.database.mode = "up"
+    await env.spool.replay()
+    await env.assert_exact(user, 5_000)  # available = balance − held: the reservation is closed too
