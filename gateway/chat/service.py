@@ -267,10 +267,12 @@ class ChatService:
         await self._release(call)
         gateway_error = from_provider_error(error)
         outcome = failure_outcome(error.code or error.type, gateway_error.status)
+        failure = completion_record(call, outcome, cost_nano=0, charged_nano=0, keep_content=False)
         try:
-            await record_failure(
-                self.engine, completion_record(call, outcome, cost_nano=0, charged_nano=0, keep_content=False)
-            )
+            if isinstance(self.recorder, SpoolingRecorder):  # spooled while the database is unreachable
+                await self.recorder.record_failure(failure)
+            else:
+                await record_failure(self.engine, failure)
         except Exception as exc:  # the client's answer is the upstream error; a lost error row is only logged
             if is_outage(exc):
                 if self.database is not None:

@@ -416,6 +416,23 @@ class SpoolingRecorder:
         self._wake.set()
         return RecordResult(await self._serving_balance(record.user_id), _posts(record))
 
+    async def record_failure(self, record: CompletionRecord) -> None:
+        """The row of a failed request (no usage, no charge): written now, or spooled while PostgreSQL is
+        unreachable (replayed like the rest; there is nothing to settle). Raises when it can be neither."""
+        try:
+            await record_failure(self._engine, record)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            if self._database is not None:
+                self._database.failed(exc)
+            try:
+                await self.spool.append(encode_frame(SpooledRecord(record, utcnow(), self.spool.instance)))
+            except SpoolUnavailable:
+                raise exc from None
+            self.counters.spooled += 1
+            self._wake.set()
+
     async def _serving_balance(self, user_id: uuid.UUID) -> int:
         try:
             return await self._ledger.serving_balance(user_id)

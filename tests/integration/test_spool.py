@@ -337,3 +337,49 @@ async def test_redis_failing_at_spool_time_still_answers_and_the_replay_applies_
     env.database.mode = "up"
     await env.spool.replay()
     await env.assert_exact(user, 5_000)  # available = balance − held: the reservation is closed too
+
+
+async def test_a_failed_requests_row_is_spooled_while_the_database_is_unreachable_and_replayed(
+    env: Env,
+) -> None:
+    """The error row of a request the provider failed (no usage, no charge) is spooled too: written by an
+    instance whose database is unreachable (nothing listens on its port), replayed by its successor."""
+    user = await env.user()
+    failure = completion(
+        user,
+        0,
+        conversation_id=None,
+        message_id=None,
+        usage=Usage(),
+        status="error",
+        error_code="upstream_error",
+        http_status=502,
+    )
+    await env.spool.stop()  # this test's instance: one whose PostgreSQL is away
+    unreachable = create_engine("postgresql+asyncpg://postgres@127.0.0.1:1/none", pool_size=1)
+    spool_file = SpoolFile(env.directory, "test", 1 << 20)
+    spool_file.open()
+    cut_off = SpoolingRecorder(env.database, unreachable, env.ledger, spool_file)
+    try:
+        await cut_off.record_failure(failure)
+        assert cut_off.counters.spooled == 1
+    finally:
+        await cut_off.stop()
+        await unreachable.dispose()
+    successor_file = SpoolFile(env.directory, "test", 1 << 20)
+    successor_file.open()
+    successor = SpoolingRecorder(env.database, env.engine, env.ledger, successor_file)
+    try:
+        report = await successor.replay()
+    finally:
+        await successor.stop()
+    assert report.replayed == 1
+    async with env.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text("SELECT status, http_status, charged_nano FROM usage_logs WHERE request_id = :r"),
+                {"r": failure.request_id},
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [("error", 502, 0)]
+    await env.assert_exact(user, 0)
