@@ -135,9 +135,9 @@ class Runtime:
         if self.jobs is not None:  # its jobs use the engine: they stop before it is disposed
             await self.jobs.stop()
             self.jobs = None
-        if self.spool is not None:
-            await self.spool.stop()
         await self.recorder.stop()  # every queued record is committed before the engine goes
+        if self.spool is not None:  # after it: a queued record that meets an outage still has the spool
+            await self.spool.stop()
         await auto_tag_queue(self.engine).close()  # the automatic-tagging task writes through the engine
         await self.database_health.close()
         if self.redis_health is not None:
