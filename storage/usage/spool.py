@@ -490,6 +490,8 @@ class SpoolingRecorder:
         except Exception as exc:
             if not is_outage(exc):
                 raise
+            if self._database is not None:  # the watch probes now; the replay waits until it is back up
+                self._database.failed(exc)
             report.done = False
             report.seconds = time.monotonic() - started
             log.warning(
