@@ -383,3 +383,24 @@ async def test_a_failed_requests_row_is_spooled_while_the_database_is_unreachabl
         ).all()
     assert [tuple(r) for r in rows] == [("error", 502, 0)]
     await env.assert_exact(user, 0)
+
+
+async def test_a_replay_that_meets_an_outage_keeps_the_spool_and_waits_for_the_database(env: Env) -> None:
+    user = await env.user()
+    env.database.mode = "refused"
+    await env.request(user, 1_000)
+    await env.spool.stop()  # the same spool, opened by an instance whose PostgreSQL is away again
+    unreachable = create_engine("postgresql+asyncpg://postgres@127.0.0.1:1/none", pool_size=1)
+    spool_file = SpoolFile(env.directory, "test", 1 << 20)
+    spool_file.open()
+    watch = OutageWatch("database", _never, interval=3600)
+    replayer = SpoolingRecorder(env.database, unreachable, env.ledger, spool_file, database=watch)
+    try:
+        report = await replayer.replay()
+        assert not report.done and report.replayed == 0
+        assert watch.down  # the replay loop now waits for the probe, not for its next interval
+        assert spool_status(env.directory).pending_records == 1  # kept for the next attempt
+    finally:
+        await replayer.stop()
+        await watch.close()
+        await unreachable.dispose()
