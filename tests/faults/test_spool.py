@@ -118,6 +118,42 @@ def test_postgres_outage_with_a_spool_logs_state_changes_and_replays_not_traceba
     assert len(replays) <= 4, replays  # one line per replay, not per record
 
 
+# -- PostgreSQL killed with SIGKILL under load: commits in flight have an unknown outcome ------------------
+
+
+@pytest.fixture(scope="module")
+def postgres_killed_with_spool(module_stack: FaultStack) -> Served:
+    directory = module_stack.tmp_path / "spool-pg-killed"
+    outcome = run_outage(
+        module_stack,
+        module_stack.pg.kill,
+        module_stack.pg.start,
+        begin_at=0.6,
+        end_at=1.6,
+        seconds=2.6,
+        concurrency=8,
+        latency_ms=10,
+        gateway_settings=_spool_settings(directory, "pg-killed"),
+        drained=lambda: _drained(directory),
+    )
+    return Served(outcome, directory)
+
+
+def test_postgres_killed_with_a_spool_every_answer_is_recorded_exactly_once(
+    postgres_killed_with_spool: Served, module_stack: FaultStack
+) -> None:
+    """A commit cut by the crash may or may not survive PostgreSQL's recovery: its answer was spooled (the
+    database could not be asked), and the replay skips it if it survived: every 2xx has exactly one row."""
+    outcome = postgres_killed_with_spool.outcome
+    assert all(a.ok for a in outcome.all_answers), statuses(outcome.all_answers)
+    assert ledger_problems(outcome.all_answers, outcome.facts, every_row_answered=True) == []
+    report = _off_loop(
+        asyncio.run, module_stack.reconcile_here(spool_dir=postgres_killed_with_spool.spool_dir)
+    )
+    assert report["mismatches"] == [], report
+    assert "spool_pending_records" not in report and "spool_dead_letters" not in report, report
+
+
 # -- kill -9 with a non-empty spool, then a restart ------------------------------------------------------
 
 
