@@ -44,6 +44,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from storage.billing.ledger.base import CreditLedger, HotMove, Reservation
+from storage.billing.ledger.entries import account_state
 from storage.billing.ledger.redis import RedisLedger
 from storage.models import UsageLog, table_of
 from storage.outage import OutageWatch, describe, is_outage
@@ -588,8 +589,6 @@ async def _landed(conn: AsyncConnection, request_ids: Sequence[str]) -> dict[str
 
 
 async def _account_version(conn: AsyncConnection, user_id: uuid.UUID) -> int:
-    from storage.billing.ledger.entries import account_state
-
     return (await account_state(conn, user_id))[1]
 
 
