@@ -250,6 +250,27 @@ class Settings(BaseSettings):
         description="While the database is down, keys looked up within this many seconds authenticate.",
     )
 
+    # The durable local spool: serving through a PostgreSQL outage (issue 10: storage/usage/spool.py).
+    spool_dir: Path | None = Field(
+        default=None,
+        description="Where records go (fsynced) while PostgreSQL is unreachable; unset: such requests "
+        "get 503. Needs the Redis ledger.",
+    )
+    spool_max_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=4096,
+        description="The spool's size limit; when full, requests are refused with 503 before the upstream "
+        "call.",
+    )
+    spool_instance: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="This instance's spool file name (default: the host name; workers add -1, -2, …).",
+    )
+    spool_replay_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="How often the spool is checked for records to replay."
+    )
+
     # Insights (issue 14): automatic tags on the live path.
     auto_tags: bool = Field(
         default=True,

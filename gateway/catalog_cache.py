@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pricing.catalog import Catalog
 from storage.catalog.repository import catalog_fingerprint, load_catalog
+from storage.outage import is_outage
 
 
 class CatalogCache:
@@ -31,5 +32,12 @@ class CatalogCache:
     async def get(self) -> Catalog:
         """The current catalog; at most `check_seconds` stale."""
         if time.monotonic() - self._checked > self._check_seconds:
-            return await self.refresh()
+            try:
+                return await self.refresh()
+            except Exception as exc:
+                # The database is unreachable: the catalog last loaded stands (a request can still be served
+                # and spooled, storage/usage/spool.py); checked again after `check_seconds`.
+                if not is_outage(exc) or self._fingerprint is None:
+                    raise
+                self._checked = time.monotonic()
         return self._catalog

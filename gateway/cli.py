@@ -479,12 +479,14 @@ async def cmd_credentials_set(args: argparse.Namespace, settings: Settings) -> N
 
 async def cmd_ledger_reconcile(args: argparse.Namespace, settings: Settings) -> None:
     from storage.billing.reconcile import reconcile
+    from storage.usage.spool import spool_status
 
+    spool = spool_status(settings.spool_dir) if settings.spool_dir is not None else None
     async with _storage(settings) as st:
-        report = await reconcile(st.engine, st.ledger, fix=args.fix)
+        report = await reconcile(st.engine, st.ledger, fix=args.fix, spool=spool)
     _out(report.to_dict())
-    if report.mismatches and not args.fix:
-        raise SystemExit(1)
+    if (report.mismatches and not args.fix) or (spool is not None and spool.dead_letters):
+        raise SystemExit(1)  # a dead letter is a record PostgreSQL refused: an operator must look at it
 
 
 # -- insights (issue 14) -------------------------------------------------------------------------

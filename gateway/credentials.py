@@ -16,6 +16,7 @@ from config import Settings
 from gateway.errors import GatewayError
 from gateway.providers.base import Credential
 from storage.accounts.credentials import CredentialError, decrypt_credential, get_encrypted_credential
+from storage.outage import is_outage
 
 
 class CredentialResolver:
@@ -35,12 +36,23 @@ class CredentialResolver:
         if hit is not None and hit[0] > now:
             token = hit[1]
         else:
-            async with self._engine.connect() as conn:
-                token = await get_encrypted_credential(conn, user_id, provider)
+            try:
+                async with self._engine.connect() as conn:
+                    token = await get_encrypted_credential(conn, user_id, provider)
+            except Exception as exc:
+                # The database is unreachable: what was read within the outage grace period still stands (as
+                # for keys, gateway/auth.py); with nothing cached the outage propagates (503 before upstream).
+                grace = self._settings.key_outage_grace_seconds
+                if not is_outage(exc) or hit is None or now - hit[0] > grace:
+                    raise
+                return self._decrypt(hit[1], provider)
             if len(self._stored) > 100_000:
                 self._stored.clear()
             self._stored[(user_id, provider)] = (now + self._ttl, token)
-        if token is None:
+        return self._decrypt(token, provider)
+
+    def _decrypt(self, token: bytes | None, provider: str) -> str | None:
+        if token is None or self._cipher is None:
             return None
         try:
             return decrypt_credential(self._cipher, token, provider)  # decrypted per use, never kept

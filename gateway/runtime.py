@@ -26,10 +26,12 @@ from gateway.proxy import UpstreamClient
 from storage.accounts.credentials import cipher_for
 from storage.billing.ledger.base import CreditLedger
 from storage.billing.ledger.factory import build_ledger, redis_for
+from storage.billing.ledger.redis import RedisLedger
 from storage.db import create_engine
 from storage.jobs.runner import JobsHandle, start_jobs_in_process
 from storage.outage import OutageWatch
 from storage.usage.group_commit import GroupCommitRecorder
+from storage.usage.spool import Recorder, SpoolFile, SpoolingRecorder, default_instance
 
 log = logging.getLogger("synapgate.app")
 
@@ -47,6 +49,7 @@ class Runtime:
     credentials: CredentialResolver = field(init=False)
     catalog: CatalogCache = field(init=False)
     recorder: GroupCommitRecorder = field(init=False)
+    spool: SpoolingRecorder | None = field(init=False, default=None)  # records while PostgreSQL is down
     chat: ChatService = field(init=False)
     # Up/down state of PostgreSQL and Redis: one log line per change, fast 503s while down (storage/outage.py)
     database_health: OutageWatch = field(init=False)
@@ -76,6 +79,11 @@ class Runtime:
         await self.catalog.refresh()
         self.recorder = GroupCommitRecorder(self.engine, self.ledger)
         self.recorder.start()
+        recorder: Recorder = self.recorder
+        self.spool = self._open_spool()
+        if self.spool is not None:
+            recorder = self.spool
+            self.spool.start()  # replays at once what a previous run left (a crash with a non-empty spool)
         self.chat = ChatService(
             settings=s,
             engine=self.engine,
@@ -85,7 +93,7 @@ class Runtime:
             catalog=self.catalog,
             upstream=self.upstream,
             adapters=build_adapters(),
-            recorder=self.recorder,
+            recorder=recorder,
             database=self.database_health,
             hot_ledger=self.redis_health,
         )
@@ -94,6 +102,33 @@ class Runtime:
         if s.is_sqlite or s.jobs_in_process:  # SQLite has no separate worker: its jobs always run here
             self.jobs = await start_jobs_in_process(s, self.engine)
         log.info("started", extra={"ledger": type(self.ledger).__name__, "sqlite": s.is_sqlite})
+
+    def _open_spool(self) -> SpoolingRecorder | None:
+        """The durable local spool, when configured and the ledger is Redis (the SQL ledger cannot settle
+        without the database: there, a PostgreSQL outage is a fast 503)."""
+        s = self.settings
+        if s.spool_dir is None:
+            return None
+        if not isinstance(self.ledger, RedisLedger):
+            log.warning(
+                "SYNAPGATE_SPOOL_DIR is ignored: the spool needs the Redis ledger (SYNAPGATE_REDIS_URL)"
+            )
+            return None
+        spool = SpoolFile(s.spool_dir, s.spool_instance or default_instance(), s.spool_max_bytes)
+        try:
+            spool.open()
+        except OSError as exc:
+            log.error("spool unavailable: %s; a PostgreSQL outage is answered 503", exc)
+            return None
+        log.info("spool ready", extra={"spool": str(spool.path)})
+        return SpoolingRecorder(
+            self.recorder,
+            self.engine,
+            self.ledger,
+            spool,
+            database=self.database_health,
+            replay_interval=s.spool_replay_seconds,
+        )
 
     async def _probe_database(self) -> None:
         async with self.engine.connect() as conn:
@@ -104,6 +139,8 @@ class Runtime:
             await self.jobs.stop()
             self.jobs = None
         await self.recorder.stop()  # every queued record is committed before the engine goes
+        if self.spool is not None:  # after it: a queued record that meets an outage still has the spool
+            await self.spool.stop()
         await auto_tag_queue(self.engine).close()  # the automatic-tagging task writes through the engine
         await self.database_health.close()
         if self.redis_health is not None:

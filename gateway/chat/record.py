@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 from config import Settings
 from pricing.cost import Usage, byok_fee_nano, price_usage
 from pricing.tokens import count_completion_tokens
-from storage.usage.group_commit import GroupCommitRecorder
 from storage.usage.recorder import CompletionRecord
+from storage.usage.spool import Recorder
 
 if TYPE_CHECKING:
     from gateway.chat.admit import Call
@@ -129,9 +129,7 @@ def completion_record(
     )
 
 
-async def price_and_record(
-    settings: Settings, recorder: GroupCommitRecorder, call: Call, outcome: Outcome
-) -> Recorded:
+async def price_and_record(settings: Settings, recorder: Recorder, call: Call, outcome: Outcome) -> Recorded:
     """Price an answer and commit its record (settling `call.reservation` in the same transaction).
 
     Raises whatever the recorder raised (ConversationNotOwned, a database error): nothing was committed.

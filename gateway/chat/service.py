@@ -49,8 +49,8 @@ from storage.accounts.keys import KeyPrincipal
 from storage.billing.ledger.base import CreditLedger, HotMove, InsufficientCredit, Reservation
 from storage.billing.ledger.limits import LimitExceeded
 from storage.outage import OutageWatch, is_outage
-from storage.usage.group_commit import GroupCommitRecorder
 from storage.usage.recorder import ConversationNotOwned, record_failure
+from storage.usage.spool import Recorder, SpoolingRecorder
 
 log = logging.getLogger("synapgate.chat")
 
@@ -71,7 +71,7 @@ class ChatService:
         catalog: CatalogCache,
         upstream: Upstream,
         adapters: Mapping[str, AnyAdapter],
-        recorder: GroupCommitRecorder,
+        recorder: Recorder,
         database: OutageWatch | None = None,
         hot_ledger: OutageWatch | None = None,
     ) -> None:
@@ -160,8 +160,10 @@ class ChatService:
     # -- outages: refused before the upstream call ------------------------------------------------
 
     async def _admit(self, inbound: Inbound) -> Call:
-        """Admission, refused fast (503) while the database is known to be down: nothing could be recorded."""
-        if self.database is not None and self.database.down:
+        """Admission, refused fast (503) while the database is known to be down and the record could not be
+        made durable: without a spool (or with the SQL ledger), or with a spool that is full or not writable.
+        With a writable spool it goes on (keys from the auth cache, credit reserved in Redis)."""
+        if self.database is not None and self.database.down and not self._spool_accepting():
             raise database_unavailable()
         try:
             return await self.admission.admit(inbound)
@@ -169,6 +171,10 @@ class ChatService:
             if not is_outage(exc):
                 raise
             raise self._outage(exc, database=True) from None
+
+    def _spool_accepting(self) -> bool:
+        """A record could be spooled now (PostgreSQL down): storage/usage/spool.py."""
+        return isinstance(self.recorder, SpoolingRecorder) and self.recorder.accepting
 
     def _outage(self, exc: BaseException, *, database: bool) -> GatewayError:
         """Note the outage (one log line per state change) and say what to answer."""
@@ -241,8 +247,8 @@ class ChatService:
             else:
                 log.exception("recording failed; nothing charged", extra={"request_id": call.request_id})
             raise record_failed() from None
-        if self.database is not None:
-            self.database.succeeded()
+        if self.database is not None and not isinstance(self.recorder, SpoolingRecorder):
+            self.database.succeeded()  # (the spool tells the watch itself: a spooled record is no success)
         call.recorded = True
         if call.reservation is not None:  # limits settle to the actual figures (credit settled in the commit)
             try:
@@ -250,7 +256,10 @@ class ChatService:
                 await self.ledger.settle_limits(call.reservation, recorded.charged_nano, tokens)
             except Exception:  # the answer stands; the holds expire with their lease
                 log.exception("limit settle failed", extra={"request_id": call.request_id})
-        offer_first_exchange(self.settings, self.engine, call)  # automatic tags, off the hot path
+        if (
+            self.database is None or not self.database.down
+        ):  # (a spooled record's conversation is not there yet)
+            offer_first_exchange(self.settings, self.engine, call)  # automatic tags, off the hot path
         return recorded
 
     async def _failed(self, call: Call, error: ProviderError) -> GatewayError:
@@ -258,10 +267,12 @@ class ChatService:
         await self._release(call)
         gateway_error = from_provider_error(error)
         outcome = failure_outcome(error.code or error.type, gateway_error.status)
+        failure = completion_record(call, outcome, cost_nano=0, charged_nano=0, keep_content=False)
         try:
-            await record_failure(
-                self.engine, completion_record(call, outcome, cost_nano=0, charged_nano=0, keep_content=False)
-            )
+            if isinstance(self.recorder, SpoolingRecorder):  # spooled while the database is unreachable
+                await self.recorder.record_failure(failure)
+            else:
+                await record_failure(self.engine, failure)
         except Exception as exc:  # the client's answer is the upstream error; a lost error row is only logged
             if is_outage(exc):
                 if self.database is not None:

@@ -30,6 +30,7 @@ from config import Settings
 from gateway.chat.admit import Call
 from storage.insights.platform import set_feedback_sentiment
 from storage.insights.service import auto_tag_texts, is_first_exchange, user_texts, write_auto_tags
+from storage.outage import is_outage
 
 if TYPE_CHECKING:
     from insights.sentiment import Sentiment
@@ -88,7 +89,10 @@ class AutoTagQueue:
                     await self._model_sentiment(job)
                 elif await self._tag(job):
                     self.tagged += 1
-            except Exception:  # one failed tagging must not stop the others
+            except Exception as exc:  # one failed tagging must not stop the others
+                if is_outage(exc):  # the database is away (logged once by its watch): tags are best effort
+                    self.dropped += 1
+                    continue
                 log.exception("automatic tagging failed", extra={"job": type(job).__name__})
             finally:
                 self.queue.task_done()

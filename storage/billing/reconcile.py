@@ -4,6 +4,8 @@ For every user: Σ completed billing_events = credit_accounts.balance_nano, and 
 (Redis, when there is one) equals it too. `fix` rebuilds a mismatched hot copy from the database (the
 truth); a database-side mismatch is reported, never "fixed" by rewriting history. Open reservations are
 counted, and those past their instance's lease (orphans of a dead instance) are released by `fix`.
+With a spool (storage/usage/spool.py), the records waiting for replay and the dead letters are reported too:
+the hot copy's spooled debits are not a mismatch (they are in the spool, not yet in the ledger).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage.billing.ledger.base import CreditLedger
 from storage.models import BillingEvent, CreditAccount, table_of
+from storage.usage.spool import SpoolStatus
 
 events = table_of(BillingEvent)
 accounts = table_of(CreditAccount)
@@ -39,6 +42,7 @@ class ReconcileReport:
     open_reservations: int = 0
     orphaned_reservations: int = 0  # past their instance's lease (a dead instance's); `fix` releases them
     released_reservations: int = 0
+    spool: SpoolStatus | None = None  # records waiting for replay, torn bytes, dead letters (when spooling)
 
     def to_dict(self) -> dict[str, object]:
         """The report as the CLI prints it (nano-USD integers; a key per figure that was compared)."""
@@ -54,11 +58,16 @@ class ReconcileReport:
         for name in ("open_reservations", "orphaned_reservations", "released_reservations"):
             if getattr(self, name):  # only when there are any: a clean ledger prints as before
                 report[name] = getattr(self, name)
+        if self.spool is not None:  # only what is there: an empty spool prints as before
+            report.update({k: v for k, v in self.spool.to_dict().items() if v})
         return report
 
 
-async def reconcile(engine: AsyncEngine, ledger: CreditLedger, *, fix: bool = False) -> ReconcileReport:
-    """Every disagreement (none when all agree); with `fix`, mismatched hot copies are rebuilt."""
+async def reconcile(
+    engine: AsyncEngine, ledger: CreditLedger, *, fix: bool = False, spool: SpoolStatus | None = None
+) -> ReconcileReport:
+    """Every disagreement (none when all agree); with `fix`, mismatched hot copies are rebuilt. `spool`: the
+    spool directory's status, reported as it is."""
     async with engine.connect() as conn:
         sums = dict(
             (
@@ -83,5 +92,11 @@ async def reconcile(engine: AsyncEngine, ledger: CreditLedger, *, fix: bool = Fa
     open_count, orphaned = await ledger.reservation_counts()
     released = await ledger.release_orphans() if fix and orphaned else 0
     return ReconcileReport(
-        len(set(sums) | set(balances)), mismatches, fix and bool(mismatches), open_count, orphaned, released
+        len(set(sums) | set(balances)),
+        mismatches,
+        fix and bool(mismatches),
+        open_count,
+        orphaned,
+        released,
+        spool,
     )

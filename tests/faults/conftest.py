@@ -6,7 +6,9 @@ by a finalizer, whatever the test did to it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,6 +29,7 @@ from storage.billing.credits import add_credits
 from storage.billing.ledger.redis import RedisLedger
 from storage.billing.reconcile import reconcile
 from storage.db import create_engine
+from storage.usage.spool import spool_status
 from tests.faults.harness import (
     GATEWAY_PORTS,
     PG_PORTS,
@@ -180,13 +183,15 @@ class FaultStack:
             await redis.aclose()
             await engine.dispose()
 
-    async def reconcile_here(self, *, fix: bool = False) -> dict[str, Any]:
+    async def reconcile_here(self, *, fix: bool = False, spool_dir: Path | None = None) -> dict[str, Any]:
         """The report of `synapgate ledger reconcile`, computed by the same function in this process (the CLI
-        costs a second or two per run; `harness.reconcile` runs the real command)."""
+        costs a second or two per run; `harness.reconcile` runs the real command). `spool_dir`: the gateway's
+        SYNAPGATE_SPOOL_DIR, whose pending records and dead letters the report then includes."""
         engine = create_engine(self.pg.sqlalchemy_url(self.database), pool_size=2)
         redis = Redis.from_url(self.redis.url())
+        spool = spool_status(spool_dir) if spool_dir is not None else None
         try:
-            return (await reconcile(engine, RedisLedger(redis, engine, 600), fix=fix)).to_dict()
+            return (await reconcile(engine, RedisLedger(redis, engine, 600), fix=fix, spool=spool)).to_dict()
         finally:
             await redis.aclose()
             await engine.dispose()
@@ -306,6 +311,32 @@ class Crash:
     first_probe: Answer
     recovery: list[Answer]
     facts: LedgerFacts
+    freed: FreedWatch
+
+
+class FreedWatch:
+    """Probes the restarted gateway every second from the crash on, in a thread, until a probe is served or
+    60 s have passed — so the test can judge "freed within 60 s" whenever it runs, however long the modules
+    before it took on a busy machine."""
+
+    def __init__(self, gateway: GatewayProcess, key: str, killed_at: float) -> None:
+        self.gateway, self.key, self.killed_at = gateway, key, killed_at
+        self.last: Answer | None = None
+        self._thread = threading.Thread(target=self._run, name="freed-watch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while time.monotonic() < self.killed_at + 60:
+            with contextlib.suppress(httpx.HTTPError):
+                self.last = probe(self.gateway, self.key)
+                if self.last.ok:
+                    return
+            time.sleep(1)
+
+    def result(self) -> Answer | None:
+        """The served probe (or the last refused one) once the watch is over."""
+        self._thread.join(max(0.0, self.killed_at + 75 - time.monotonic()))
+        return self.last
 
 
 def probe(crash_gateway: GatewayProcess, key: str) -> Answer:
@@ -358,6 +389,7 @@ def crash(session_stack: FaultStack) -> Crash:
         first_probe = await asyncio.to_thread(probe, gateway, key)
         recovery = await drive_load(gateway.url, key, concurrency=4, requests=8)
         facts = await read_ledger(stack.dsn)
-        return Crash(stack, gateway, key, killed_at, holders + quick, first_probe, recovery, facts)
+        freed = FreedWatch(gateway, key, killed_at)
+        return Crash(stack, gateway, key, killed_at, holders + quick, first_probe, recovery, facts, freed)
 
     return _off_loop(asyncio.run, scenario())

@@ -24,6 +24,7 @@ from tests.faults.harness import (
     book_problems,
     ledger_problems,
     statuses,
+    wait_until,
 )
 from tests.faults.scenario import Outcome, finish, load_with_fault, recover
 
@@ -64,17 +65,27 @@ def _not_503_with_retry_after(answers: list[Answer]) -> list[str]:
 
 
 def run_outage(
-    stack: FaultStack, begin: Callable[[], Any], end: Callable[[], Any], settle: float = 0.0, **load: Any
+    stack: FaultStack,
+    begin: Callable[[], Any],
+    end: Callable[[], Any],
+    settle: float = 0.0,
+    *,
+    gateway_settings: dict[str, str] | None = None,
+    drained: Callable[[], bool] | None = None,
+    **load: Any,
 ) -> Outcome:
     """One scenario of this module: a fresh user on a fresh gateway, load with the fault from `begin` to `end`
-    (`load`: load_with_fault's timing and shape), `settle` seconds, then recovery; judged on its rows."""
+    (`load`: load_with_fault's timing and shape), `settle` seconds, then recovery; judged on its rows.
+    `gateway_settings`: SYNAPGATE_* values of its gateway; `drained`: judged once true (at most 30 s)."""
 
     async def scenario() -> Outcome:
         user, key = await stack.seed_user("10")
-        gateway = stack.gateway()
+        gateway = stack.gateway(**(gateway_settings or {}))
         answers, window = await load_with_fault(gateway, key, begin=begin, end=end, **load)
         await asyncio.sleep(settle)
         recovery, recovered_after = await recover(gateway, key)
+        if drained is not None:
+            await asyncio.to_thread(wait_until, drained, 30, "the spool to be replayed")
         outcome = Outcome(gateway, answers, recovery, recovered_after, fault_window=window)
         return await finish_for_user(outcome, stack.dsn, user)
 

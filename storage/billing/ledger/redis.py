@@ -5,6 +5,8 @@ Per user (one hash tag, so a cluster keeps them on one slot):
   sg:{u}:res   hash  request_id → reserved amount
   sg:{u}:exp   zset  request_id → expiry (ms); expired reservations stop counting at the next script run
   sg:{u}:pend  hash  version → delta, for postings committed before the snapshot was loaded
+  sg:{u}:spool hash  request_id → debit of a record in the local spool (PostgreSQL was down): counted in `bal`
+                     but not yet in the ledger (storage/usage/spool.py; "Spooled debits" below)
 
 Why versions: the balance is loaded lazily from credit_accounts, while other requests may be committing
 postings. Every posting bumps credit_accounts.version in its own transaction (the row lock orders them),
@@ -23,6 +25,16 @@ credit and each limit are checked and held in one atomic step. `spent` is loaded
 (an undercount of at most the requests settling in that instant; the SQL ledger has no such window).
 Redis Cluster: one script touches keys of several hash tags (user, key, workspace), so the limited path needs
 a single-primary Redis (with replicas/Sentinel); the credit-only path stays on the user's slot.
+
+Spooled debits: a record spooled while PostgreSQL is unreachable has no ledger version yet, so its debit
+cannot follow the version rule. It is applied to `bal` at once and kept in `spool` until its replay commits
+at version V; that move takes it out of `spool` and applies the posting under the version rule: V above the
+snapshot's version → `bal` += delta − spooled (0: it was counted already); V at or below it (the snapshot
+was loaded after the replay committed, so it holds the posting and counted the spool entry too) → `bal` −=
+spooled; no snapshot → `pend` as usual. A snapshot load adds Σ `spool` to the ledger balance, except the
+entries whose request id is already in usage_logs in the same database snapshot as the balance read (those
+it deletes): so a replay whose Redis move was lost, a record that landed although its commit looked failed,
+and any order of load and move count each debit exactly once.
 
 Leases: a reservation (and its budget holds) expires one lease after it was made or last renewed; the ledger
 renews its own open reservations every third of a lease, so a dead instance's are freed within a lease.
@@ -209,7 +221,8 @@ end
 return 1
 """
 
-# KEYS: acct, pend   ARGV: balance, version, force ('1': ignore the floor)
+# KEYS: acct, pend, spool   ARGV: balance, version, force ('1': ignore the floor), then the request ids of
+# spooled records already in usage_logs at that balance's snapshot (their spool entries are dropped)
 # → 1 loaded, 0 already loaded, -1 refused: older than a posting a stale mark said it must hold
 _LOAD = """
 if redis.call('HEXISTS', KEYS[1], 'bal') == 1 then return 0 end
@@ -221,6 +234,10 @@ local bal = tonumber(ARGV[1])
 local pending = redis.call('HGETALL', KEYS[2])
 for i = 1, #pending, 2 do
   if tonumber(pending[i]) > snapshot_version then bal = bal + tonumber(pending[i + 1]) end
+end
+if KEYS[3] then
+  for i = 4, #ARGV do redis.call('HDEL', KEYS[3], ARGV[i]) end
+  for _, amount in ipairs(redis.call('HVALS', KEYS[3])) do bal = bal + tonumber(amount) end
 end
 redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[1], 'bal', bal, 'ver', snapshot_version)
@@ -276,6 +293,47 @@ redis.call('HDEL', KEYS[1], 'bal', 'ver')
 return 1
 """
 
+# A record spooled (PostgreSQL unreachable): close its reservation and apply its debit now, kept in `spool`
+# until its replay gives it a ledger version. Idempotent (HSETNX).
+# KEYS: acct, res, exp, spool   ARGV: request_id, delta
+_SETTLE_SPOOLED = """
+local amt = redis.call('HGET', KEYS[2], ARGV[1])
+if amt then
+  redis.call('HINCRBY', KEYS[1], 'held', -tonumber(amt))
+  redis.call('HDEL', KEYS[2], ARGV[1])
+end
+redis.call('ZREM', KEYS[3], ARGV[1])
+if redis.call('HSETNX', KEYS[4], ARGV[1], ARGV[2]) == 1 and redis.call('HEXISTS', KEYS[1], 'bal') == 1 then
+  redis.call('HINCRBY', KEYS[1], 'bal', ARGV[2])
+end
+return 1
+"""
+
+# A replayed batch committed this user's postings at `version`: take its records out of `spool` and apply the
+# posting under the version rule, minus what `bal` already counted of it ("Spooled debits" above).
+# KEYS: acct, pend, spool   ARGV: delta, version, request ids of the user's replayed records
+_SETTLE_REPLAYED = """
+local spooled = 0
+for i = 3, #ARGV do
+  local amount = redis.call('HGET', KEYS[3], ARGV[i])
+  if amount then
+    spooled = spooled + tonumber(amount)
+    redis.call('HDEL', KEYS[3], ARGV[i])
+  end
+end
+if redis.call('HEXISTS', KEYS[1], 'bal') == 0 then
+  redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
+  redis.call('EXPIRE', KEYS[2], 86400)
+  return 2
+end
+if tonumber(ARGV[2]) <= tonumber(redis.call('HGET', KEYS[1], 'ver') or '0') then
+  redis.call('HINCRBY', KEYS[1], 'bal', -spooled)
+  return 3
+end
+redis.call('HINCRBY', KEYS[1], 'bal', tonumber(ARGV[1]) - spooled)
+return 1
+"""
+
 # KEYS: acct, res, exp   ARGV: now_ms → {loaded(0/1), bal, held}
 _AVAILABLE = (
     """
@@ -291,6 +349,10 @@ return {1, tonumber(redis.call('HGET', KEYS[1], 'bal')), tonumber(redis.call('HG
 def _keys(user_id: uuid.UUID) -> tuple[str, str, str, str]:
     tag = f"sg:{{{user_id}}}"
     return f"{tag}:acct", f"{tag}:res", f"{tag}:exp", f"{tag}:pend"
+
+
+def _spool_key(user_id: uuid.UUID) -> str:
+    return f"sg:{{{user_id}}}:spool"
 
 
 def _now_ms() -> int:
@@ -331,6 +393,8 @@ class RedisLedger:
         self._settle = redis.register_script(_SETTLE)
         self._available = redis.register_script(_AVAILABLE)
         self._mark_stale = redis.register_script(_MARK_STALE)
+        self._settle_spooled = redis.register_script(_SETTLE_SPOOLED)
+        self._settle_replayed = redis.register_script(_SETTLE_REPLAYED)
         self._retry = HotMoveRetryQueue(self.mark_stale, self.forget, max_moves=retry_queue_moves)
         self._open: dict[str, tuple[Reservation, float]] = {}  # request_id → (reservation, monotonic made)
         self._renewer: asyncio.Task[None] | None = None
@@ -377,15 +441,24 @@ class RedisLedger:
         return len(live)
 
     async def load_snapshot(self, user_id: uuid.UUID) -> None:
-        """Load the user's balance from credit_accounts into Redis, unless it is there already."""
+        """Load the user's balance from credit_accounts into Redis, unless it is there already.
+
+        Spooled debits not yet in the ledger are added; those whose record is in usage_logs at the same
+        database snapshot as the balance are dropped from the spool hash (the balance holds them)."""
         acct, _res, _exp, pend = _keys(user_id)
+        spool = _spool_key(user_id)
         for attempt in range(3):
+            spooled = [k.decode() if isinstance(k, bytes) else str(k) for k in await self._redis.hkeys(spool)]
             async with self._engine.connect() as conn:
+                if spooled and conn.dialect.name == "postgresql":  # both reads from one snapshot
+                    await conn.execution_options(isolation_level="REPEATABLE READ")
                 balance, version = await account_state(conn, user_id)
+                landed = await _landed_request_ids(conn, spooled)
             # Refused (-1) when a stale mark names a later posting than this read saw: read again. Only a
             # database restored to an older state keeps refusing; the database is the truth, so it wins.
             force = "1" if attempt == 2 else ""
-            if int(await self._load(keys=[acct, pend], args=[balance, version, force])) != -1:
+            loaded = await self._load(keys=[acct, pend, spool], args=[balance, version, force, *landed])
+            if int(loaded) != -1:
                 return
 
     async def reserve(
@@ -575,6 +648,59 @@ class RedisLedger:
             for keys, args in calls:
                 await self._settle(keys=keys, args=args)
 
+    # -- the local spool (PostgreSQL unreachable; storage/usage/spool.py) ------------------------------
+
+    async def settle_spooled(
+        self, user_id: uuid.UUID, reservation: Reservation | None, request_id: str, delta_nano: int
+    ) -> None:
+        """A record went to the spool: close its reservation and apply its debit now (kept in the spool hash
+        until its replay commits). Raises if Redis does not answer (the caller then refuses the request)."""
+        self._open.pop(request_id, None)
+        keys = [*_keys(user_id)[:3], _spool_key(user_id)]
+        await self._settle_spooled(keys=keys, args=[request_id, delta_nano])
+
+    async def after_replay(self, moves: Sequence[HotMove], spooled: dict[uuid.UUID, list[str]]) -> None:
+        """After a replayed batch committed: each user's posting replaces its spooled debits in the hot copy.
+
+        Never raises for an outage: the snapshots are then marked stale, and the reload drops the spool
+        entries whose records are in usage_logs (so the debit still counts once)."""
+        try:
+            for m in moves:
+                if m.version is None:
+                    continue
+                acct, _res, _exp, pend = _keys(m.user_id)
+                await self._settle_replayed(
+                    keys=[acct, pend, _spool_key(m.user_id)],
+                    args=[m.delta_nano, m.version, *spooled.get(m.user_id, [])],
+                )
+        except (RedisError, OSError) as exc:
+            await self._heal(moves, exc)
+
+    async def forget_spooled(
+        self,
+        user_id: uuid.UUID,
+        request_ids: Sequence[str],
+        version: int,
+        reservation: Reservation | None = None,
+    ) -> None:
+        """Records already in the ledger (committed although the commit looked failed): drop their spool
+        entries and mark the snapshot stale at `version` (reloaded from the ledger, which holds them);
+        close `reservation` if one is given."""
+        if reservation is not None:
+            self._open.pop(reservation.request_id, None)
+        if request_ids:
+            await self._redis.hdel(_spool_key(user_id), *request_ids)
+        await self._heal([HotMove(user_id, reservation, 0, version)], RuntimeError("commit outcome unknown"))
+
+    async def serving_balance(self, user_id: uuid.UUID) -> int:
+        """The balance Redis serves from: the ledger's, minus the spooled debits not yet replayed."""
+        value = await self._redis.hget(_keys(user_id)[0], "bal")
+        return 0 if value is None else int(value)
+
+    async def spooled_nano(self, user_id: uuid.UUID) -> int:
+        """Σ of the user's spooled debits not yet replayed (≤ 0)."""
+        return sum(int(v) for v in await self._redis.hvals(_spool_key(user_id)))
+
     @property
     def pending_moves(self) -> int:
         """Hot-copy moves waiting for Redis to answer again (0 when the copy is up to date)."""
@@ -592,9 +718,10 @@ class RedisLedger:
         raise RuntimeError("credit snapshot did not load")  # pragma: no cover
 
     async def hot_balance(self, user_id: uuid.UUID) -> int | None:
-        """The settled balance Redis holds, or None when it has no snapshot (for reconcile)."""
+        """The settled balance Redis holds, or None when it has no snapshot (for reconcile): without the
+        spooled debits not yet replayed (those are reported as the spool's, not as a mismatch)."""
         value = await self._redis.hget(_keys(user_id)[0], "bal")
-        return None if value is None else int(value)
+        return None if value is None else int(value) - await self.spooled_nano(user_id)
 
     async def forget(self, user_id: uuid.UUID) -> None:
         """Drop the hot copy of a user's balance; the next use reloads it from the database."""
@@ -644,6 +771,14 @@ class RedisLedger:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._renewer
+
+
+async def _landed_request_ids(conn: Any, request_ids: Sequence[str]) -> list[str]:
+    """Those of `request_ids` whose record is in usage_logs (on `conn`'s snapshot)."""
+    if not request_ids:
+        return []
+    rows = await conn.execute(select(usage.c.request_id).where(usage.c.request_id.in_(list(request_ids))))
+    return [row[0] for row in rows]
 
 
 def _budget_ttl(scopes: Sequence[ScopeLimits], now: datetime) -> int:
