@@ -14,8 +14,15 @@ fi
 stamp=".venv/.synapgate-installed"
 want="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
+  # uv installs the pinned set in ~15 s where pip takes ~70 s; pip remains the fallback.
+  if .venv/bin/python -m pip install --quiet --disable-pip-version-check "uv==0.13.9" 2>/dev/null \
+    && .venv/bin/python -m uv pip install --quiet --python .venv/bin/python -c constraints.txt -e ".[dev]"; then
+    :
+  else
+    echo "synapgate: uv unavailable, installing with pip" >&2
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
+  fi
   echo "$want" > "$stamp"
 fi
 export PATH="$ROOT/.venv/bin:$PATH"
