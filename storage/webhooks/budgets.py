@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import bindparam, delete, func, select
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.billing.ledger.limits import ScopeLimits, period_bounds
@@ -71,6 +71,7 @@ class _Move:
 
 @dataclass(frozen=True, slots=True)
 class _Statements:
+    spend_move: Any  # the usual case: the period's row exists
     spend_upsert: dict[str, Any]  # by scope kind: the row starts from Σ usage_logs of that column
     claim: Any
 
@@ -103,7 +104,17 @@ def _statements(dialect: str) -> _Statements:
         .on_conflict_do_nothing(index_elements=["scope", "period", "period_start", "threshold_pct"])
         .returning(alerts.c.threshold_pct)
     )
-    return _Statements(upserts, claim)
+    move = (
+        update(spend)
+        .where(
+            spend.c.scope == bindparam("b_scope"),
+            spend.c.period == bindparam("b_period"),
+            spend.c.period_start == bindparam("b_start"),
+        )
+        .values(spent_nano=spend.c.spent_nano + bindparam("b_amount"))
+        .returning(spend.c.spent_nano)
+    )
+    return _Statements(move, upserts, claim)
 
 
 # A `total` budget never ends: an upper bound past any record keeps one statement shape.
@@ -139,19 +150,19 @@ async def budget_threshold_alerts(conn: AsyncConnection, debits: Sequence[Budget
     for key in sorted(moves):
         move = moves[key]
         kind, _, ident = move.scope.partition(":")
-        after = (
-            await conn.execute(
-                statements.spend_upsert[kind],
-                {
-                    "b_scope": move.scope,
-                    "b_period": move.period,
-                    "b_start": move.start,
-                    "b_end": move.reset or _FAR_FUTURE,
-                    "b_scope_id": uuid.UUID(ident),
-                    "b_amount": move.amount_nano,
-                },
-            )
-        ).scalar_one()
+        params = {
+            "b_scope": move.scope,
+            "b_period": move.period,
+            "b_start": move.start,
+            "b_amount": move.amount_nano,
+        }
+        # A primary-key UPDATE when the row exists; only the period's first debit pays for the Σ usage_logs
+        # (an INSERT evaluates its VALUES before it meets a conflict). Two first debits at once: one inserts,
+        # the other's conflict waits for it and adds its amount.
+        after = (await conn.execute(statements.spend_move, params)).scalar_one_or_none()
+        if after is None:
+            params |= {"b_end": move.reset or _FAR_FUTURE, "b_scope_id": uuid.UUID(ident)}
+            after = (await conn.execute(statements.spend_upsert[kind], params)).scalar_one()
         after = int(after)
         levels = crossed_thresholds(after - move.amount_nano, after, move.budget_nano)
         if not levels:
