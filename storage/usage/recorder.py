@@ -266,6 +266,13 @@ def _budget_debits(items: Sequence[tuple[CompletionRecord, Reservation | None]])
     ]
 
 
+def _limits_actual(rec: CompletionRecord, reservation: Reservation | None) -> tuple[int, int] | None:
+    """What a limited reservation settles to: the charged amount and the tokens used (as ChatService does)."""
+    if reservation is None or reservation.limits is None:
+        return None
+    return rec.charged_nano, rec.usage.prompt_tokens + rec.usage.completion_tokens
+
+
 async def record_batch(
     engine: AsyncEngine, ledger: CreditLedger, items: Sequence[tuple[CompletionRecord, Reservation | None]]
 ) -> list[RecordResult]:
@@ -368,6 +375,7 @@ async def record_batch(
                 reservation,
                 deltas[rec.user_id] if first else 0,
                 moved[rec.user_id][1] if first else None,
+                _limits_actual(rec, reservation),
             )
         )
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -105,13 +106,22 @@ async def exact_request(gw: Gateway) -> tuple[list[dict[str, str]], int]:
     raise AssertionError("the prompt estimate did not settle")
 
 
-async def chat(url: str, key: str, messages: list[dict[str, str]]) -> httpx.Response:
+async def chat(
+    url: str, key: str, messages: list[dict[str, str]], max_tokens: int = OUT_TOKENS
+) -> httpx.Response:
     async with httpx.AsyncClient(base_url=url, timeout=60) as http:
         return await http.post(
             "/v1/chat/completions",
             headers={"Authorization": f"Bearer {key}"},
-            json={"model": "gpt-4o-mini", "messages": messages, "max_tokens": OUT_TOKENS},
+            json={"model": "gpt-4o-mini", "messages": messages, "max_tokens": max_tokens},
         )
+
+
+def wait_for_fresh_window(margin: float = 12.0) -> None:
+    """Start a minute-window test early enough in the minute that it cannot straddle two windows."""
+    into = time.time() % 60
+    if into > 60 - margin:
+        time.sleep(60 - into + 0.2)
 
 
 def usd(nano: int) -> str:
@@ -305,3 +315,28 @@ def test_crossed_thresholds_compare_exact_integers() -> None:
     assert crossed_thresholds(1_000, 1_300, 1_000) == []
     assert crossed_thresholds(1, 2, 3) == [50]  # 1/3 → 2/3: exactly, no float
     assert crossed_thresholds(0, 10, 0) == []
+
+
+async def test_limit_holds_settle_once_to_the_actual_figures(gateway: Gateway) -> None:
+    """Each limited request's holds settle exactly once to its actual tokens and cost (on Redis in the same
+    round trip as its credit, after the commit; the later settle_limits call then does nothing)."""
+    gw = gateway
+    wait_for_fresh_window()
+    messages, cost = await exact_request(gw)
+    prompt = int(messages[0]["content"].split("prompt_tokens=")[1].split()[0])
+    user_id, _ = await gw.seed_user("5")
+    created = await api(
+        gw,
+        "POST",
+        "/keys",
+        json={"user_id": str(user_id), "tpm_limit": 100_000, "budget_usd": "1", "budget_period": "day"},
+    )
+    key, key_id = created.json()["key"], created.json()["id"]
+    for n in (1, 2, 3):
+        # 30 tokens fewer than the worst case reserved: the settle moves each window by -30, once
+        answer = await chat(gw.url, key, messages, max_tokens=OUT_TOKENS + 30)
+        assert answer.status_code == 200, answer.text
+        limits = (await api(gw, "GET", f"/keys/{key_id}")).json()["limits"]
+        assert limits["requests"] == n
+        assert limits["tokens"] == n * (prompt + OUT_TOKENS)  # the worst case moved to the actual, once
+        assert limits["spent_nano"] == n * cost

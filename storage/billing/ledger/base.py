@@ -33,12 +33,15 @@ class HotMove:
     """What the hot copy must learn after a commit: a reservation to close and/or a posting to apply.
 
     `version` is the account version the posting produced (None: nothing was posted for this user here).
+    `limits_actual` (charged nano-USD, tokens): the recorded figures the reservation's limit holds settle to
+    — a ledger may settle them in the same round trip (then its `settle_limits` for that request is a no-op).
     """
 
     user_id: uuid.UUID
     reservation: Reservation | None
     delta_nano: int
     version: int | None
+    limits_actual: tuple[int, int] | None = None
 
 
 class InsufficientCredit(Exception):

@@ -333,6 +333,8 @@ class RedisLedger:
         self._mark_stale = redis.register_script(_MARK_STALE)
         self._retry = HotMoveRetryQueue(self.mark_stale, self.forget, max_moves=retry_queue_moves)
         self._open: dict[str, tuple[Reservation, float]] = {}  # request_id → (reservation, monotonic made)
+        # Requests whose limit holds after_commit settled already: their settle_limits call has nothing to do.
+        self._limits_settled: set[str] = set()
         self._renewer: asyncio.Task[None] | None = None
         self.clock = utcnow  # injectable: tests roll periods over
 
@@ -490,26 +492,19 @@ class RedisLedger:
         requests, tokens = await self._redis.mget([r, t])
         return int(requests or 0), int(tokens or 0)
 
+    def _note_limits_settled(self, request_id: str) -> None:
+        if len(self._limits_settled) >= 100_000:  # callers that never came back for theirs: forget them
+            self._limits_settled.clear()
+        self._limits_settled.add(request_id)
+
     async def settle_limits(self, reservation: Reservation, actual_nano: int, actual_tokens: int) -> None:
         self._open.pop(reservation.request_id, None)
-        hold = reservation.limits
-        if hold is None:
+        if reservation.request_id in self._limits_settled:  # done with the commit's hot move (after_commit)
+            self._limits_settled.discard(reservation.request_id)
             return
-        keys: list[str] = []
-        args: list[int | str] = [
-            reservation.request_id,
-            actual_tokens - hold.tokens,
-            actual_nano,
-            len(hold.scopes),
-        ]
-        for scope in hold.scopes:
-            _r, t, b, h, x = _limit_keys(
-                scope.scope, hold.window_start, period_tag(scope.budget_period, hold.window_start)
-            )
-            keys += [t, b, h, x]
-            counts = scope.rpm is not None or scope.tpm is not None
-            args += [int(counts), int(scope.budget_nano is not None)]
-        await self._settle_limits(keys=keys, args=args)
+        call = _limits_settle_call(reservation, actual_nano, actual_tokens)
+        if call is not None:
+            await self._settle_limits(keys=call[0], args=call[1])
 
     async def release(self, reservation: Reservation) -> None:
         await self._settle(keys=list(_keys(reservation.user_id)), args=[reservation.request_id, 0, ""])
@@ -548,32 +543,46 @@ class RedisLedger:
             await self._mark_stale(keys=list(_keys(m.user_id)[:3]), args=[request_id, version])
 
     async def _apply_moves(self, moves: Sequence[HotMove]) -> None:
-        calls: list[tuple[list[str], list[str | int]]] = [
+        calls: list[tuple[Any, list[str], list[str | int], str | None]] = [
             (
+                self._settle,
                 list(_keys(m.user_id)),
                 [
                     m.reservation.request_id if m.reservation else "",
                     m.delta_nano,
                     "" if m.version is None else m.version,
                 ],
+                None,
             )
             for m in moves
             if m.reservation is not None or m.version is not None
         ]
+        # A limited request's holds settle in the same round trip as its credit (not one more after it).
+        for m in moves:
+            if m.reservation is not None and m.limits_actual is not None:
+                limits = _limits_settle_call(m.reservation, *m.limits_actual)
+                if limits is not None:
+                    calls.append((self._settle_limits, *limits, m.reservation.request_id))
         if len(calls) == 1:
-            await self._settle(keys=calls[0][0], args=calls[0][1])
+            script, keys, args, settled = calls[0]
+            await script(keys=keys, args=args)
+            if settled is not None:
+                self._note_limits_settled(settled)
             return
         if not calls:
             return
-        # Many at once: one pipelined round trip of EVALSHA (the script is loaded on first use).
+        # Many at once: one pipelined round trip of EVALSHA (the scripts are loaded on first use).
         pipe = self._redis.pipeline(transaction=False)
-        for keys, args in calls:
-            pipe.evalsha(self._settle.sha, len(keys), *keys, *args)
-        try:
-            await pipe.execute()
-        except NoScriptError:  # not loaded yet, or Redis lost it (restart, SCRIPT FLUSH): none ran
-            for keys, args in calls:
-                await self._settle(keys=keys, args=args)
+        for script, keys, args, _settled in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        results = await pipe.execute(raise_on_error=False)
+        for (script, keys, args, settled), result in zip(calls, results, strict=True):
+            if isinstance(result, NoScriptError):  # not loaded yet, or Redis lost it: this one did not run
+                await script(keys=keys, args=args)
+            elif isinstance(result, Exception):
+                raise result
+            if settled is not None:
+                self._note_limits_settled(settled)
 
     @property
     def pending_moves(self) -> int:
@@ -644,6 +653,30 @@ class RedisLedger:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._renewer
+
+
+def _limits_settle_call(
+    reservation: Reservation, actual_nano: int, actual_tokens: int
+) -> tuple[list[str], list[str | int]] | None:
+    """The keys and args of _SETTLE_LIMITS for a reservation's limit holds (None: it holds none)."""
+    hold = reservation.limits
+    if hold is None:
+        return None
+    keys: list[str] = []
+    args: list[str | int] = [
+        reservation.request_id,
+        actual_tokens - hold.tokens,
+        actual_nano,
+        len(hold.scopes),
+    ]
+    for scope in hold.scopes:
+        _r, t, b, h, x = _limit_keys(
+            scope.scope, hold.window_start, period_tag(scope.budget_period, hold.window_start)
+        )
+        keys += [t, b, h, x]
+        counts = scope.rpm is not None or scope.tpm is not None
+        args += [int(counts), int(scope.budget_nano is not None)]
+    return keys, args
 
 
 def _budget_ttl(scopes: Sequence[ScopeLimits], now: datetime) -> int:
