@@ -1073,8 +1073,8 @@ def phase_limits(
     The limited key has an RPM, a TPM and a monthly budget, each set far above what the run can use (so
     nothing is refused, but every request runs the limited path: the limits script on Redis, the budget's
     hold and settlement, the budget-spend row of `budget.threshold` in the recording transaction). Runs
-    alternate between the two keys on the same gateway (`--limits-rounds` pairs), so a change in the
-    machine's load hits both sides alike; the ratio is of the medians.
+    alternate between the two keys on the same gateway (`--limits-rounds` pairs, in ABBA order), so a
+    change in the machine's load hits both sides alike; the ratio is of the medians.
     """
     rounds = b.args.limits_rounds
     limited = cli_json(["keys", "create", "--user", user_id, "--name", "bench-limits",
@@ -1082,11 +1082,14 @@ def phase_limits(
                         "--budget-usd", "1000000", "--budget-period", "month"], env)["key"]  # fmt: skip
     pairs: list[tuple[WrkResult, WrkResult]] = []
     for i in range(1, rounds + 1):
-        off = b.measure("gateway", gw_url, 32, False, key, server_pid=worker, recorder=rec,
-                        note=f"limits round {i}: off", keep=False)  # fmt: skip
-        on = b.measure("gateway", gw_url, 32, False, limited, server_pid=worker, recorder=rec,
-                       note=f"limits round {i}: on (rpm, tpm, budget)", keep=False)  # fmt: skip
-        pairs.append((off, on))
+        runs: dict[str, WrkResult] = {}
+        # ABBA order (off-on, on-off, …): what one run leaves behind (the auto-tag queue, autovacuum, a
+        # neighbour's burst) falls on each side alike instead of always on the second.
+        for side in ("off", "on") if i % 2 else ("on", "off"):
+            note = f"limits round {i}: " + ("on (rpm, tpm, budget)" if side == "on" else "off")
+            runs[side] = b.measure("gateway", gw_url, 32, False, key if side == "off" else limited,
+                                   server_pid=worker, recorder=rec, note=note, keep=False)  # fmt: skip
+        pairs.append((runs["off"], runs["on"]))
     off_rps = statistics.median(o.rps for o, _ in pairs)
     on_rps = statistics.median(n.rps for _, n in pairs)
     b.extra["limits"] = {

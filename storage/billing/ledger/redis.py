@@ -183,31 +183,35 @@ return {1, bal - held - amount, first_requests, first_tokens}
 """
 )
 
+# The settlement of a request's limit holds, as a Lua function over KEYS from kb + 1 and ARGV from ab + 1:
 # KEYS: per scope: tpm window, budget, budget holds, budget expiries
 # ARGV: request_id, token_delta, actual_nano, n_scopes, then per scope: counts_window (0/1), has_budget (0/1)
-# Idempotent: a budget's spend moves only when this call removed the request's hold.
-_SETTLE_LIMITS = """
-local n = tonumber(ARGV[4])
-for i = 1, n do
-  local k = (i - 1) * 4
-  local a = 4 + (i - 1) * 2
-  if ARGV[a + 1] == '1' and tonumber(ARGV[2]) ~= 0 and redis.call('EXISTS', KEYS[k + 1]) == 1 then
-    redis.call('INCRBY', KEYS[k + 1], ARGV[2])
-  end
-  if ARGV[a + 2] == '1' then
-    local amt = redis.call('HGET', KEYS[k + 3], ARGV[1])
-    if amt then
-      redis.call('HINCRBY', KEYS[k + 2], 'held', 0 - tonumber(amt))
-      redis.call('HDEL', KEYS[k + 3], ARGV[1])
-      redis.call('ZREM', KEYS[k + 4], ARGV[1])
-      if redis.call('HEXISTS', KEYS[k + 2], 'spent') == 1 then
-        redis.call('HINCRBY', KEYS[k + 2], 'spent', ARGV[3])
+# Idempotent for budgets: a budget's spend moves only when this call removed the request's hold. (The token
+# delta is not: it runs once per request, with the commit's hot move or from settle_limits.)
+_SETTLE_LIMITS_FUNCTION = """
+local function settle_limits(kb, ab)
+  local n = tonumber(ARGV[ab + 4])
+  for i = 1, n do
+    local k = kb + (i - 1) * 4
+    local a = ab + 4 + (i - 1) * 2
+    if ARGV[a + 1] == '1' and tonumber(ARGV[ab + 2]) ~= 0 and redis.call('EXISTS', KEYS[k + 1]) == 1 then
+      redis.call('INCRBY', KEYS[k + 1], ARGV[ab + 2])
+    end
+    if ARGV[a + 2] == '1' then
+      local amt = redis.call('HGET', KEYS[k + 3], ARGV[ab + 1])
+      if amt then
+        redis.call('HINCRBY', KEYS[k + 2], 'held', 0 - tonumber(amt))
+        redis.call('HDEL', KEYS[k + 3], ARGV[ab + 1])
+        redis.call('ZREM', KEYS[k + 4], ARGV[ab + 1])
+        if redis.call('HEXISTS', KEYS[k + 2], 'spent') == 1 then
+          redis.call('HINCRBY', KEYS[k + 2], 'spent', ARGV[ab + 3])
+        end
       end
     end
   end
 end
-return 1
 """
+_SETTLE_LIMITS = _SETTLE_LIMITS_FUNCTION + "settle_limits(0, 0)\nreturn 1\n"
 
 # KEYS: acct, pend   ARGV: balance, version, force ('1': ignore the floor)
 # → 1 loaded, 0 already loaded, -1 refused: older than a posting a stale mark said it must hold
@@ -248,6 +252,10 @@ if tonumber(ARGV[3]) <= tonumber(redis.call('HGET', KEYS[1], 'ver') or '0') then
 redis.call('HINCRBY', KEYS[1], 'bal', ARGV[2])
 return 1
 """
+
+# A limited request's commit: its limit holds (KEYS from 5, ARGV from 4, as _SETTLE_LIMITS), then its credit
+# (KEYS 1-4 and ARGV 1-3, as _SETTLE) — one script, so limits cost no round trip of their own.
+_SETTLE_WITH_LIMITS = _SETTLE_LIMITS_FUNCTION + "settle_limits(4, 3)\n" + _SETTLE
 
 # The heal of a post-commit move whose outcome is unknown (the connection died mid-call): re-sending it could
 # count its posting twice (`ver` is the snapshot's version, not a high-water mark, since postings may arrive
@@ -327,6 +335,7 @@ class RedisLedger:
         self._reserve = redis.register_script(_RESERVE)
         self._reserve_limited = redis.register_script(_RESERVE_LIMITED)
         self._settle_limits = redis.register_script(_SETTLE_LIMITS)
+        self._settle_with_limits = redis.register_script(_SETTLE_WITH_LIMITS)
         self._load = redis.register_script(_LOAD)
         self._settle = redis.register_script(_SETTLE)
         self._available = redis.register_script(_AVAILABLE)
@@ -543,26 +552,28 @@ class RedisLedger:
             await self._mark_stale(keys=list(_keys(m.user_id)[:3]), args=[request_id, version])
 
     async def _apply_moves(self, moves: Sequence[HotMove]) -> None:
-        calls: list[tuple[Any, list[str], list[str | int], str | None]] = [
-            (
-                self._settle,
-                list(_keys(m.user_id)),
-                [
-                    m.reservation.request_id if m.reservation else "",
-                    m.delta_nano,
-                    "" if m.version is None else m.version,
-                ],
-                None,
-            )
-            for m in moves
-            if m.reservation is not None or m.version is not None
-        ]
-        # A limited request's holds settle in the same round trip as its credit (not one more after it).
+        calls: list[tuple[Any, list[str], list[str | int], str | None]] = []
         for m in moves:
-            if m.reservation is not None and m.limits_actual is not None:
-                limits = _limits_settle_call(m.reservation, *m.limits_actual)
-                if limits is not None:
-                    calls.append((self._settle_limits, *limits, m.reservation.request_id))
+            if m.reservation is None and m.version is None:
+                continue
+            keys: list[str] = list(_keys(m.user_id))
+            args: list[str | int] = [
+                m.reservation.request_id if m.reservation else "",
+                m.delta_nano,
+                "" if m.version is None else m.version,
+            ]
+            limits = (
+                _limits_settle_call(m.reservation, *m.limits_actual)
+                if m.reservation is not None and m.limits_actual is not None
+                else None
+            )
+            if limits is None:
+                calls.append((self._settle, keys, args, None))
+            else:  # the limit holds settle in the same script as the credit: no round trip of their own
+                assert m.reservation is not None
+                calls.append(
+                    (self._settle_with_limits, keys + limits[0], args + limits[1], m.reservation.request_id)
+                )
         if len(calls) == 1:
             script, keys, args, settled = calls[0]
             await script(keys=keys, args=args)
