@@ -70,7 +70,8 @@ class CreditLedger(Protocol):
 
     async def settle_limits(self, reservation: Reservation, actual_nano: int, actual_tokens: int) -> None:
         """Settle what a recorded request held against its limits to its actual cost and tokens; and end
-        its lease (idempotent)."""
+        its lease (idempotent). A no-op for the limits when `after_commit` settled them with the commit's
+        hot move (`HotMove.limits_actual`)."""
         ...
 
     async def release(self, reservation: Reservation) -> None:

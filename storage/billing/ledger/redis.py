@@ -18,9 +18,11 @@ Limits (per scope `k:<key>`, `u:<user>`, `w:<workspace>`, shared by every instan
   sg:lim:{scope}:b:<period>   hash  spent = settled spend of the period, held = Σ open holds
   sg:lim:{scope}:b:<period>:h hash  request_id → held amount;  …:x zset request_id → expiry (ms)
 A limited request runs one script over the user's credit keys and every limit key of its scopes, so the
-credit and each limit are checked and held in one atomic step. `spent` is loaded lazily from usage_logs
-(Σ charged_nano of the period): a settle that lands between that read and the load is not counted in Redis
-(an undercount of at most the requests settling in that instant; the SQL ledger has no such window).
+credit and each limit are checked and held in one atomic step; after its record commits, one script
+(_SETTLE_WITH_LIMITS) closes the credit reservation and settles the limit holds to the actual figures.
+`spent` is loaded lazily from usage_logs (Σ charged_nano of the period): a settle that lands between that read
+and the load is not counted in Redis (an undercount of at most the requests settling in that instant; the SQL
+ledger has no such window).
 Redis Cluster: one script touches keys of several hash tags (user, key, workspace), so the limited path needs
 a single-primary Redis (with replicas/Sentinel); the credit-only path stays on the user's slot.
 
