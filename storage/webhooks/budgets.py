@@ -188,12 +188,16 @@ async def budget_threshold_alerts(conn: AsyncConnection, debits: Sequence[Budget
         ]
         for level in claimed:
             raised += 1
-            await enqueue(conn, "budget.threshold", _payload(move, kind, ident, level, after), now=now,
-                          **_audience(move, kind))  # fmt: skip
+            user_id, workspace_id = _owners(move, kind, ident)
+            payload = _payload(move, kind, ident, level, after)
+            await enqueue(
+                conn, "budget.threshold", payload, user_id=user_id, workspace_id=workspace_id, now=now
+            )
     return raised
 
 
 def _payload(move: _Move, kind: str, ident: str, level: int, after: int) -> BudgetThreshold:
+    user_id, workspace_id = _owners(move, kind, ident)
     return BudgetThreshold(
         scope=_SCOPE_NAMES[kind],
         id=uuid.UUID(ident),
@@ -203,19 +207,20 @@ def _payload(move: _Move, kind: str, ident: str, level: int, after: int) -> Budg
         period=move.period,
         period_start=move.start,
         resets_at=move.reset,
-        user_id=move.user_id if kind != "w" else None,
-        workspace_id=move.workspace_id,
+        user_id=user_id,
+        workspace_id=workspace_id,
     )
 
 
-def _audience(move: _Move, kind: str) -> dict[str, Any]:
-    """Which endpoints hear it: a key's or user's budget its user's (and the key's workspace's); a
-    workspace's budget the workspace's; the operator's unscoped endpoints hear every one."""
+def _owners(move: _Move, kind: str, ident: str) -> tuple[uuid.UUID | None, uuid.UUID | None]:
+    """Whose budget it is, (user, workspace), which is also who hears it: a key's budget its user's (and the
+    key's workspace's) endpoints, a user's budget the user's, a workspace's budget the workspace's; the
+    operator's unscoped endpoints hear every one."""
     if kind == "w":
-        return {"user_id": None, "workspace_id": move.workspace_id}
+        return None, uuid.UUID(ident)
     if kind == "u":
-        return {"user_id": move.user_id, "workspace_id": None}
-    return {"user_id": move.user_id, "workspace_id": move.workspace_id}
+        return move.user_id, None
+    return move.user_id, move.workspace_id
 
 
 async def forget_budget_spend(conn: AsyncConnection, scope: str) -> None:

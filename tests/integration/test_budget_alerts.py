@@ -6,12 +6,15 @@
   the backoff schedule: nothing sleeps), then comes up and receives every one, each signature verifying
   with `standardwebhooks`, the money as exact decimal strings.
 - The next period fires them again (the recorder's path, records dated in the following day).
+- A workspace's budget is told to the workspace's endpoints, not to a member's own.
 - A budget that is cleared and set again restarts its count from usage_logs, not from a stale count.
+- Limit holds settle exactly once to the actual figures (on Redis, with the commit's hot move).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 import uuid
@@ -30,6 +33,7 @@ from standardwebhooks import Webhook
 from pricing.cost import Usage, reservation_nano
 from pricing.money import format_usd
 from pricing.tokens import count_prompt_tokens
+from storage.accounts import service
 from storage.billing.ledger.limits import LimitRequest, ScopeLimits, period_bounds
 from storage.catalog.repository import load_catalog
 from storage.usage.recorder import CompletionRecord, record_completion
@@ -280,6 +284,41 @@ async def test_the_next_period_fires_them_again(gateway: Gateway) -> None:
         day0 + timedelta(days=1),
         day0 + timedelta(days=2),
     }
+
+
+async def test_a_workspace_budget_is_told_to_the_workspaces_endpoints(gateway: Gateway) -> None:
+    """A workspace's budget, spent by two members: its events go to the workspace's endpoint (and the
+    operator's), not to a member's own endpoint; each level once, whoever's request crossed it."""
+    gw = gateway
+    first, _ = await gw.seed_user("5")
+    second, _ = await gw.seed_user("5")
+    async with gw.engine.begin() as conn:
+        team = await service.create_workspace(conn, "team", first, [second])
+        admin = WebhookScope(user_id=None)
+        url = "http://127.0.0.1:9/x"
+        team_hook = await create_endpoint(
+            conn, admin, url=url, events=["budget.threshold"], workspace_id=team.id
+        )
+        member_hook = await create_endpoint(conn, admin, url=url, events=["budget.threshold"], user_id=first)
+    scope = ScopeLimits(f"w:{team.id}", budget_nano=1_000, budget_period="month")
+    now = datetime.now(UTC)
+    for i in range(10):
+        user_id = (first, second)[i % 2]
+        reservation = await gw.ledger.reserve(user_id, f"r-{uuid.uuid4()}", 100, LimitRequest((scope,), 10))
+        rec = completion(user_id, 100, now)
+        rec = dataclasses.replace(rec, workspace_id=team.id)
+        await record_completion(gw.engine, gw.ledger, rec, reservation)
+    team_events = await gw.rows(
+        "SELECT body FROM webhook_deliveries WHERE endpoint_id = :e", e=db_id(gw, team_hook.endpoint.id)
+    )
+    data = sorted((json.loads(r.body)["data"] for r in team_events), key=lambda d: d["threshold_pct"])
+    assert [(d["threshold_pct"], d["spent_nano"]) for d in data] == [(50, 500), (80, 800), (100, 1_000)]
+    assert all(d["scope"] == "workspace" and d["id"] == str(team.id) for d in data)
+    assert all(d["workspace_id"] == str(team.id) and d["user_id"] is None for d in data)
+    member_events = await gw.scalar(
+        "SELECT COUNT(*) FROM webhook_deliveries WHERE endpoint_id = :e", e=db_id(gw, member_hook.endpoint.id)
+    )
+    assert member_events == 0
 
 
 async def test_a_budget_set_again_recounts_from_usage_logs(gateway: Gateway) -> None:
