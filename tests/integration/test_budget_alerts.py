@@ -4,7 +4,9 @@
   sharing PostgreSQL and Redis): 10 answers, and exactly three events — 50, 80 and 100 % — one each, queued
   in the recording transactions. The receiver is down while they are first sent (the delivery clock walks
   the backoff schedule: nothing sleeps), then comes up and receives every one, each signature verifying
-  with `standardwebhooks`, the money as exact decimal strings.
+  with `standardwebhooks`, the money as exact decimal strings. And once more with nothing driving the
+  delivery: the gateway's own job runner (in-process; procrastinate on PostgreSQL) retries on a schedule
+  shrunk by SYNAPGATE_WEBHOOK_BACKOFF_SCALE while the receiver is down, then delivers all three.
 - The next period fires them again (the recorder's path, records dated in the following day).
 - A workspace's budget is told to the workspace's endpoints, not to a member's own.
 - A budget that is cleared and set again restarts its count from usage_logs, not from a stale count.
@@ -37,6 +39,7 @@ from storage.accounts import service
 from storage.billing.ledger.limits import LimitRequest, ScopeLimits, period_bounds
 from storage.catalog.repository import load_catalog
 from storage.usage.recorder import CompletionRecord, record_completion
+from storage.webhooks import backoff
 from storage.webhooks.budgets import crossed_thresholds
 from storage.webhooks.service import WebhookScope, create_endpoint, deliver_due
 from tests.environment import free_port
@@ -219,6 +222,63 @@ async def test_thresholds_fire_once_each_under_concurrency_and_reach_a_receiver_
     assert seen[100]["spent_nano"] == budget
 
 
+@pytest.mark.parametrize(
+    ("backend", "gateway_settings_overrides"),
+    [  # the real job runner inside `serve`, its backoff shrunk by the setting: 0.25 s, 1.5 s, 3 s, 6 s, …
+        ("sqlite", {"admin_key": ADMIN, "webhook_poll_seconds": 1, "webhook_backoff_scale": 0.05}),
+        (
+            "postgres+redis",
+            {
+                "admin_key": ADMIN,
+                "webhook_poll_seconds": 1,
+                "webhook_backoff_scale": 0.05,
+                "jobs_in_process": True,
+            },
+        ),
+    ],
+)
+async def test_the_running_worker_delivers_every_event_to_a_receiver_that_was_down(
+    gateway: Gateway, receiver: Receiver
+) -> None:
+    """Nothing drives the delivery here: the gateway's own job runner retries on the (shortened) schedule
+    while the receiver is down, and delivers all three events once it is up."""
+    gw = gateway
+    messages, cost = await exact_request(gw)
+    user_id, _ = await gw.seed_user("5")
+    created = await api(
+        gw, "POST", "/keys", json={"user_id": str(user_id), "budget_usd": format_usd(cost * 10)}
+    )
+    key = created.json()["key"]
+    hook = await api(
+        gw, "POST", "/webhooks", json={"url": receiver.url("/later"), "events": ["budget.threshold"]}
+    )
+    secret, hook_id = hook.json()["secret"], hook.json()["id"]
+    answers = await asyncio.gather(*(chat(gw.url, key, messages) for _ in range(12)))
+    assert sorted(r.status_code for r in answers) == [200] * 10 + [429] * 2
+
+    async def deliveries() -> list[dict[str, Any]]:
+        return list((await api(gw, "GET", f"/webhooks/{hook_id}/deliveries")).json()["data"])
+
+    deadline = time.monotonic() + 30
+    while not (
+        len(found := await deliveries()) == 3 and all(d["attempts"] >= 2 and d["last_error"] for d in found)
+    ):  # the worker tried each at least twice while the receiver was down
+        assert time.monotonic() < deadline, found
+        await asyncio.sleep(0.2)
+    assert all(d["status"] == "pending" for d in found)
+    await receiver.start()
+    while len(receiver.got) < 3:
+        assert time.monotonic() < deadline + 30, await deliveries()
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(1.5)  # a fourth would have arrived by now
+    assert len(receiver.got) == 3
+    levels = sorted(
+        Webhook(secret).verify(body, headers)["data"]["threshold_pct"] for headers, body in receiver.got
+    )
+    assert levels == [50, 80, 100]
+    assert {d["status"] for d in await deliveries()} == {"delivered"}
+
+
 def completion(user_id: uuid.UUID, charged: int, at: datetime) -> CompletionRecord:
     return CompletionRecord(
         request_id=f"req_{uuid.uuid4().hex}",
@@ -379,3 +439,18 @@ async def test_limit_holds_settle_once_to_the_actual_figures(gateway: Gateway) -
         assert limits["requests"] == n
         assert limits["tokens"] == n * (prompt + OUT_TOKENS)  # the worst case moved to the actual, once
         assert limits["spent_nano"] == n * cost
+
+
+def test_the_backoff_scale_shrinks_every_wait_and_the_24_hours() -> None:
+    t0 = datetime(2026, 12, 1, tzinfo=UTC)
+    assert backoff.next_attempt_at(t0, t0, 1, 0.05) == t0 + timedelta(milliseconds=250)
+    assert backoff.next_attempt_at(t0, t0, 2, 0.05) == t0 + timedelta(milliseconds=1500)
+    assert backoff.next_attempt_at(t0, t0 + timedelta(hours=1, minutes=12), 9, 0.05) is None  # 24 h × 0.05
+    assert backoff.schedule(t0) == [t0 + (t - t0) * 20 for t in _scaled_schedule(t0, 0.05)]
+
+
+def _scaled_schedule(t0: datetime, scale: float) -> list[datetime]:
+    times = [t0]
+    while (following := backoff.next_attempt_at(t0, times[-1], len(times), scale)) is not None:
+        times.append(following)
+    return times
