@@ -41,6 +41,7 @@ from storage.catalog.repository import load_catalog
 from storage.usage.recorder import CompletionRecord, record_completion
 from storage.webhooks import backoff
 from storage.webhooks.budgets import crossed_thresholds
+from storage.webhooks.payloads import BudgetThreshold, slack_text, to_data
 from storage.webhooks.service import WebhookScope, create_endpoint, deliver_due
 from tests.environment import free_port
 from tests.integration.conftest import Gateway, GatewayThread
@@ -454,3 +455,24 @@ def _scaled_schedule(t0: datetime, scale: float) -> list[datetime]:
     while (following := backoff.next_attempt_at(t0, times[-1], len(times), scale)) is not None:
         times.append(following)
     return times
+
+
+def test_the_slack_text_of_a_budget_threshold() -> None:
+    payload = BudgetThreshold(
+        scope="workspace",
+        id=uuid.UUID(int=7),
+        threshold_pct=80,
+        budget_nano=25_000_000_000,
+        spent_nano=20_000_000_001,
+        period="month",
+        period_start=datetime(2026, 12, 1, tzinfo=UTC),
+        resets_at=datetime(2027, 1, 1, tzinfo=UTC),
+        workspace_id=uuid.UUID(int=7),
+    )
+    data = to_data(payload)
+    assert data["budget_usd"] == "25" and data["spent_usd"] == "20.000000001"
+    text = slack_text("budget.threshold", data)
+    assert text == (
+        ":warning: SynapGate: workspace 00000000-0000-0000-0000-000000000007 reached 80% of its month budget "
+        "($20.000000001 of $25)"
+    )
