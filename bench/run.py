@@ -2,7 +2,7 @@
 """The SynapGate overhead benchmark: one command, direct-to-mock vs gateway (vs LiteLLM), printed as a table.
 
     .venv/bin/python bench/run.py [--duration 10] [--litellm-venv PATH] [--quick]
-                                  [--history-rows N] [--soak-seconds N] [--profile]
+                                  [--history-rows N] [--soak-seconds N] [--profile] [--limits]
 
 What it does, in order (every process it starts is stopped at the end, the database dropped):
   1. starts the mock upstream (`python -m devtools.mock_upstream`, uvloop + httptools) and measures it
@@ -1065,6 +1065,69 @@ def phase_history(b: Bench, mock_port: int, gw_url: str, key: str, worker: int, 
     }  # fmt: skip
 
 
+def phase_limits(
+    b: Bench, env: dict[str, str], user_id: str, gw_url: str, key: str, worker: int, rec: Recorder
+) -> None:
+    """Throughput at 32 connections, non-streaming: a key with limits vs the same user's key without.
+
+    The limited key has an RPM, a TPM and a monthly budget, each set far above what the run can use (so
+    nothing is refused, but every request runs the limited path: the limits script on Redis, the budget's
+    hold and settlement, the budget-spend row of `budget.threshold` in the recording transaction). Runs
+    alternate between the two keys on the same gateway (`--limits-rounds` pairs, in ABBA order), so a
+    change in the machine's load hits both sides alike; the ratio is of the medians.
+    """
+    rounds = b.args.limits_rounds
+    limited = cli_json(["keys", "create", "--user", user_id, "--name", "bench-limits",
+                        "--rpm", "1000000000", "--tpm", "1000000000",
+                        "--budget-usd", "1000000", "--budget-period", "month"], env)["key"]  # fmt: skip
+    pairs: list[tuple[WrkResult, WrkResult]] = []
+    for i in range(1, rounds + 1):
+        runs: dict[str, WrkResult] = {}
+        # ABBA order (off-on, on-off, …): what one run leaves behind (the auto-tag queue, autovacuum, a
+        # neighbour's burst) falls on each side alike instead of always on the second.
+        for side in ("off", "on") if i % 2 else ("on", "off"):
+            note = f"limits round {i}: " + ("on (rpm, tpm, budget)" if side == "on" else "off")
+            runs[side] = b.measure("gateway", gw_url, 32, False, key if side == "off" else limited,
+                                   server_pid=worker, recorder=rec, note=note, keep=False)  # fmt: skip
+        pairs.append((runs["off"], runs["on"]))
+    off_rps = statistics.median(o.rps for o, _ in pairs)
+    on_rps = statistics.median(n.rps for _, n in pairs)
+    # Side by side as well: both keys at once (16 connections each, two wrk processes), so every moment of
+    # the machine's load falls on both; on a busy machine this is the steadier comparison.
+    both: dict[str, dict[str, Any]] = {}  # side → rps, p50/p99, non-2xx
+
+    def side_by_side(side: str, k: str) -> None:
+        res, _, _ = run_wrk(gw_url, 16, b.duration, False, k, b.wrk_log)
+        both[side] = {
+            "rps": res["wrk_requests"] / (res["duration_us"] / 1e6),
+            "errors": res["errors"]["status"],
+            "p50_ms": res["latency_us"]["p50"] / 1000,
+            "p99_ms": res["latency_us"]["p99"] / 1000,
+        }
+
+    log(f"gateway: json, 16 + 16 conn side by side (off | on): measure {b.duration:.0f}s")
+    threads = [threading.Thread(target=side_by_side, args=a) for a in (("off", key), ("on", limited))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    log(f"  → off {both['off']['rps']:,.0f} req/s, on {both['on']['rps']:,.0f} req/s")
+    b.extra["limits"] = {
+        "limits": {"rpm_limit": 1_000_000_000, "tpm_limit": 1_000_000_000, "budget_usd": "1000000",
+                   "budget_period": "month"},
+        "rounds": [
+            {"off": asdict(o) | {"errors": o.errors, "rows_ok": _rows_ok(o)},
+             "on": asdict(n) | {"errors": n.errors, "rows_ok": _rows_ok(n)}}
+            for o, n in pairs
+        ],
+        "off_rps_median": round(off_rps, 1),
+        "on_rps_median": round(on_rps, 1),
+        "ratio": round(on_rps / off_rps, 3) if off_rps else None,
+        "side_by_side": both,
+        "side_by_side_ratio": round(both["on"]["rps"] / both["off"]["rps"], 3) if both["off"]["rps"] else 0,
+    }  # fmt: skip
+
+
 def _pyspy(pyspy: str, worker: int, seconds: int, fmt: str, out: Path, native: bool) -> subprocess.Popen[str]:
     argv = [pyspy, "record", "--pid", str(worker), "--duration", str(seconds), "--rate", "200"]
     argv += ["--format", fmt, "-o", str(out)] + (["--native"] if native else [])
@@ -1487,6 +1550,40 @@ def report(b: Bench, header: str) -> str:
             "second "
             'database served by a second gateway; the "empty" side holds only the rows of the runs above.',
         ]
+    lim = b.extra.get("limits")
+    if lim:
+        lines += [
+            "",
+            "### Limits on vs off: 32 connections, non-streaming, one gateway, runs alternating keys",
+            "",
+        ]
+        rows = []
+        for i, rnd in enumerate(lim["rounds"], 1):
+            for label, x in (("off (no limits)", rnd["off"]), ("on (rpm, tpm, budget)", rnd["on"])):
+                ok = "yes" if x["rows_ok"] else "NO"
+                lat = [fmt(x["p50_ms"], 3), fmt(x["p99_ms"], 3)]
+                rows.append([i, label, fmt(x["rps"], 0), *lat, x["errors"], ok, fmt(x["other_cpu_pct"], 0)])
+        lines += md_table(
+            ["round", "key", "req/s", "p50 ms", "p99 ms", "errors", "rows ok", "other CPU %"],
+            rows,
+            "rlrrrrlr",
+        )
+        lines += [
+            "",
+            f"Median req/s: without limits {fmt(lim['off_rps_median'], 0)}, with limits "
+            f"{fmt(lim['on_rps_median'], 0)}: ratio **{lim['ratio']}**. The limited key (same user) has "
+            "rpm_limit = tpm_limit = 1,000,000,000 and a monthly budget of $1,000,000: never refused, but "
+            "each request takes the limited path (limits script, budget hold and settlement, budget-spend "
+            "row).",
+        ]
+        both = lim["side_by_side"]
+        lines += [
+            "",
+            f"Side by side (both keys at once, 16 connections each): without limits "
+            f"{fmt(both['off']['rps'], 0)} req/s (p50 {fmt(both['off']['p50_ms'], 3)} ms), with limits "
+            f"{fmt(both['on']['rps'], 0)} req/s (p50 {fmt(both['on']['p50_ms'], 3)} ms): ratio "
+            f"**{lim['side_by_side_ratio']}**; non-2xx {both['off']['errors']} / {both['on']['errors']}.",
+        ]
     s = b.extra.get("soak")
     if s:
         lines += ["", f"### Soak: {s['seconds']} s at 32 connections, non-streaming", ""]
@@ -1608,6 +1705,9 @@ def goals(b: Bench) -> list[str]:
             f"{h['ratio']:.3f}×",
             h["ratio"] >= 0.9,
         )
+    lim = b.extra.get("limits")
+    if lim and lim["ratio"]:
+        add("throughput with limits on a key ≥ 90% of without", f"{lim['ratio']:.3f}×", lim["ratio"] >= 0.9)
     return [
         "### Goals of the issue",
         "",
@@ -1691,6 +1791,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--soak-seconds", type=int, default=0, help="constant 32-connection load, RSS start/middle/end"
     )
+    p.add_argument(
+        "--limits", action="store_true", help="32 conn: a key with rpm/tpm/budget vs one without, alternating"
+    )
+    p.add_argument("--limits-rounds", type=int, default=3, help="alternating off/on run pairs (default 3)")
     p.add_argument("--profile", action="store_true", help="py-spy the gateway worker during a 32-conn run")
     p.add_argument(
         "--ttfb-samples", type=int, default=None, help="sequential streaming requests (default 200)"
@@ -1779,6 +1883,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             if args.history_rows:
                 phase_history(b, mock_port, f"http://{HOST}:{gw_port}", key, worker, rec)
+            if args.limits:
+                phase_limits(b, env, _user_id, f"http://{HOST}:{gw_port}", key, worker, rec)
             if args.profile:
                 phase_profile(b, gw_port, key, worker, rec)
             if args.soak_seconds:

@@ -241,6 +241,13 @@ class Settings(BaseSettings):
     )
     webhook_poll_seconds: int = Field(default=2, ge=1, le=60, description="How often the outbox is polled.")
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60, description="HTTP timeout per attempt.")
+    webhook_backoff_scale: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="Shrinks the webhook retry schedule (5 s, 30 s, … for 24 h) by this factor: for tests "
+        "and staging only (0.01: retries after 50 ms, 300 ms, … for 14.4 min).",
+    )
 
     # Outages of PostgreSQL and Redis (issue 10: gateway/auth.py, storage/outage.py).
     key_outage_grace_seconds: float = Field(

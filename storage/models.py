@@ -770,3 +770,36 @@ class KeyExpiryAlert(Base):
     key_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True)
     expired_at: Mapped[datetime] = mapped_column(UTCDateTime())
     notified_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# -- budget alerts (migration 0012) ----------------------------------------------------------------
+
+
+class BudgetSpend(Base):
+    """A budget's spend in one calendar period, moved in the recording transaction (for `budget.threshold`).
+
+    The row is created from Σ usage_logs.charged_nano of the period (the truth) and then moved by each
+    debit; its row lock orders concurrent debits of one budget, so each sees the exact spend before and
+    after it. `scope` is `k:<key id>`, `u:<user id>` or `w:<workspace id>`, as in limit_windows.
+    """
+
+    __tablename__ = "budget_spend"
+
+    scope: Mapped[str] = mapped_column(String(48), primary_key=True)
+    period: Mapped[str] = mapped_column(String(8), primary_key=True)
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    spent_nano: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class BudgetAlert(Base):
+    """A `budget.threshold` event that was queued: one row per (budget, period, level) claims it, once."""
+
+    __tablename__ = "budget_alerts"
+
+    scope: Mapped[str] = mapped_column(String(48), primary_key=True)
+    period: Mapped[str] = mapped_column(String(8), primary_key=True)
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    threshold_pct: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    budget_nano: Mapped[int] = mapped_column(BigInteger)
+    spent_nano: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

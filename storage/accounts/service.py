@@ -43,6 +43,7 @@ from storage.errors import (
 from storage.models import UsageLog, table_of
 from storage.paging import Page, PageRequest
 from storage.types import utcnow
+from storage.webhooks.budgets import forget_budget_spend
 
 usage_logs = table_of(UsageLog)
 
@@ -313,12 +314,19 @@ def parse_limit_changes(changes: Mapping[str, Any], *, key: bool = False) -> dic
     return values
 
 
+async def _budget_changed(conn: AsyncConnection, scope: str, values: Mapping[str, Any]) -> None:
+    """A budget set, changed or cleared: its spend rows for `budget.threshold` are rebuilt from usage_logs."""
+    if "budget_nano" in values or "budget_period" in values:
+        await forget_budget_spend(conn, scope)
+
+
 async def update_key_limits(conn: AsyncConnection, key_id: uuid.UUID, changes: Mapping[str, Any]) -> KeyInfo:
     """Change a key's limits and expiry (KeyNotFound when there is none), within the key cache time."""
     values = parse_limit_changes(changes, key=True)
     await get_key(conn, key_id)
     if values:
         await conn.execute(update(keys.api_keys).where(keys.api_keys.c.id == key_id).values(**values))
+        await _budget_changed(conn, f"k:{key_id}", values)
     return await get_key(conn, key_id)
 
 
@@ -328,6 +336,7 @@ async def update_user_limits(conn: AsyncConnection, user_id: uuid.UUID, changes:
     await require_user(conn, user_id)
     if values:
         await conn.execute(update(keys.users).where(keys.users.c.id == user_id).values(**values))
+        await _budget_changed(conn, f"u:{user_id}", values)
 
 
 async def require_workspace(
@@ -354,6 +363,7 @@ async def update_workspace_limits(
         await conn.execute(
             update(keys.workspaces).where(keys.workspaces.c.id == workspace_id).values(**values)
         )
+        await _budget_changed(conn, f"w:{workspace_id}", values)
 
 
 _LIMIT_TABLES = {"k": keys.api_keys, "u": keys.users, "w": keys.workspaces}

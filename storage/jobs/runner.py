@@ -97,6 +97,7 @@ async def deliver_webhooks(resources: JobResources) -> None:
             resources.http,
             limit=DELIVERY_BATCH,
             http_timeout=resources.settings.webhook_timeout_seconds,
+            backoff_scale=resources.settings.webhook_backoff_scale,
         )
         if report.attempted < DELIVERY_BATCH:
             return

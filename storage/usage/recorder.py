@@ -32,8 +32,10 @@ from storage.billing.ledger.base import CreditLedger, HotMove, Reservation
 from storage.billing.ledger.entries import account_state, move_accounts
 from storage.dialect import built_once, dialect_insert
 from storage.models import BillingEvent, Conversation, ConversationLlm, Message, UsageLog, table_of
+from storage.types import utcnow
 from storage.usage.rollups import UsageFacts, apply_facts
 from storage.webhooks.alerts import low_balance_alerts
+from storage.webhooks.budgets import BudgetDebit, budget_threshold_alerts
 
 log = logging.getLogger("synapgate.recorder")
 
@@ -254,6 +256,24 @@ def _posts(rec: CompletionRecord) -> bool:
     return not rec.byok or rec.charged_nano != 0
 
 
+def _budget_debits(items: Sequence[tuple[CompletionRecord, Reservation | None]]) -> list[BudgetDebit]:
+    """Each posted debit against each budget its reservation held (the budgets as admission saw them)."""
+    return [
+        BudgetDebit(scope, rec.charged_nano, rec.created_at, rec.user_id, rec.workspace_id)
+        for rec, reservation in items
+        if reservation is not None and reservation.limits is not None and _posts(rec) and rec.charged_nano > 0
+        for scope in reservation.limits.scopes
+        if scope.budget_nano is not None
+    ]
+
+
+def _limits_actual(rec: CompletionRecord, reservation: Reservation | None) -> tuple[int, int] | None:
+    """What a limited reservation settles to: the charged amount and the tokens used (as ChatService does)."""
+    if reservation is None or reservation.limits is None:
+        return None
+    return rec.charged_nano, rec.usage.prompt_tokens + rec.usage.completion_tokens
+
+
 async def record_batch(
     engine: AsyncEngine, ledger: CreditLedger, items: Sequence[tuple[CompletionRecord, Reservation | None]]
 ) -> list[RecordResult]:
@@ -338,6 +358,9 @@ async def record_batch(
             row["first_used_at"] = min(row["first_used_at"], r.created_at)
             row["last_used_at"] = max(row["last_used_at"], r.created_at)
         await conn.execute(statements.conversation_llms_upsert, list(per_model.values()))
+        # Alerts: `budget.threshold` when these debits take a budget past 50/80/100 %, in this transaction.
+        # Late, like the rollups: each budget's spend row is shared by its concurrent requests.
+        await budget_threshold_alerts(conn, _budget_debits(items), utcnow())
         # Last in the transaction: one rollup row per model and hour is shared by concurrent requests.
         await apply_usage_rollups(conn, records)
 
@@ -353,6 +376,7 @@ async def record_batch(
                 reservation,
                 deltas[rec.user_id] if first else 0,
                 moved[rec.user_id][1] if first else None,
+                _limits_actual(rec, reservation),
             )
         )
     try:

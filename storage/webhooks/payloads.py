@@ -26,14 +26,20 @@ def usd(nano: int) -> str:
 
 
 class BudgetThreshold(msgspec.Struct, kw_only=True):
-    """A budget crossed 50, 80 or 100 % of its limit (sent once per level and period)."""
+    """A budget reached 50, 80 or 100 % of its limit (sent once per level and period).
+
+    `budget_nano`/`spent_nano` also travel as exact `budget_usd`/`spent_usd` strings (`to_data`);
+    `resets_at` is None for a `total` budget, which never resets.
+    """
 
     scope: Literal["key", "user", "workspace"]
-    scope_id: uuid.UUID
-    percent: int
-    limit_nano: int
+    id: uuid.UUID
+    threshold_pct: int
+    budget_nano: int
     spent_nano: int
+    period: str
     period_start: datetime
+    resets_at: datetime | None
     user_id: uuid.UUID | None = None
     workspace_id: uuid.UUID | None = None
 
@@ -101,11 +107,11 @@ def is_slack_url(url: str) -> bool:
 
 def slack_text(event_type: str, data: dict[str, Any]) -> str:
     """A one-line human rendering of an event for Slack."""
-    who = data.get("user_id") or data.get("workspace_id") or data.get("scope_id") or "-"
+    who = data.get("user_id") or data.get("workspace_id") or data.get("id") or "-"
     if event_type == "budget.threshold":
         return (
-            f":warning: SynapGate: {data['scope']} budget {data['scope_id']} reached {data['percent']}% "
-            f"(${data['spent_usd']} of ${data['limit_usd']})"
+            f":warning: SynapGate: {data['scope']} {data['id']} reached {data['threshold_pct']}% of its "
+            f"{data['period']} budget (${data['spent_usd']} of ${data['budget_usd']})"
         )
     if event_type == "credits.low":
         return (

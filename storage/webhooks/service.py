@@ -434,7 +434,11 @@ async def _send(http: aiohttp.ClientSession, item: _Claimed, now: datetime, http
 
 
 async def _record(
-    engine: AsyncEngine, outcomes: Sequence[_Outcome], now: datetime, report: DeliveryReport
+    engine: AsyncEngine,
+    outcomes: Sequence[_Outcome],
+    now: datetime,
+    report: DeliveryReport,
+    backoff_scale: float = 1.0,
 ) -> None:
     async with engine.begin() as conn:
         for outcome in outcomes:
@@ -450,7 +454,7 @@ async def _record(
                 values.update(status="delivered", delivered_at=now, next_attempt_at=None)
                 report.delivered += 1
             else:
-                following = next_attempt_at(item.created_at, now, attempts)
+                following = next_attempt_at(item.created_at, now, attempts, backoff_scale)
                 if following is None:
                     values.update(status="failed", next_attempt_at=None)
                     report.gave_up += 1
@@ -477,10 +481,12 @@ async def deliver_due(
     limit: int = 100,
     http_timeout: float = 10.0,
     concurrency: int = 10,
+    backoff_scale: float = 1.0,
 ) -> DeliveryReport:
     """One pass of the delivery worker: post every due outbox row (up to `limit`), record the outcomes.
 
     `now` is the clock reading for this pass (tests pass their own clock); attempts are signed with it.
+    `backoff_scale` shrinks the retry schedule (storage.webhooks.backoff), 1 in production.
     """
     now = now or utcnow()
     report = DeliveryReport()
@@ -494,7 +500,7 @@ async def deliver_due(
             return await _send(http, item, now, http_timeout)
 
     outcomes = await asyncio.gather(*(send(item) for item in claimed))
-    await _record(engine, outcomes, now, report)
+    await _record(engine, outcomes, now, report, backoff_scale)
     return report
 
 

@@ -33,12 +33,15 @@ class HotMove:
     """What the hot copy must learn after a commit: a reservation to close and/or a posting to apply.
 
     `version` is the account version the posting produced (None: nothing was posted for this user here).
+    `limits_actual` (charged nano-USD, tokens): the recorded figures the reservation's limit holds settle to
+    — a ledger may settle them in the same round trip (then its `settle_limits` for that request is a no-op).
     """
 
     user_id: uuid.UUID
     reservation: Reservation | None
     delta_nano: int
     version: int | None
+    limits_actual: tuple[int, int] | None = None
 
 
 class InsufficientCredit(Exception):
@@ -67,7 +70,8 @@ class CreditLedger(Protocol):
 
     async def settle_limits(self, reservation: Reservation, actual_nano: int, actual_tokens: int) -> None:
         """Settle what a recorded request held against its limits to its actual cost and tokens; and end
-        its lease (idempotent)."""
+        its lease (idempotent). A no-op for the limits when `after_commit` settled them with the commit's
+        hot move (`HotMove.limits_actual`)."""
         ...
 
     async def release(self, reservation: Reservation) -> None:

@@ -20,9 +20,11 @@ Limits (per scope `k:<key>`, `u:<user>`, `w:<workspace>`, shared by every instan
   sg:lim:{scope}:b:<period>   hash  spent = settled spend of the period, held = Σ open holds
   sg:lim:{scope}:b:<period>:h hash  request_id → held amount;  …:x zset request_id → expiry (ms)
 A limited request runs one script over the user's credit keys and every limit key of its scopes, so the
-credit and each limit are checked and held in one atomic step. `spent` is loaded lazily from usage_logs
-(Σ charged_nano of the period): a settle that lands between that read and the load is not counted in Redis
-(an undercount of at most the requests settling in that instant; the SQL ledger has no such window).
+credit and each limit are checked and held in one atomic step; after its record commits, one script
+(_SETTLE_WITH_LIMITS) closes the credit reservation and settles the limit holds to the actual figures.
+`spent` is loaded lazily from usage_logs (Σ charged_nano of the period): a settle that lands between that read
+and the load is not counted in Redis (an undercount of at most the requests settling in that instant; the SQL
+ledger has no such window).
 Redis Cluster: one script touches keys of several hash tags (user, key, workspace), so the limited path needs
 a single-primary Redis (with replicas/Sentinel); the credit-only path stays on the user's slot.
 
@@ -195,31 +197,35 @@ return {1, bal - held - amount, first_requests, first_tokens}
 """
 )
 
+# The settlement of a request's limit holds, as a Lua function over KEYS from kb + 1 and ARGV from ab + 1:
 # KEYS: per scope: tpm window, budget, budget holds, budget expiries
 # ARGV: request_id, token_delta, actual_nano, n_scopes, then per scope: counts_window (0/1), has_budget (0/1)
-# Idempotent: a budget's spend moves only when this call removed the request's hold.
-_SETTLE_LIMITS = """
-local n = tonumber(ARGV[4])
-for i = 1, n do
-  local k = (i - 1) * 4
-  local a = 4 + (i - 1) * 2
-  if ARGV[a + 1] == '1' and tonumber(ARGV[2]) ~= 0 and redis.call('EXISTS', KEYS[k + 1]) == 1 then
-    redis.call('INCRBY', KEYS[k + 1], ARGV[2])
-  end
-  if ARGV[a + 2] == '1' then
-    local amt = redis.call('HGET', KEYS[k + 3], ARGV[1])
-    if amt then
-      redis.call('HINCRBY', KEYS[k + 2], 'held', 0 - tonumber(amt))
-      redis.call('HDEL', KEYS[k + 3], ARGV[1])
-      redis.call('ZREM', KEYS[k + 4], ARGV[1])
-      if redis.call('HEXISTS', KEYS[k + 2], 'spent') == 1 then
-        redis.call('HINCRBY', KEYS[k + 2], 'spent', ARGV[3])
+# Idempotent for budgets: a budget's spend moves only when this call removed the request's hold. (The token
+# delta is not: it runs once per request, with the commit's hot move or from settle_limits.)
+_SETTLE_LIMITS_FUNCTION = """
+local function settle_limits(kb, ab)
+  local n = tonumber(ARGV[ab + 4])
+  for i = 1, n do
+    local k = kb + (i - 1) * 4
+    local a = ab + 4 + (i - 1) * 2
+    if ARGV[a + 1] == '1' and tonumber(ARGV[ab + 2]) ~= 0 and redis.call('EXISTS', KEYS[k + 1]) == 1 then
+      redis.call('INCRBY', KEYS[k + 1], ARGV[ab + 2])
+    end
+    if ARGV[a + 2] == '1' then
+      local amt = redis.call('HGET', KEYS[k + 3], ARGV[ab + 1])
+      if amt then
+        redis.call('HINCRBY', KEYS[k + 2], 'held', 0 - tonumber(amt))
+        redis.call('HDEL', KEYS[k + 3], ARGV[ab + 1])
+        redis.call('ZREM', KEYS[k + 4], ARGV[ab + 1])
+        if redis.call('HEXISTS', KEYS[k + 2], 'spent') == 1 then
+          redis.call('HINCRBY', KEYS[k + 2], 'spent', ARGV[ab + 3])
+        end
       end
     end
   end
 end
-return 1
 """
+_SETTLE_LIMITS = _SETTLE_LIMITS_FUNCTION + "settle_limits(0, 0)\nreturn 1\n"
 
 # KEYS: acct, pend, spool   ARGV: balance, version, force ('1': ignore the floor), then the request ids of
 # spooled records already in usage_logs at that balance's snapshot (their spool entries are dropped)
@@ -265,6 +271,10 @@ if tonumber(ARGV[3]) <= tonumber(redis.call('HGET', KEYS[1], 'ver') or '0') then
 redis.call('HINCRBY', KEYS[1], 'bal', ARGV[2])
 return 1
 """
+
+# A limited request's commit: its limit holds (KEYS from 5, ARGV from 4, as _SETTLE_LIMITS), then its credit
+# (KEYS 1-4 and ARGV 1-3, as _SETTLE) — one script, so limits cost no round trip of their own.
+_SETTLE_WITH_LIMITS = _SETTLE_LIMITS_FUNCTION + "settle_limits(4, 3)\n" + _SETTLE
 
 # The heal of a post-commit move whose outcome is unknown (the connection died mid-call): re-sending it could
 # count its posting twice (`ver` is the snapshot's version, not a high-water mark, since postings may arrive
@@ -389,6 +399,7 @@ class RedisLedger:
         self._reserve = redis.register_script(_RESERVE)
         self._reserve_limited = redis.register_script(_RESERVE_LIMITED)
         self._settle_limits = redis.register_script(_SETTLE_LIMITS)
+        self._settle_with_limits = redis.register_script(_SETTLE_WITH_LIMITS)
         self._load = redis.register_script(_LOAD)
         self._settle = redis.register_script(_SETTLE)
         self._available = redis.register_script(_AVAILABLE)
@@ -397,6 +408,8 @@ class RedisLedger:
         self._settle_replayed = redis.register_script(_SETTLE_REPLAYED)
         self._retry = HotMoveRetryQueue(self.mark_stale, self.forget, max_moves=retry_queue_moves)
         self._open: dict[str, tuple[Reservation, float]] = {}  # request_id → (reservation, monotonic made)
+        # Requests whose limit holds after_commit settled already: their settle_limits call has nothing to do.
+        self._limits_settled: set[str] = set()
         self._renewer: asyncio.Task[None] | None = None
         self.clock = utcnow  # injectable: tests roll periods over
 
@@ -563,26 +576,19 @@ class RedisLedger:
         requests, tokens = await self._redis.mget([r, t])
         return int(requests or 0), int(tokens or 0)
 
+    def _note_limits_settled(self, request_id: str) -> None:
+        if len(self._limits_settled) >= 100_000:  # callers that never came back for theirs: forget them
+            self._limits_settled.clear()
+        self._limits_settled.add(request_id)
+
     async def settle_limits(self, reservation: Reservation, actual_nano: int, actual_tokens: int) -> None:
         self._open.pop(reservation.request_id, None)
-        hold = reservation.limits
-        if hold is None:
+        if reservation.request_id in self._limits_settled:  # done with the commit's hot move (after_commit)
+            self._limits_settled.discard(reservation.request_id)
             return
-        keys: list[str] = []
-        args: list[int | str] = [
-            reservation.request_id,
-            actual_tokens - hold.tokens,
-            actual_nano,
-            len(hold.scopes),
-        ]
-        for scope in hold.scopes:
-            _r, t, b, h, x = _limit_keys(
-                scope.scope, hold.window_start, period_tag(scope.budget_period, hold.window_start)
-            )
-            keys += [t, b, h, x]
-            counts = scope.rpm is not None or scope.tpm is not None
-            args += [int(counts), int(scope.budget_nano is not None)]
-        await self._settle_limits(keys=keys, args=args)
+        call = _limits_settle_call(reservation, actual_nano, actual_tokens)
+        if call is not None:
+            await self._settle_limits(keys=call[0], args=call[1])
 
     async def release(self, reservation: Reservation) -> None:
         await self._settle(keys=list(_keys(reservation.user_id)), args=[reservation.request_id, 0, ""])
@@ -621,32 +627,48 @@ class RedisLedger:
             await self._mark_stale(keys=list(_keys(m.user_id)[:3]), args=[request_id, version])
 
     async def _apply_moves(self, moves: Sequence[HotMove]) -> None:
-        calls: list[tuple[list[str], list[str | int]]] = [
-            (
-                list(_keys(m.user_id)),
-                [
-                    m.reservation.request_id if m.reservation else "",
-                    m.delta_nano,
-                    "" if m.version is None else m.version,
-                ],
+        calls: list[tuple[Any, list[str], list[str | int], str | None]] = []
+        for m in moves:
+            if m.reservation is None and m.version is None:
+                continue
+            keys: list[str] = list(_keys(m.user_id))
+            args: list[str | int] = [
+                m.reservation.request_id if m.reservation else "",
+                m.delta_nano,
+                "" if m.version is None else m.version,
+            ]
+            limits = (
+                _limits_settle_call(m.reservation, *m.limits_actual)
+                if m.reservation is not None and m.limits_actual is not None
+                else None
             )
-            for m in moves
-            if m.reservation is not None or m.version is not None
-        ]
+            if limits is None:
+                calls.append((self._settle, keys, args, None))
+            else:  # the limit holds settle in the same script as the credit: no round trip of their own
+                assert m.reservation is not None
+                calls.append(
+                    (self._settle_with_limits, keys + limits[0], args + limits[1], m.reservation.request_id)
+                )
         if len(calls) == 1:
-            await self._settle(keys=calls[0][0], args=calls[0][1])
+            script, keys, args, settled = calls[0]
+            await script(keys=keys, args=args)
+            if settled is not None:
+                self._note_limits_settled(settled)
             return
         if not calls:
             return
-        # Many at once: one pipelined round trip of EVALSHA (the script is loaded on first use).
+        # Many at once: one pipelined round trip of EVALSHA (the scripts are loaded on first use).
         pipe = self._redis.pipeline(transaction=False)
-        for keys, args in calls:
-            pipe.evalsha(self._settle.sha, len(keys), *keys, *args)
-        try:
-            await pipe.execute()
-        except NoScriptError:  # not loaded yet, or Redis lost it (restart, SCRIPT FLUSH): none ran
-            for keys, args in calls:
-                await self._settle(keys=keys, args=args)
+        for script, keys, args, _settled in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        results = await pipe.execute(raise_on_error=False)
+        for (script, keys, args, settled), result in zip(calls, results, strict=True):
+            if isinstance(result, NoScriptError):  # not loaded yet, or Redis lost it: this one did not run
+                await script(keys=keys, args=args)
+            elif isinstance(result, Exception):
+                raise result
+            if settled is not None:
+                self._note_limits_settled(settled)
 
     # -- the local spool (PostgreSQL unreachable; storage/usage/spool.py) ------------------------------
 
@@ -779,6 +801,30 @@ async def _landed_request_ids(conn: Any, request_ids: Sequence[str]) -> list[str
         return []
     rows = await conn.execute(select(usage.c.request_id).where(usage.c.request_id.in_(list(request_ids))))
     return [row[0] for row in rows]
+
+
+def _limits_settle_call(
+    reservation: Reservation, actual_nano: int, actual_tokens: int
+) -> tuple[list[str], list[str | int]] | None:
+    """The keys and args of _SETTLE_LIMITS for a reservation's limit holds (None: it holds none)."""
+    hold = reservation.limits
+    if hold is None:
+        return None
+    keys: list[str] = []
+    args: list[str | int] = [
+        reservation.request_id,
+        actual_tokens - hold.tokens,
+        actual_nano,
+        len(hold.scopes),
+    ]
+    for scope in hold.scopes:
+        _r, t, b, h, x = _limit_keys(
+            scope.scope, hold.window_start, period_tag(scope.budget_period, hold.window_start)
+        )
+        keys += [t, b, h, x]
+        counts = scope.rpm is not None or scope.tpm is not None
+        args += [int(counts), int(scope.budget_nano is not None)]
+    return keys, args
 
 
 def _budget_ttl(scopes: Sequence[ScopeLimits], now: datetime) -> int:
