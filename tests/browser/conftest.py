@@ -24,9 +24,14 @@ import pytest
 import redis as redis_sync
 
 from devtools.mock_upstream import MockConfig, MockServerThread
-from migrations.runner import upgrade
 from tests.environment import redis_url_for_this_process
-from tests.integration.conftest import GatewayThread, make_settings, off_loop
+from tests.integration.conftest import (  # noqa: F401 (the session's migrated templates, as fixtures here)
+    GatewayThread,
+    make_settings,
+    off_loop,
+    pg_template,
+    sqlite_template,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 ADMIN_KEY = "sk-admin-browser-test"
@@ -131,21 +136,23 @@ def mock_provider() -> Iterator[MockServerThread]:
 def site(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, mock_provider: MockServerThread
 ) -> Iterator[Site]:
-    """A gateway on the embedded default (sessions in SQLite) or on PostgreSQL with Redis (sessions there)."""
+    """A gateway on the embedded default (sessions in SQLite) or on PostgreSQL with Redis (sessions there),
+    on a copy of the session's migrated template database."""
     backend = str(request.param)
     pg_name = None
     if backend == "sqlite":
         path = tmp_path_factory.mktemp("browser") / "synapgate.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
         database_url, redis_url = f"sqlite+aiosqlite:///{path}", None
     else:
         pg_name = f"sg_browser_{uuid.uuid4().hex[:10]}"
-        off_loop(asyncio.run, _pg_admin(f'CREATE DATABASE "{pg_name}"'))
+        template = request.getfixturevalue("pg_template")
+        off_loop(asyncio.run, _pg_admin(f'CREATE DATABASE "{pg_name}" TEMPLATE "{template}"'))
         database_url = f"postgresql+asyncpg://postgres@{PG_HOST}:5432/{pg_name}"
         redis_url = REDIS_URL
         client = redis_sync.Redis.from_url(REDIS_URL)
         client.flushdb()
         client.close()
-    off_loop(upgrade, database_url)
     settings = make_settings(
         database_url,
         redis_url,
