@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from insights.recommend import ModelTraffic
+from insights.recommend import ArmEvidence, ModelTraffic, Recommendation
 from pricing.cost import Usage
 from storage.dialect import insert_for
 from storage.models import ChurnPrediction as ChurnRow
@@ -28,6 +28,8 @@ from storage.models import (
     Conversation,
     CreditAccount,
     MessageFeedback,
+    ModelRecommendation,
+    RecommendationRun,
     SpendAnomaly,
     Tag,
     UsageDaily,
@@ -54,6 +56,8 @@ tags = table_of(Tag)
 usage_daily = table_of(UsageDaily)
 usage_logs = table_of(UsageLog)
 users = table_of(User)
+recommendation_rows = table_of(ModelRecommendation)
+recommendation_runs = table_of(RecommendationRun)
 
 
 def _aware(t: datetime) -> datetime:
@@ -433,6 +437,127 @@ async def model_traffic(
             )
         )
     return out
+
+
+# -- recommendations: the stored snapshot ----------------------------------------------------------------
+
+PLATFORM_SCOPE = ("platform", uuid.UUID(int=0))  # (scope, scope_id): the nil UUID for "the platform"
+
+
+@dataclass(frozen=True, slots=True)
+class RecommendationSnapshot:
+    """A scope's stored recommendations as its latest run computed them (by tag, then current model)."""
+
+    scope: str
+    computed_at: datetime
+    since: datetime
+    items: list[Recommendation]
+
+
+def _arm_json(e: ArmEvidence) -> dict[str, Any]:
+    return {
+        "model": e.model,
+        "requests": e.requests,
+        "ratings": e.ratings,
+        "positive_rate": e.positive_rate,
+        "positive_rate_lower": e.positive_rate_lower,
+        "error_rate": e.error_rate,
+        "error_rate_upper": e.error_rate_upper,
+        "latency_p50_ms": e.latency_p50_ms,
+    }
+
+
+def _arm_of(j: dict[str, Any]) -> ArmEvidence:
+    return ArmEvidence(
+        model=str(j["model"]),
+        requests=int(j["requests"]),
+        ratings=int(j["ratings"]),
+        positive_rate=float(j["positive_rate"]),
+        positive_rate_lower=float(j["positive_rate_lower"]),
+        error_rate=float(j["error_rate"]),
+        error_rate_upper=float(j["error_rate_upper"]),
+        latency_p50_ms=float(j["latency_p50_ms"]),
+    )
+
+
+async def replace_recommendations(
+    conn: AsyncConnection,
+    found: Sequence[Recommendation],
+    *,
+    computed_at: datetime,
+    since: datetime,
+    scope: tuple[str, uuid.UUID] = PLATFORM_SCOPE,
+) -> int:
+    """Replace a scope's stored recommendations and its run row (call inside the caller's transaction)."""
+    name, scope_id = scope
+    r, run = recommendation_rows.c, recommendation_runs.c
+    await conn.execute(delete(recommendation_rows).where(r.scope == name, r.scope_id == scope_id))
+    await conn.execute(delete(recommendation_runs).where(run.scope == name, run.scope_id == scope_id))
+    await conn.execute(
+        recommendation_runs.insert().values(
+            scope=name, scope_id=scope_id, computed_at=computed_at, since=since, recommendations=len(found)
+        )
+    )
+    if found:
+        await conn.execute(
+            recommendation_rows.insert(),
+            [
+                {
+                    "id": uuid.uuid4(),
+                    "scope": name,
+                    "scope_id": scope_id,
+                    "computed_at": computed_at,
+                    "tag": x.tag,
+                    "current_model": x.current_model,
+                    "recommended_model": x.recommended_model,
+                    "requests": x.current.requests,
+                    "current_cost_nano": x.current_cost_nano,
+                    "projected_cost_nano": x.projected_cost_nano,
+                    "savings_nano": x.savings_nano,
+                    "savings_pct": x.savings_pct,
+                    "evidence": {"current": _arm_json(x.current), "candidate": _arm_json(x.candidate)},
+                }
+                for x in found
+            ],
+        )
+    return len(found)
+
+
+async def stored_recommendations(
+    conn: AsyncConnection, scope: tuple[str, uuid.UUID] = PLATFORM_SCOPE
+) -> RecommendationSnapshot | None:
+    """A scope's latest stored run and its recommendations (the live order); None: never computed."""
+    name, scope_id = scope
+    r, run = recommendation_rows.c, recommendation_runs.c
+    head = (
+        await conn.execute(
+            select(run.computed_at, run.since).where(run.scope == name, run.scope_id == scope_id)
+        )
+    ).first()
+    if head is None:
+        return None
+    rows = (
+        await conn.execute(
+            select(recommendation_rows)
+            .where(r.scope == name, r.scope_id == scope_id)
+            .order_by(r.tag, r.current_model)
+        )
+    ).all()
+    items = [
+        Recommendation(
+            tag=row.tag,
+            current_model=row.current_model,
+            recommended_model=row.recommended_model,
+            current_cost_nano=int(row.current_cost_nano),
+            projected_cost_nano=int(row.projected_cost_nano),
+            savings_nano=int(row.savings_nano),
+            savings_pct=Decimal(row.savings_pct),
+            current=_arm_of(row.evidence["current"]),
+            candidate=_arm_of(row.evidence["candidate"]),
+        )
+        for row in rows
+    ]
+    return RecommendationSnapshot(name, _aware(head.computed_at), _aware(head.since), items)
 
 
 # -- coverage --------------------------------------------------------------------------------------------

@@ -7,7 +7,10 @@
   every active user's prediction replaces the stored ones.
 - Anomalies (hourly): the last hours of every user, key and workspace against their seasonal baseline; each
   anomaly not seen before is stored and its `spend.anomaly` webhook event queued in the same transaction.
-- Recommendations: computed on request from the recorded traffic per (tag, model) and the catalog's prices.
+- Recommendations: computed on request from the recorded traffic per (tag, model) and the catalog's prices;
+  the daily job also computes the platform-wide ones and stores them as a snapshot (replaced in one
+  transaction), which the dashboard and `?source=snapshot` read. Only the platform is snapshotted: a
+  user's or workspace's recommendations are computed live.
 """
 
 from __future__ import annotations
@@ -286,6 +289,41 @@ async def recommendations(
     return recommend_models(traffic, catalog, rule)
 
 
+@dataclass(frozen=True, slots=True)
+class RecommendationsRun:
+    """What a snapshot run stored: the platform's recommendations over [since, computed_at)."""
+
+    computed_at: datetime
+    since: datetime
+    recommendations: int
+
+
+async def run_recommendations(
+    engine: AsyncEngine, now: datetime | None = None, rule: RecommendationRule | None = None
+) -> RecommendationsRun:
+    """Compute the platform-wide recommendations of the last 30 days and replace the stored snapshot."""
+    now = now or utcnow()
+    since = now - timedelta(days=RECOMMENDATION_DAYS)
+    async with engine.connect() as conn:
+        found = await recommendations(conn, user_id=None, workspace_id=None, since=since, rule=rule)
+    async with engine.begin() as conn:
+        await repository.replace_recommendations(conn, found, computed_at=now, since=since)
+    return RecommendationsRun(now, since, len(found))
+
+
+async def stored_recommendations(
+    conn: AsyncConnection, *, user_id: uuid.UUID | None, workspace_id: uuid.UUID | None
+) -> repository.RecommendationSnapshot | None:
+    """The stored snapshot a caller may see: the platform's, for the operator reading the whole platform.
+
+    A user's scope (a user key, or the operator narrowing to a user or workspace) has no snapshot: the
+    job computes the platform only, so None ("not computed for this scope") — never the platform's figures.
+    """
+    if user_id is not None or workspace_id is not None:
+        return None
+    return await repository.stored_recommendations(conn)
+
+
 # -- everything now (the CLI's `insights run`) ----------------------------------------------------------
 
 
@@ -293,6 +331,7 @@ async def recommendations(
 class InsightsRun:
     churn: ChurnRun
     anomalies: AnomalyRun
+    recommendations: RecommendationsRun
 
 
 async def run_all(engine: AsyncEngine, now: datetime | None = None) -> InsightsRun:
@@ -300,4 +339,5 @@ async def run_all(engine: AsyncEngine, now: datetime | None = None) -> InsightsR
     now = now or utcnow()
     churn = await run_churn(engine, now.date())
     found = await run_anomalies(engine, now)
-    return InsightsRun(churn, found)
+    recs = await run_recommendations(engine, now)
+    return InsightsRun(churn, found, recs)
