@@ -4,10 +4,10 @@
     SYNAPGATE_DATABASE_URL=... synapgate insights simulate          # 30 users, 91 days, ~28,500 requests
     SYNAPGATE_DATABASE_URL=... python bench/recommendations_snapshot_bench.py [--runs 7]
 
-Runs the `insights.daily` recommendations step once (its wall time), then times the live computation
-(`service.recommendations`: what `GET /api/v1/analytics/recommendations` does) and the snapshot read
-(`service.stored_recommendations`: what `/dashboard/insights` and `?source=snapshot` do), the median of N
-each, and checks the two agree to the nano.
+Runs the `insights.daily` recommendations step once (its wall time: the platform's and each user's),
+then times the live computation (`service.recommendations`: what `GET /api/v1/analytics/recommendations`
+does) and the snapshot read (`service.stored_recommendations`: what `/dashboard/insights` and
+`?source=snapshot` do), the median of N each, and checks the two agree to the nano.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ async def main(runs: int) -> None:
                 (r.tag, r.current_model, r.savings_nano) for r in snapshot.items
             ]
         print(
-            f"recommendations={run.recommendations} job_s={job:.2f} "
+            f"recommendations={run.recommendations} users={run.users} "
+            f"user_recommendations={run.user_recommendations} job_s={job:.2f} "
             f"live_median_ms={statistics.median(live) * 1000:.1f} "
             f"snapshot_median_ms={statistics.median(stored) * 1000:.2f}"
         )

@@ -473,7 +473,7 @@ async def insights_page(request: Request[Any, Any, Any]) -> Response[str]:
     """The churn risk list (most likely first, 25 a page, `risk=` filters; a user: its own prediction), as
     GET /api/v1/analytics/churn-prediction lists it; the spend anomalies of the range (newest first, 25 a
     page), as GET /api/v1/analytics/anomalies lists them; the model recommendations the daily job stored, as
-    GET /api/v1/analytics/recommendations?source=snapshot returns them (platform-wide: an operator only)."""
+    GET /api/v1/analytics/recommendations?source=snapshot returns them (a user: their own)."""
     session = await signed_in(request)
     view = parse_view(request.query_params, session)
     risk = request.query_params.get("risk") or None

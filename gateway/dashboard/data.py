@@ -529,8 +529,8 @@ async def list_anomalies(
 async def stored_recommendations(
     conn: AsyncConnection, *, user_id: uuid.UUID | None
 ) -> RecommendationSnapshot | None:
-    """The recommendations snapshot the API's `?source=snapshot` returns (a user: none, only the platform's
-    are stored). One small table: the page never recomputes them."""
+    """The recommendations snapshot the API's `?source=snapshot` returns (the operator: the platform's; a
+    user: their own). One small table: the page never recomputes them."""
     return await insights_service.stored_recommendations(conn, user_id=user_id, workspace_id=None)
 
 

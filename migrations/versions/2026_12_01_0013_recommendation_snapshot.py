@@ -1,13 +1,13 @@
 """Model recommendations as a stored snapshot, so the dashboard reads one small table.
 
-- `model_recommendations`: one row per (tag, current model) recommendation of a scope's latest
-  `insights.daily` run (`platform` for now; `scope_id` is the workspace/user id of a narrower scope, the
-  nil UUID for the platform: a key part cannot be NULL): requests, exact nano-USD costs (current,
-  projected at the candidate's prices, savings), the savings percent (2 places) and the evidence of both
-  arms (sample sizes, rates, p50) as JSON.
-- `recommendation_runs`: when each scope was last computed (and over which window, how many found), so
-  "computed, nothing to recommend" differs from "never computed".
-The job replaces a scope's rows and its run row in one transaction.
+- `model_recommendations`: one row per (tag, current model) recommendation of a scope in the latest
+  `insights.daily` run (`platform`, or `user` with the user's id; `workspace` is allowed for later;
+  `scope_id` is the nil UUID for the platform: a key part cannot be NULL): requests, exact nano-USD
+  costs (current, projected at the candidate's prices, savings), the savings percent (2 places) and the
+  evidence of both arms (sample sizes, rates, p50) as JSON.
+- `recommendation_runs`: when the snapshot was computed (the platform's row; over which window, how many
+  found), so "computed, nothing to recommend" differs from "never computed".
+The job replaces every row of both tables in one transaction.
 
 Revision ID: 0013
 Revises: 0011

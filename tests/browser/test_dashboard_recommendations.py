@@ -1,7 +1,7 @@
 """The insights page's model recommendations in real Chromium: an honest empty state before the daily job
 has stored any, then — after planted cheaper-equal traffic and the job — every figure equal to what
-GET /api/v1/analytics/recommendations?source=snapshot (and the live API) returns; a user key sees the
-empty state saying why (only the platform's recommendations are stored)."""
+GET /api/v1/analytics/recommendations?source=snapshot (and the live API) returns, for the operator (the
+platform's) and for a user key (its own); a user with nothing to recommend sees that said."""
 
 from __future__ import annotations
 
@@ -71,7 +71,27 @@ def test_recommendations_equal_the_api(site: Site, new_page: Any) -> None:
     live = site.api("/analytics/recommendations")
     assert snap["data"] == live["data"] and len(snap["data"]) == len(PLANTS)
 
-    page.goto(f"{site.url}/dashboard/insights")
+    _page_equals(page, site, "/dashboard/insights", snap)
+
+    mine = new_page()  # a user key: its own snapshot, equal to what its key reads from the API
+    sign_in(mine, site, site.key_a, "/dashboard/insights")
+    own = site.api("/analytics/recommendations", key=site.key_a, source="snapshot")
+    assert own["data"] == site.api("/analytics/recommendations", key=site.key_a)["data"]
+    assert len(own["data"]) == len(PLANTS)  # only user A's traffic is tagged
+    _page_equals(mine, site, "/dashboard/insights", own)
+
+    theirs = new_page()  # B has no tagged traffic: computed, nothing for them, said so
+    sign_in(theirs, site, site.key_b, "/dashboard/insights")
+    assert site.api("/analytics/recommendations", key=site.key_b, source="snapshot")["data"] == []
+    panel_b = theirs.locator("#recommendations")
+    assert panel_b.locator("tbody tr").count() == 0
+    assert "Nothing to recommend for your traffic" in panel_b.locator(".empty").inner_text()
+
+
+def _page_equals(page: Any, site: Site, path: str, snap: dict[str, Any]) -> None:
+    """Every recommendation's figures on the page equal the API's (`data-value`s), in the API's order."""
+    page.goto(f"{site.url}{path}")
+    panel = page.locator("#recommendations")
     shown = panel.locator("tbody tr").evaluate_all(
         "rs => rs.map(r => [r.dataset.tag, r.dataset.currentModel])"
     )
@@ -89,10 +109,3 @@ def test_recommendations_equal_the_api(site: Site, new_page: Any) -> None:
         for arm in ("current", "candidate"):
             assert int(_value(row, f"evidence_{arm}_requests")) == r["evidence"][arm]["requests"]
             assert int(_value(row, f"evidence_{arm}_ratings")) == r["evidence"][arm]["ratings"]
-
-    mine = new_page()  # a user key: nothing of the platform's, and a sentence why
-    sign_in(mine, site, site.key_a, "/dashboard/insights")
-    mine_panel = mine.locator("#recommendations")
-    assert mine_panel.locator("tbody tr").count() == 0
-    assert "whole platform only" in mine_panel.locator(".empty").inner_text()
-    assert site.api("/analytics/recommendations", key=site.key_a, source="snapshot")["data"] == []

@@ -1,11 +1,11 @@
 """The stored recommendations snapshot (issue 13 with 14), on both backends through the real HTTP path: the
-`insights.daily` job stores the platform-wide recommendations, `?source=snapshot` reads them back equal to
-the live API to the nano, a rerun replaces them (in one transaction), and a user's scope never sees the
-platform's figures."""
+`insights.daily` job stores the platform's and each user's recommendations, `?source=snapshot` reads them
+back equal to the live API of the same scope to the nano, and a rerun replaces them in one transaction."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -53,7 +53,8 @@ async def _after_startup_jobs(gw: Gateway) -> None:
 
 
 async def test_daily_job_snapshot_equals_the_live_api_to_the_nano(gateway: Gateway) -> None:
-    user, key = await gateway.seed_user("1")
+    user_a, key_a = await gateway.seed_user("1")
+    user_b, key_b = await gateway.seed_user("1")
     before = await _snapshot(gateway)
     if gateway.settings.is_sqlite:  # its in-process insights.daily ran at start, on no traffic
         await _after_startup_jobs(gateway)
@@ -65,38 +66,67 @@ async def test_daily_job_snapshot_equals_the_live_api_to_the_nano(gateway: Gatew
         catalog = await load_catalog(conn)
     big, small = catalog.get("gpt-4o"), catalog.get("gpt-4o-mini")
     assert big is not None and small is not None
-    current = await _plant_traffic(gateway, user, "gpt-4o", big.id, 220, 90, 10, (900, 300))
-    await _plant_traffic(gateway, user, "gpt-4o-mini", small.id, 300, 97, 3, (900, 300))
+    # A: a cheaper-equal model of their own. B: only the expensive one — nothing to recommend to B alone,
+    # but B's requests add to the platform's current arm (its figures differ from A's).
+    current_a = await _plant_traffic(gateway, user_a, "gpt-4o", big.id, 220, 90, 10, (900, 300))
+    await _plant_traffic(gateway, user_a, "gpt-4o-mini", small.id, 300, 97, 3, (900, 300))
+    current_b = await _plant_traffic(gateway, user_b, "gpt-4o", big.id, 220, 90, 10, (700, 200))
 
     async with aiohttp.ClientSession() as http:  # the job itself, as the worker runs it
         await insights_daily(JobResources(gateway.settings, gateway.engine, http))
 
-    live = (await api(gateway, "GET", "/analytics/recommendations")).json()
+    async def live(key: str = ADMIN, **params: str) -> list[dict[str, Any]]:
+        response = await api(gateway, "GET", "/analytics/recommendations", key=key, params=params)
+        assert response.status_code == 200 and response.json()["computed_at"] is None, response.text
+        data: list[dict[str, Any]] = response.json()["data"]
+        return data
+
     snap = await _snapshot(gateway)
-    assert live["source"] == "live" and live["computed_at"] is None
     assert snap["computed_at"] is not None and snap["since"] < snap["computed_at"]
-    [rec] = snap["data"]
-    assert snap["data"] == live["data"]  # every field: money (nano and USD), percent, evidence
-    expected_current = sum(price_usage(u, big).total_nano for u in current)
-    expected_projected = sum(price_usage(u, small).total_nano for u in current)
+    assert snap["data"] == await live()  # every field: money (nano and USD), percent, evidence
+    [platform] = snap["data"]
+    assert (platform["tag"], platform["current_model"], platform["recommended_model"]) == (
+        "coding",
+        "gpt-4o",
+        "gpt-4o-mini",
+    )
+    both = current_a + current_b
+    assert platform["requests"] == 440
+    assert platform["current_cost_nano"] == sum(price_usage(u, big).total_nano for u in both)
+    assert platform["projected_cost_nano"] == sum(price_usage(u, small).total_nano for u in both)
+
+    # A user key reads its own snapshot, equal to its own live answer; the operator narrowing to the user
+    # reads the same; B, with no cheaper arm of their own, gets none (computed, so computed_at is set).
+    mine = await _snapshot(gateway, key_a)
+    assert mine["computed_at"] == snap["computed_at"]
+    assert mine["data"] == await live(key_a) == (await _snapshot(gateway, user_id=str(user_a)))["data"]
+    [rec] = mine["data"]
     assert (rec["tag"], rec["current_model"], rec["recommended_model"], rec["requests"]) == (
         "coding",
         "gpt-4o",
         "gpt-4o-mini",
         220,
     )
+    expected_current = sum(price_usage(u, big).total_nano for u in current_a)
+    expected_projected = sum(price_usage(u, small).total_nano for u in current_a)
     assert rec["current_cost_nano"] == expected_current
     assert rec["projected_cost_nano"] == expected_projected
     assert rec["savings_nano"] == expected_current - expected_projected > 0
     assert rec["evidence"]["current"]["requests"] == 220 and rec["evidence"]["candidate"]["requests"] == 300
     assert rec["evidence"]["current"]["ratings"] == 100 and rec["evidence"]["candidate"]["ratings"] == 100
-
-    # A user's scope has no snapshot (only the platform's is stored): empty, never the platform's figures.
-    assert (mine := await _snapshot(gateway, key))["data"] == [] and mine["computed_at"] is None
-    narrowed = await _snapshot(gateway, user_id=str(user))
-    assert narrowed["data"] == [] and narrowed["computed_at"] is None
-    # ...while the live API still computes theirs.
-    assert (await api(gateway, "GET", "/analytics/recommendations", key=key)).json()["data"] == live["data"]
+    theirs = await _snapshot(gateway, key_b)
+    assert theirs["data"] == await live(key_b) == [] and theirs["computed_at"] == snap["computed_at"]
+    # Another user's id with a user key: 404, as the live API. A workspace is not snapshotted: none.
+    other = await api(
+        gateway,
+        "GET",
+        "/analytics/recommendations",
+        key=key_a,
+        params={"source": "snapshot", "user_id": str(user_b)},
+    )
+    assert other.status_code == 404, other.text
+    space = await _snapshot(gateway, workspace_id=str(uuid.uuid4()))
+    assert space["data"] == [] and space["computed_at"] is None
 
     # Bad input: a clear 400 in the error envelope.
     for params in ({"source": "snapshot", "start": "2026-01-01T00:00:00Z"}, {"source": "cached"}):
@@ -118,6 +148,7 @@ async def test_a_rerun_replaces_the_snapshot_atomically(gateway: Gateway) -> Non
     first = await run_recommendations(gateway.engine)
     again = await run_recommendations(gateway.engine)
     assert first.recommendations == again.recommendations == 1
+    assert (again.users, again.user_recommendations) == (1, 1)
     snap = await _snapshot(gateway)
     assert len(snap["data"]) == 1  # replaced, not appended
     assert datetime.fromisoformat(snap["computed_at"]) == again.computed_at
@@ -126,7 +157,7 @@ async def test_a_rerun_replaces_the_snapshot_atomically(gateway: Gateway) -> Non
     with pytest.raises(RuntimeError):
         async with gateway.engine.begin() as conn:
             await repository.replace_recommendations(
-                conn, [], computed_at=again.computed_at, since=again.since
+                conn, {}, computed_at=again.computed_at, since=again.since
             )
             raise RuntimeError("the job died half-way")
     assert (await _snapshot(gateway))["data"] == snap["data"]

@@ -80,8 +80,8 @@ class RecommendationOut(Struct):
 class RecommendationsOut(Struct):
     data: list[RecommendationOut]
     source: str = "live"  # live: computed now; snapshot: as the insights.daily job stored it
-    # snapshot only: when the job computed it and from when its traffic counts (null: not computed for
-    # this scope — the job snapshots the whole platform; a user's or workspace's are computed live)
+    # snapshot only: when the job computed it and from when its traffic counts (null: the job has not
+    # run, or a workspace was asked for — the job snapshots the platform and each user, not workspaces)
     computed_at: datetime | None = None
     since: datetime | None = None
 
@@ -232,8 +232,8 @@ class InsightsController(Controller):
         """Per (task tag, current model) with enough traffic: a cheaper model whose evidence on that tag is
         not worse, with exact costs at the candidate's prices and the evidence's sample sizes (else none).
 
-        `source=snapshot` reads what the daily insights job stored (platform-wide only: for a user key, or
-        narrowed to a user or workspace, `data` is empty and `computed_at` null); `start` is live-only."""
+        `source=snapshot` reads what the daily insights job stored for the same scope (the platform, or
+        the user); a workspace is not snapshotted (`data` empty, `computed_at` null); `start` is live-only."""
         scoped = _scoped_user(caller, user_id)
         if source == "snapshot":
             if start is not None:
