@@ -529,7 +529,7 @@ async def cmd_insights_simulate(args: argparse.Namespace, settings: Settings) ->
 
 
 async def cmd_insights_run(args: argparse.Namespace, settings: Settings) -> None:
-    """Run every insights job now (churn, anomalies with their webhooks)."""
+    """Run every insights job now (churn, anomalies with their webhooks, the recommendations snapshot)."""
     from storage.insights.service import run_all
     from storage.views import to_dict
 

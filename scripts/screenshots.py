@@ -25,10 +25,11 @@ sys.path.insert(0, str(ROOT))
 from devtools.mock_upstream import MockConfig, MockServerThread  # noqa: E402
 from migrations.runner import upgrade  # noqa: E402
 from storage.db import create_engine as create_async_engine  # noqa: E402
-from storage.insights.service import run_churn  # noqa: E402
+from storage.insights.service import run_churn, run_recommendations  # noqa: E402
 from storage.models import UsageLog, table_of  # noqa: E402
 from storage.usage.rollups import rebuild_usage_rollups  # noqa: E402
 from tests.browser.conftest import ADMIN_KEY, CHROMIUM, _seed  # noqa: E402
+from tests.browser.recommendation_traffic import plant_cheaper_equal_models  # noqa: E402
 from tests.integration.conftest import GatewayThread, make_settings  # noqa: E402
 
 OUT = ROOT / "docs" / "screenshots"
@@ -66,10 +67,11 @@ def spread_over_two_weeks(sync_url: str) -> None:
 
 
 async def predict_churn(url: str) -> None:
-    """The daily insights job's churn step, so the users and insights pages show predictions."""
+    """The daily insights job (churn, recommendations), so the users and insights pages show its results."""
     engine = create_async_engine(url, pool_size=1)
     try:
         await run_churn(engine)
+        await run_recommendations(engine)
     finally:
         await engine.dispose()
 
@@ -95,6 +97,8 @@ def main() -> None:
     try:
         site = _seed(server.url)
         more_traffic(server.url, [site.key_a, site.key_b], 240)
+        # tagged traffic with a cheaper-equal model per tag (priced, so the rollups below include it)
+        asyncio.run(plant_cheaper_equal_models(f"sqlite+aiosqlite:///{database}", site.user_b))
         spread_over_two_weeks(f"sqlite:///{database}")
         asyncio.run(predict_churn(f"sqlite+aiosqlite:///{database}"))
         with sync_playwright() as p:

@@ -803,3 +803,45 @@ class BudgetAlert(Base):
     budget_nano: Mapped[int] = mapped_column(BigInteger)
     spent_nano: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# -- insights: model recommendations as a stored snapshot (migration 0013) ----------------------------
+
+RECOMMENDATION_SCOPES = ("platform", "workspace", "user")
+
+
+class RecommendationRun(Base):
+    """When a scope's recommendations were last computed (`scope_id`: the nil UUID for the platform)."""
+
+    __tablename__ = "recommendation_runs"
+    __table_args__ = (CheckConstraint(_in("scope", RECOMMENDATION_SCOPES), name="scope"),)
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
+    scope_id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True)
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    since: Mapped[datetime] = mapped_column(UTCDateTime())  # the traffic window's start
+    recommendations: Mapped[int] = mapped_column(Integer)
+
+
+class ModelRecommendation(Base):
+    """One stored recommendation of a scope's latest run: exact nano-USD costs; evidence as JSON."""
+
+    __tablename__ = "model_recommendations"
+    __table_args__ = (
+        CheckConstraint(_in("scope", RECOMMENDATION_SCOPES), name="scope"),
+        Index(None, "scope", "scope_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True, default=uuid.uuid4)
+    scope: Mapped[str] = mapped_column(String(16))
+    scope_id: Mapped[uuid.UUID] = mapped_column(Uuid())
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    tag: Mapped[str] = mapped_column(String(100))
+    current_model: Mapped[str] = mapped_column(String(100))
+    recommended_model: Mapped[str] = mapped_column(String(100))
+    requests: Mapped[int] = mapped_column(BigInteger)
+    current_cost_nano: Mapped[int] = mapped_column(BigInteger)
+    projected_cost_nano: Mapped[int] = mapped_column(BigInteger)
+    savings_nano: Mapped[int] = mapped_column(BigInteger)
+    savings_pct: Mapped[Decimal] = mapped_column(ExactDecimal(7, 2))
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSONType)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import ssl
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,34 @@ def _scope(nodeid: str) -> str:
     """What runs whole on one worker: a module, or the whole fault suite."""
     path = nodeid.split("::", 1)[0]
     return "tests/faults/" if path.startswith("tests/faults/") else path
+
+
+# The session's migrated templates, one definition for every directory (integration and browser tests both
+# copy them): a database migrated to head once per test process.
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """A PostgreSQL database migrated to head once per session; tests clone it."""
+    from migrations.runner import upgrade
+    from tests.integration.conftest import PG_HOST, TEMPLATE_DB, _admin, off_loop, pg_url
+
+    try:
+        _admin(f'CREATE DATABASE "{TEMPLATE_DB}"')
+    except OSError as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {PG_HOST}:5432 ({exc}); the test command starts it")
+    off_loop(upgrade, pg_url(TEMPLATE_DB))
+    yield TEMPLATE_DB
+    _admin(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated to head once per session; tests copy it."""
+    from migrations.runner import upgrade
+    from tests.integration.conftest import off_loop
+
+    path = tmp_path_factory.mktemp("sqlite") / "template.db"
+    off_loop(upgrade, f"sqlite+aiosqlite:///{path}")
+    return path
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:

@@ -472,7 +472,8 @@ class AnomalyLine:
 async def insights_page(request: Request[Any, Any, Any]) -> Response[str]:
     """The churn risk list (most likely first, 25 a page, `risk=` filters; a user: its own prediction), as
     GET /api/v1/analytics/churn-prediction lists it; the spend anomalies of the range (newest first, 25 a
-    page), as GET /api/v1/analytics/anomalies lists them."""
+    page), as GET /api/v1/analytics/anomalies lists them; the model recommendations the daily job stored, as
+    GET /api/v1/analytics/recommendations?source=snapshot returns them (a user: their own)."""
     session = await signed_in(request)
     view = parse_view(request.query_params, session)
     risk = request.query_params.get("risk") or None
@@ -500,6 +501,7 @@ async def insights_page(request: Request[Any, Any, Any]) -> Response[str]:
         spaces = await data.workspace_names(
             conn, [a.entity_id for a in anomalies.items if a.entity_type == "workspace"]
         )
+        recommendations = await data.stored_recommendations(conn, user_id=session.user_id)
     labels = {
         "user": lambda i: emails.get(i),
         "key": lambda i: f"{keys[i].prefix}… {keys[i].name or ''}".strip() if i in keys else None,
@@ -527,6 +529,7 @@ async def insights_page(request: Request[Any, Any, Any]) -> Response[str]:
         anomaly_lines=anomaly_lines,
         anomaly_page=anomaly_number,
         anomaly_pages=max(1, -(-anomalies.total // ANOMALY_PAGE_SIZE)),
+        recommendations=recommendations,
         query=lambda **changes: urlencode(
             {k: v for k, v in {**view.params, **current, **changes}.items() if v is not None}
         ),

@@ -48,7 +48,7 @@ from storage.catalog.service import KEEP, PriceChange
 from storage.errors import DomainError, NotFound
 from storage.insights import repository as insights_repository
 from storage.insights import service as insights_service
-from storage.insights.repository import AnomalyInfo, ChurnInfo
+from storage.insights.repository import AnomalyInfo, ChurnInfo, RecommendationSnapshot
 from storage.models import ApiKey, DashboardSession, Llm, Message, Workspace, table_of
 from storage.paging import Page, PageRequest
 from storage.usage import analytics
@@ -524,6 +524,14 @@ async def list_anomalies(
     return await insights_repository.list_anomalies(
         conn, user_id=user_id, since=window.start, until=window.end, limit=page.limit, offset=page.offset
     )
+
+
+async def stored_recommendations(
+    conn: AsyncConnection, *, user_id: uuid.UUID | None
+) -> RecommendationSnapshot | None:
+    """The recommendations snapshot the API's `?source=snapshot` returns (the operator: the platform's; a
+    user: their own). One small table: the page never recomputes them."""
+    return await insights_service.stored_recommendations(conn, user_id=user_id, workspace_id=None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from insights.recommend import ModelTraffic
+from insights.recommend import ArmEvidence, ModelTraffic, Recommendation
 from pricing.cost import Usage
 from storage.dialect import insert_for
 from storage.models import ChurnPrediction as ChurnRow
@@ -28,6 +28,8 @@ from storage.models import (
     Conversation,
     CreditAccount,
     MessageFeedback,
+    ModelRecommendation,
+    RecommendationRun,
     SpendAnomaly,
     Tag,
     UsageDaily,
@@ -54,6 +56,8 @@ tags = table_of(Tag)
 usage_daily = table_of(UsageDaily)
 usage_logs = table_of(UsageLog)
 users = table_of(User)
+recommendation_rows = table_of(ModelRecommendation)
+recommendation_runs = table_of(RecommendationRun)
 
 
 def _aware(t: datetime) -> datetime:
@@ -342,6 +346,10 @@ async def list_anomalies(
 # -- recommendations -------------------------------------------------------------------------------------
 
 
+Scope = tuple[str, uuid.UUID]  # ("platform", nil UUID) or ("user", the user's id)
+PLATFORM_SCOPE: Scope = ("platform", uuid.UUID(int=0))  # the nil UUID for "the platform"
+
+
 async def model_traffic(
     conn: AsyncConnection,
     since: datetime,
@@ -354,12 +362,31 @@ async def model_traffic(
     A request counts under every tag of its conversation (automatic and manual); the recorded token counts
     are one `Usage` per successful request, so costs at any model's prices are exact.
     """
+    found = await _traffic(conn, since, user_id=user_id, workspace_id=workspace_id, per_user=False)
+    return found.get(PLATFORM_SCOPE, [])
+
+
+async def model_traffic_by_scope(conn: AsyncConnection, since: datetime) -> dict[Scope, list[ModelTraffic]]:
+    """The platform's traffic and each user's, from one scan: each user's equals `model_traffic` narrowed to
+    that user (the same rows, grouped once more)."""
+    return await _traffic(conn, since, user_id=None, workspace_id=None, per_user=True)
+
+
+async def _traffic(
+    conn: AsyncConnection,
+    since: datetime,
+    *,
+    user_id: uuid.UUID | None,
+    workspace_id: uuid.UUID | None,
+    per_user: bool,
+) -> dict[Scope, list[ModelTraffic]]:
     u = usage_logs.c
     t = tags.c
     stmt = (
         select(
             t.name,
             u.model,
+            u.user_id,
             u.status,
             u.latency_ms,
             u.input_tokens,
@@ -381,29 +408,35 @@ async def model_traffic(
         stmt = stmt.where(u.user_id == user_id)
     if workspace_id is not None:
         stmt = stmt.where(u.workspace_id == workspace_id)
-    arms: dict[tuple[str, str], dict[str, Any]] = {}
-    message_arms: dict[uuid.UUID, list[tuple[str, str]]] = defaultdict(list)
+    ArmKey = tuple[Scope, str, str]
+    arms: dict[ArmKey, dict[str, Any]] = {}
+    message_arms: dict[uuid.UUID, list[ArmKey]] = defaultdict(list)
     for row in (await conn.execute(stmt)).all():
-        key = (row.name, row.model)
-        arm = arms.setdefault(key, {"requests": 0, "errors": 0, "latency": [], "usages": []})
-        arm["requests"] += 1
-        if row.status == "error":
-            arm["errors"] += 1
-            continue
-        arm["latency"].append(int(row.latency_ms))
-        arm["usages"].append(
-            Usage(
+        scopes = [PLATFORM_SCOPE]
+        if per_user and row.user_id is not None:
+            scopes.append(("user", row.user_id))
+        usage = None
+        if row.status != "error":
+            usage = Usage(
                 prompt_tokens=row.input_tokens,
                 completion_tokens=row.output_tokens,
                 cached_tokens=row.cached_input_tokens,
                 cache_write_tokens=row.cache_write_tokens,
                 reasoning_tokens=row.reasoning_tokens,
             )
-        )
-        if row.message_id is not None:
-            message_arms[row.message_id].append(key)
-    ups: dict[tuple[str, str], int] = defaultdict(int)
-    downs: dict[tuple[str, str], int] = defaultdict(int)
+        for scope in scopes:
+            key = (scope, row.name, row.model)
+            arm = arms.setdefault(key, {"requests": 0, "errors": 0, "latency": [], "usages": []})
+            arm["requests"] += 1
+            if usage is None:
+                arm["errors"] += 1
+                continue
+            arm["latency"].append(int(row.latency_ms))
+            arm["usages"].append(usage)
+            if row.message_id is not None:
+                message_arms[row.message_id].append(key)
+    ups: dict[ArmKey, int] = defaultdict(int)
+    downs: dict[ArmKey, int] = defaultdict(int)
     ids = list(message_arms)
     for start in range(0, len(ids), 500):
         f = feedback.c
@@ -416,23 +449,146 @@ async def model_traffic(
                     ups[key] += 1
                 elif _negative(scale, rating):
                     downs[key] += 1
-    out: list[ModelTraffic] = []
-    for (tag, model), arm in sorted(arms.items()):
+    out: dict[Scope, list[ModelTraffic]] = defaultdict(list)
+    for key, arm in sorted(arms.items(), key=lambda item: (str(item[0][0]), item[0][1], item[0][2])):
+        scope, tag, model = key
         lat = sorted(arm["latency"])
         p50 = float(lat[len(lat) // 2]) if lat else 0.0
-        out.append(
+        out[scope].append(
             ModelTraffic(
                 tag=tag,
                 model=model,
                 requests=arm["requests"],
                 errors=arm["errors"],
                 latency_p50_ms=p50,
-                feedback_up=ups[(tag, model)],
-                feedback_down=downs[(tag, model)],
+                feedback_up=ups[key],
+                feedback_down=downs[key],
                 token_counts=tuple(arm["usages"]),
             )
         )
-    return out
+    return dict(out)
+
+
+# -- recommendations: the stored snapshot ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RecommendationSnapshot:
+    """A scope's stored recommendations as its latest run computed them (by tag, then current model)."""
+
+    scope: str
+    computed_at: datetime
+    since: datetime
+    items: list[Recommendation]
+
+
+def _arm_json(e: ArmEvidence) -> dict[str, Any]:
+    return {
+        "model": e.model,
+        "requests": e.requests,
+        "ratings": e.ratings,
+        "positive_rate": e.positive_rate,
+        "positive_rate_lower": e.positive_rate_lower,
+        "error_rate": e.error_rate,
+        "error_rate_upper": e.error_rate_upper,
+        "latency_p50_ms": e.latency_p50_ms,
+    }
+
+
+def _arm_of(j: dict[str, Any]) -> ArmEvidence:
+    return ArmEvidence(
+        model=str(j["model"]),
+        requests=int(j["requests"]),
+        ratings=int(j["ratings"]),
+        positive_rate=float(j["positive_rate"]),
+        positive_rate_lower=float(j["positive_rate_lower"]),
+        error_rate=float(j["error_rate"]),
+        error_rate_upper=float(j["error_rate_upper"]),
+        latency_p50_ms=float(j["latency_p50_ms"]),
+    )
+
+
+async def replace_recommendations(
+    conn: AsyncConnection,
+    by_scope: Mapping[Scope, Sequence[Recommendation]],
+    *,
+    computed_at: datetime,
+    since: datetime,
+) -> int:
+    """Replace the whole stored snapshot — every scope's rows and the run row — with this run's (call it
+    inside the caller's transaction, so readers see the old snapshot or the new one, never a mix).
+
+    The run row is the platform's: a user's scope is computed in the same run (a user with no rows in it
+    had nothing to recommend)."""
+    await conn.execute(delete(recommendation_rows))
+    await conn.execute(delete(recommendation_runs))
+    platform = by_scope.get(PLATFORM_SCOPE, ())
+    name, scope_id = PLATFORM_SCOPE
+    await conn.execute(
+        recommendation_runs.insert().values(
+            scope=name, scope_id=scope_id, computed_at=computed_at, since=since, recommendations=len(platform)
+        )
+    )
+    rows = [
+        {
+            "id": uuid.uuid4(),
+            "scope": scope[0],
+            "scope_id": scope[1],
+            "computed_at": computed_at,
+            "tag": x.tag,
+            "current_model": x.current_model,
+            "recommended_model": x.recommended_model,
+            "requests": x.current.requests,
+            "current_cost_nano": x.current_cost_nano,
+            "projected_cost_nano": x.projected_cost_nano,
+            "savings_nano": x.savings_nano,
+            "savings_pct": x.savings_pct,
+            "evidence": {"current": _arm_json(x.current), "candidate": _arm_json(x.candidate)},
+        }
+        for scope, found in sorted(by_scope.items(), key=lambda item: (item[0][0], str(item[0][1])))
+        for x in found
+    ]
+    for start in range(0, len(rows), 1000):
+        await conn.execute(recommendation_rows.insert(), rows[start : start + 1000])
+    return len(rows)
+
+
+async def stored_recommendations(
+    conn: AsyncConnection, scope: Scope = PLATFORM_SCOPE
+) -> RecommendationSnapshot | None:
+    """A scope's recommendations of the latest run (the live order); None: the job has never run."""
+    name, scope_id = scope
+    r, run = recommendation_rows.c, recommendation_runs.c
+    platform_name, platform_id = PLATFORM_SCOPE
+    head = (
+        await conn.execute(
+            select(run.computed_at, run.since).where(run.scope == platform_name, run.scope_id == platform_id)
+        )
+    ).first()
+    if head is None:
+        return None
+    rows = (
+        await conn.execute(
+            select(recommendation_rows)
+            .where(r.scope == name, r.scope_id == scope_id)
+            .order_by(r.tag, r.current_model)
+        )
+    ).all()
+    items = [
+        Recommendation(
+            tag=row.tag,
+            current_model=row.current_model,
+            recommended_model=row.recommended_model,
+            current_cost_nano=int(row.current_cost_nano),
+            projected_cost_nano=int(row.projected_cost_nano),
+            savings_nano=int(row.savings_nano),
+            savings_pct=Decimal(row.savings_pct),
+            current=_arm_of(row.evidence["current"]),
+            candidate=_arm_of(row.evidence["candidate"]),
+        )
+        for row in rows
+    ]
+    return RecommendationSnapshot(name, _aware(head.computed_at), _aware(head.since), items)
 
 
 # -- coverage --------------------------------------------------------------------------------------------

@@ -7,7 +7,10 @@
   every active user's prediction replaces the stored ones.
 - Anomalies (hourly): the last hours of every user, key and workspace against their seasonal baseline; each
   anomaly not seen before is stored and its `spend.anomaly` webhook event queued in the same transaction.
-- Recommendations: computed on request from the recorded traffic per (tag, model) and the catalog's prices.
+- Recommendations: computed on request from the recorded traffic per (tag, model) and the catalog's prices;
+  the daily job also computes the platform's and each user's (one scan) and stores them as a snapshot
+  (replaced in one transaction), which the dashboard and `?source=snapshot` read. A workspace's are
+  computed live only.
 """
 
 from __future__ import annotations
@@ -286,6 +289,54 @@ async def recommendations(
     return recommend_models(traffic, catalog, rule)
 
 
+@dataclass(frozen=True, slots=True)
+class RecommendationsRun:
+    """What a snapshot run stored: the platform's and each user's recommendations, traffic since `since`."""
+
+    computed_at: datetime
+    since: datetime
+    recommendations: int  # the platform's
+    user_recommendations: int  # all users' together
+    users: int  # users with tagged traffic in the window
+
+
+async def run_recommendations(
+    engine: AsyncEngine, now: datetime | None = None, rule: RecommendationRule | None = None
+) -> RecommendationsRun:
+    """Compute the recommendations of the last 30 days — the platform's and each user's, from one scan of
+    the tagged traffic — and replace the stored snapshot in one transaction."""
+    now = now or utcnow()
+    since = now - timedelta(days=RECOMMENDATION_DAYS)
+    async with engine.connect() as conn:
+        traffic = await repository.model_traffic_by_scope(conn, since)
+        catalog = await load_catalog(conn)
+    found = {scope: recommend_models(arms, catalog, rule) for scope, arms in traffic.items()}
+    found.setdefault(repository.PLATFORM_SCOPE, [])
+    async with engine.begin() as conn:
+        await repository.replace_recommendations(conn, found, computed_at=now, since=since)
+    users = [scope for scope in found if scope != repository.PLATFORM_SCOPE]
+    return RecommendationsRun(
+        now,
+        since,
+        len(found[repository.PLATFORM_SCOPE]),
+        sum(len(found[u]) for u in users),
+        len(users),
+    )
+
+
+async def stored_recommendations(
+    conn: AsyncConnection, *, user_id: uuid.UUID | None, workspace_id: uuid.UUID | None
+) -> repository.RecommendationSnapshot | None:
+    """The stored snapshot for a read scoped as the live API's: the platform's (the operator), or a user's
+    (a user key, or the operator narrowing to a user). None: the job has not run — or a workspace was asked
+    for, which the job does not compute (the live API does)."""
+    if workspace_id is not None:
+        return None
+    if user_id is not None:
+        return await repository.stored_recommendations(conn, ("user", user_id))
+    return await repository.stored_recommendations(conn)
+
+
 # -- everything now (the CLI's `insights run`) ----------------------------------------------------------
 
 
@@ -293,6 +344,7 @@ async def recommendations(
 class InsightsRun:
     churn: ChurnRun
     anomalies: AnomalyRun
+    recommendations: RecommendationsRun
 
 
 async def run_all(engine: AsyncEngine, now: datetime | None = None) -> InsightsRun:
@@ -300,4 +352,5 @@ async def run_all(engine: AsyncEngine, now: datetime | None = None) -> InsightsR
     now = now or utcnow()
     churn = await run_churn(engine, now.date())
     found = await run_anomalies(engine, now)
-    return InsightsRun(churn, found)
+    recs = await run_recommendations(engine, now)
+    return InsightsRun(churn, found, recs)

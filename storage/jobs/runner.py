@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config import Settings
 from storage.db import create_engine
-from storage.insights.service import run_anomalies, run_churn
+from storage.insights.service import run_anomalies, run_churn, run_recommendations
 from storage.webhooks.alerts import emit_key_expirations
 from storage.webhooks.service import deliver_due
 
@@ -104,8 +104,10 @@ async def deliver_webhooks(resources: JobResources) -> None:
 
 
 async def insights_daily(resources: JobResources) -> None:
-    """Train (when history allows) and predict every active user's churn."""
+    """Train (when history allows) and predict every active user's churn; snapshot the platform's model
+    recommendations (the dashboard's insights page reads them)."""
     await run_churn(resources.engine)
+    await run_recommendations(resources.engine)
 
 
 async def insights_hourly(resources: JobResources) -> None:

@@ -25,13 +25,7 @@ import redis as redis_sync
 
 from devtools.mock_upstream import MockConfig, MockServerThread
 from tests.environment import redis_url_for_this_process
-from tests.integration.conftest import (  # noqa: F401 (the session's migrated templates, as fixtures here)
-    GatewayThread,
-    make_settings,
-    off_loop,
-    pg_template,
-    sqlite_template,
-)
+from tests.integration.conftest import GatewayThread, make_settings, off_loop
 
 CHROMIUM = "/usr/bin/chromium"
 ADMIN_KEY = "sk-admin-browser-test"

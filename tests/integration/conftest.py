@@ -38,7 +38,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from config import Settings
 from devtools.mock_upstream import MockConfig, MockServerThread
 from gateway.app import create_app
-from migrations.runner import upgrade
 from pricing.money import parse_usd
 from storage.accounts.keys import create_key
 from storage.accounts.users import create_user
@@ -75,25 +74,6 @@ async def _admin_async(sql: str) -> None:
 
 def _admin(sql: str) -> None:
     off_loop(asyncio.run, _admin_async(sql))
-
-
-@pytest.fixture(scope="session")
-def pg_template() -> Iterator[str]:
-    """A database migrated to head once per session; tests clone it."""
-    try:
-        _admin(f'CREATE DATABASE "{TEMPLATE_DB}"')
-    except OSError as exc:
-        pytest.fail(f"PostgreSQL is not reachable at {PG_HOST}:5432 ({exc}); the test command starts it")
-    off_loop(upgrade, pg_url(TEMPLATE_DB))
-    yield TEMPLATE_DB
-    _admin(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}" WITH (FORCE)')
-
-
-@pytest.fixture(scope="session")
-def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("sqlite") / "template.db"
-    off_loop(upgrade, f"sqlite+aiosqlite:///{path}")
-    return path
 
 
 @pytest.fixture

@@ -379,5 +379,10 @@ async def test_cli_simulates_a_history_and_runs_the_jobs(
         pairs = {(r["tag"], r["current_model"], r["recommended_model"]) for r in recs}
         assert ("translation", "gpt-4-turbo", "gemini-1.5-flash") in pairs, recs
         assert not any(r["recommended_model"] == "gpt-4o-mini" and r["tag"] == "coding" for r in recs)
+        # `insights run` stored them too: the snapshot the dashboard reads equals the live answer
+        snapshot = await client.get(
+            "/api/v1/analytics/recommendations", headers=headers, params={"source": "snapshot"}
+        )
+        assert snapshot.json()["data"] == recs and done["recommendations"]["recommendations"] == len(recs)
         perf = (await client.get("/api/v1/analytics/llm-performance", headers=headers)).json()["data"]
         assert sum(sum(m["feedback"]["sentiment"].values()) for m in perf) == written["comments"]

@@ -20,6 +20,7 @@ from gateway.api.admin.common import Body, Struct
 from gateway.api.admin.conversations import TagOut, _visible_target, tag_out
 from gateway.api.admin.scope import Caller, Engine, Paging, not_found
 from gateway.chat.tagging import model_insights
+from gateway.errors import bad_request
 from insights.recommend import ArmEvidence, Recommendation
 from pricing.money import format_usd
 from storage.insights import repository, service
@@ -78,6 +79,11 @@ class RecommendationOut(Struct):
 
 class RecommendationsOut(Struct):
     data: list[RecommendationOut]
+    source: str = "live"  # live: computed now; snapshot: as the insights.daily job stored it
+    # snapshot only: when the job computed it and from when its traffic counts (null: the job has not
+    # run, or a workspace was asked for — the job snapshots the platform and each user, not workspaces)
+    computed_at: datetime | None = None
+    since: datetime | None = None
 
 
 class AnomalyOut(Struct):
@@ -221,13 +227,35 @@ class InsightsController(Controller):
         user_id: FromQuery[uuid.UUID | None] = None,
         workspace_id: FromQuery[uuid.UUID | None] = None,
         start: Start = None,
+        source: FromQuery[Literal["live", "snapshot"]] = "live",
     ) -> RecommendationsOut:
         """Per (task tag, current model) with enough traffic: a cheaper model whose evidence on that tag is
-        not worse, with exact costs at the candidate's prices and the evidence's sample sizes (else none)."""
+        not worse, with exact costs at the candidate's prices and the evidence's sample sizes (else none).
+
+        `source=snapshot` reads what the daily insights job stored for the same scope (the platform, or
+        the user); a workspace is not snapshotted (`data` empty, `computed_at` null); `start` is live-only."""
+        scoped = _scoped_user(caller, user_id)
+        if source == "snapshot":
+            if start is not None:
+                raise bad_request(
+                    "'start' applies to live recommendations; the snapshot covers the 30 days before its "
+                    "computed_at.",
+                    param="start",
+                )
+            async with engine.connect() as conn:
+                snap = await service.stored_recommendations(conn, user_id=scoped, workspace_id=workspace_id)
+            if snap is None:
+                return RecommendationsOut(data=[], source="snapshot")
+            return RecommendationsOut(
+                data=[recommendation_out(r) for r in snap.items],
+                source="snapshot",
+                computed_at=snap.computed_at,
+                since=snap.since,
+            )
         window = window_of(start, None)
         async with engine.connect() as conn:
             found = await service.recommendations(
-                conn, user_id=_scoped_user(caller, user_id), workspace_id=workspace_id, since=window.start
+                conn, user_id=scoped, workspace_id=workspace_id, since=window.start
             )
         return RecommendationsOut(data=[recommendation_out(r) for r in found])
 
