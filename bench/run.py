@@ -58,8 +58,12 @@ VARY = False  # --distinct-conversations: every wrk request opens its own conver
 NICE: list[str] = []  # --nice N: ["nice", "-n", "N"] before every process the harness starts
 HOST = "127.0.0.1"
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
-REDIS_DB = 12
+# Redis db and database prefix: `--redis-db` / `--db-prefix` (or SYNAPGATE_BENCH_REDIS_DB / _DB_PREFIX), so
+# concurrent runs on one machine use their own db and databases; ports from `--ports LO-HI` when given.
+REDIS_DB = int(os.environ.get("SYNAPGATE_BENCH_REDIS_DB", "12"))
 REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
+DB_PREFIX = os.environ.get("SYNAPGATE_BENCH_DB_PREFIX", "synapgate_bench_")
+PORTS: list[int] = []  # --ports LO-HI: free ports are taken from this range only
 MODEL = "gpt-4o-mini"
 CHAT_PATH = "/v1/chat/completions"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -86,9 +90,19 @@ def log(msg: str) -> None:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
+    if not PORTS:
+        with socket.socket() as s:
+            s.bind((HOST, 0))
+            return int(s.getsockname()[1])
+    while PORTS:
+        port = PORTS.pop(0)
+        with socket.socket() as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port left in --ports")
 
 
 class Proc:
@@ -882,7 +896,7 @@ def tiktoken_dir() -> str:
 
 def phase_gateway_setup(b: Bench, mock_port: int, suffix: str = "") -> tuple[dict[str, str], str, str]:
     """A fresh database (migrated) with a user holding plenty of credit and a key; the gateway's env."""
-    db = f"synapgate_bench_{os.getpid()}{suffix}"
+    db = f"{DB_PREFIX}{os.getpid()}{suffix}"
     sql("postgres", f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)', fetch="exec")
     sql("postgres", f'CREATE DATABASE "{db}"', fetch="exec")
     b.dbs.append(db)
@@ -1715,6 +1729,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--skip-direct", action="store_true", help=argparse.SUPPRESS)
     p.add_argument(
+        "--redis-db", type=int, default=None, help=f"Redis db to use and flush (default {REDIS_DB})"
+    )
+    p.add_argument(
+        "--db-prefix", default=None, help=f"prefix of the databases it creates (default {DB_PREFIX})"
+    )
+    p.add_argument("--ports", default=None, metavar="LO-HI", help="take server ports from this range only")
+    p.add_argument(
         "--wait-quiet",
         type=float,
         default=0,
@@ -1733,8 +1754,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    global SOURCE, VARY, NICE
+    global SOURCE, VARY, NICE, REDIS_DB, REDIS_URL, DB_PREFIX
     SOURCE = args.source.resolve()
+    if args.redis_db is not None:
+        REDIS_DB = args.redis_db
+        REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
+    if args.db_prefix:
+        DB_PREFIX = args.db_prefix
+    if args.ports:
+        lo, _, hi = args.ports.partition("-")
+        PORTS[:] = list(range(int(lo), int(hi) + 1))
     VARY = args.distinct_conversations
     NICE = ["nice", "-n", str(args.nice)] if args.nice else []
     require_wrk()
@@ -1746,7 +1775,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     RESULTS.mkdir(parents=True, exist_ok=True)
     b = Bench(args, stamp)
-    command = "cd /work/main && .venv/bin/python bench/run.py " + " ".join(
+    command = f"cd {Path.cwd()} && .venv/bin/python bench/run.py " + " ".join(
         sys.argv[1:] if argv is None else argv
     )
     notes = machine_notes()

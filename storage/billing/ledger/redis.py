@@ -312,6 +312,10 @@ def _limit(value: int | None) -> int:
 class RedisLedger:
     """CreditLedger on Redis; the scripts are loaded once and run by EVALSHA."""
 
+    # Nothing to do inside the recording transaction (reservations close after the commit), so the recorder
+    # may write a batch in one round trip (`sg_record_usage`).
+    closes_after_commit = True
+
     def __init__(
         self,
         redis: Redis,
