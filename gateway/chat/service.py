@@ -243,13 +243,9 @@ class ChatService:
             raise record_failed() from None
         if self.database is not None:
             self.database.succeeded()
+        # The record settled the credit in its commit, and its limit holds to the actual figures right after
+        # it, in the same round trip to the ledger that closed the reservation (`HotMove.limits_actual`).
         call.recorded = True
-        if call.reservation is not None:  # limits settle to the actual figures (credit settled in the commit)
-            try:
-                tokens = outcome.usage.prompt_tokens + outcome.usage.completion_tokens
-                await self.ledger.settle_limits(call.reservation, recorded.charged_nano, tokens)
-            except Exception:  # the answer stands; the holds expire with their lease
-                log.exception("limit settle failed", extra={"request_id": call.request_id})
         offer_first_exchange(self.settings, self.engine, call)  # automatic tags, off the hot path
         return recorded
 

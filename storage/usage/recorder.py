@@ -284,18 +284,23 @@ async def record_batch(
         written = await _write_statements(engine, ledger, items)
     deltas, moved = written.deltas, written.moved
 
-    # The hot copy: every reservation closes; each user's batch delta applies once, at its new version.
+    # The hot copy: every reservation closes and its limit holds settle to the actual figures (in the same
+    # round trip); each user's batch delta applies once, at its new version.
     moves: list[HotMove] = []
     applied: set[uuid.UUID] = set()
     for rec, reservation in items:
         first = rec.user_id in deltas and rec.user_id not in applied
         applied.add(rec.user_id)
+        settles = reservation is not None and rec.request_id in written.fresh
         moves.append(
             HotMove(
                 rec.user_id,
                 reservation,
                 deltas[rec.user_id] if first else 0,
                 moved[rec.user_id][1] if first else None,
+                (rec.charged_nano, rec.usage.prompt_tokens + rec.usage.completion_tokens)
+                if settles
+                else None,
             )
         )
     try:
@@ -359,7 +364,7 @@ async def _write_one_trip(engine: AsyncEngine, records: Sequence[CompletionRecor
     payload = msgspec.json.encode([_one_trip_row(r) for r in records]).decode()
     async with engine.connect() as conn:
         raw = await conn.get_raw_connection()
-        driver: asyncpg.Connection = raw.driver_connection  # type: ignore[assignment]
+        driver: asyncpg.Connection = raw.driver_connection
         try:
             out = await driver.fetchval(RECORD_CALL, payload)
         except asyncpg.PostgresError as exc:

@@ -33,12 +33,15 @@ class HotMove:
     """What the hot copy must learn after a commit: a reservation to close and/or a posting to apply.
 
     `version` is the account version the posting produced (None: nothing was posted for this user here).
+    `limits_actual` = (charged nano-USD, tokens) of the recorded request: the reservation's limit holds settle
+    to these figures in the same round trip (None: nothing to settle, e.g. a replayed record).
     """
 
     user_id: uuid.UUID
     reservation: Reservation | None
     delta_nano: int
     version: int | None
+    limits_actual: tuple[int, int] | None = None
 
 
 class InsufficientCredit(Exception):
@@ -79,7 +82,8 @@ class CreditLedger(Protocol):
         ...
 
     async def after_commit(self, moves: Sequence[HotMove]) -> None:
-        """Bring the hot copy up to committed postings, in one round trip where it can."""
+        """Bring the hot copy up to committed postings, close the moves' reservations and settle their limit
+        holds (`limits_actual`), in one round trip where it can."""
         ...
 
     async def available(self, user_id: uuid.UUID) -> int:

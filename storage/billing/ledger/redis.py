@@ -496,9 +496,17 @@ class RedisLedger:
 
     async def settle_limits(self, reservation: Reservation, actual_nano: int, actual_tokens: int) -> None:
         self._open.pop(reservation.request_id, None)
+        call = self._settle_limits_call(reservation, actual_nano, actual_tokens)
+        if call is not None:
+            await self._settle_limits(keys=call[0], args=call[1])
+
+    def _settle_limits_call(
+        self, reservation: Reservation, actual_nano: int, actual_tokens: int
+    ) -> tuple[list[str], list[str | int]] | None:
+        """KEYS and ARGV of the limit-settle script for a reservation (None: it holds no limits)."""
         hold = reservation.limits
         if hold is None:
-            return
+            return None
         keys: list[str] = []
         args: list[int | str] = [
             reservation.request_id,
@@ -513,7 +521,7 @@ class RedisLedger:
             keys += [t, b, h, x]
             counts = scope.rpm is not None or scope.tpm is not None
             args += [int(counts), int(scope.budget_nano is not None)]
-        await self._settle_limits(keys=keys, args=args)
+        return keys, args
 
     async def release(self, reservation: Reservation) -> None:
         await self._settle(keys=list(_keys(reservation.user_id)), args=[reservation.request_id, 0, ""])
@@ -523,12 +531,16 @@ class RedisLedger:
         return None  # Redis is moved after the commit, in after_commit
 
     async def after_commit(self, moves: Sequence[HotMove]) -> None:
-        """Apply committed postings and close reservations in Redis; never raises for an outage.
+        """Apply committed postings, close reservations and settle their limit holds in Redis, in one round
+        trip (one script, or a pipeline of them for a batch); never raises for an outage.
 
         The postings are committed already, so a Redis failure here must not fail the caller: the users'
         snapshots are marked stale (reloaded from the ledger on next use) and the reservations closed — now
         if Redis answers, else from the bounded retry queue once it does.
         """
+        for m in moves:
+            if m.reservation is not None:
+                self._open.pop(m.reservation.request_id, None)
         try:
             await self._apply_moves(moves)
         except (RedisError, OSError) as exc:
@@ -543,8 +555,20 @@ class RedisLedger:
 
     async def mark_stale(self, moves: Sequence[HotMove]) -> None:
         """Close the moves' reservations and forget the snapshots that may lack their postings (stale: the
-        next use reloads them from the ledger, never from a read older than these postings)."""
+        next use reloads them from the ledger, never from a read older than these postings).
+
+        Budget holds settle too (idempotent: the spend moves only with the hold's removal); a rate window's
+        tokens keep the reserved worst case (re-sending its delta could count it twice) until the window ends.
+        """
         for m in moves:
+            if m.reservation is not None and m.limits_actual is not None:
+                call = self._settle_limits_call(
+                    m.reservation,
+                    m.limits_actual[0],
+                    m.reservation.limits.tokens if m.reservation.limits else 0,
+                )
+                if call is not None:
+                    await self._settle_limits(keys=call[0], args=call[1])
             if m.reservation is None and m.version is None:
                 continue
             request_id = m.reservation.request_id if m.reservation else ""
@@ -552,32 +576,34 @@ class RedisLedger:
             await self._mark_stale(keys=list(_keys(m.user_id)[:3]), args=[request_id, version])
 
     async def _apply_moves(self, moves: Sequence[HotMove]) -> None:
-        calls: list[tuple[list[str], list[str | int]]] = [
-            (
-                list(_keys(m.user_id)),
-                [
+        calls: list[tuple[Any, list[str], list[str | int]]] = []
+        for m in moves:
+            if m.reservation is not None or m.version is not None:
+                args: list[str | int] = [
                     m.reservation.request_id if m.reservation else "",
                     m.delta_nano,
                     "" if m.version is None else m.version,
-                ],
-            )
-            for m in moves
-            if m.reservation is not None or m.version is not None
-        ]
+                ]
+                calls.append((self._settle, list(_keys(m.user_id)), args))
+            if m.reservation is not None and m.limits_actual is not None:
+                limits = self._settle_limits_call(m.reservation, *m.limits_actual)
+                if limits is not None:
+                    calls.append((self._settle_limits, *limits))
         if len(calls) == 1:
-            await self._settle(keys=calls[0][0], args=calls[0][1])
+            script, keys, args = calls[0]
+            await script(keys=keys, args=args)
             return
         if not calls:
             return
-        # Many at once: one pipelined round trip of EVALSHA (the script is loaded on first use).
+        # Many at once: one pipelined round trip of EVALSHA (the scripts are loaded on first use).
         pipe = self._redis.pipeline(transaction=False)
-        for keys, args in calls:
-            pipe.evalsha(self._settle.sha, len(keys), *keys, *args)
+        for script, keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
         try:
             await pipe.execute()
         except NoScriptError:  # not loaded yet, or Redis lost it (restart, SCRIPT FLUSH): none ran
-            for keys, args in calls:
-                await self._settle(keys=keys, args=args)
+            for script, keys, args in calls:
+                await script(keys=keys, args=args)
 
     @property
     def pending_moves(self) -> int:

@@ -356,7 +356,15 @@ class SqlLedger:
         await self._drop(conn, reservations)
 
     async def after_commit(self, moves: Sequence[HotMove]) -> None:
-        return None  # the posting's own transaction already moved the balance and closed the reservation
+        # The posting's own transaction already moved the balance and closed the reservation; what is left
+        # is settling the recorded requests' rate-limit windows to their actual tokens.
+        for m in moves:
+            if m.reservation is None:
+                continue
+            if m.limits_actual is None:
+                self._open.pop(m.reservation.request_id, None)
+            else:
+                await self.settle_limits(m.reservation, *m.limits_actual)
 
     async def available(self, user_id: uuid.UUID) -> int:
         async with self._engine.begin() as conn:
