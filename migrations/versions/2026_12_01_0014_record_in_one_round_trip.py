@@ -1,17 +1,17 @@
 """The record in one round trip (PostgreSQL): `sg_record_usage(batch jsonb)` writes a group-commit batch.
 
 One call, in autocommit, is one round trip including the durable commit. It writes what
-`storage/usage/recorder.py` writes through SQLAlchemy (its SQL path, still used on SQLite and as the fallback),
-for records that have a message:
+`storage/usage/recorder.py` writes through SQLAlchemy (its statement path, still used on SQLite and as the
+fallback), for records that have a message:
 
-1. conversations: upserted (the newest `updated_at`), never another user's; a record whose conversation belongs
-   to another user fails the batch with SQLSTATE `SGN01` (message: the conversation id).
+1. conversations: upserted (the newest `updated_at`), never another user's; a record whose conversation
+   belongs to another user fails the batch with SQLSTATE `SGN01` (message: the conversation id).
 2. messages: inserted `ON CONFLICT (request_id) DO NOTHING` — the idempotency gate: a record whose request id
    is already recorded (a replay) writes nothing below, is not debited and not counted again.
 3. usage_logs, billing_events (a debit for every fresh record the caller marks `posts`).
-4. credit_accounts: one move per debited user in `user_id::text` order (the lock order of the SQL path), each a
-   version step. Returned: the fresh request ids, and [user, balance, version, delta, moved] of every user
-   of the batch.
+4. credit_accounts: one move per debited user in `user_id::text` order (the lock order of the statement
+   path), each a version step. Returned: the fresh request ids, and [user, balance, version, delta, moved]
+   of every user of the batch.
 5. A debit that takes a balance under the user's `low_balance_threshold_nano` raises `SGA01`: the batch rolls
    back and the caller writes it through the SQL path, which queues the `credits.low` webhook in its
    transaction (rare: once per crossing), so the webhook bodies keep one renderer (Python).
@@ -128,9 +128,10 @@ BEGIN
     END IF;
 
     -- 3. usage_logs and the debits
-    INSERT INTO usage_logs (request_id, message_id, user_id, workspace_id, api_key_id, llm_id, conversation_id,
-                            provider, model, price_version, input_tokens, cached_input_tokens,
-                            cache_write_tokens, output_tokens, reasoning_tokens, cost_nano, charged_nano,
+    INSERT INTO usage_logs (request_id, message_id, user_id, workspace_id, api_key_id, llm_id,
+                            conversation_id, provider, model, price_version, input_tokens,
+                            cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
+                            cost_nano, charged_nano,
                             latency_ms, ttft_ms, upstream_latency_ms, status, error_code, http_status,
                             user_api_key_used, usage_source, usage_estimator, is_stream, attempts, created_at,
                             endpoint)
