@@ -1318,21 +1318,31 @@ def phase_instances(b: Bench, env: dict[str, str], key: str, rec: Recorder) -> N
     gateways = [start_gateway(b, env, f"gateway-instance-{i + 1}") for i in range(n)]
     try:
         marks = rec.marks()
-        busy0, total0 = machine_ticks()
         results: list[tuple[dict[str, Any], str, int] | BaseException] = [RuntimeError("not run")] * n
 
-        def load(i: int, port: int) -> None:
+        def load(i: int, port: int, seconds: float) -> None:
             try:
-                results[i] = run_wrk(f"http://{HOST}:{port}", per, b.duration, False, key, b.wrk_log)
+                results[i] = run_wrk(f"http://{HOST}:{port}", per, seconds, False, key, b.wrk_log)
             except BaseException as exc:  # reported below
                 results[i] = exc
 
-        log(f"{n} instances: json, {per} conn each, measure {b.duration:.0f}s (no warm-up)")
-        threads = [threading.Thread(target=load, args=(i, port)) for i, (_p, port, _w) in enumerate(gateways)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        def load_all(seconds: float) -> None:
+            threads = [
+                threading.Thread(target=load, args=(i, port, seconds))
+                for i, (_p, port, _w) in enumerate(gateways)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+
+        log(f"{n} instances: json, {per} conn each: warm-up {b.warmup:.0f}s, measure {b.duration:.0f}s")
+        if b.warmup > 0:  # each process loads its tokenizers and models on its first requests
+            load_all(b.warmup)
+            rec.settle(marks, sum(r[0]["sent"] for r in results if not isinstance(r, BaseException)))
+            marks = rec.marks()
+        busy0, total0 = machine_ticks()
+        load_all(b.duration)
         busy1, total1 = machine_ticks()
         runs = []
         for r in results:
