@@ -1272,6 +1272,7 @@ def phase_workers(b: Bench, env: dict[str, str], key: str, rec: Recorder) -> Non
             time.sleep(1.0)  # every worker up and listening
             pids = worker_pids(gw, port)
             samplers = [RssSampler(pid) for pid in pids]
+            activity = PgActivitySampler(rec.db)  # do the workers' commits queue on row locks?
             try:
                 res = b.measure(
                     f"gateway ×{workers} worker{'s' if workers > 1 else ''}",
@@ -1283,8 +1284,10 @@ def phase_workers(b: Bench, env: dict[str, str], key: str, rec: Recorder) -> Non
                     extra_pids=tuple(pids),
                     note=f"--workers {workers}",
                     keep=False,
+                    pg_sampler=activity,
                 )
             finally:
+                activity.stop()
                 for sampler in samplers:
                     sampler.stop()
             rss = [round(max(s.samples, key=lambda x: x[1])[1], 1) if s.samples else None for s in samplers]
@@ -1302,6 +1305,8 @@ def phase_workers(b: Bench, env: dict[str, str], key: str, rec: Recorder) -> Non
                     "rows": res.rows,
                     "rss_max_mb_per_worker": rss,
                     "other_cpu_pct": res.other_cpu_pct,
+                    "pg_lock_waits": sum(v for k, v in (res.pg_states or {}).items() if "Lock" in k),
+                    "pg_wal_waits": sum(v for k, v in (res.pg_states or {}).items() if "WAL" in k),
                 }
             )
         finally:
@@ -1674,13 +1679,14 @@ def report(b: Bench, header: str) -> str:
         ]
         lines += md_table(
             ["workers", "req/s", "p50 ms", "p99 ms", "errors", "sent", "2xx", "rows recorded",
-             "RSS max per worker MB", "other CPU %"],
+             "RSS max per worker MB", "PG backends waiting on a lock / WAL (avg)", "other CPU %"],
             [[r["workers"], fmt(r["rps"], 0), fmt(r["p50_ms"], 3), fmt(r["p99_ms"], 3), r["errors"],
               f"{r['sent']:,}", f"{r['ok']:,}",
               f"{r['rows']['usage_logs']:,} {'✓' if r['rows_ok'] else '✗'}" if r["rows"] else "—",
-              ", ".join(str(x) for x in r["rss_max_mb_per_worker"]), fmt(r["other_cpu_pct"], 0)]
+              ", ".join(str(x) for x in r["rss_max_mb_per_worker"]),
+              f"{r.get('pg_lock_waits', 0):.2f} / {r.get('pg_wal_waits', 0):.2f}", fmt(r["other_cpu_pct"], 0)]
              for r in w["runs"]],
-            "r" * 10,
+            "r" * 11,
         )  # fmt: skip
         lines += [
             "",
