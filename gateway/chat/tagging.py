@@ -15,6 +15,7 @@ import contextlib
 import logging
 import uuid
 import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -24,6 +25,8 @@ from gateway.chat.admit import Call
 from storage.insights.service import auto_tag_texts, is_first_exchange, user_texts
 
 log = logging.getLogger("synapgate.insights")
+
+RECENT_CONVERSATIONS = 10_000  # conversation ids remembered per process so a repeated opening is tagged once
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,15 +43,28 @@ class AutoTagQueue:
         self.queue: asyncio.Queue[TagJob] = asyncio.Queue(maxsize)
         self.dropped = 0
         self.tagged = 0
+        self.repeated = 0
+        # Conversations offered lately: the same opening exchange sent again (the same derived conversation
+        # id: single-turn API calls repeat it all day) is not classified again — its tags would be the same.
+        self._recent: OrderedDict[uuid.UUID, None] = OrderedDict()
+        self._recent_max = RECENT_CONVERSATIONS
         self._task: asyncio.Task[None] | None = None
 
     def offer(self, job: TagJob) -> bool:
-        """Queue a conversation without waiting; False (and counted) when the queue is full."""
+        """Queue a conversation without waiting; False (and counted) when the queue is full, or when the
+        conversation was offered lately (`repeated`)."""
+        if job.conversation_id in self._recent:
+            self._recent.move_to_end(job.conversation_id)
+            self.repeated += 1
+            return False
         try:
             self.queue.put_nowait(job)
         except asyncio.QueueFull:
             self.dropped += 1
             return False
+        self._recent[job.conversation_id] = None
+        if len(self._recent) > self._recent_max:
+            self._recent.popitem(last=False)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._consume(), name="insights:auto-tags")
         return True
