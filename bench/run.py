@@ -64,6 +64,7 @@ REDIS_DB = int(os.environ.get("SYNAPGATE_BENCH_REDIS_DB", "12"))
 REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
 DB_PREFIX = os.environ.get("SYNAPGATE_BENCH_DB_PREFIX", "synapgate_bench_")
 PORTS: list[int] = []  # --ports LO-HI: free ports are taken from this range only
+GATEWAY_ENV: dict[str, str] = {}  # --gateway-env NAME=VALUE: extra settings of every gateway started
 MODEL = "gpt-4o-mini"
 CHAT_PATH = "/v1/chat/completions"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -911,6 +912,7 @@ def phase_gateway_setup(b: Bench, mock_port: int, suffix: str = "") -> tuple[dic
         SYNAPGATE_LOG_LEVEL="warning",
         TIKTOKEN_CACHE_DIR=tiktoken_dir(),
     )
+    env.update(GATEWAY_ENV)
     log(f"database {db}: migrate, user, key")
     cli_json(["migrate"], env)
     user = cli_json(
@@ -1362,6 +1364,7 @@ def phase_instances(b: Bench, env: dict[str, str], key: str, rec: Recorder) -> N
         rec.settle(marks, sent)
         rows = rec.counts(marks)
         rss = [rss_mb(w) for _p, _port, w in gateways]
+        time.sleep(2.0)  # the requests wrk dropped at its stop finish and close their reservations
         checked = subprocess.run(
             [*SYNAPGATE, "ledger", "reconcile"],
             env={**env, "PYTHONPATH": str(SOURCE)},
@@ -1967,6 +1970,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--instances-conns", type=int, default=21, help="connections per instance (default 21)")
     p.add_argument(
+        "--gateway-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an extra setting for every gateway (e.g. SYNAPGATE_AUTO_TAGS=false); repeatable",
+    )
+    p.add_argument(
         "--redis-db", type=int, default=None, help=f"Redis db to use and flush (default {REDIS_DB})"
     )
     p.add_argument(
@@ -1999,6 +2009,9 @@ def main(argv: list[str] | None = None) -> int:
         REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
     if args.db_prefix:
         DB_PREFIX = args.db_prefix
+    for item in args.gateway_env:
+        name, _, value = item.partition("=")
+        GATEWAY_ENV[name] = value
     if args.ports:
         lo, _, hi = args.ports.partition("-")
         PORTS[:] = list(range(int(lo), int(hi) + 1))
@@ -2092,6 +2105,11 @@ def main(argv: list[str] | None = None) -> int:
             else "the same ~200-byte request every time (one user, one key, one conversation)"
         )
         + (f"; mock, servers and wrk run under `{' '.join(NICE)}`" if NICE else "")
+        + (
+            f"; gateway settings {', '.join(f'{k}={v}' for k, v in GATEWAY_ENV.items())}"
+            if GATEWAY_ENV
+            else ""
+        )
         + f". Total wall time {time.monotonic() - started:.0f} s."
     )
     text = report(b, header)
