@@ -64,6 +64,7 @@ REDIS_DB = int(os.environ.get("SYNAPGATE_BENCH_REDIS_DB", "12"))
 REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
 DB_PREFIX = os.environ.get("SYNAPGATE_BENCH_DB_PREFIX", "synapgate_bench_")
 PORTS: list[int] = []  # --ports LO-HI: free ports are taken from this range only
+WRK_KEYS: dict[str, str] = {}  # --users N: the first key → every user's key, which wrk sends in turn
 GATEWAY_ENV: dict[str, str] = {}  # --gateway-env NAME=VALUE: extra settings of every gateway started
 MODEL = "gpt-4o-mini"
 CHAT_PATH = "/v1/chat/completions"
@@ -529,7 +530,7 @@ def run_wrk(
     base_url: str, conns: int, duration: float, stream: bool, key: str, log_path: Path, threads: int = 1
 ) -> tuple[dict[str, Any], str, int]:
     """One wrk run; returns (the BENCH_RESULT json, wrk's text, wrk's pid)."""
-    env = {**os.environ, "BENCH_KEY": key, "BENCH_MODEL": MODEL, "BENCH_PATH": CHAT_PATH}
+    env = {**os.environ, "BENCH_KEY": WRK_KEYS.get(key, key), "BENCH_MODEL": MODEL, "BENCH_PATH": CHAT_PATH}
     env["BENCH_VARY"] = "1" if VARY else "0"
     argv = [
         *NICE,
@@ -927,6 +928,24 @@ def phase_gateway_setup(b: Bench, mock_port: int, suffix: str = "") -> tuple[dic
         env,
     )
     key = cli_json(["keys", "create", "--user", user["user_id"], "--name", "bench"], env)
+    if not suffix and b.args.users > 1:  # more users, each with a key: wrk sends their keys in turn
+        keys = [key["key"]]
+        for i in range(1, b.args.users):
+            more = cli_json(
+                [
+                    "users",
+                    "create",
+                    "--email",
+                    f"bench-{os.getpid()}-{i}@example.com",
+                    "--credits-usd",
+                    "1000000",
+                ],
+                env,
+            )
+            keys.append(
+                cli_json(["keys", "create", "--user", more["user_id"], "--name", "bench"], env)["key"]
+            )
+        WRK_KEYS[key["key"]] = ",".join(keys)
     return env, user["user_id"], key["key"]
 
 
@@ -1970,6 +1989,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--instances-conns", type=int, default=21, help="connections per instance (default 21)")
     p.add_argument(
+        "--users",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N users with a key each; wrk sends their keys in turn (default 1: one hot account row)",
+    )
+    p.add_argument(
         "--gateway-env",
         action="append",
         default=[],
@@ -2103,6 +2129,9 @@ def main(argv: list[str] | None = None) -> int:
             "a distinct prompt per request (one user, one key, a conversation each)"
             if VARY
             else "the same ~200-byte request every time (one user, one key, one conversation)"
+            if args.users <= 1
+            else f"the same ~200-byte request every time from {args.users} users in turn (a key and a "
+            "conversation each)"
         )
         + (f"; mock, servers and wrk run under `{' '.join(NICE)}`" if NICE else "")
         + (
