@@ -501,9 +501,12 @@ async def record_failure(engine: AsyncEngine, rec: CompletionRecord) -> None:
     """One usage_logs row with status `error`, zero tokens and zero cost (for error rates and audits).
 
     Nothing is debited and no reservation is touched (the caller released it); the rollups count it.
+    Idempotent by request id like `record_batch`: a replayed failure writes nothing.
     """
     if rec.status != "error" or rec.cost_nano or rec.charged_nano or rec.usage.total_tokens:
         raise ValueError(f"{rec.request_id}: a failure record has status error and no usage or cost")
     async with engine.begin() as conn:
+        if await _recorded_already(conn, [rec.request_id]):
+            return
         await conn.execute(usage_logs.insert(), [_usage_row(rec)])
         await apply_usage_rollups(conn, [rec])

@@ -31,7 +31,13 @@ from storage.billing.ledger.factory import build_ledger
 from storage.billing.reconcile import reconcile
 from storage.db import create_engine
 from storage.types import utcnow
-from storage.usage.recorder import CompletionRecord, ConversationNotOwned, record_batch, record_completion
+from storage.usage.recorder import (
+    CompletionRecord,
+    ConversationNotOwned,
+    record_batch,
+    record_completion,
+    record_failure,
+)
 from storage.usage.rollups import rebuild_usage_rollups, rollup_rows
 from storage.webhooks.alerts import set_low_balance_threshold
 from storage.webhooks.service import WebhookScope, create_endpoint
@@ -182,6 +188,28 @@ async def test_a_replayed_record_changes_nothing(env: tuple[AsyncEngine, Any]) -
     assert after["requests"] == before["requests"] + 1
     assert await ledger.available(user) == CREDIT - 43_000
     assert (await reconcile(engine, ledger)).mismatches == []
+
+
+async def test_a_replayed_failure_changes_nothing(env: tuple[AsyncEngine, Any]) -> None:
+    engine, _ledger = env
+    user = await new_user(engine, _ledger)
+    failed = completion(
+        user,
+        0,
+        status="error",
+        usage=Usage(prompt_tokens=0, completion_tokens=0),
+        conversation_id=None,
+        message_id=None,
+        error_code="upstream_error",
+        http_status=502,
+        prompt=None,
+        content=None,
+    )
+    await record_failure(engine, failed)
+    before = await _snapshot(engine)
+    await record_failure(engine, failed)  # replayed
+    assert await _snapshot(engine) == before
+    assert before["usage_logs"] == 1 and before["requests"] == 1
 
 
 async def test_a_foreign_conversation_is_refused_and_nothing_is_written(env: tuple[AsyncEngine, Any]) -> None:
