@@ -2,8 +2,9 @@
 
 Once the caches are warm (key, catalog, balance snapshot, budget, the Lua scripts), a request with a rate
 limit and a budget on its key costs one Redis round trip before the upstream call (credit and every limit
-reserved in one script) and one after it (credit and limit holds settled, pipelined). The PostgreSQL side,
-one statement per record, is counted in test_record_one_trip.py.
+reserved in one script) and one after it (credit and limit holds settled in one script). The PostgreSQL side,
+one statement per record without a budget (a budgeted one, like this request, takes the statement path), is
+counted in test_record_one_trip.py.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ async def test_one_redis_round_trip_each_side_of_the_upstream_call(
         answer = await gateway.request("POST", "/v1/chat/completions", headers=headers, json=BODY)
         assert answer.status_code == 200
         rounds.append(len(sends))
-    assert rounds == [2] * 5  # reserve (credit + limits, one script); settle (credit + limits, one pipeline)
+    assert rounds == [2] * 5  # reserve (credit + limits, one script); settle (credit + limits, one script)
     limits = (await api(gateway, "GET", "/keys", params={"user_id": str(user_id)})).json()["data"][-1]
     detail = (await api(gateway, "GET", f"/keys/{limits['id']}")).json()["limits"]
     charged = await gateway.scalar(
