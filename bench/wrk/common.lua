@@ -1,7 +1,8 @@
 -- Shared by chat.lua and chat_stream.lua (loaded with dofile; wrk gives each thread its own Lua state).
 --
 -- Environment (read once per thread):
---   BENCH_KEY    bearer key sent in Authorization (default "sk-bench")
+--   BENCH_KEY    bearer key sent in Authorization (default "sk-bench"); several keys separated by commas
+--                are used in turn, one request each (several users: bench/run.py --users N)
 --   BENCH_MODEL  model name (default "gpt-4o-mini")
 --   BENCH_PATH   request path (default "/v1/chat/completions")
 --   BENCH_VARY   "1": a distinct user message per request ("… #<thread>-<n>"), so every request opens
@@ -40,26 +41,30 @@ function M.install(stream)
     responses = 0
     bad_body = 0
     statuses = {}
-    local key = os.getenv("BENCH_KEY") or "sk-bench"
     local path = os.getenv("BENCH_PATH") or "/v1/chat/completions"
-    local headers = {
-      ["Content-Type"] = "application/json",
-      ["Authorization"] = "Bearer " .. key,
-    }
-    if stream then
-      headers["Accept"] = "text/event-stream"
-    end
     vary = os.getenv("BENCH_VARY") == "1"
-    req_path, req_headers = path, headers
-    req = wrk.format("POST", path, headers, body_for(stream))
+    req_path = path
+    reqs, req_headers = {}, {}
+    for key in string.gmatch(os.getenv("BENCH_KEY") or "sk-bench", "[^,]+") do
+      local headers = {
+        ["Content-Type"] = "application/json",
+        ["Authorization"] = "Bearer " .. key,
+      }
+      if stream then
+        headers["Accept"] = "text/event-stream"
+      end
+      table.insert(req_headers, headers)
+      table.insert(reqs, wrk.format("POST", path, headers, body_for(stream)))
+    end
   end
 
   function request()
     sent = sent + 1
+    local i = ((sent + tid) % #reqs) + 1  -- the keys in turn (threads start at different keys)
     if vary then
-      return wrk.format("POST", req_path, req_headers, body_for(stream, " #" .. tid .. "-" .. sent))
+      return wrk.format("POST", req_path, req_headers[i], body_for(stream, " #" .. tid .. "-" .. sent))
     end
-    return req
+    return reqs[i]
   end
 
   function response(status, headers, body)

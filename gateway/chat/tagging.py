@@ -20,6 +20,7 @@ import contextlib
 import logging
 import uuid
 import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from insights.tagging import TagPrediction
 
 log = logging.getLogger("synapgate.insights")
+
+RECENT_CONVERSATIONS = 10_000  # conversation ids remembered per process so a repeated opening is tagged once
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,16 +70,30 @@ class AutoTagQueue:
         self.queue: asyncio.Queue[TagJob | SentimentJob] = asyncio.Queue(maxsize)
         self.dropped = 0
         self.tagged = 0
+        self.repeated = 0
         self.llm: ModelInsights | None = None  # the tagger model, when SYNAPGATE_TAGGER_MODEL is set
+        # Conversations offered lately: the same opening exchange sent again (the same derived conversation
+        # id: single-turn API calls repeat it all day) is not classified again — its tags would be the same.
+        self._recent: OrderedDict[uuid.UUID, None] = OrderedDict()
+        self._recent_max = RECENT_CONVERSATIONS
         self._task: asyncio.Task[None] | None = None
 
     def offer(self, job: TagJob | SentimentJob) -> bool:
-        """Queue a conversation without waiting; False (and counted) when the queue is full."""
+        """Queue a conversation (or a feedback comment) without waiting; False (and counted) when the queue is
+        full, or when the conversation was offered lately (`repeated`; comments are never deduplicated)."""
+        if isinstance(job, TagJob) and job.conversation_id in self._recent:
+            self._recent.move_to_end(job.conversation_id)
+            self.repeated += 1
+            return False
         try:
             self.queue.put_nowait(job)
         except asyncio.QueueFull:
             self.dropped += 1
             return False
+        if isinstance(job, TagJob):
+            self._recent[job.conversation_id] = None
+            if len(self._recent) > self._recent_max:
+                self._recent.popitem(last=False)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._consume(), name="insights:auto-tags")
         return True

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import asyncpg
+import msgspec
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -32,8 +34,9 @@ from storage.billing.ledger.base import CreditLedger, HotMove, Reservation
 from storage.billing.ledger.entries import account_state, move_accounts
 from storage.dialect import built_once, dialect_insert
 from storage.models import BillingEvent, Conversation, ConversationLlm, Message, UsageLog, table_of
+from storage.outage import is_outage
 from storage.types import utcnow
-from storage.usage.rollups import UsageFacts, apply_facts
+from storage.usage.rollups import UsageFacts, apply_facts, latency_bucket
 from storage.webhooks.alerts import low_balance_alerts
 from storage.webhooks.budgets import BudgetDebit, budget_threshold_alerts
 
@@ -279,28 +282,168 @@ async def record_batch(
 ) -> list[RecordResult]:
     """Commit the rows of many completions in ONE transaction (group commit), then move the hot copy.
 
-    Multi-row inserts for messages, usage_logs and billing_events; one account move per user (however
-    many of their requests are in the batch); conversation_llms summed per (conversation, model).
-    All or nothing: on any error nothing is committed and the exception propagates.
+    On PostgreSQL with a ledger that closes reservations after the commit (Redis), the whole batch is one
+    call of `sg_record_usage` on asyncpg in autocommit: one round trip including the durable commit
+    (`_write_one_trip`). Otherwise (SQLite, the SQL ledger, a batch with a debit against a key, user or
+    workspace budget, and a batch that crosses a low-balance alert threshold) SQLAlchemy writes it statement
+    by statement (`_write_statements`). Both write the same rows, rollups included.
+
+    Idempotent by request id: a record whose request id is already recorded (a replay) writes nothing, is not
+    debited again, and its result says `posted=False`. All or nothing otherwise: on any error nothing is
+    committed and the exception propagates.
     """
     records = [rec for rec, _ in items]
     for rec in records:
         if rec.conversation_id is None or rec.message_id is None:
             raise ValueError(f"{rec.request_id}: a record without a message is written by record_failure")
+    written: _Written | None = None
+    # A batch with a budgeted debit takes the statement path: its budgets' spend rows move and their
+    # `budget.threshold` events are queued in the recording transaction (storage/webhooks/budgets.py, one
+    # renderer in Python), which sg_record_usage does not do.
+    if _one_trip_applies(engine, ledger) and not _budget_debits(items):
+        try:
+            written = await _write_one_trip(engine, records)
+        except _SqlPathNeeded:  # a low-balance alert to queue: the statement path renders its webhook
+            written = None
+    if written is None:
+        written = await _write_statements(engine, ledger, items)
+    deltas, moved = written.deltas, written.moved
+
+    # The hot copy: every reservation closes and its limit holds settle to the actual figures (in the same
+    # round trip); each user's batch delta applies once, at its new version.
+    moves: list[HotMove] = []
+    applied: set[uuid.UUID] = set()
+    for rec, reservation in items:
+        first = rec.user_id in deltas and rec.user_id not in applied
+        applied.add(rec.user_id)
+        settles = reservation is not None and rec.request_id in written.fresh
+        moves.append(
+            HotMove(
+                rec.user_id,
+                reservation,
+                deltas[rec.user_id] if first else 0,
+                moved[rec.user_id][1] if first else None,
+                _limits_actual(rec, reservation) if settles else None,
+            )
+        )
+    try:
+        await ledger.after_commit(moves)
+    except Exception as exc:  # committed is committed: the answer stands, the hot copy heals from the ledger
+        log.warning(
+            "hot ledger copy not moved after a commit; it is rebuilt from the ledger",
+            extra={"error": f"{type(exc).__name__}: {exc}"[:300], "records": len(records)},
+        )
+    return [
+        RecordResult(balance_nano=moved[r.user_id][0], posted=_posts(r) and r.request_id in written.fresh)
+        for r in records
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """What a committed batch did: the request ids it recorded now (not replays), each debited user's
+    signed move, and (balance, version) of every user of the batch after it."""
+
+    fresh: frozenset[str]
+    deltas: dict[uuid.UUID, int]
+    moved: dict[uuid.UUID, tuple[int, int]]
+
+
+class _SqlPathNeeded(Exception):
+    """The one-round-trip function rolled back a batch the statement path must write (an alert to queue)."""
+
+
+RECORD_CALL = "SELECT sg_record_usage($1::jsonb)::text"
+
+
+def _one_trip_applies(engine: AsyncEngine, ledger: CreditLedger) -> bool:
+    """PostgreSQL, and a ledger with nothing to do inside the transaction (the Redis ledger)."""
+    return engine.dialect.name == "postgresql" and bool(getattr(ledger, "closes_after_commit", False))
+
+
+def _one_trip_row(rec: CompletionRecord) -> dict[str, Any]:
+    """One record as `sg_record_usage` reads it (migrations 0014, 0015): its columns, plus what Python
+    defines — the rollup keys (`UsageFacts.rollup_keys`, with the NO_WORKSPACE / NO_KEY sentinels), the
+    latency buckets, whether it posts a debit."""
+    facts = facts_of_record(rec)
+    daily = facts.daily_key()
+    by_key = facts.rollup_keys()["usage_key_daily"]
+    return {
+        **_usage_row(rec),
+        "byok": rec.byok,
+        "posts": _posts(rec),
+        "prompt": rec.prompt,
+        "content": rec.content,
+        "finish_reason": rec.finish_reason,
+        "workspace_key": daily["workspace_id"],
+        "api_key_key": by_key["api_key_id"],
+        "hour": facts.hourly_key()["hour"],
+        "day": daily["day"],
+        "latency_bucket": latency_bucket(rec.latency_ms),
+        "ttft_bucket": None if rec.ttft_ms is None else latency_bucket(rec.ttft_ms),
+    }
+
+
+async def _write_one_trip(engine: AsyncEngine, records: Sequence[CompletionRecord]) -> _Written:
+    """The batch in one call of `sg_record_usage`, in autocommit on the pooled asyncpg connection: one round
+    trip (the statement is prepared once per connection by asyncpg's cache), one durable commit."""
+    payload = msgspec.json.encode([_one_trip_row(r) for r in records]).decode()
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        driver: asyncpg.Connection = raw.driver_connection
+        try:
+            out = await driver.fetchval(RECORD_CALL, payload)
+        except asyncpg.PostgresError as exc:
+            if exc.sqlstate == "SGN01":
+                raise ConversationNotOwned(_message(exc)) from None
+            if exc.sqlstate == "SGA01":
+                raise _SqlPathNeeded(_message(exc)) from None
+            if is_outage(exc):
+                await conn.invalidate()
+            raise
+        except BaseException:
+            await conn.invalidate()  # the connection's state is unknown (cancelled mid-call, socket lost)
+            raise
+    result = msgspec.json.decode(out)
+    deltas: dict[uuid.UUID, int] = {}
+    moved: dict[uuid.UUID, tuple[int, int]] = {}
+    for user, balance, version, delta, was_moved in result["accounts"]:
+        user_id = uuid.UUID(user)
+        moved[user_id] = (int(balance), int(version))
+        if was_moved:
+            deltas[user_id] = int(delta)
+    return _Written(frozenset(result["fresh"]), deltas, moved)
+
+
+def _message(exc: asyncpg.PostgresError) -> str:
+    return str(getattr(exc, "message", None) or exc)
+
+
+async def _write_statements(
+    engine: AsyncEngine, ledger: CreditLedger, items: Sequence[tuple[CompletionRecord, Reservation | None]]
+) -> _Written:
+    """The batch through SQLAlchemy, statement by statement in one transaction (SQLite, the SQL ledger, and
+    the batches the one-round-trip function hands back)."""
     async with engine.begin() as conn:
+        done = await _recorded_already(conn, [rec.request_id for rec, _ in items])
+        records = [rec for rec, _ in items if rec.request_id not in done]
         latest: dict[uuid.UUID, dict[str, Any]] = {}
         for rec in records:
             assert rec.conversation_id is not None
             latest[rec.conversation_id] = _conversation_row(rec)
         statements = _statements(conn)
-        await conn.execute(statements.conversation_upsert, list(latest.values()))
-        owners = await _conversation_owners(conn, list(latest))
-        wanted = [(rec.conversation_id, rec.user_id) for rec in records if rec.conversation_id is not None]
-        foreign = _foreign_conversation(owners, wanted, missing_ok=False)
-        if foreign is not None:
-            raise ConversationNotOwned(str(foreign))
-        await conn.execute(messages.insert(), [_message_row(r) for r in records])
-        await conn.execute(usage_logs.insert(), [_usage_row(r) for r in records])
+        if latest:
+            await conn.execute(statements.conversation_upsert, list(latest.values()))
+            owners = await _conversation_owners(conn, list(latest))
+            wanted = [
+                (rec.conversation_id, rec.user_id) for rec in records if rec.conversation_id is not None
+            ]
+            foreign = _foreign_conversation(owners, wanted, missing_ok=False)
+            if foreign is not None:
+                raise ConversationNotOwned(str(foreign))
+        if records:
+            await conn.execute(messages.insert(), [_message_row(r) for r in records])
+            await conn.execute(usage_logs.insert(), [_usage_row(r) for r in records])
 
         debits = [r for r in records if _posts(r)]
         if debits:
@@ -324,7 +467,7 @@ async def record_batch(
         for r in debits:
             deltas[r.user_id] -= r.charged_nano
         moved = await move_accounts(conn, deltas)
-        for user_id in {r.user_id for r in records} - set(moved):
+        for user_id in {rec.user_id for rec, _ in items} - set(moved):
             balance, version = await account_state(conn, user_id)
             moved[user_id] = (balance, version)
         # Alerts: `credits.low` when a debit takes a balance under the user's threshold, in this transaction.
@@ -357,36 +500,25 @@ async def record_batch(
             row["latency_ms_sum"] += r.latency_ms
             row["first_used_at"] = min(row["first_used_at"], r.created_at)
             row["last_used_at"] = max(row["last_used_at"], r.created_at)
-        await conn.execute(statements.conversation_llms_upsert, list(per_model.values()))
-        # Alerts: `budget.threshold` when these debits take a budget past 50/80/100 %, in this transaction.
+        if per_model:
+            await conn.execute(statements.conversation_llms_upsert, list(per_model.values()))
+        # Alerts: `budget.threshold` when these debits take a budget past 50/80/100 %, in this transaction
+        # (the records written now only: a replay was counted when it was first recorded).
         # Late, like the rollups: each budget's spend row is shared by its concurrent requests.
-        await budget_threshold_alerts(conn, _budget_debits(items), utcnow())
+        fresh_items = [(rec, res) for rec, res in items if rec.request_id not in done]
+        await budget_threshold_alerts(conn, _budget_debits(fresh_items), utcnow())
         # Last in the transaction: one rollup row per model and hour is shared by concurrent requests.
-        await apply_usage_rollups(conn, records)
+        if records:
+            await apply_usage_rollups(conn, records)
+    return _Written(frozenset(r.request_id for r in records), dict(deltas), moved)
 
-    # The hot copy: every reservation closes; each user's batch delta applies once, at its new version.
-    moves: list[HotMove] = []
-    applied: set[uuid.UUID] = set()
-    for rec, reservation in items:
-        first = rec.user_id in deltas and rec.user_id not in applied
-        applied.add(rec.user_id)
-        moves.append(
-            HotMove(
-                rec.user_id,
-                reservation,
-                deltas[rec.user_id] if first else 0,
-                moved[rec.user_id][1] if first else None,
-                _limits_actual(rec, reservation),
-            )
-        )
-    try:
-        await ledger.after_commit(moves)
-    except Exception as exc:  # committed is committed: the answer stands, the hot copy heals from the ledger
-        log.warning(
-            "hot ledger copy not moved after a commit; it is rebuilt from the ledger",
-            extra={"error": f"{type(exc).__name__}: {exc}"[:300], "records": len(records)},
-        )
-    return [RecordResult(balance_nano=moved[r.user_id][0], posted=_posts(r)) for r in records]
+
+async def _recorded_already(conn: AsyncConnection, request_ids: Sequence[str]) -> set[str]:
+    """The request ids among these that already have their usage_logs row (replays)."""
+    rows = await conn.execute(
+        select(usage_logs.c.request_id).where(usage_logs.c.request_id.in_(list(request_ids)))
+    )
+    return {row[0] for row in rows}
 
 
 async def record_completion(
@@ -400,9 +532,12 @@ async def record_failure(engine: AsyncEngine, rec: CompletionRecord) -> None:
     """One usage_logs row with status `error`, zero tokens and zero cost (for error rates and audits).
 
     Nothing is debited and no reservation is touched (the caller released it); the rollups count it.
+    Idempotent by request id like `record_batch`: a replayed failure writes nothing.
     """
     if rec.status != "error" or rec.cost_nano or rec.charged_nano or rec.usage.total_tokens:
         raise ValueError(f"{rec.request_id}: a failure record has status error and no usage or cost")
     async with engine.begin() as conn:
+        if await _recorded_already(conn, [rec.request_id]):
+            return
         await conn.execute(usage_logs.insert(), [_usage_row(rec)])
         await apply_usage_rollups(conn, [rec])

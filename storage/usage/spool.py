@@ -534,23 +534,45 @@ class SpoolingRecorder:
         if completions:
             replay_ledger = replay_ledger_for(self._ledger, completions)
             try:
-                await record_batch(self._engine, replay_ledger, [(e.record, None) for e in completions])
-                report.replayed += len(completions)
+                results = await record_batch(
+                    self._engine, replay_ledger, [(e.record, None) for e in completions]
+                )
             except Exception as exc:
                 if is_outage(exc):
                     raise
                 for entry in completions:  # one by one: only the refused record is dead-lettered
                     await self._replay_one(entry, report)
+            else:
+                await self._landed_meanwhile(completions, results, report)
         for entry in failures:
             await self._replay_one(entry, report)
 
+    async def _landed_meanwhile(
+        self, entries: Sequence[SpooledRecord], results: Sequence[RecordResult], report: ReplayReport
+    ) -> None:
+        """Count a replayed batch; a record the recorder found already recorded (it landed after the check
+        above: `record_batch` is idempotent by request id, and its move then carries no version for it) is
+        skipped like a landed one — its spool entry dropped and the snapshot reloaded from the ledger, so its
+        debit is not left in the spool hash to count twice."""
+        for entry, result in zip(entries, results, strict=True):
+            rec = entry.record
+            if result.posted or not _posts(rec):
+                report.replayed += 1
+                continue
+            report.skipped += 1
+            async with self._engine.connect() as conn:
+                version = await _account_version(conn, rec.user_id)
+            await self._ledger.forget_spooled(rec.user_id, [rec.request_id], version)
+
     async def _replay_one(self, entry: SpooledRecord, report: ReplayReport) -> None:
         rec = entry.record
+        result: RecordResult | None = None
         try:
             if rec.message_id is None:
                 await record_failure(self._engine, rec)
             else:
-                await record_completion(self._engine, replay_ledger_for(self._ledger, [entry]), rec, None)
+                ledger = replay_ledger_for(self._ledger, [entry])
+                result = await record_completion(self._engine, ledger, rec, None)
         except Exception as exc:
             if is_outage(exc):
                 raise
@@ -567,7 +589,10 @@ class SpoolingRecorder:
                 extra={"request_id": rec.request_id, "error": error},
             )
             return
-        report.replayed += 1
+        if result is None:
+            report.replayed += 1
+        else:
+            await self._landed_meanwhile([entry], [result], report)
 
 
 def _posts(rec: CompletionRecord) -> bool:

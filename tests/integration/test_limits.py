@@ -123,7 +123,10 @@ async def test_budget_holds_under_60_concurrent_requests(gateway: Gateway) -> No
     ok = [r for r in answers if r.status_code == 200]
     refused = [r for r in answers if r.status_code == 429]
     assert len(ok) + len(refused) == 60
-    assert len(ok) == 10, [r.status_code for r in answers]  # each holds the worst case until it settles
+    # Each holds the worst case until it settles: at least the 10 that fit at once are served, more only as
+    # earlier ones settle to their (smaller) actual cost — how many depends on timing; the spend never passes
+    # the budget (below).
+    assert len(ok) >= 10, [r.status_code for r in answers]
     for r in refused:
         error = error_of(r, 429)
         assert error["type"] == "insufficient_quota" and error["code"] == "budget_exceeded"

@@ -24,6 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+import storage.usage.spool as spool_module
 from pricing.cost import Usage
 from storage.accounts.users import create_user
 from storage.billing.credits import add_credits
@@ -208,6 +209,35 @@ async def test_a_landed_record_that_could_not_be_checked_is_skipped_on_replay(en
     assert (report.replayed, report.skipped) == (0, 1)
     assert len(await env.rows(user)) == 1
     await env.assert_exact(user, 7_000)
+
+
+@pytest.mark.parametrize("batch", ["alone", "with-a-fresh-one"])
+async def test_a_record_that_landed_after_the_replays_check_is_debited_once(
+    env: Env, monkeypatch: pytest.MonkeyPatch, batch: str
+) -> None:
+    """The replay's usage_logs check misses a record that is there (it landed in between): the recorder,
+    idempotent by request id (sg_record_usage's fresh ids on PostgreSQL + Redis), writes nothing for it, and
+    the replay skips it like a landed one — its spooled debit leaves the hot copy, so it counts once."""
+    user = await env.user()
+    env.watch.failed(ConnectionRefusedError(111, "down"))
+    env.database.mode = "ack_lost"
+    await env.request(user, 7_000)  # committed, spooled anyway (the database was known down)
+    if batch == "with-a-fresh-one":
+        env.database.mode = "refused"
+        await env.request(user, 3_000)
+    assert env.spool.counters.spooled == (2 if batch == "with-a-fresh-one" else 1)
+    env.database.mode = "up"
+    env.watch.succeeded()
+
+    async def missed(_conn: Any, _request_ids: Any) -> dict[str, uuid.UUID]:
+        return {}
+
+    monkeypatch.setattr(spool_module, "_landed", missed)
+    report = await env.spool.replay()
+    fresh = 1 if batch == "with-a-fresh-one" else 0
+    assert (report.replayed, report.skipped, report.dead) == (fresh, 1, 0)
+    assert len(await env.rows(user)) == 1 + fresh
+    await env.assert_exact(user, 7_000 + 3_000 * fresh)
 
 
 @pytest.mark.parametrize("order", ["reload-before-replay", "move-lost", "reload-between-commit-and-move"])

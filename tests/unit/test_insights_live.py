@@ -53,7 +53,27 @@ async def test_a_full_queue_drops_the_offer_without_waiting() -> None:
     queue._task = asyncio.create_task(consume_slowly())  # the consumer is "running": offer starts none
     job = TagJob(uuid.uuid4(), ("write a poem",))
     assert queue.offer(job) is True
-    assert queue.offer(job) is False and queue.dropped == 1
+    assert queue.offer(TagJob(uuid.uuid4(), ("write a poem",))) is False and queue.dropped == 1
+    blocker.set()
+    await queue.close()
+    await engine.dispose()
+
+
+async def test_a_repeated_opening_is_queued_once() -> None:
+    """Single-turn API calls repeat the same opening (the same derived conversation) all day: tagged once."""
+    engine = create_async_engine("sqlite+aiosqlite:///:memory:")
+    queue = AutoTagQueue(engine, maxsize=100)
+    blocker = asyncio.Event()
+
+    async def consume_slowly() -> None:
+        await blocker.wait()
+
+    queue._task = asyncio.create_task(consume_slowly())
+    same, other = uuid.uuid4(), uuid.uuid4()
+    assert queue.offer(TagJob(same, ("write a poem",))) is True
+    assert [queue.offer(TagJob(same, ("write a poem",))) for _ in range(50)] == [False] * 50
+    assert queue.offer(TagJob(other, ("fix my sql",))) is True
+    assert queue.queue.qsize() == 2 and queue.repeated == 50 and queue.dropped == 0
     blocker.set()
     await queue.close()
     await engine.dispose()

@@ -35,6 +35,7 @@ class HotMove:
     `version` is the account version the posting produced (None: nothing was posted for this user here).
     `limits_actual` (charged nano-USD, tokens): the recorded figures the reservation's limit holds settle to
     — a ledger may settle them in the same round trip (then its `settle_limits` for that request is a no-op).
+    None: nothing to settle here (no limit holds, or a replayed record, which settled when first recorded).
     """
 
     user_id: uuid.UUID
@@ -83,7 +84,8 @@ class CreditLedger(Protocol):
         ...
 
     async def after_commit(self, moves: Sequence[HotMove]) -> None:
-        """Bring the hot copy up to committed postings, in one round trip where it can."""
+        """Bring the hot copy up to committed postings, close the moves' reservations and settle their limit
+        holds (`limits_actual`), in one round trip where it can."""
         ...
 
     async def available(self, user_id: uuid.UUID) -> int:

@@ -384,6 +384,10 @@ def _limit(value: int | None) -> int:
 class RedisLedger:
     """CreditLedger on Redis; the scripts are loaded once and run by EVALSHA."""
 
+    # Nothing to do inside the recording transaction (reservations close after the commit), so the recorder
+    # may write a batch in one round trip (`sg_record_usage`).
+    closes_after_commit = True
+
     def __init__(
         self,
         redis: Redis,
@@ -598,12 +602,16 @@ class RedisLedger:
         return None  # Redis is moved after the commit, in after_commit
 
     async def after_commit(self, moves: Sequence[HotMove]) -> None:
-        """Apply committed postings and close reservations in Redis; never raises for an outage.
+        """Apply committed postings, close reservations and settle their limit holds in Redis, in one round
+        trip (one script, or a pipeline of them for a batch); never raises for an outage.
 
         The postings are committed already, so a Redis failure here must not fail the caller: the users'
         snapshots are marked stale (reloaded from the ledger on next use) and the reservations closed — now
         if Redis answers, else from the bounded retry queue once it does.
         """
+        for m in moves:
+            if m.reservation is not None:
+                self._open.pop(m.reservation.request_id, None)
         try:
             await self._apply_moves(moves)
         except (RedisError, OSError) as exc:

@@ -1,0 +1,283 @@
+"""The record in one round trip (PostgreSQL): `sg_record_usage(batch jsonb)` writes a group-commit batch.
+
+One call, in autocommit, is one round trip including the durable commit. It writes what
+`storage/usage/recorder.py` writes through SQLAlchemy (its statement path, still used on SQLite and as the
+fallback), for records that have a message:
+
+1. conversations: upserted (the newest `updated_at`), never another user's; a record whose conversation
+   belongs to another user fails the batch with SQLSTATE `SGN01` (message: the conversation id).
+2. messages: inserted `ON CONFLICT (request_id) DO NOTHING` — the idempotency gate: a record whose request id
+   is already recorded (a replay) writes nothing below, is not debited and not counted again.
+3. usage_logs, billing_events (a debit for every fresh record the caller marks `posts`).
+4. credit_accounts: one move per debited user in `user_id::text` order (the lock order of the statement
+   path), each a version step. Returned: the fresh request ids, and [user, balance, version, delta, moved]
+   of every user of the batch.
+5. A debit that takes a balance under the user's `low_balance_threshold_nano` raises `SGA01`: the batch rolls
+   back and the caller writes it through the SQL path, which queues the `credits.low` webhook in its
+   transaction (rare: once per crossing), so the webhook bodies keep one renderer (Python).
+6. conversation_llms, usage_hourly, usage_daily, latency_daily (0015 adds the four dimension rollups of
+   0011): summed per key, upserted in key order
+   (`COLLATE "C"` for text, as Python sorts), rollups last (their rows are shared by concurrent batches).
+
+The caller computes everything that has one definition in Python (hour/day starts, latency buckets, the
+workspace key of usage_daily, whether a record posts a debit) and passes it in each record.
+
+Revision ID: 0014
+Revises: 0012
+Create Date: 2026-12-01
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "0014"
+down_revision: str | None = "0012"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+RECORD_TYPE = """
+CREATE TYPE sg_usage_record AS (
+    request_id varchar(64),
+    user_id uuid,
+    workspace_id uuid,
+    workspace_key uuid,
+    api_key_id uuid,
+    conversation_id uuid,
+    message_id uuid,
+    llm_id integer,
+    provider varchar(32),
+    model varchar(100),
+    price_version integer,
+    input_tokens integer,
+    cached_input_tokens integer,
+    cache_write_tokens integer,
+    output_tokens integer,
+    reasoning_tokens integer,
+    cost_nano bigint,
+    charged_nano bigint,
+    posts boolean,
+    latency_ms integer,
+    ttft_ms integer,
+    upstream_latency_ms integer,
+    status varchar(16),
+    error_code varchar(64),
+    http_status smallint,
+    byok boolean,
+    usage_source varchar(16),
+    usage_estimator varchar(32),
+    is_stream boolean,
+    attempts smallint,
+    created_at timestamptz,
+    endpoint varchar(16),
+    prompt jsonb,
+    content text,
+    finish_reason varchar(32),
+    hour timestamptz,
+    day timestamptz,
+    latency_bucket integer,
+    ttft_bucket integer
+)
+"""
+
+RECORD_FUNCTION = """
+CREATE FUNCTION sg_record_usage(batch jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    recs sg_usage_record[];
+    fresh text[];
+    foreign_id uuid;
+    acct record;
+    moved jsonb;
+    accounts jsonb := '[]'::jsonb;
+    crossed uuid;
+BEGIN
+    recs := ARRAY(SELECT r FROM jsonb_populate_recordset(NULL::sg_usage_record, batch) AS r);
+
+    -- 1. conversations (the newest row per id), never another user's
+    INSERT INTO conversations AS c (id, user_id, workspace_id, api_key_id, created_at, updated_at)
+    SELECT DISTINCT ON (r.conversation_id)
+           r.conversation_id, r.user_id, r.workspace_id, r.api_key_id, r.created_at, r.created_at
+    FROM unnest(recs) AS r
+    ORDER BY r.conversation_id, r.created_at DESC
+    ON CONFLICT (id) DO UPDATE SET updated_at = EXCLUDED.updated_at
+    WHERE c.user_id = EXCLUDED.user_id;
+
+    SELECT r.conversation_id INTO foreign_id
+    FROM unnest(recs) AS r JOIN conversations c ON c.id = r.conversation_id
+    WHERE c.user_id <> r.user_id
+    LIMIT 1;
+    IF foreign_id IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'SGN01', MESSAGE = foreign_id::text;
+    END IF;
+
+    -- 2. messages: the idempotency gate (a request id already recorded writes nothing more)
+    WITH inserted AS (
+        INSERT INTO messages (id, conversation_id, user_id, llm_id, request_id, role, prompt, content,
+                              finish_reason, created_at)
+        SELECT r.message_id, r.conversation_id, r.user_id, r.llm_id, r.request_id, 'assistant', r.prompt,
+               r.content, r.finish_reason, r.created_at
+        FROM unnest(recs) AS r
+        ON CONFLICT (request_id) DO NOTHING
+        RETURNING request_id
+    )
+    SELECT coalesce(array_agg(request_id), '{}') INTO fresh FROM inserted;
+    IF cardinality(fresh) < cardinality(recs) THEN
+        recs := ARRAY(SELECT r FROM unnest(recs) AS r WHERE r.request_id = ANY (fresh));
+    END IF;
+
+    -- 3. usage_logs and the debits
+    INSERT INTO usage_logs (request_id, message_id, user_id, workspace_id, api_key_id, llm_id,
+                            conversation_id, provider, model, price_version, input_tokens,
+                            cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
+                            cost_nano, charged_nano,
+                            latency_ms, ttft_ms, upstream_latency_ms, status, error_code, http_status,
+                            user_api_key_used, usage_source, usage_estimator, is_stream, attempts, created_at,
+                            endpoint)
+    SELECT r.request_id, r.message_id, r.user_id, r.workspace_id, r.api_key_id, r.llm_id, r.conversation_id,
+           r.provider, r.model, r.price_version, r.input_tokens, r.cached_input_tokens, r.cache_write_tokens,
+           r.output_tokens, r.reasoning_tokens, r.cost_nano, r.charged_nano, r.latency_ms, r.ttft_ms,
+           r.upstream_latency_ms, r.status, r.error_code, r.http_status, r.byok, r.usage_source,
+           r.usage_estimator, r.is_stream, r.attempts, r.created_at, r.endpoint
+    FROM unnest(recs) AS r;
+
+    INSERT INTO billing_events (user_id, workspace_id, type, amount_nano, status, request_id, idempotency_key,
+                                created_at)
+    SELECT r.user_id, r.workspace_id, CASE WHEN r.byok THEN 'fee' ELSE 'usage' END, -r.charged_nano,
+           'completed', r.request_id, 'usage:' || r.request_id, r.created_at
+    FROM unnest(recs) AS r
+    WHERE r.posts;
+
+    -- 4. one account move per debited user, in one lock order; the state of every user of the batch
+    FOR acct IN
+        SELECT u.user_id, u.delta
+        FROM (SELECT r.user_id, sum(-r.charged_nano) FILTER (WHERE r.posts) AS delta,
+                     bool_or(r.posts) AS posts
+              FROM unnest(recs) AS r GROUP BY r.user_id) AS u
+        WHERE u.posts
+        ORDER BY u.user_id::text
+    LOOP
+        INSERT INTO credit_accounts AS a (user_id, balance_nano, held_nano, version, updated_at)
+        VALUES (acct.user_id, acct.delta, 0, 1, now())
+        ON CONFLICT (user_id) DO UPDATE
+        SET balance_nano = a.balance_nano + EXCLUDED.balance_nano, version = a.version + 1,
+            updated_at = EXCLUDED.updated_at
+        RETURNING jsonb_build_array(acct.user_id, a.balance_nano, a.version, acct.delta, true)
+        INTO STRICT moved;
+        accounts := accounts || jsonb_build_array(moved);
+    END LOOP;
+
+    -- 5. a crossing of a low-balance threshold: the SQL path queues its webhook
+    SELECT u.id INTO crossed
+    FROM jsonb_array_elements(accounts) AS m
+    JOIN users u ON u.id = (m ->> 0)::uuid
+    WHERE u.low_balance_threshold_nano IS NOT NULL
+      AND (m ->> 1)::bigint - (m ->> 3)::bigint >= u.low_balance_threshold_nano
+      AND u.low_balance_threshold_nano > (m ->> 1)::bigint
+    LIMIT 1;
+    IF crossed IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'SGA01', MESSAGE = crossed::text;
+    END IF;
+
+    -- 6. conversation_llms, then the rollups, each in key order
+    INSERT INTO conversation_llms AS cl (conversation_id, llm_id, message_count, input_tokens, output_tokens,
+                                         cost_nano, latency_ms_sum, first_used_at, last_used_at)
+    SELECT r.conversation_id, r.llm_id, count(*), sum(r.input_tokens), sum(r.output_tokens), sum(r.cost_nano),
+           sum(r.latency_ms), min(r.created_at), max(r.created_at)
+    FROM unnest(recs) AS r
+    GROUP BY r.conversation_id, r.llm_id
+    ORDER BY r.conversation_id, r.llm_id
+    ON CONFLICT (conversation_id, llm_id) DO UPDATE
+    SET message_count = cl.message_count + EXCLUDED.message_count,
+        input_tokens = cl.input_tokens + EXCLUDED.input_tokens,
+        output_tokens = cl.output_tokens + EXCLUDED.output_tokens,
+        cost_nano = cl.cost_nano + EXCLUDED.cost_nano,
+        latency_ms_sum = cl.latency_ms_sum + EXCLUDED.latency_ms_sum,
+        last_used_at = EXCLUDED.last_used_at;
+
+    INSERT INTO usage_hourly AS h (hour, model, user_api_key_used, requests, errors, cancelled, input_tokens,
+                                   cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
+                                   cost_nano, charged_nano, success_output_tokens, success_latency_ms_sum)
+    SELECT r.hour, r.model, r.byok, count(*), count(*) FILTER (WHERE r.status = 'error'),
+           count(*) FILTER (WHERE r.status = 'cancelled'), sum(r.input_tokens), sum(r.cached_input_tokens),
+           sum(r.cache_write_tokens), sum(r.output_tokens), sum(r.reasoning_tokens), sum(r.cost_nano),
+           sum(r.charged_nano), coalesce(sum(r.output_tokens) FILTER (WHERE r.status = 'success'), 0),
+           coalesce(sum(r.latency_ms) FILTER (WHERE r.status = 'success'), 0)
+    FROM unnest(recs) AS r
+    GROUP BY r.hour, r.model, r.byok
+    ORDER BY r.hour, r.model COLLATE "C", r.byok
+    ON CONFLICT (hour, model, user_api_key_used) DO UPDATE
+    SET requests = h.requests + EXCLUDED.requests, errors = h.errors + EXCLUDED.errors,
+        cancelled = h.cancelled + EXCLUDED.cancelled, input_tokens = h.input_tokens + EXCLUDED.input_tokens,
+        cached_input_tokens = h.cached_input_tokens + EXCLUDED.cached_input_tokens,
+        cache_write_tokens = h.cache_write_tokens + EXCLUDED.cache_write_tokens,
+        output_tokens = h.output_tokens + EXCLUDED.output_tokens,
+        reasoning_tokens = h.reasoning_tokens + EXCLUDED.reasoning_tokens,
+        cost_nano = h.cost_nano + EXCLUDED.cost_nano, charged_nano = h.charged_nano + EXCLUDED.charged_nano,
+        success_output_tokens = h.success_output_tokens + EXCLUDED.success_output_tokens,
+        success_latency_ms_sum = h.success_latency_ms_sum + EXCLUDED.success_latency_ms_sum;
+
+    INSERT INTO usage_daily AS d (user_id, day, workspace_id, model, user_api_key_used, requests, errors,
+                                  cancelled, input_tokens, cached_input_tokens, cache_write_tokens,
+                                  output_tokens, reasoning_tokens, cost_nano, charged_nano,
+                                  success_output_tokens, success_latency_ms_sum)
+    SELECT r.user_id, r.day, r.workspace_key, r.model, r.byok, count(*),
+           count(*) FILTER (WHERE r.status = 'error'), count(*) FILTER (WHERE r.status = 'cancelled'),
+           sum(r.input_tokens), sum(r.cached_input_tokens), sum(r.cache_write_tokens), sum(r.output_tokens),
+           sum(r.reasoning_tokens), sum(r.cost_nano), sum(r.charged_nano),
+           coalesce(sum(r.output_tokens) FILTER (WHERE r.status = 'success'), 0),
+           coalesce(sum(r.latency_ms) FILTER (WHERE r.status = 'success'), 0)
+    FROM unnest(recs) AS r
+    GROUP BY r.user_id, r.day, r.workspace_key, r.model, r.byok
+    ORDER BY r.user_id, r.day, r.workspace_key, r.model COLLATE "C", r.byok
+    ON CONFLICT (user_id, day, workspace_id, model, user_api_key_used) DO UPDATE
+    SET requests = d.requests + EXCLUDED.requests, errors = d.errors + EXCLUDED.errors,
+        cancelled = d.cancelled + EXCLUDED.cancelled, input_tokens = d.input_tokens + EXCLUDED.input_tokens,
+        cached_input_tokens = d.cached_input_tokens + EXCLUDED.cached_input_tokens,
+        cache_write_tokens = d.cache_write_tokens + EXCLUDED.cache_write_tokens,
+        output_tokens = d.output_tokens + EXCLUDED.output_tokens,
+        reasoning_tokens = d.reasoning_tokens + EXCLUDED.reasoning_tokens,
+        cost_nano = d.cost_nano + EXCLUDED.cost_nano, charged_nano = d.charged_nano + EXCLUDED.charged_nano,
+        success_output_tokens = d.success_output_tokens + EXCLUDED.success_output_tokens,
+        success_latency_ms_sum = d.success_latency_ms_sum + EXCLUDED.success_latency_ms_sum;
+
+    INSERT INTO latency_daily AS l (day, model, metric, bucket_ms, count)
+    SELECT k.day, k.model, k.metric, k.bucket_ms, count(*)
+    FROM (SELECT r.day, r.model, 'latency'::varchar(8) AS metric, r.latency_bucket AS bucket_ms
+          FROM unnest(recs) AS r WHERE r.status = 'success'
+          UNION ALL
+          SELECT r.day, r.model, 'ttft'::varchar(8), r.ttft_bucket
+          FROM unnest(recs) AS r WHERE r.status = 'success' AND r.ttft_bucket IS NOT NULL) AS k
+    GROUP BY k.day, k.model, k.metric, k.bucket_ms
+    ORDER BY k.day, k.model COLLATE "C", k.metric COLLATE "C", k.bucket_ms
+    ON CONFLICT (day, model, metric, bucket_ms) DO UPDATE SET count = l.count + EXCLUDED.count;
+
+    -- every other user of the batch (nothing debited: BYOK without a fee, or a replay): its state as it is
+    SELECT accounts || coalesce(jsonb_agg(jsonb_build_array(u.user_id, coalesce(a.balance_nano, 0),
+                                                            coalesce(a.version, 0), 0, false)),
+                                '[]'::jsonb)
+    INTO accounts
+    FROM (SELECT DISTINCT (x ->> 'user_id')::uuid AS user_id FROM jsonb_array_elements(batch) AS x) AS u
+    LEFT JOIN credit_accounts a ON a.user_id = u.user_id
+    WHERE NOT EXISTS (SELECT 1 FROM jsonb_array_elements(accounts) AS m WHERE (m ->> 0)::uuid = u.user_id);
+
+    RETURN jsonb_build_object('fresh', to_jsonb(fresh), 'accounts', accounts);
+END
+$fn$
+"""
+
+
+def upgrade() -> None:
+    if op.get_bind().dialect.name != "postgresql":
+        return  # SQLite records through SQLAlchemy (storage/usage/recorder.py)
+    op.execute(RECORD_TYPE)
+    op.execute(RECORD_FUNCTION)
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    op.execute("DROP FUNCTION IF EXISTS sg_record_usage(jsonb)")
+    op.execute("DROP TYPE IF EXISTS sg_usage_record")
