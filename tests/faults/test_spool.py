@@ -108,7 +108,8 @@ def test_postgres_outage_with_a_spool_logs_state_changes_and_replays_not_traceba
 ) -> None:
     gateway = served_through.outcome.gateway
     lines = gateway.log_lines()
-    assert [line[:200] for line in lines if len(line) > 2000 or line.startswith("Traceback")] == []
+    offending = [line for line in lines if len(line) > 2000 or line.startswith("Traceback")]
+    assert not offending, "\n".join(line[:4000] for line in offending)  # whole, to tell what raised
     messages = _log_messages(gateway)
     replays = [m for m in messages if m.startswith("spool replayed")]
     assert replays, messages[-20:]
