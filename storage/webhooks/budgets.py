@@ -11,6 +11,10 @@ row is in the same commit). How "exactly once" holds, on both backends and with 
 - `budget_alerts` claims each (budget, period, level) with ON CONFLICT DO NOTHING before its event is
   queued: a level is never announced twice in a period, even if the budget is lowered and raised again.
 The thresholds compare integers (spent × 100 against level × budget): no rounding decides a level.
+On PostgreSQL with the Redis ledger the recording call `sg_record_usage` (migration 0016) moves the spend
+rows the same way from what `budget_move_of` puts in each record, and hands the batch back to the statement
+path (which runs `budget_threshold_alerts`) only when a debit crosses a level not yet claimed: a change to the
+rules here is a change to that function too (tests/integration/test_record_one_trip.py runs both).
 """
 
 from __future__ import annotations
