@@ -38,7 +38,7 @@ from storage.outage import is_outage
 from storage.types import utcnow
 from storage.usage.rollups import UsageFacts, apply_facts, latency_bucket
 from storage.webhooks.alerts import low_balance_alerts
-from storage.webhooks.budgets import BudgetDebit, budget_threshold_alerts
+from storage.webhooks.budgets import BudgetDebit, budget_move_of, budget_threshold_alerts
 
 log = logging.getLogger("synapgate.recorder")
 
@@ -284,9 +284,10 @@ async def record_batch(
 
     On PostgreSQL with a ledger that closes reservations after the commit (Redis), the whole batch is one
     call of `sg_record_usage` on asyncpg in autocommit: one round trip including the durable commit
-    (`_write_one_trip`). Otherwise (SQLite, the SQL ledger, a batch with a debit against a key, user or
-    workspace budget, and a batch that crosses a low-balance alert threshold) SQLAlchemy writes it statement
-    by statement (`_write_statements`). Both write the same rows, rollups included.
+    (`_write_one_trip`), budgeted debits included (the function moves their budgets' spend rows, migration
+    0016). Otherwise (SQLite, the SQL ledger, and a batch the function hands back because it crosses a
+    low-balance threshold or a budget level not yet announced: a webhook to render) SQLAlchemy writes it
+    statement by statement (`_write_statements`). Both write the same rows, rollups and budget spend included.
 
     Idempotent by request id: a record whose request id is already recorded (a replay) writes nothing, is not
     debited again, and its result says `posted=False`. All or nothing otherwise: on any error nothing is
@@ -297,13 +298,10 @@ async def record_batch(
         if rec.conversation_id is None or rec.message_id is None:
             raise ValueError(f"{rec.request_id}: a record without a message is written by record_failure")
     written: _Written | None = None
-    # A batch with a budgeted debit takes the statement path: its budgets' spend rows move and their
-    # `budget.threshold` events are queued in the recording transaction (storage/webhooks/budgets.py, one
-    # renderer in Python), which sg_record_usage does not do.
-    if _one_trip_applies(engine, ledger) and not _budget_debits(items):
+    if _one_trip_applies(engine, ledger):
         try:
-            written = await _write_one_trip(engine, records)
-        except _SqlPathNeeded:  # a low-balance alert to queue: the statement path renders its webhook
+            written = await _write_one_trip(engine, items)
+        except _SqlPathNeeded:  # an alert to queue (low balance, budget level): the statement path renders it
             written = None
     if written is None:
         written = await _write_statements(engine, ledger, items)
@@ -361,10 +359,11 @@ def _one_trip_applies(engine: AsyncEngine, ledger: CreditLedger) -> bool:
     return engine.dialect.name == "postgresql" and bool(getattr(ledger, "closes_after_commit", False))
 
 
-def _one_trip_row(rec: CompletionRecord) -> dict[str, Any]:
-    """One record as `sg_record_usage` reads it (migrations 0014, 0015): its columns, plus what Python
+def _one_trip_row(rec: CompletionRecord, reservation: Reservation | None) -> dict[str, Any]:
+    """One record as `sg_record_usage` reads it (migrations 0014, 0015, 0016): its columns, plus what Python
     defines — the rollup keys (`UsageFacts.rollup_keys`, with the NO_WORKSPACE / NO_KEY sentinels), the
-    latency buckets, whether it posts a debit."""
+    latency buckets, whether it posts a debit, and the budgets its debit moves (`budget_move_of`: scope,
+    budget, period and its bounds, as `budget_threshold_alerts` computes them)."""
     facts = facts_of_record(rec)
     daily = facts.daily_key()
     by_key = facts.rollup_keys()["usage_key_daily"]
@@ -381,13 +380,20 @@ def _one_trip_row(rec: CompletionRecord) -> dict[str, Any]:
         "day": daily["day"],
         "latency_bucket": latency_bucket(rec.latency_ms),
         "ttft_bucket": None if rec.ttft_ms is None else latency_bucket(rec.ttft_ms),
+        "budgets": [
+            move
+            for debit in _budget_debits([(rec, reservation)])
+            if (move := budget_move_of(debit)) is not None
+        ],
     }
 
 
-async def _write_one_trip(engine: AsyncEngine, records: Sequence[CompletionRecord]) -> _Written:
+async def _write_one_trip(
+    engine: AsyncEngine, items: Sequence[tuple[CompletionRecord, Reservation | None]]
+) -> _Written:
     """The batch in one call of `sg_record_usage`, in autocommit on the pooled asyncpg connection: one round
     trip (the statement is prepared once per connection by asyncpg's cache), one durable commit."""
-    payload = msgspec.json.encode([_one_trip_row(r) for r in records]).decode()
+    payload = msgspec.json.encode([_one_trip_row(rec, res) for rec, res in items]).decode()
     async with engine.connect() as conn:
         raw = await conn.get_raw_connection()
         driver: asyncpg.Connection = raw.driver_connection

@@ -11,6 +11,10 @@ row is in the same commit). How "exactly once" holds, on both backends and with 
 - `budget_alerts` claims each (budget, period, level) with ON CONFLICT DO NOTHING before its event is
   queued: a level is never announced twice in a period, even if the budget is lowered and raised again.
 The thresholds compare integers (spent × 100 against level × budget): no rounding decides a level.
+On PostgreSQL with the Redis ledger the recording call `sg_record_usage` (migration 0016) moves the spend
+rows the same way from what `budget_move_of` puts in each record, and hands the batch back to the statement
+path (which runs `budget_threshold_alerts`) only when a debit crosses a level not yet claimed: a change to the
+rules here is a change to that function too (tests/integration/test_record_one_trip.py runs both).
 """
 
 from __future__ import annotations
@@ -121,6 +125,30 @@ def _statements(dialect: str) -> _Statements:
 _FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 
 
+def _period_of(d: BudgetDebit) -> tuple[str, datetime, datetime | None]:
+    """(period, start, reset) of the budget period the debit falls in: its usage row's created_at decides."""
+    period = d.limits.budget_period or "total"
+    start, reset = period_bounds(period, d.at)
+    return period, start, reset
+
+
+def budget_move_of(d: BudgetDebit) -> dict[str, Any] | None:
+    """What `sg_record_usage` (migration 0016) needs to move one debit's budget exactly as
+    `budget_threshold_alerts` does: the scope, its budget, the period and its bounds (the Σ usage_logs
+    window of the period's first debit; a `total` budget ends at _FAR_FUTURE). None: nothing to move.
+    The amount is the record's charged_nano; the function sums a batch's debits per (scope, period, start)."""
+    if d.limits.budget_nano is None or d.amount_nano <= 0:
+        return None
+    period, start, reset = _period_of(d)
+    return {
+        "scope": d.limits.scope,
+        "period": period,
+        "period_start": start,
+        "period_end": reset or _FAR_FUTURE,
+        "budget_nano": d.limits.budget_nano,
+    }
+
+
 async def budget_threshold_alerts(conn: AsyncConnection, debits: Sequence[BudgetDebit], now: datetime) -> int:
     """In the recording transaction: move each debited budget's spend and queue `budget.threshold` for every
     level its debits crossed (each level once per period). Returns how many events were raised.
@@ -132,8 +160,7 @@ async def budget_threshold_alerts(conn: AsyncConnection, debits: Sequence[Budget
     for d in debits:
         if d.limits.budget_nano is None or d.amount_nano <= 0:
             continue
-        period = d.limits.budget_period or "total"
-        start, reset = period_bounds(period, d.at)
+        period, start, reset = _period_of(d)
         key = (d.limits.scope, period, start)
         move = moves.get(key)
         if move is None:

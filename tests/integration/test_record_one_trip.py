@@ -4,8 +4,9 @@ Each test runs on both ways of writing a batch — `one-trip` (PostgreSQL + the 
 function of migrations 0014 and 0015) and `statements` (SQLAlchemy, one statement at a time: SQLite and the
 fallback) — and asserts the same rows: the usage_logs, messages, debits, account moves, conversation_llms and
 every rollup (the four dimension rollups too) of a mixed batch; a replayed record that changes nothing; a
-foreign conversation refused with nothing written; a low-balance crossing that queues its webhook; a budgeted
-debit that moves its budget and queues `budget.threshold`. And the one-trip path sends exactly one statement.
+foreign conversation refused with nothing written; a low-balance crossing that queues its webhook; budgeted
+debits that move their budgets in one call and queue `budget.threshold` (through the statement path) only when
+they cross a level. And the one-trip path sends exactly one statement.
 """
 
 from __future__ import annotations
@@ -272,16 +273,21 @@ async def test_a_low_balance_crossing_queues_its_webhook(env: tuple[AsyncEngine,
 async def test_a_budgeted_debit_moves_its_budget_in_the_recording_transaction(
     env: tuple[AsyncEngine, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A batch with a debit against a budget takes the statement path on every backend: the budget's spend
-    row and its `budget.threshold` events are written in the recording transaction by Python
-    (storage/webhooks/budgets.py), which sg_record_usage does not do. A batch without one stays one call."""
+    """Budgeted debits move their budgets' spend rows in the recording transaction on every path, exactly as
+    storage/webhooks/budgets.py does: on one-trip inside `sg_record_usage` (migration 0016), in ONE call,
+    unless a debit crosses a 50/80/100 % level not yet announced — then the function hands the batch back and
+    the statement path claims the level and queues `budget.threshold`. The key, user and workspace budgets
+    (a `total`, a `day` and a `month` period) each start from Σ usage_logs of their period."""
     engine, ledger = env
     one_trip = recorder._one_trip_applies(engine, ledger)  # (the fixture turns it off for the fallback)
-    user = await new_user(engine, ledger)
     async with engine.begin() as conn:
+        created = await create_user(conn, f"{uuid.uuid4().hex[:8]}@example.com")
+        user, workspace = created.user_id, created.workspace_id
+        key, _ = await create_key(conn, user, workspace_id=workspace)
         await create_endpoint(
             conn, WebhookScope(user_id=None), url="http://127.0.0.1:9/hook", events=["budget.threshold"]
         )
+    await add_credits(engine, ledger, user, CREDIT, f"seed-{user}")
     statement_batches: list[int] = []
     real = recorder._write_statements
 
@@ -290,22 +296,81 @@ async def test_a_budgeted_debit_moves_its_budget_in_the_recording_transaction(
         return await real(*args)
 
     monkeypatch.setattr(recorder, "_write_statements", counted)
-    scope = ScopeLimits(f"u:{user}", budget_nano=1_000, budget_period="day")
-    spent = completion(user, 600)  # 60 % of the day's budget: crosses 50 %
-    held = await ledger.reserve(user, spent.request_id, 600, LimitRequest((scope,), 15))
-    await record_batch(engine, ledger, [(spent, held), (completion(user, 7), None)])
-    assert statement_batches == [1]
-    # the period's first debit sums the user's usage_logs of the period (this batch's unbudgeted 7 too)
-    assert await rows(engine, "SELECT scope, spent_nano FROM budget_spend") == [(scope.scope, 607)]
-    assert await rows(engine, "SELECT threshold_pct, spent_nano FROM budget_alerts") == [(50, 607)]
-    assert await rows(engine, "SELECT event_type FROM webhook_deliveries") == [("budget.threshold",)]
-    await record_batch(engine, ledger, [(completion(user, 5), None)])  # no budget: back to one call
-    assert len(statement_batches) == (1 if one_trip else 2)
-    again = await record_batch(engine, ledger, [(spent, held)])  # a replay moves no budget again
+    by_key = ScopeLimits(f"k:{key}", budget_nano=100_000)  # no period: `total`
+    by_user = ScopeLimits(f"u:{user}", budget_nano=1_000, budget_period="day")
+    by_workspace = ScopeLimits(f"w:{workspace}", budget_nano=100_000, budget_period="month")
+    scopes = (by_key, by_user, by_workspace)
+
+    def debit(charged: int, **changes: Any) -> CompletionRecord:
+        return completion(user, charged, workspace_id=workspace, api_key_id=key, **changes)
+
+    async def budgeted(charged: int) -> tuple[CompletionRecord, Any]:
+        rec = debit(charged)
+        return rec, await ledger.reserve(user, rec.request_id, 1, LimitRequest(scopes, 15))
+
+    async def spend() -> list[tuple[Any, ...]]:
+        return await rows(engine, "SELECT scope, period, spent_nano FROM budget_spend ORDER BY scope")
+
+    def spent(n: int, user_n: int | None = None) -> list[tuple[Any, ...]]:
+        return sorted(
+            [(by_key.scope, "total", n), (by_user.scope, "day", n if user_n is None else user_n),
+             (by_workspace.scope, "month", n)]
+        )  # fmt: skip
+
+    async def levels() -> list[tuple[Any, ...]]:
+        return await rows(engine, "SELECT scope, threshold_pct, spent_nano FROM budget_alerts ORDER BY 1, 2")
+
+    calls = 0
+
+    def paths(crossing: bool) -> int:  # statement-path batches expected so far
+        nonlocal calls
+        calls += 1 if (crossing or not one_trip) else 0
+        return calls
+
+    # the period's first debit sums the period's usage_logs (this batch's unbudgeted 7 too): 30.7 % of the
+    # user's budget, no level crossed: one call on one-trip
+    first = await budgeted(300)
+    await record_batch(engine, ledger, [first, (debit(7), None)])
+    assert len(statement_batches) == paths(crossing=False)
+    assert await spend() == spent(307)
+    assert await levels() == []
+    # 60.7 %: 50 % crossed, the statement path claims it and queues the event
+    await record_batch(engine, ledger, [await budgeted(300)])
+    assert len(statement_batches) == paths(crossing=True)
+    assert await spend() == spent(607)
+    assert await levels() == [(by_user.scope, 50, 607)]
+    # two debits of one budget in one batch move its row once, by their sum; no level: one call again
+    await record_batch(engine, ledger, [await budgeted(100), await budgeted(50), (debit(5), None)])
+    assert len(statement_batches) == paths(crossing=False)
+    assert await spend() == spent(757)  # the unbudgeted 5 moves no row (it counts at a period's first debit)
+    # a replay moves nothing
+    again = await record_batch(engine, ledger, [first])
     assert not again[0].posted
-    assert await rows(engine, "SELECT scope, spent_nano FROM budget_spend") == [(scope.scope, 607)]
-    assert len(await rows(engine, "SELECT 1 FROM webhook_deliveries")) == 1
-    assert (await _state(engine, user))[0] == CREDIT - 612
+    assert len(statement_batches) == paths(crossing=False)
+    assert await spend() == spent(757)
+    # a level crossed that this period announced already (a budget lowered and raised again) raises nothing
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO budget_alerts (scope, period, period_start, threshold_pct, budget_nano,"
+                " spent_nano, created_at) SELECT scope, period, period_start, 80, 1000, 700, period_start"
+                " FROM budget_spend WHERE scope = :scope"
+            ),
+            {"scope": by_user.scope},
+        )
+    await record_batch(engine, ledger, [await budgeted(100)])  # 857: 80 % crossed, claimed already
+    assert len(statement_batches) == paths(crossing=False)
+    assert await spend() == spent(857)
+    # 100 % crossed: announced once
+    await record_batch(engine, ledger, [await budgeted(200)])
+    assert len(statement_batches) == paths(crossing=True)
+    assert await spend() == spent(1_057)
+    assert await levels() == [(by_user.scope, 50, 607), (by_user.scope, 80, 700), (by_user.scope, 100, 1_057)]
+    deliveries = await rows(engine, "SELECT event_type FROM webhook_deliveries")
+    assert deliveries == [("budget.threshold",)] * 2
+    # every debit committed once: the budgets count the budgeted ones, the ledger all of them
+    assert (await rows(engine, "SELECT coalesce(sum(charged_nano), 0) FROM usage_logs"))[0][0] == 1_062
+    assert (await _state(engine, user))[0] == CREDIT - 1_062
     assert (await reconcile(engine, ledger)).mismatches == []
 
 

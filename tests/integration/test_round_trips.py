@@ -3,8 +3,8 @@
 Once the caches are warm (key, catalog, balance snapshot, budget, the Lua scripts), a request with a rate
 limit and a budget on its key costs one Redis round trip before the upstream call (credit and every limit
 reserved in one script) and one after it (credit and limit holds settled in one script). The PostgreSQL side,
-one statement per record without a budget (a budgeted one, like this request, takes the statement path), is
-counted in test_record_one_trip.py.
+one statement per batch (budgeted records too: only a batch crossing a budget level takes the statement
+path), is counted in test_record_one_trip.py.
 """
 
 from __future__ import annotations

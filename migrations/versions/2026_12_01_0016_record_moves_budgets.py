@@ -1,0 +1,397 @@
+"""The record in one round trip moves the budgets too: `sg_record_usage` replaced.
+
+Migration 0012 added the budgets' spend per period (`budget_spend`) and the levels announced
+(`budget_alerts`), kept in the recording transaction by storage/webhooks/budgets.py::budget_threshold_alerts;
+0014 and 0015's function did not move them, so every batch with a budgeted debit took the statement path
+(limits-on throughput 0.53 × limits-off). This version moves each budget exactly as that function does:
+
+- the caller passes, in each record, `budgets`: the scope, budget_nano, period, period_start and period_end
+  of every budget its debit moves (recorder.py::_one_trip_row with budgets.py::budget_move_of — Python stays
+  the one definition of a period); the amount is the record's charged_nano. Replays (not in `fresh`) move
+  nothing, as on the statement path;
+- debits of one (scope, period, period_start) are summed and the rows are moved in sorted key order, after
+  conversation_llms and before the rollups (the statement path's lock order);
+- a primary-key UPDATE returning the spend after; the period's first debit INSERTs the row from
+  Σ usage_logs.charged_nano of the period (this batch's rows included: they are inserted in step 3), and a
+  concurrent first debit's conflict adds its amount;
+- a debit that crosses a 50/80/100 % level not yet in `budget_alerts` raises SGA01 (the whole call rolls
+  back) and the statement path writes the batch, claims the level and queues `budget.threshold` (rare:
+  at most three per budget and period). A crossed level already claimed (a budget lowered and raised again)
+  raises nothing, as the claim's ON CONFLICT DO NOTHING announces nothing there.
+
+Everything else is 0015's function unchanged. The downgrade puts 0015's function back (read from 0015's
+file, so there is one copy of it).
+
+Revision ID: 0016
+Revises: 0015
+Create Date: 2026-12-01
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+from pathlib import Path
+
+from alembic import op
+
+revision: str = "0016"
+down_revision: str | None = "0015"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+RECORD_FUNCTION = """
+CREATE OR REPLACE FUNCTION sg_record_usage(batch jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    recs sg_usage_record[];
+    fresh text[];
+    foreign_id uuid;
+    acct record;
+    moved jsonb;
+    accounts jsonb := '[]'::jsonb;
+    crossed uuid;
+    mv record;
+    after_nano bigint;
+    before_nano bigint;
+BEGIN
+    recs := ARRAY(SELECT r FROM jsonb_populate_recordset(NULL::sg_usage_record, batch) AS r);
+
+    -- 1. conversations (the newest row per id), never another user's
+    INSERT INTO conversations AS c (id, user_id, workspace_id, api_key_id, created_at, updated_at)
+    SELECT DISTINCT ON (r.conversation_id)
+           r.conversation_id, r.user_id, r.workspace_id, r.api_key_id, r.created_at, r.created_at
+    FROM unnest(recs) AS r
+    ORDER BY r.conversation_id, r.created_at DESC
+    ON CONFLICT (id) DO UPDATE SET updated_at = EXCLUDED.updated_at
+    WHERE c.user_id = EXCLUDED.user_id;
+
+    SELECT r.conversation_id INTO foreign_id
+    FROM unnest(recs) AS r JOIN conversations c ON c.id = r.conversation_id
+    WHERE c.user_id <> r.user_id
+    LIMIT 1;
+    IF foreign_id IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'SGN01', MESSAGE = foreign_id::text;
+    END IF;
+
+    -- 2. messages: the idempotency gate (a request id already recorded writes nothing more)
+    WITH inserted AS (
+        INSERT INTO messages (id, conversation_id, user_id, llm_id, request_id, role, prompt, content,
+                              finish_reason, created_at)
+        SELECT r.message_id, r.conversation_id, r.user_id, r.llm_id, r.request_id, 'assistant', r.prompt,
+               r.content, r.finish_reason, r.created_at
+        FROM unnest(recs) AS r
+        ON CONFLICT (request_id) DO NOTHING
+        RETURNING request_id
+    )
+    SELECT coalesce(array_agg(request_id), '{}') INTO fresh FROM inserted;
+    IF cardinality(fresh) < cardinality(recs) THEN
+        recs := ARRAY(SELECT r FROM unnest(recs) AS r WHERE r.request_id = ANY (fresh));
+    END IF;
+
+    -- 3. usage_logs and the debits
+    INSERT INTO usage_logs (request_id, message_id, user_id, workspace_id, api_key_id, llm_id,
+                            conversation_id, provider, model, price_version, input_tokens,
+                            cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
+                            cost_nano, charged_nano,
+                            latency_ms, ttft_ms, upstream_latency_ms, status, error_code, http_status,
+                            user_api_key_used, usage_source, usage_estimator, is_stream, attempts, created_at,
+                            endpoint)
+    SELECT r.request_id, r.message_id, r.user_id, r.workspace_id, r.api_key_id, r.llm_id, r.conversation_id,
+           r.provider, r.model, r.price_version, r.input_tokens, r.cached_input_tokens, r.cache_write_tokens,
+           r.output_tokens, r.reasoning_tokens, r.cost_nano, r.charged_nano, r.latency_ms, r.ttft_ms,
+           r.upstream_latency_ms, r.status, r.error_code, r.http_status, r.byok, r.usage_source,
+           r.usage_estimator, r.is_stream, r.attempts, r.created_at, r.endpoint
+    FROM unnest(recs) AS r;
+
+    INSERT INTO billing_events (user_id, workspace_id, type, amount_nano, status, request_id, idempotency_key,
+                                created_at)
+    SELECT r.user_id, r.workspace_id, CASE WHEN r.byok THEN 'fee' ELSE 'usage' END, -r.charged_nano,
+           'completed', r.request_id, 'usage:' || r.request_id, r.created_at
+    FROM unnest(recs) AS r
+    WHERE r.posts;
+
+    -- 4. one account move per debited user, in one lock order; the state of every user of the batch
+    FOR acct IN
+        SELECT u.user_id, u.delta
+        FROM (SELECT r.user_id, sum(-r.charged_nano) FILTER (WHERE r.posts) AS delta,
+                     bool_or(r.posts) AS posts
+              FROM unnest(recs) AS r GROUP BY r.user_id) AS u
+        WHERE u.posts
+        ORDER BY u.user_id::text
+    LOOP
+        INSERT INTO credit_accounts AS a (user_id, balance_nano, held_nano, version, updated_at)
+        VALUES (acct.user_id, acct.delta, 0, 1, now())
+        ON CONFLICT (user_id) DO UPDATE
+        SET balance_nano = a.balance_nano + EXCLUDED.balance_nano, version = a.version + 1,
+            updated_at = EXCLUDED.updated_at
+        RETURNING jsonb_build_array(acct.user_id, a.balance_nano, a.version, acct.delta, true)
+        INTO STRICT moved;
+        accounts := accounts || jsonb_build_array(moved);
+    END LOOP;
+
+    -- 5. a crossing of a low-balance threshold: the SQL path queues its webhook
+    SELECT u.id INTO crossed
+    FROM jsonb_array_elements(accounts) AS m
+    JOIN users u ON u.id = (m ->> 0)::uuid
+    WHERE u.low_balance_threshold_nano IS NOT NULL
+      AND (m ->> 1)::bigint - (m ->> 3)::bigint >= u.low_balance_threshold_nano
+      AND u.low_balance_threshold_nano > (m ->> 1)::bigint
+    LIMIT 1;
+    IF crossed IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'SGA01', MESSAGE = crossed::text;
+    END IF;
+
+    -- 6. conversation_llms, then the rollups, each in key order
+    INSERT INTO conversation_llms AS cl (conversation_id, llm_id, message_count, input_tokens, output_tokens,
+                                         cost_nano, latency_ms_sum, first_used_at, last_used_at)
+    SELECT r.conversation_id, r.llm_id, count(*), sum(r.input_tokens), sum(r.output_tokens), sum(r.cost_nano),
+           sum(r.latency_ms), min(r.created_at), max(r.created_at)
+    FROM unnest(recs) AS r
+    GROUP BY r.conversation_id, r.llm_id
+    ORDER BY r.conversation_id, r.llm_id
+    ON CONFLICT (conversation_id, llm_id) DO UPDATE
+    SET message_count = cl.message_count + EXCLUDED.message_count,
+        input_tokens = cl.input_tokens + EXCLUDED.input_tokens,
+        output_tokens = cl.output_tokens + EXCLUDED.output_tokens,
+        cost_nano = cl.cost_nano + EXCLUDED.cost_nano,
+        latency_ms_sum = cl.latency_ms_sum + EXCLUDED.latency_ms_sum,
+        last_used_at = EXCLUDED.last_used_at;
+
+    -- 7. the budgets of the fresh records' budgeted debits (storage/webhooks/budgets.py::
+    --    budget_threshold_alerts, late like there: a spend row is shared by its budget's concurrent
+    --    requests).
+    --    One move per (scope, period, period_start), in sorted key order; the budget is the first debit's.
+    FOR mv IN
+        SELECT b ->> 'scope' AS scope, b ->> 'period' AS period, (b ->> 'period_start')::timestamptz AS start,
+               (b ->> 'period_end')::timestamptz AS period_end,
+               (array_agg((b ->> 'budget_nano')::bigint ORDER BY x.i, y.j))[1] AS budget_nano,
+               sum((x.r ->> 'charged_nano')::bigint) AS amount
+        FROM jsonb_array_elements(batch) WITH ORDINALITY AS x(r, i)
+        CROSS JOIN LATERAL jsonb_array_elements(coalesce(x.r -> 'budgets', '[]'::jsonb))
+             WITH ORDINALITY AS y(b, j)
+        WHERE (x.r ->> 'request_id') = ANY (fresh)
+        GROUP BY 1, 2, 3, 4
+        ORDER BY (b ->> 'scope') COLLATE "C", (b ->> 'period') COLLATE "C",
+                 (b ->> 'period_start')::timestamptz
+    LOOP
+        -- a primary-key UPDATE when the period's row exists (the usual case)
+        UPDATE budget_spend AS s SET spent_nano = s.spent_nano + mv.amount
+        WHERE s.scope = mv.scope AND s.period = mv.period AND s.period_start = mv.start
+        RETURNING s.spent_nano INTO after_nano;
+        IF NOT FOUND THEN
+            -- the period's first debit: the row starts from Σ usage_logs of the period, which holds this
+            -- batch's rows already (step 3); a concurrent first debit's conflict adds its amount
+            INSERT INTO budget_spend AS s (scope, period, period_start, spent_nano)
+            VALUES (mv.scope, mv.period, mv.start,
+                    CASE left(mv.scope, 1)
+                        WHEN 'k' THEN (SELECT coalesce(sum(u.charged_nano), 0) FROM usage_logs u
+                                       WHERE u.api_key_id = substr(mv.scope, 3)::uuid
+                                         AND u.created_at >= mv.start AND u.created_at < mv.period_end)
+                        WHEN 'u' THEN (SELECT coalesce(sum(u.charged_nano), 0) FROM usage_logs u
+                                       WHERE u.user_id = substr(mv.scope, 3)::uuid
+                                         AND u.created_at >= mv.start AND u.created_at < mv.period_end)
+                        ELSE (SELECT coalesce(sum(u.charged_nano), 0) FROM usage_logs u
+                              WHERE u.workspace_id = substr(mv.scope, 3)::uuid
+                                AND u.created_at >= mv.start AND u.created_at < mv.period_end)
+                    END)
+            ON CONFLICT (scope, period, period_start) DO UPDATE SET spent_nano = s.spent_nano + mv.amount
+            RETURNING s.spent_nano INTO after_nano;
+        END IF;
+        -- a level (crossed_thresholds: before × 100 < level × budget <= after × 100) not yet claimed in this
+        -- period: the SQL path claims it and renders its webhook
+        before_nano := after_nano - mv.amount;
+        IF mv.budget_nano > 0 AND after_nano > before_nano AND EXISTS (
+            SELECT 1 FROM unnest(ARRAY[50, 80, 100]) AS t(pct)
+            WHERE before_nano::numeric * 100 < t.pct::numeric * mv.budget_nano
+              AND t.pct::numeric * mv.budget_nano <= after_nano::numeric * 100
+              AND NOT EXISTS (SELECT 1 FROM budget_alerts a
+                              WHERE a.scope = mv.scope AND a.period = mv.period
+                                AND a.period_start = mv.start AND a.threshold_pct = t.pct))
+        THEN
+            RAISE EXCEPTION USING ERRCODE = 'SGA01', MESSAGE = mv.scope;
+        END IF;
+    END LOOP;
+
+    INSERT INTO usage_hourly AS h (hour, model, user_api_key_used, requests, errors, cancelled, input_tokens,
+                                   cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
+                                   cost_nano, charged_nano, success_output_tokens, success_latency_ms_sum)
+    SELECT r.hour, r.model, r.byok, count(*), count(*) FILTER (WHERE r.status = 'error'),
+           count(*) FILTER (WHERE r.status = 'cancelled'), sum(r.input_tokens), sum(r.cached_input_tokens),
+           sum(r.cache_write_tokens), sum(r.output_tokens), sum(r.reasoning_tokens), sum(r.cost_nano),
+           sum(r.charged_nano), coalesce(sum(r.output_tokens) FILTER (WHERE r.status = 'success'), 0),
+           coalesce(sum(r.latency_ms) FILTER (WHERE r.status = 'success'), 0)
+    FROM unnest(recs) AS r
+    GROUP BY r.hour, r.model, r.byok
+    ORDER BY r.hour, r.model COLLATE "C", r.byok
+    ON CONFLICT (hour, model, user_api_key_used) DO UPDATE
+    SET requests = h.requests + EXCLUDED.requests, errors = h.errors + EXCLUDED.errors,
+        cancelled = h.cancelled + EXCLUDED.cancelled, input_tokens = h.input_tokens + EXCLUDED.input_tokens,
+        cached_input_tokens = h.cached_input_tokens + EXCLUDED.cached_input_tokens,
+        cache_write_tokens = h.cache_write_tokens + EXCLUDED.cache_write_tokens,
+        output_tokens = h.output_tokens + EXCLUDED.output_tokens,
+        reasoning_tokens = h.reasoning_tokens + EXCLUDED.reasoning_tokens,
+        cost_nano = h.cost_nano + EXCLUDED.cost_nano, charged_nano = h.charged_nano + EXCLUDED.charged_nano,
+        success_output_tokens = h.success_output_tokens + EXCLUDED.success_output_tokens,
+        success_latency_ms_sum = h.success_latency_ms_sum + EXCLUDED.success_latency_ms_sum;
+
+    INSERT INTO usage_daily AS d (user_id, day, workspace_id, model, user_api_key_used, requests, errors,
+                                  cancelled, input_tokens, cached_input_tokens, cache_write_tokens,
+                                  output_tokens, reasoning_tokens, cost_nano, charged_nano,
+                                  success_output_tokens, success_latency_ms_sum)
+    SELECT r.user_id, r.day, r.workspace_key, r.model, r.byok, count(*),
+           count(*) FILTER (WHERE r.status = 'error'), count(*) FILTER (WHERE r.status = 'cancelled'),
+           sum(r.input_tokens), sum(r.cached_input_tokens), sum(r.cache_write_tokens), sum(r.output_tokens),
+           sum(r.reasoning_tokens), sum(r.cost_nano), sum(r.charged_nano),
+           coalesce(sum(r.output_tokens) FILTER (WHERE r.status = 'success'), 0),
+           coalesce(sum(r.latency_ms) FILTER (WHERE r.status = 'success'), 0)
+    FROM unnest(recs) AS r
+    GROUP BY r.user_id, r.day, r.workspace_key, r.model, r.byok
+    ORDER BY r.user_id, r.day, r.workspace_key, r.model COLLATE "C", r.byok
+    ON CONFLICT (user_id, day, workspace_id, model, user_api_key_used) DO UPDATE
+    SET requests = d.requests + EXCLUDED.requests, errors = d.errors + EXCLUDED.errors,
+        cancelled = d.cancelled + EXCLUDED.cancelled, input_tokens = d.input_tokens + EXCLUDED.input_tokens,
+        cached_input_tokens = d.cached_input_tokens + EXCLUDED.cached_input_tokens,
+        cache_write_tokens = d.cache_write_tokens + EXCLUDED.cache_write_tokens,
+        output_tokens = d.output_tokens + EXCLUDED.output_tokens,
+        reasoning_tokens = d.reasoning_tokens + EXCLUDED.reasoning_tokens,
+        cost_nano = d.cost_nano + EXCLUDED.cost_nano, charged_nano = d.charged_nano + EXCLUDED.charged_nano,
+        success_output_tokens = d.success_output_tokens + EXCLUDED.success_output_tokens,
+        success_latency_ms_sum = d.success_latency_ms_sum + EXCLUDED.success_latency_ms_sum;
+
+    -- the one-dimension daily rollups (migration 0011), in ROLLUP_ORDER after usage_daily
+    INSERT INTO usage_model_daily AS md (day, model, user_api_key_used, requests, errors, cancelled,
+        input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,
+        reasoning_tokens, cost_nano, charged_nano, success_output_tokens, success_latency_ms_sum)
+    SELECT r.day, r.model, r.byok, count(*), count(*) FILTER (WHERE r.status = 'error'),
+           count(*) FILTER (WHERE r.status = 'cancelled'), sum(r.input_tokens), sum(r.cached_input_tokens),
+           sum(r.cache_write_tokens), sum(r.output_tokens), sum(r.reasoning_tokens), sum(r.cost_nano),
+           sum(r.charged_nano), coalesce(sum(r.output_tokens) FILTER (WHERE r.status = 'success'), 0),
+           coalesce(sum(r.latency_ms) FILTER (WHERE r.status = 'success'), 0)
+    FROM unnest(recs) AS r
+    GROUP BY r.day, r.model, r.byok
+    ORDER BY r.day, r.model COLLATE "C", r.byok
+    ON CONFLICT (day, model, user_api_key_used) DO UPDATE
+    SET requests = md.requests + EXCLUDED.requests, errors = md.errors + EXCLUDED.errors,
+        cancelled = md.cancelled + EXCLUDED.cancelled, input_tokens = md.input_tokens + EXCLUDED.input_tokens,
+        cached_input_tokens = md.cached_input_tokens + EXCLUDED.cached_input_tokens,
+        cache_write_tokens = md.cache_write_tokens + EXCLUDED.cache_write_tokens,
+        output_tokens = md.output_tokens + EXCLUDED.output_tokens,
+        reasoning_tokens = md.reasoning_tokens + EXCLUDED.reasoning_tokens,
+        cost_nano = md.cost_nano + EXCLUDED.cost_nano, charged_nano = md.charged_nano + EXCLUDED.charged_nano,
+        success_output_tokens = md.success_output_tokens + EXCLUDED.success_output_tokens,
+        success_latency_ms_sum = md.success_latency_ms_sum + EXCLUDED.success_latency_ms_sum;
+
+    INSERT INTO usage_user_daily AS ud (user_id, day, user_api_key_used, requests, errors, cancelled,
+        input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,
+        reasoning_tokens, cost_nano, charged_nano, success_output_tokens, success_latency_ms_sum)
+    SELECT r.user_id, r.day, r.byok, count(*), count(*) FILTER (WHERE r.status = 'error'),
+           count(*) FILTER (WHERE r.status = 'cancelled'), sum(r.input_tokens), sum(r.cached_input_tokens),
+           sum(r.cache_write_tokens), sum(r.output_tokens), sum(r.reasoning_tokens), sum(r.cost_nano),
+           sum(r.charged_nano), coalesce(sum(r.output_tokens) FILTER (WHERE r.status = 'success'), 0),
+           coalesce(sum(r.latency_ms) FILTER (WHERE r.status = 'success'), 0)
+    FROM unnest(recs) AS r
+    GROUP BY r.user_id, r.day, r.byok
+    ORDER BY r.user_id, r.day, r.byok
+    ON CONFLICT (user_id, day, user_api_key_used) DO UPDATE
+    SET requests = ud.requests + EXCLUDED.requests, errors = ud.errors + EXCLUDED.errors,
+        cancelled = ud.cancelled + EXCLUDED.cancelled, input_tokens = ud.input_tokens + EXCLUDED.input_tokens,
+        cached_input_tokens = ud.cached_input_tokens + EXCLUDED.cached_input_tokens,
+        cache_write_tokens = ud.cache_write_tokens + EXCLUDED.cache_write_tokens,
+        output_tokens = ud.output_tokens + EXCLUDED.output_tokens,
+        reasoning_tokens = ud.reasoning_tokens + EXCLUDED.reasoning_tokens,
+        cost_nano = ud.cost_nano + EXCLUDED.cost_nano, charged_nano = ud.charged_nano + EXCLUDED.charged_nano,
+        success_output_tokens = ud.success_output_tokens + EXCLUDED.success_output_tokens,
+        success_latency_ms_sum = ud.success_latency_ms_sum + EXCLUDED.success_latency_ms_sum;
+
+    INSERT INTO usage_workspace_daily AS wd (workspace_id, day, user_api_key_used, requests, errors,
+        cancelled, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,
+        reasoning_tokens, cost_nano, charged_nano, success_output_tokens, success_latency_ms_sum)
+    SELECT r.workspace_key, r.day, r.byok, count(*), count(*) FILTER (WHERE r.status = 'error'),
+           count(*) FILTER (WHERE r.status = 'cancelled'), sum(r.input_tokens), sum(r.cached_input_tokens),
+           sum(r.cache_write_tokens), sum(r.output_tokens), sum(r.reasoning_tokens), sum(r.cost_nano),
+           sum(r.charged_nano), coalesce(sum(r.output_tokens) FILTER (WHERE r.status = 'success'), 0),
+           coalesce(sum(r.latency_ms) FILTER (WHERE r.status = 'success'), 0)
+    FROM unnest(recs) AS r
+    GROUP BY r.workspace_key, r.day, r.byok
+    ORDER BY r.workspace_key, r.day, r.byok
+    ON CONFLICT (workspace_id, day, user_api_key_used) DO UPDATE
+    SET requests = wd.requests + EXCLUDED.requests, errors = wd.errors + EXCLUDED.errors,
+        cancelled = wd.cancelled + EXCLUDED.cancelled, input_tokens = wd.input_tokens + EXCLUDED.input_tokens,
+        cached_input_tokens = wd.cached_input_tokens + EXCLUDED.cached_input_tokens,
+        cache_write_tokens = wd.cache_write_tokens + EXCLUDED.cache_write_tokens,
+        output_tokens = wd.output_tokens + EXCLUDED.output_tokens,
+        reasoning_tokens = wd.reasoning_tokens + EXCLUDED.reasoning_tokens,
+        cost_nano = wd.cost_nano + EXCLUDED.cost_nano, charged_nano = wd.charged_nano + EXCLUDED.charged_nano,
+        success_output_tokens = wd.success_output_tokens + EXCLUDED.success_output_tokens,
+        success_latency_ms_sum = wd.success_latency_ms_sum + EXCLUDED.success_latency_ms_sum;
+
+    INSERT INTO usage_key_daily AS kd (api_key_id, day, user_id, user_api_key_used, requests, errors,
+        cancelled, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,
+        reasoning_tokens, cost_nano, charged_nano, success_output_tokens, success_latency_ms_sum)
+    SELECT r.api_key_key, r.day, r.user_id, r.byok, count(*), count(*) FILTER (WHERE r.status = 'error'),
+           count(*) FILTER (WHERE r.status = 'cancelled'), sum(r.input_tokens), sum(r.cached_input_tokens),
+           sum(r.cache_write_tokens), sum(r.output_tokens), sum(r.reasoning_tokens), sum(r.cost_nano),
+           sum(r.charged_nano), coalesce(sum(r.output_tokens) FILTER (WHERE r.status = 'success'), 0),
+           coalesce(sum(r.latency_ms) FILTER (WHERE r.status = 'success'), 0)
+    FROM unnest(recs) AS r
+    GROUP BY r.api_key_key, r.day, r.user_id, r.byok
+    ORDER BY r.api_key_key, r.day, r.user_id, r.byok
+    ON CONFLICT (api_key_id, day, user_id, user_api_key_used) DO UPDATE
+    SET requests = kd.requests + EXCLUDED.requests, errors = kd.errors + EXCLUDED.errors,
+        cancelled = kd.cancelled + EXCLUDED.cancelled, input_tokens = kd.input_tokens + EXCLUDED.input_tokens,
+        cached_input_tokens = kd.cached_input_tokens + EXCLUDED.cached_input_tokens,
+        cache_write_tokens = kd.cache_write_tokens + EXCLUDED.cache_write_tokens,
+        output_tokens = kd.output_tokens + EXCLUDED.output_tokens,
+        reasoning_tokens = kd.reasoning_tokens + EXCLUDED.reasoning_tokens,
+        cost_nano = kd.cost_nano + EXCLUDED.cost_nano, charged_nano = kd.charged_nano + EXCLUDED.charged_nano,
+        success_output_tokens = kd.success_output_tokens + EXCLUDED.success_output_tokens,
+        success_latency_ms_sum = kd.success_latency_ms_sum + EXCLUDED.success_latency_ms_sum;
+
+    INSERT INTO latency_daily AS l (day, model, metric, bucket_ms, count)
+    SELECT k.day, k.model, k.metric, k.bucket_ms, count(*)
+    FROM (SELECT r.day, r.model, 'latency'::varchar(8) AS metric, r.latency_bucket AS bucket_ms
+          FROM unnest(recs) AS r WHERE r.status = 'success'
+          UNION ALL
+          SELECT r.day, r.model, 'ttft'::varchar(8), r.ttft_bucket
+          FROM unnest(recs) AS r WHERE r.status = 'success' AND r.ttft_bucket IS NOT NULL) AS k
+    GROUP BY k.day, k.model, k.metric, k.bucket_ms
+    ORDER BY k.day, k.model COLLATE "C", k.metric COLLATE "C", k.bucket_ms
+    ON CONFLICT (day, model, metric, bucket_ms) DO UPDATE SET count = l.count + EXCLUDED.count;
+
+    -- every other user of the batch (nothing debited: BYOK without a fee, or a replay): its state as it is
+    SELECT accounts || coalesce(jsonb_agg(jsonb_build_array(u.user_id, coalesce(a.balance_nano, 0),
+                                                            coalesce(a.version, 0), 0, false)),
+                                '[]'::jsonb)
+    INTO accounts
+    FROM (SELECT DISTINCT (x ->> 'user_id')::uuid AS user_id FROM jsonb_array_elements(batch) AS x) AS u
+    LEFT JOIN credit_accounts a ON a.user_id = u.user_id
+    WHERE NOT EXISTS (SELECT 1 FROM jsonb_array_elements(accounts) AS m WHERE (m ->> 0)::uuid = u.user_id);
+
+    RETURN jsonb_build_object('fresh', to_jsonb(fresh), 'accounts', accounts);
+END
+$fn$
+"""
+
+
+def _function_of_0015() -> str:
+    """0015's CREATE OR REPLACE FUNCTION text (the downgrade target)."""
+    path = Path(__file__).with_name("2026_12_01_0015_record_keeps_dimension_rollups.py")
+    spec = importlib.util.spec_from_file_location("_sg_migration_0015", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text: str = module.RECORD_FUNCTION
+    return text
+
+
+def upgrade() -> None:
+    if op.get_bind().dialect.name != "postgresql":
+        return  # SQLite records through SQLAlchemy (storage/usage/recorder.py)
+    op.execute(RECORD_FUNCTION)
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    op.execute(_function_of_0015())
