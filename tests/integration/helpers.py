@@ -13,11 +13,15 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import redirect_stderr, redirect_stdout
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
+
+from pricing.cost import Usage
+from storage.types import utcnow
+from storage.usage.recorder import CompletionRecord
 
 if TYPE_CHECKING:
     from tests.integration.conftest import Gateway
@@ -182,3 +186,29 @@ def cli(
 
 def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
+
+
+def completion_record(user_id: uuid.UUID, charged: int, **fields: Any) -> CompletionRecord:
+    """A successful gpt-4o-mini completion of `user_id` charged `charged` nano-USD, recorded now (a fresh
+    request, conversation and message id each time); `fields` replace any of its values."""
+    rec = CompletionRecord(
+        request_id=f"req_{uuid.uuid4().hex}",
+        user_id=user_id,
+        workspace_id=None,
+        api_key_id=None,
+        conversation_id=uuid.uuid4(),
+        message_id=uuid.uuid4(),
+        llm_id=1,
+        model="gpt-4o-mini",
+        provider="openai",
+        price_version=1,
+        usage=Usage(prompt_tokens=10, completion_tokens=5),
+        cost_nano=charged,
+        charged_nano=charged,
+        byok=False,
+        is_stream=False,
+        status="success",
+        latency_ms=5,
+        created_at=utcnow(),
+    )
+    return replace(rec, **fields)

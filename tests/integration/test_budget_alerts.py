@@ -32,7 +32,7 @@ import pytest
 from aiohttp import web
 from standardwebhooks import Webhook
 
-from pricing.cost import Usage, reservation_nano
+from pricing.cost import reservation_nano
 from pricing.money import format_usd
 from pricing.tokens import count_prompt_tokens
 from storage.accounts import service
@@ -45,7 +45,7 @@ from storage.webhooks.payloads import BudgetThreshold, slack_text, to_data
 from storage.webhooks.service import WebhookScope, create_endpoint, deliver_due
 from tests.environment import free_port
 from tests.integration.conftest import Gateway, GatewayThread
-from tests.integration.helpers import ADMIN, api, db_id, error_of
+from tests.integration.helpers import ADMIN, api, completion_record, db_id, error_of
 
 pytestmark = pytest.mark.integration
 
@@ -281,26 +281,7 @@ async def test_the_running_worker_delivers_every_event_to_a_receiver_that_was_do
 
 
 def completion(user_id: uuid.UUID, charged: int, at: datetime) -> CompletionRecord:
-    return CompletionRecord(
-        request_id=f"req_{uuid.uuid4().hex}",
-        user_id=user_id,
-        workspace_id=None,
-        api_key_id=None,
-        conversation_id=uuid.uuid4(),
-        message_id=uuid.uuid4(),
-        llm_id=1,
-        model="gpt-4o-mini",
-        provider="openai",
-        price_version=1,
-        usage=Usage(prompt_tokens=10, completion_tokens=5),
-        cost_nano=charged,
-        charged_nano=charged,
-        byok=False,
-        is_stream=False,
-        status="success",
-        latency_ms=5,
-        created_at=at,
-    )
+    return completion_record(user_id, charged, created_at=at)
 
 
 async def spend_a_day(gw: Gateway, user_id: uuid.UUID, scope: ScopeLimits, day: datetime, n: int) -> None:

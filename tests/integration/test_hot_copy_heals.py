@@ -18,7 +18,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pricing.cost import Usage
 from storage.accounts.users import create_user
 from storage.billing.credits import add_credits
 from storage.billing.ledger.base import HotMove
@@ -26,8 +25,8 @@ from storage.billing.ledger.entries import account_state, post_entry
 from storage.billing.ledger.redis import RedisLedger, _keys
 from storage.billing.reconcile import reconcile
 from storage.db import create_engine
-from storage.types import utcnow
 from storage.usage.recorder import CompletionRecord, record_completion
+from tests.integration.helpers import completion_record
 
 CREDIT = 1_000_000
 
@@ -46,26 +45,7 @@ async def env(pg_reset_database: str, redis_url: str) -> AsyncIterator[tuple[Asy
 
 
 def completion(user_id: uuid.UUID, charged: int) -> CompletionRecord:
-    return CompletionRecord(
-        request_id=f"req_{uuid.uuid4().hex}",
-        user_id=user_id,
-        workspace_id=None,
-        api_key_id=None,
-        conversation_id=uuid.uuid4(),
-        message_id=uuid.uuid4(),
-        llm_id=1,
-        model="gpt-4o-mini",
-        provider="openai",
-        price_version=1,
-        usage=Usage(prompt_tokens=10, completion_tokens=5),
-        cost_nano=charged,
-        charged_nano=charged,
-        byok=False,
-        is_stream=False,
-        status="success",
-        latency_ms=5,
-        created_at=utcnow(),
-    )
+    return completion_record(user_id, charged)
 
 
 class FlakySettle:

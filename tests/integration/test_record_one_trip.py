@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -46,6 +45,7 @@ from storage.usage.recorder import (
 from storage.usage.rollups import ROLLUP_ORDER, rebuild_usage_rollups, rollup_rows
 from storage.webhooks.alerts import set_low_balance_threshold
 from storage.webhooks.service import WebhookScope, create_endpoint
+from tests.integration.helpers import completion_record
 
 CREDIT = 1_000_000_000
 PATHS = ["one-trip", "statements-postgres", "statements-sqlite"]
@@ -80,30 +80,15 @@ async def new_user(engine: AsyncEngine, ledger: Any, credit: int = CREDIT) -> uu
 
 
 def completion(user_id: uuid.UUID, charged: int, **changes: Any) -> CompletionRecord:
-    rec = CompletionRecord(
-        request_id=f"req_{uuid.uuid4().hex}",
-        user_id=user_id,
-        workspace_id=None,
-        api_key_id=None,
-        conversation_id=uuid.uuid4(),
-        message_id=uuid.uuid4(),
-        llm_id=1,
-        model="gpt-4o-mini",
-        provider="openai",
-        price_version=1,
-        usage=Usage(prompt_tokens=10, completion_tokens=5, cached_tokens=2, reasoning_tokens=1),
-        cost_nano=charged,
-        charged_nano=charged,
-        byok=False,
-        is_stream=False,
-        status="success",
-        latency_ms=17,
-        created_at=utcnow(),
-        prompt=[{"role": "user", "content": 'hé "quoted" ✓'}],
-        content="an answer",
-        finish_reason="stop",
-    )
-    return replace(rec, **changes)
+    """With cached and reasoning tokens, a prompt with quotes and non-ASCII text, and a stored answer."""
+    fields: dict[str, Any] = {
+        "usage": Usage(prompt_tokens=10, completion_tokens=5, cached_tokens=2, reasoning_tokens=1),
+        "latency_ms": 17,
+        "prompt": [{"role": "user", "content": 'hé "quoted" ✓'}],
+        "content": "an answer",
+        "finish_reason": "stop",
+    }
+    return completion_record(user_id, charged, **(fields | changes))
 
 
 async def rows(engine: AsyncEngine, query: str, **params: Any) -> list[tuple[Any, ...]]:

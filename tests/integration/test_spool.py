@@ -33,10 +33,10 @@ from storage.billing.ledger.redis import RedisLedger
 from storage.billing.reconcile import reconcile
 from storage.db import create_engine
 from storage.outage import OutageWatch
-from storage.types import utcnow
 from storage.usage.group_commit import GroupCommitRecorder
 from storage.usage.recorder import CompletionRecord, RecordResult, record_completion
 from storage.usage.spool import SpoolFile, SpoolingRecorder, encode_frame, replay_ledger_for, spool_status
+from tests.integration.helpers import completion_record
 
 CREDIT = 1_000_000
 
@@ -96,28 +96,7 @@ class Env:
 
 
 def completion(user_id: uuid.UUID, charged: int, **fields: Any) -> CompletionRecord:
-    values: dict[str, Any] = {
-        "request_id": f"req_{uuid.uuid4().hex}",
-        "user_id": user_id,
-        "workspace_id": None,
-        "api_key_id": None,
-        "conversation_id": uuid.uuid4(),
-        "message_id": uuid.uuid4(),
-        "llm_id": 1,
-        "model": "gpt-4o-mini",
-        "provider": "openai",
-        "price_version": 1,
-        "usage": Usage(prompt_tokens=10, completion_tokens=5),
-        "cost_nano": charged,
-        "charged_nano": charged,
-        "byok": False,
-        "is_stream": False,
-        "status": "success",
-        "latency_ms": 5,
-        "created_at": utcnow(),
-    }
-    values.update(fields)
-    return CompletionRecord(**values)
+    return completion_record(user_id, charged, **fields)
 
 
 async def _never() -> None:
