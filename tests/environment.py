@@ -35,3 +35,17 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def tiktoken_encodings_missing() -> str | None:
+    """Why tiktoken cannot count here (None: it can): it cannot download its encodings, so a clone without
+    ../shared/tiktoken (and no TIKTOKEN_CACHE_DIR) falls back to estimating by bytes."""
+    from pathlib import Path
+
+    cache = os.environ.get("TIKTOKEN_CACHE_DIR")
+    if cache and Path(cache).is_dir() and any(Path(cache).iterdir()):
+        return None
+    shared = Path(__file__).resolve().parents[2] / "shared" / "tiktoken"
+    if shared.is_dir():
+        return None
+    return f"tiktoken's encodings are not here (no TIKTOKEN_CACHE_DIR, no {shared}); it cannot download them"

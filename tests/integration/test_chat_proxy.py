@@ -15,6 +15,7 @@ import pytest
 
 from pricing.money import format_usd, round_to_nano
 from storage.accounts.credentials import cipher_for, set_credential
+from tests.environment import tiktoken_encodings_missing
 from tests.integration.conftest import Gateway
 
 # gpt-4o-mini list prices, USD per 1M tokens (the seeded catalog).
@@ -394,6 +395,7 @@ async def test_database_connections_killed_mid_request(gateway: Gateway) -> None
     assert await gateway.ledger.available(user_id) == start
 
 
+@pytest.mark.skipif(tiktoken_encodings_missing() is not None, reason=str(tiktoken_encodings_missing()))
 @pytest.mark.parametrize("stream", [False, True])
 async def test_a_provider_that_reports_no_usage_is_counted_with_tiktoken(
     gateway: Gateway, stream: bool

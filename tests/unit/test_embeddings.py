@@ -11,6 +11,7 @@ from openai.types import CreateEmbeddingResponse
 
 from gateway.providers import embeddings as emb
 from gateway.providers.base import Credential, ProviderError
+from tests.environment import tiktoken_encodings_missing
 
 CRED = Credential(api_key="AIza-upstream", base_url="https://generativelanguage.googleapis.com/v1beta/")
 
@@ -71,6 +72,7 @@ def test_gemini_request_has_one_request_per_input_and_output_dimensionality() ->
     assert caught.value.param == "input"
 
 
+@pytest.mark.skipif(tiktoken_encodings_missing() is not None, reason=str(tiktoken_encodings_missing()))
 def test_gemini_answer_in_openais_format_both_encodings_and_estimated_usage() -> None:
     values = [[0.5, -0.25, 0.1], [1.0, 0.0, -1.0]]
     answer = json.dumps({"embeddings": [{"values": v} for v in values]}).encode()
