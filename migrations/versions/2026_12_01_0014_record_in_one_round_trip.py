@@ -15,15 +15,26 @@ fallback), for records that have a message:
 5. A debit that takes a balance under the user's `low_balance_threshold_nano` raises `SGA01`: the batch rolls
    back and the caller writes it through the SQL path, which queues the `credits.low` webhook in its
    transaction (rare: once per crossing), so the webhook bodies keep one renderer (Python).
-6. conversation_llms, usage_hourly, usage_daily, latency_daily (0015 adds the four dimension rollups of
-   0011): summed per key, upserted in key order
-   (`COLLATE "C"` for text, as Python sorts), rollups last (their rows are shared by concurrent batches).
+6. conversation_llms; then the budgets' spend rows (`budget_spend`, migration 0012) exactly as
+   storage/webhooks/budgets.py::budget_threshold_alerts moves them: each record passes `budgets` (scope,
+   budget_nano, period, period_start, period_end of every budget its debit moves); debits of one budget are
+   summed and the rows moved in sorted key order, a primary-key UPDATE returning the spend after, the
+   period's first debit INSERTing the row from Σ usage_logs.charged_nano of the period (this batch's rows
+   included). A debit that crosses a 50/80/100 % level not yet in `budget_alerts` raises `SGA01` too: the
+   statement path writes the batch, claims the level and queues `budget.threshold` (rare: at most three per
+   budget and period); replays move nothing.
+7. usage_hourly, usage_daily, the four dimension rollups of 0011 (`usage_model_daily`, `usage_user_daily`,
+   `usage_workspace_daily`, `usage_key_daily`: the same keys as `UsageFacts.rollup_keys`, the same twelve
+   sums), latency_daily: summed per key, upserted in ROLLUP_ORDER and key order (`COLLATE "C"` for text, as
+   Python sorts), rollups last (their rows are shared by concurrent batches).
 
 The caller computes everything that has one definition in Python (hour/day starts, latency buckets, the
-workspace key of usage_daily, whether a record posts a debit) and passes it in each record.
+workspace key of usage_daily (NO_WORKSPACE for none), the key of usage_key_daily (`api_key_key`, NO_KEY for a
+request without a gateway key), the budgets' periods, whether a record posts a debit) and passes it in each
+record.
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0013
 Create Date: 2026-12-01
 """
 
@@ -78,12 +89,13 @@ CREATE TYPE sg_usage_record AS (
     hour timestamptz,
     day timestamptz,
     latency_bucket integer,
-    ttft_bucket integer
+    ttft_bucket integer,
+    api_key_key uuid
 )
 """
 
 RECORD_FUNCTION = """
-CREATE FUNCTION sg_record_usage(batch jsonb) RETURNS jsonb
+CREATE OR REPLACE FUNCTION sg_record_usage(batch jsonb) RETURNS jsonb
 LANGUAGE plpgsql AS $fn$
 DECLARE
     recs sg_usage_record[];
@@ -93,6 +105,9 @@ DECLARE
     moved jsonb;
     accounts jsonb := '[]'::jsonb;
     crossed uuid;
+    mv record;
+    after_nano bigint;
+    before_nano bigint;
 BEGIN
     recs := ARRAY(SELECT r FROM jsonb_populate_recordset(NULL::sg_usage_record, batch) AS r);
 
@@ -197,6 +212,61 @@ BEGIN
         latency_ms_sum = cl.latency_ms_sum + EXCLUDED.latency_ms_sum,
         last_used_at = EXCLUDED.last_used_at;
 
+    -- 7. the budgets of the fresh records' budgeted debits (storage/webhooks/budgets.py::
+    --    budget_threshold_alerts, late like there: a spend row is shared by its budget's concurrent
+    --    requests).
+    --    One move per (scope, period, period_start), in sorted key order; the budget is the first debit's.
+    FOR mv IN
+        SELECT b ->> 'scope' AS scope, b ->> 'period' AS period, (b ->> 'period_start')::timestamptz AS start,
+               (b ->> 'period_end')::timestamptz AS period_end,
+               (array_agg((b ->> 'budget_nano')::bigint ORDER BY x.i, y.j))[1] AS budget_nano,
+               sum((x.r ->> 'charged_nano')::bigint) AS amount
+        FROM jsonb_array_elements(batch) WITH ORDINALITY AS x(r, i)
+        CROSS JOIN LATERAL jsonb_array_elements(coalesce(x.r -> 'budgets', '[]'::jsonb))
+             WITH ORDINALITY AS y(b, j)
+        WHERE (x.r ->> 'request_id') = ANY (fresh)
+        GROUP BY 1, 2, 3, 4
+        ORDER BY (b ->> 'scope') COLLATE "C", (b ->> 'period') COLLATE "C",
+                 (b ->> 'period_start')::timestamptz
+    LOOP
+        -- a primary-key UPDATE when the period's row exists (the usual case)
+        UPDATE budget_spend AS s SET spent_nano = s.spent_nano + mv.amount
+        WHERE s.scope = mv.scope AND s.period = mv.period AND s.period_start = mv.start
+        RETURNING s.spent_nano INTO after_nano;
+        IF NOT FOUND THEN
+            -- the period's first debit: the row starts from Σ usage_logs of the period, which holds this
+            -- batch's rows already (step 3); a concurrent first debit's conflict adds its amount
+            INSERT INTO budget_spend AS s (scope, period, period_start, spent_nano)
+            VALUES (mv.scope, mv.period, mv.start,
+                    CASE left(mv.scope, 1)
+                        WHEN 'k' THEN (SELECT coalesce(sum(u.charged_nano), 0) FROM usage_logs u
+                                       WHERE u.api_key_id = substr(mv.scope, 3)::uuid
+                                         AND u.created_at >= mv.start AND u.created_at < mv.period_end)
+                        WHEN 'u' THEN (SELECT coalesce(sum(u.charged_nano), 0) FROM usage_logs u
+                                       WHERE u.user_id = substr(mv.scope, 3)::uuid
+                                         AND u.created_at >= mv.start AND u.created_at < mv.period_end)
+                        ELSE (SELECT coalesce(sum(u.charged_nano), 0) FROM usage_logs u
+                              WHERE u.workspace_id = substr(mv.scope, 3)::uuid
+                                AND u.created_at >= mv.start AND u.created_at < mv.period_end)
+                    END)
+            ON CONFLICT (scope, period, period_start) DO UPDATE SET spent_nano = s.spent_nano + mv.amount
+            RETURNING s.spent_nano INTO after_nano;
+        END IF;
+        -- a level (crossed_thresholds: before × 100 < level × budget <= after × 100) not yet claimed in this
+        -- period: the SQL path claims it and renders its webhook
+        before_nano := after_nano - mv.amount;
+        IF mv.budget_nano > 0 AND after_nano > before_nano AND EXISTS (
+            SELECT 1 FROM unnest(ARRAY[50, 80, 100]) AS t(pct)
+            WHERE before_nano::numeric * 100 < t.pct::numeric * mv.budget_nano
+              AND t.pct::numeric * mv.budget_nano <= after_nano::numeric * 100
+              AND NOT EXISTS (SELECT 1 FROM budget_alerts a
+                              WHERE a.scope = mv.scope AND a.period = mv.period
+                                AND a.period_start = mv.start AND a.threshold_pct = t.pct))
+        THEN
+            RAISE EXCEPTION USING ERRCODE = 'SGA01', MESSAGE = mv.scope;
+        END IF;
+    END LOOP;
+
     INSERT INTO usage_hourly AS h (hour, model, user_api_key_used, requests, errors, cancelled, input_tokens,
                                    cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
                                    cost_nano, charged_nano, success_output_tokens, success_latency_ms_sum)
@@ -242,6 +312,95 @@ BEGIN
         cost_nano = d.cost_nano + EXCLUDED.cost_nano, charged_nano = d.charged_nano + EXCLUDED.charged_nano,
         success_output_tokens = d.success_output_tokens + EXCLUDED.success_output_tokens,
         success_latency_ms_sum = d.success_latency_ms_sum + EXCLUDED.success_latency_ms_sum;
+
+    -- the one-dimension daily rollups (migration 0011), in ROLLUP_ORDER after usage_daily
+    INSERT INTO usage_model_daily AS md (day, model, user_api_key_used, requests, errors, cancelled,
+        input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,
+        reasoning_tokens, cost_nano, charged_nano, success_output_tokens, success_latency_ms_sum)
+    SELECT r.day, r.model, r.byok, count(*), count(*) FILTER (WHERE r.status = 'error'),
+           count(*) FILTER (WHERE r.status = 'cancelled'), sum(r.input_tokens), sum(r.cached_input_tokens),
+           sum(r.cache_write_tokens), sum(r.output_tokens), sum(r.reasoning_tokens), sum(r.cost_nano),
+           sum(r.charged_nano), coalesce(sum(r.output_tokens) FILTER (WHERE r.status = 'success'), 0),
+           coalesce(sum(r.latency_ms) FILTER (WHERE r.status = 'success'), 0)
+    FROM unnest(recs) AS r
+    GROUP BY r.day, r.model, r.byok
+    ORDER BY r.day, r.model COLLATE "C", r.byok
+    ON CONFLICT (day, model, user_api_key_used) DO UPDATE
+    SET requests = md.requests + EXCLUDED.requests, errors = md.errors + EXCLUDED.errors,
+        cancelled = md.cancelled + EXCLUDED.cancelled, input_tokens = md.input_tokens + EXCLUDED.input_tokens,
+        cached_input_tokens = md.cached_input_tokens + EXCLUDED.cached_input_tokens,
+        cache_write_tokens = md.cache_write_tokens + EXCLUDED.cache_write_tokens,
+        output_tokens = md.output_tokens + EXCLUDED.output_tokens,
+        reasoning_tokens = md.reasoning_tokens + EXCLUDED.reasoning_tokens,
+        cost_nano = md.cost_nano + EXCLUDED.cost_nano, charged_nano = md.charged_nano + EXCLUDED.charged_nano,
+        success_output_tokens = md.success_output_tokens + EXCLUDED.success_output_tokens,
+        success_latency_ms_sum = md.success_latency_ms_sum + EXCLUDED.success_latency_ms_sum;
+
+    INSERT INTO usage_user_daily AS ud (user_id, day, user_api_key_used, requests, errors, cancelled,
+        input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,
+        reasoning_tokens, cost_nano, charged_nano, success_output_tokens, success_latency_ms_sum)
+    SELECT r.user_id, r.day, r.byok, count(*), count(*) FILTER (WHERE r.status = 'error'),
+           count(*) FILTER (WHERE r.status = 'cancelled'), sum(r.input_tokens), sum(r.cached_input_tokens),
+           sum(r.cache_write_tokens), sum(r.output_tokens), sum(r.reasoning_tokens), sum(r.cost_nano),
+           sum(r.charged_nano), coalesce(sum(r.output_tokens) FILTER (WHERE r.status = 'success'), 0),
+           coalesce(sum(r.latency_ms) FILTER (WHERE r.status = 'success'), 0)
+    FROM unnest(recs) AS r
+    GROUP BY r.user_id, r.day, r.byok
+    ORDER BY r.user_id, r.day, r.byok
+    ON CONFLICT (user_id, day, user_api_key_used) DO UPDATE
+    SET requests = ud.requests + EXCLUDED.requests, errors = ud.errors + EXCLUDED.errors,
+        cancelled = ud.cancelled + EXCLUDED.cancelled, input_tokens = ud.input_tokens + EXCLUDED.input_tokens,
+        cached_input_tokens = ud.cached_input_tokens + EXCLUDED.cached_input_tokens,
+        cache_write_tokens = ud.cache_write_tokens + EXCLUDED.cache_write_tokens,
+        output_tokens = ud.output_tokens + EXCLUDED.output_tokens,
+        reasoning_tokens = ud.reasoning_tokens + EXCLUDED.reasoning_tokens,
+        cost_nano = ud.cost_nano + EXCLUDED.cost_nano, charged_nano = ud.charged_nano + EXCLUDED.charged_nano,
+        success_output_tokens = ud.success_output_tokens + EXCLUDED.success_output_tokens,
+        success_latency_ms_sum = ud.success_latency_ms_sum + EXCLUDED.success_latency_ms_sum;
+
+    INSERT INTO usage_workspace_daily AS wd (workspace_id, day, user_api_key_used, requests, errors,
+        cancelled, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,
+        reasoning_tokens, cost_nano, charged_nano, success_output_tokens, success_latency_ms_sum)
+    SELECT r.workspace_key, r.day, r.byok, count(*), count(*) FILTER (WHERE r.status = 'error'),
+           count(*) FILTER (WHERE r.status = 'cancelled'), sum(r.input_tokens), sum(r.cached_input_tokens),
+           sum(r.cache_write_tokens), sum(r.output_tokens), sum(r.reasoning_tokens), sum(r.cost_nano),
+           sum(r.charged_nano), coalesce(sum(r.output_tokens) FILTER (WHERE r.status = 'success'), 0),
+           coalesce(sum(r.latency_ms) FILTER (WHERE r.status = 'success'), 0)
+    FROM unnest(recs) AS r
+    GROUP BY r.workspace_key, r.day, r.byok
+    ORDER BY r.workspace_key, r.day, r.byok
+    ON CONFLICT (workspace_id, day, user_api_key_used) DO UPDATE
+    SET requests = wd.requests + EXCLUDED.requests, errors = wd.errors + EXCLUDED.errors,
+        cancelled = wd.cancelled + EXCLUDED.cancelled, input_tokens = wd.input_tokens + EXCLUDED.input_tokens,
+        cached_input_tokens = wd.cached_input_tokens + EXCLUDED.cached_input_tokens,
+        cache_write_tokens = wd.cache_write_tokens + EXCLUDED.cache_write_tokens,
+        output_tokens = wd.output_tokens + EXCLUDED.output_tokens,
+        reasoning_tokens = wd.reasoning_tokens + EXCLUDED.reasoning_tokens,
+        cost_nano = wd.cost_nano + EXCLUDED.cost_nano, charged_nano = wd.charged_nano + EXCLUDED.charged_nano,
+        success_output_tokens = wd.success_output_tokens + EXCLUDED.success_output_tokens,
+        success_latency_ms_sum = wd.success_latency_ms_sum + EXCLUDED.success_latency_ms_sum;
+
+    INSERT INTO usage_key_daily AS kd (api_key_id, day, user_id, user_api_key_used, requests, errors,
+        cancelled, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,
+        reasoning_tokens, cost_nano, charged_nano, success_output_tokens, success_latency_ms_sum)
+    SELECT r.api_key_key, r.day, r.user_id, r.byok, count(*), count(*) FILTER (WHERE r.status = 'error'),
+           count(*) FILTER (WHERE r.status = 'cancelled'), sum(r.input_tokens), sum(r.cached_input_tokens),
+           sum(r.cache_write_tokens), sum(r.output_tokens), sum(r.reasoning_tokens), sum(r.cost_nano),
+           sum(r.charged_nano), coalesce(sum(r.output_tokens) FILTER (WHERE r.status = 'success'), 0),
+           coalesce(sum(r.latency_ms) FILTER (WHERE r.status = 'success'), 0)
+    FROM unnest(recs) AS r
+    GROUP BY r.api_key_key, r.day, r.user_id, r.byok
+    ORDER BY r.api_key_key, r.day, r.user_id, r.byok
+    ON CONFLICT (api_key_id, day, user_id, user_api_key_used) DO UPDATE
+    SET requests = kd.requests + EXCLUDED.requests, errors = kd.errors + EXCLUDED.errors,
+        cancelled = kd.cancelled + EXCLUDED.cancelled, input_tokens = kd.input_tokens + EXCLUDED.input_tokens,
+        cached_input_tokens = kd.cached_input_tokens + EXCLUDED.cached_input_tokens,
+        cache_write_tokens = kd.cache_write_tokens + EXCLUDED.cache_write_tokens,
+        output_tokens = kd.output_tokens + EXCLUDED.output_tokens,
+        reasoning_tokens = kd.reasoning_tokens + EXCLUDED.reasoning_tokens,
+        cost_nano = kd.cost_nano + EXCLUDED.cost_nano, charged_nano = kd.charged_nano + EXCLUDED.charged_nano,
+        success_output_tokens = kd.success_output_tokens + EXCLUDED.success_output_tokens,
+        success_latency_ms_sum = kd.success_latency_ms_sum + EXCLUDED.success_latency_ms_sum;
 
     INSERT INTO latency_daily AS l (day, model, metric, bucket_ms, count)
     SELECT k.day, k.model, k.metric, k.bucket_ms, count(*)

@@ -285,7 +285,7 @@ async def record_batch(
     On PostgreSQL with a ledger that closes reservations after the commit (Redis), the whole batch is one
     call of `sg_record_usage` on asyncpg in autocommit: one round trip including the durable commit
     (`_write_one_trip`), budgeted debits included (the function moves their budgets' spend rows, migration
-    0016). Otherwise (SQLite, the SQL ledger, and a batch the function hands back because it crosses a
+    0014). Otherwise (SQLite, the SQL ledger, and a batch the function hands back because it crosses a
     low-balance threshold or a budget level not yet announced: a webhook to render) SQLAlchemy writes it
     statement by statement (`_write_statements`). Both write the same rows, rollups and budget spend included.
 
@@ -360,7 +360,7 @@ def _one_trip_applies(engine: AsyncEngine, ledger: CreditLedger) -> bool:
 
 
 def _one_trip_row(rec: CompletionRecord, reservation: Reservation | None) -> dict[str, Any]:
-    """One record as `sg_record_usage` reads it (migrations 0014, 0015, 0016): its columns, plus what Python
+    """One record as `sg_record_usage` reads it (migration 0014): its columns, plus what Python
     defines — the rollup keys (`UsageFacts.rollup_keys`, with the NO_WORKSPACE / NO_KEY sentinels), the
     latency buckets, whether it posts a debit, and the budgets its debit moves (`budget_move_of`: scope,
     budget, period and its bounds, as `budget_threshold_alerts` computes them)."""

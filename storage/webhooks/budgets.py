@@ -11,7 +11,7 @@ row is in the same commit). How "exactly once" holds, on both backends and with 
 - `budget_alerts` claims each (budget, period, level) with ON CONFLICT DO NOTHING before its event is
   queued: a level is never announced twice in a period, even if the budget is lowered and raised again.
 The thresholds compare integers (spent × 100 against level × budget): no rounding decides a level.
-On PostgreSQL with the Redis ledger the recording call `sg_record_usage` (migration 0016) moves the spend
+On PostgreSQL with the Redis ledger the recording call `sg_record_usage` (migration 0014) moves the spend
 rows the same way from what `budget_move_of` puts in each record, and hands the batch back to the statement
 path (which runs `budget_threshold_alerts`) only when a debit crosses a level not yet claimed: a change to the
 rules here is a change to that function too (tests/integration/test_record_one_trip.py runs both).
@@ -133,7 +133,7 @@ def _period_of(d: BudgetDebit) -> tuple[str, datetime, datetime | None]:
 
 
 def budget_move_of(d: BudgetDebit) -> dict[str, Any] | None:
-    """What `sg_record_usage` (migration 0016) needs to move one debit's budget exactly as
+    """What `sg_record_usage` (migration 0014) needs to move one debit's budget exactly as
     `budget_threshold_alerts` does: the scope, its budget, the period and its bounds (the Σ usage_logs
     window of the period's first debit; a `total` budget ends at _FAR_FUTURE). None: nothing to move.
     The amount is the record's charged_nano; the function sums a batch's debits per (scope, period, start)."""

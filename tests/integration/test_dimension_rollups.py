@@ -218,7 +218,7 @@ def test_the_smallest_rollup_answers() -> None:
 async def test_kept_by_the_recorder_equal_a_rebuild_and_the_migration_fills_them(gateway: Gateway) -> None:
     """The recorder's upkeep = storage's rebuild = what migration 0011 derives from existing usage_logs.
 
-    On PostgreSQL + Redis the recorder writes through `sg_record_usage` (one round trip, migration 0015 keeps
+    On PostgreSQL + Redis the recorder writes through `sg_record_usage` (one round trip, migration 0014 keeps
     these rollups); on SQLite through the statement path (`apply_facts`)."""
     one_trip = recorder._one_trip_applies(gateway.engine, gateway.ledger)
     assert one_trip == (gateway.engine.dialect.name == "postgresql")

@@ -1,7 +1,7 @@
 """The record in one round trip (PostgreSQL, `sg_record_usage`) against the statement path, on real databases.
 
 Each test runs on both ways of writing a batch — `one-trip` (PostgreSQL + the Redis ledger: one call of the
-function of migrations 0014 and 0015) and `statements` (SQLAlchemy, one statement at a time: SQLite and the
+function of migration 0014) and `statements` (SQLAlchemy, one statement at a time: SQLite and the
 fallback) — and asserts the same rows: the usage_logs, messages, debits, account moves, conversation_llms and
 every rollup (the four dimension rollups too) of a mixed batch; a replayed record that changes nothing; a
 foreign conversation refused with nothing written; a low-balance crossing that queues its webhook; budgeted
@@ -259,7 +259,7 @@ async def test_a_budgeted_debit_moves_its_budget_in_the_recording_transaction(
     env: tuple[AsyncEngine, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Budgeted debits move their budgets' spend rows in the recording transaction on every path, exactly as
-    storage/webhooks/budgets.py does: on one-trip inside `sg_record_usage` (migration 0016), in ONE call,
+    storage/webhooks/budgets.py does: on one-trip inside `sg_record_usage` (migration 0014), in ONE call,
     unless a debit crosses a 50/80/100 % level not yet announced — then the function hands the batch back and
     the statement path claims the level and queues `budget.threshold`. The key, user and workspace budgets
     (a `total`, a `day` and a `month` period) each start from Σ usage_logs of their period."""
