@@ -38,6 +38,9 @@ _OUTAGE_TYPES: tuple[type[BaseException], ...] = (
     pg_errors.OperatorInterventionError,  # class 57: admin shutdown, crash shutdown, cannot connect now
     pg_errors.TooManyConnectionsError,
     pg_errors.InterfaceError,  # "connection is closed" (asyncpg's own, raised before any SQL is sent)
+    # "cannot switch to state …; another operation is in progress": a connection whose earlier call an outage
+    # cut mid-protocol (seen on the one-round-trip record's raw asyncpg connection while PostgreSQL stopped)
+    pg_errors.InternalClientError,
     sa_errors.DisconnectionError,
     sa_errors.TimeoutError,  # the engine's pool had no connection to give within its timeout
 )

@@ -48,6 +48,7 @@ def _wrapped(inner: BaseException) -> BaseException:
         _wrapped(pg_errors.CannotConnectNowError("the database system is shutting down")),
         _wrapped(pg_errors.AdminShutdownError("terminating connection due to administrator command")),
         _wrapped(pg_errors.ConnectionDoesNotExistError("connection was closed in the middle of operation")),
+        pg_errors.InternalClientError("cannot switch to state 11; another operation (2) is in progress"),
         sa_errors.TimeoutError("QueuePool limit of size 5 overflow 0 reached"),
     ],
     ids=lambda e: type(e).__name__,
