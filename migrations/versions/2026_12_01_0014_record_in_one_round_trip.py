@@ -94,7 +94,73 @@ CREATE TYPE sg_usage_record AS (
 )
 """
 
-RECORD_FUNCTION = """
+# The six sum rollups (storage/usage/rollups.py: `ROLLUP_ORDER`, `UsageFacts.rollup_keys`, `SUM_FIELDS`), each
+# summed per key over the batch and upserted in sorted key order (`COLLATE "C"` for the model, as Python sorts
+# str). One template: the tables differ only in their key.
+_SUMS = (
+    "requests", "errors", "cancelled", "input_tokens", "cached_input_tokens", "cache_write_tokens",
+    "output_tokens", "reasoning_tokens", "cost_nano", "charged_nano", "success_output_tokens",
+    "success_latency_ms_sum",
+)  # fmt: skip
+_SUM_VALUES = (
+    "count(*), count(*) FILTER (WHERE r.status = 'error'), count(*) FILTER (WHERE r.status = 'cancelled'), "
+    "sum(r.input_tokens), sum(r.cached_input_tokens), sum(r.cache_write_tokens), sum(r.output_tokens), "
+    "sum(r.reasoning_tokens), sum(r.cost_nano), sum(r.charged_nano), "
+    "coalesce(sum(r.output_tokens) FILTER (WHERE r.status = 'success'), 0), "
+    "coalesce(sum(r.latency_ms) FILTER (WHERE r.status = 'success'), 0)"
+)
+
+
+def _rollup_upsert(table: str, key: Sequence[tuple[str, str]]) -> str:
+    """`key`: (column, the record's field) in the table's primary-key order."""
+    columns = ", ".join(c for c, _ in key)
+    fields = ", ".join(f"r.{f}" for _, f in key)
+    order = ", ".join(f'r.{f} COLLATE "C"' if f == "model" else f"r.{f}" for _, f in key)
+    updates = ", ".join(f"{n} = t.{n} + EXCLUDED.{n}" for n in _SUMS)
+    return (
+        f"    INSERT INTO {table} AS t ({columns}, {', '.join(_SUMS)})\n"
+        f"    SELECT {fields}, {_SUM_VALUES}\n"
+        f"    FROM unnest(recs) AS r\n"
+        f"    GROUP BY {fields}\n"
+        f"    ORDER BY {order}\n"
+        f"    ON CONFLICT ({columns}) DO UPDATE SET {updates};\n\n"
+    )
+
+
+_ROLLUP_UPSERTS = "".join(
+    _rollup_upsert(table, key)
+    for table, key in (
+        ("usage_hourly", [("hour", "hour"), ("model", "model"), ("user_api_key_used", "byok")]),
+        (
+            "usage_daily",
+            [
+                ("user_id", "user_id"),
+                ("day", "day"),
+                ("workspace_id", "workspace_key"),
+                ("model", "model"),
+                ("user_api_key_used", "byok"),
+            ],
+        ),
+        ("usage_model_daily", [("day", "day"), ("model", "model"), ("user_api_key_used", "byok")]),
+        ("usage_user_daily", [("user_id", "user_id"), ("day", "day"), ("user_api_key_used", "byok")]),
+        (
+            "usage_workspace_daily",
+            [("workspace_id", "workspace_key"), ("day", "day"), ("user_api_key_used", "byok")],
+        ),
+        (
+            "usage_key_daily",
+            [
+                ("api_key_id", "api_key_key"),
+                ("day", "day"),
+                ("user_id", "user_id"),
+                ("user_api_key_used", "byok"),
+            ],
+        ),
+    )
+)
+
+RECORD_FUNCTION = (
+    """
 CREATE OR REPLACE FUNCTION sg_record_usage(batch jsonb) RETURNS jsonb
 LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -267,141 +333,9 @@ BEGIN
         END IF;
     END LOOP;
 
-    INSERT INTO usage_hourly AS h (hour, model, user_api_key_used, requests, errors, cancelled, input_tokens,
-                                   cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
-                                   cost_nano, charged_nano, success_output_tokens, success_latency_ms_sum)
-    SELECT r.hour, r.model, r.byok, count(*), count(*) FILTER (WHERE r.status = 'error'),
-           count(*) FILTER (WHERE r.status = 'cancelled'), sum(r.input_tokens), sum(r.cached_input_tokens),
-           sum(r.cache_write_tokens), sum(r.output_tokens), sum(r.reasoning_tokens), sum(r.cost_nano),
-           sum(r.charged_nano), coalesce(sum(r.output_tokens) FILTER (WHERE r.status = 'success'), 0),
-           coalesce(sum(r.latency_ms) FILTER (WHERE r.status = 'success'), 0)
-    FROM unnest(recs) AS r
-    GROUP BY r.hour, r.model, r.byok
-    ORDER BY r.hour, r.model COLLATE "C", r.byok
-    ON CONFLICT (hour, model, user_api_key_used) DO UPDATE
-    SET requests = h.requests + EXCLUDED.requests, errors = h.errors + EXCLUDED.errors,
-        cancelled = h.cancelled + EXCLUDED.cancelled, input_tokens = h.input_tokens + EXCLUDED.input_tokens,
-        cached_input_tokens = h.cached_input_tokens + EXCLUDED.cached_input_tokens,
-        cache_write_tokens = h.cache_write_tokens + EXCLUDED.cache_write_tokens,
-        output_tokens = h.output_tokens + EXCLUDED.output_tokens,
-        reasoning_tokens = h.reasoning_tokens + EXCLUDED.reasoning_tokens,
-        cost_nano = h.cost_nano + EXCLUDED.cost_nano, charged_nano = h.charged_nano + EXCLUDED.charged_nano,
-        success_output_tokens = h.success_output_tokens + EXCLUDED.success_output_tokens,
-        success_latency_ms_sum = h.success_latency_ms_sum + EXCLUDED.success_latency_ms_sum;
-
-    INSERT INTO usage_daily AS d (user_id, day, workspace_id, model, user_api_key_used, requests, errors,
-                                  cancelled, input_tokens, cached_input_tokens, cache_write_tokens,
-                                  output_tokens, reasoning_tokens, cost_nano, charged_nano,
-                                  success_output_tokens, success_latency_ms_sum)
-    SELECT r.user_id, r.day, r.workspace_key, r.model, r.byok, count(*),
-           count(*) FILTER (WHERE r.status = 'error'), count(*) FILTER (WHERE r.status = 'cancelled'),
-           sum(r.input_tokens), sum(r.cached_input_tokens), sum(r.cache_write_tokens), sum(r.output_tokens),
-           sum(r.reasoning_tokens), sum(r.cost_nano), sum(r.charged_nano),
-           coalesce(sum(r.output_tokens) FILTER (WHERE r.status = 'success'), 0),
-           coalesce(sum(r.latency_ms) FILTER (WHERE r.status = 'success'), 0)
-    FROM unnest(recs) AS r
-    GROUP BY r.user_id, r.day, r.workspace_key, r.model, r.byok
-    ORDER BY r.user_id, r.day, r.workspace_key, r.model COLLATE "C", r.byok
-    ON CONFLICT (user_id, day, workspace_id, model, user_api_key_used) DO UPDATE
-    SET requests = d.requests + EXCLUDED.requests, errors = d.errors + EXCLUDED.errors,
-        cancelled = d.cancelled + EXCLUDED.cancelled, input_tokens = d.input_tokens + EXCLUDED.input_tokens,
-        cached_input_tokens = d.cached_input_tokens + EXCLUDED.cached_input_tokens,
-        cache_write_tokens = d.cache_write_tokens + EXCLUDED.cache_write_tokens,
-        output_tokens = d.output_tokens + EXCLUDED.output_tokens,
-        reasoning_tokens = d.reasoning_tokens + EXCLUDED.reasoning_tokens,
-        cost_nano = d.cost_nano + EXCLUDED.cost_nano, charged_nano = d.charged_nano + EXCLUDED.charged_nano,
-        success_output_tokens = d.success_output_tokens + EXCLUDED.success_output_tokens,
-        success_latency_ms_sum = d.success_latency_ms_sum + EXCLUDED.success_latency_ms_sum;
-
-    -- the one-dimension daily rollups (migration 0011), in ROLLUP_ORDER after usage_daily
-    INSERT INTO usage_model_daily AS md (day, model, user_api_key_used, requests, errors, cancelled,
-        input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,
-        reasoning_tokens, cost_nano, charged_nano, success_output_tokens, success_latency_ms_sum)
-    SELECT r.day, r.model, r.byok, count(*), count(*) FILTER (WHERE r.status = 'error'),
-           count(*) FILTER (WHERE r.status = 'cancelled'), sum(r.input_tokens), sum(r.cached_input_tokens),
-           sum(r.cache_write_tokens), sum(r.output_tokens), sum(r.reasoning_tokens), sum(r.cost_nano),
-           sum(r.charged_nano), coalesce(sum(r.output_tokens) FILTER (WHERE r.status = 'success'), 0),
-           coalesce(sum(r.latency_ms) FILTER (WHERE r.status = 'success'), 0)
-    FROM unnest(recs) AS r
-    GROUP BY r.day, r.model, r.byok
-    ORDER BY r.day, r.model COLLATE "C", r.byok
-    ON CONFLICT (day, model, user_api_key_used) DO UPDATE
-    SET requests = md.requests + EXCLUDED.requests, errors = md.errors + EXCLUDED.errors,
-        cancelled = md.cancelled + EXCLUDED.cancelled, input_tokens = md.input_tokens + EXCLUDED.input_tokens,
-        cached_input_tokens = md.cached_input_tokens + EXCLUDED.cached_input_tokens,
-        cache_write_tokens = md.cache_write_tokens + EXCLUDED.cache_write_tokens,
-        output_tokens = md.output_tokens + EXCLUDED.output_tokens,
-        reasoning_tokens = md.reasoning_tokens + EXCLUDED.reasoning_tokens,
-        cost_nano = md.cost_nano + EXCLUDED.cost_nano, charged_nano = md.charged_nano + EXCLUDED.charged_nano,
-        success_output_tokens = md.success_output_tokens + EXCLUDED.success_output_tokens,
-        success_latency_ms_sum = md.success_latency_ms_sum + EXCLUDED.success_latency_ms_sum;
-
-    INSERT INTO usage_user_daily AS ud (user_id, day, user_api_key_used, requests, errors, cancelled,
-        input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,
-        reasoning_tokens, cost_nano, charged_nano, success_output_tokens, success_latency_ms_sum)
-    SELECT r.user_id, r.day, r.byok, count(*), count(*) FILTER (WHERE r.status = 'error'),
-           count(*) FILTER (WHERE r.status = 'cancelled'), sum(r.input_tokens), sum(r.cached_input_tokens),
-           sum(r.cache_write_tokens), sum(r.output_tokens), sum(r.reasoning_tokens), sum(r.cost_nano),
-           sum(r.charged_nano), coalesce(sum(r.output_tokens) FILTER (WHERE r.status = 'success'), 0),
-           coalesce(sum(r.latency_ms) FILTER (WHERE r.status = 'success'), 0)
-    FROM unnest(recs) AS r
-    GROUP BY r.user_id, r.day, r.byok
-    ORDER BY r.user_id, r.day, r.byok
-    ON CONFLICT (user_id, day, user_api_key_used) DO UPDATE
-    SET requests = ud.requests + EXCLUDED.requests, errors = ud.errors + EXCLUDED.errors,
-        cancelled = ud.cancelled + EXCLUDED.cancelled, input_tokens = ud.input_tokens + EXCLUDED.input_tokens,
-        cached_input_tokens = ud.cached_input_tokens + EXCLUDED.cached_input_tokens,
-        cache_write_tokens = ud.cache_write_tokens + EXCLUDED.cache_write_tokens,
-        output_tokens = ud.output_tokens + EXCLUDED.output_tokens,
-        reasoning_tokens = ud.reasoning_tokens + EXCLUDED.reasoning_tokens,
-        cost_nano = ud.cost_nano + EXCLUDED.cost_nano, charged_nano = ud.charged_nano + EXCLUDED.charged_nano,
-        success_output_tokens = ud.success_output_tokens + EXCLUDED.success_output_tokens,
-        success_latency_ms_sum = ud.success_latency_ms_sum + EXCLUDED.success_latency_ms_sum;
-
-    INSERT INTO usage_workspace_daily AS wd (workspace_id, day, user_api_key_used, requests, errors,
-        cancelled, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,
-        reasoning_tokens, cost_nano, charged_nano, success_output_tokens, success_latency_ms_sum)
-    SELECT r.workspace_key, r.day, r.byok, count(*), count(*) FILTER (WHERE r.status = 'error'),
-           count(*) FILTER (WHERE r.status = 'cancelled'), sum(r.input_tokens), sum(r.cached_input_tokens),
-           sum(r.cache_write_tokens), sum(r.output_tokens), sum(r.reasoning_tokens), sum(r.cost_nano),
-           sum(r.charged_nano), coalesce(sum(r.output_tokens) FILTER (WHERE r.status = 'success'), 0),
-           coalesce(sum(r.latency_ms) FILTER (WHERE r.status = 'success'), 0)
-    FROM unnest(recs) AS r
-    GROUP BY r.workspace_key, r.day, r.byok
-    ORDER BY r.workspace_key, r.day, r.byok
-    ON CONFLICT (workspace_id, day, user_api_key_used) DO UPDATE
-    SET requests = wd.requests + EXCLUDED.requests, errors = wd.errors + EXCLUDED.errors,
-        cancelled = wd.cancelled + EXCLUDED.cancelled, input_tokens = wd.input_tokens + EXCLUDED.input_tokens,
-        cached_input_tokens = wd.cached_input_tokens + EXCLUDED.cached_input_tokens,
-        cache_write_tokens = wd.cache_write_tokens + EXCLUDED.cache_write_tokens,
-        output_tokens = wd.output_tokens + EXCLUDED.output_tokens,
-        reasoning_tokens = wd.reasoning_tokens + EXCLUDED.reasoning_tokens,
-        cost_nano = wd.cost_nano + EXCLUDED.cost_nano, charged_nano = wd.charged_nano + EXCLUDED.charged_nano,
-        success_output_tokens = wd.success_output_tokens + EXCLUDED.success_output_tokens,
-        success_latency_ms_sum = wd.success_latency_ms_sum + EXCLUDED.success_latency_ms_sum;
-
-    INSERT INTO usage_key_daily AS kd (api_key_id, day, user_id, user_api_key_used, requests, errors,
-        cancelled, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,
-        reasoning_tokens, cost_nano, charged_nano, success_output_tokens, success_latency_ms_sum)
-    SELECT r.api_key_key, r.day, r.user_id, r.byok, count(*), count(*) FILTER (WHERE r.status = 'error'),
-           count(*) FILTER (WHERE r.status = 'cancelled'), sum(r.input_tokens), sum(r.cached_input_tokens),
-           sum(r.cache_write_tokens), sum(r.output_tokens), sum(r.reasoning_tokens), sum(r.cost_nano),
-           sum(r.charged_nano), coalesce(sum(r.output_tokens) FILTER (WHERE r.status = 'success'), 0),
-           coalesce(sum(r.latency_ms) FILTER (WHERE r.status = 'success'), 0)
-    FROM unnest(recs) AS r
-    GROUP BY r.api_key_key, r.day, r.user_id, r.byok
-    ORDER BY r.api_key_key, r.day, r.user_id, r.byok
-    ON CONFLICT (api_key_id, day, user_id, user_api_key_used) DO UPDATE
-    SET requests = kd.requests + EXCLUDED.requests, errors = kd.errors + EXCLUDED.errors,
-        cancelled = kd.cancelled + EXCLUDED.cancelled, input_tokens = kd.input_tokens + EXCLUDED.input_tokens,
-        cached_input_tokens = kd.cached_input_tokens + EXCLUDED.cached_input_tokens,
-        cache_write_tokens = kd.cache_write_tokens + EXCLUDED.cache_write_tokens,
-        output_tokens = kd.output_tokens + EXCLUDED.output_tokens,
-        reasoning_tokens = kd.reasoning_tokens + EXCLUDED.reasoning_tokens,
-        cost_nano = kd.cost_nano + EXCLUDED.cost_nano, charged_nano = kd.charged_nano + EXCLUDED.charged_nano,
-        success_output_tokens = kd.success_output_tokens + EXCLUDED.success_output_tokens,
-        success_latency_ms_sum = kd.success_latency_ms_sum + EXCLUDED.success_latency_ms_sum;
-
+"""
+    + _ROLLUP_UPSERTS
+    + """
     INSERT INTO latency_daily AS l (day, model, metric, bucket_ms, count)
     SELECT k.day, k.model, k.metric, k.bucket_ms, count(*)
     FROM (SELECT r.day, r.model, 'latency'::varchar(8) AS metric, r.latency_bucket AS bucket_ms
@@ -426,6 +360,7 @@ BEGIN
 END
 $fn$
 """
+)
 
 
 def upgrade() -> None:
