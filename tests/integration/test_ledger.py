@@ -4,12 +4,15 @@ versioned Redis snapshot under every interleaving of load and posting."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config import Settings
@@ -22,6 +25,7 @@ from storage.billing.ledger.redis import RedisLedger
 from storage.billing.ledger.sql import SqlLedger
 from storage.billing.reconcile import Mismatch, reconcile
 from storage.db import create_engine
+from storage.models import CreditReservation
 
 KINDS = ["sql-sqlite", "sql-postgres", "redis-postgres"]
 
@@ -202,21 +206,24 @@ async def test_reconcile_reports_open_reservations_and_fix_releases_orphans(
     dead: Any = build_ledger(Settings(database_url="sqlite://", reservation_ttl_seconds=600), engine, None)
     if isinstance(ledger, RedisLedger):
         dead = ledger
-    if isinstance(dead, SqlLedger):
-        from datetime import timedelta
-
-        dead._lease = timedelta(milliseconds=300)
-    else:
-        ledger._lease_ms = 300
     await dead.reserve(user, "held-by-the-dead", 600)
     dead._open.clear()  # the instance dies: nothing renews its lease any more
     await dead.close()
-    if isinstance(ledger, RedisLedger):
-        ledger._lease_ms = 30_000
     live = await ledger.reserve(user, "held-by-the-living", 100)
     report = await reconcile(engine, ledger)
     assert report.open_reservations == 2 and report.orphaned_reservations == 0
-    await asyncio.sleep(0.5)
+    # The dead instance's lease runs out (moved to the past here rather than waited for: a sleep against a
+    # short lease made the first check above flaky on a loaded machine).
+    past = int(time.time() * 1000) - 1_000
+    if isinstance(ledger, RedisLedger):
+        await ledger._redis.zadd(f"sg:{{{user}}}:exp", {"held-by-the-dead": past})
+    else:
+        async with engine.begin() as conn:
+            await conn.execute(
+                update(CreditReservation)
+                .where(CreditReservation.request_id == "held-by-the-dead")
+                .values(expires_at=datetime.fromtimestamp(past / 1000, UTC))
+            )
     report = await reconcile(engine, ledger)
     assert report.open_reservations == 2 and report.orphaned_reservations == 1
     fixed = await reconcile(engine, ledger, fix=True)
