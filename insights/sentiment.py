@@ -23,6 +23,7 @@ import unicodedata
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -31,7 +32,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from insights.textmodel import DATA_DIR, LabelledText, load_jsonl
+from insights.textmodel import DATA_DIR, LabelledText, fitted_once, load_jsonl
 
 SentimentLabel = Literal["positive", "neutral", "negative"]
 LABELS: tuple[SentimentLabel, ...] = ("positive", "neutral", "negative")
@@ -174,18 +175,28 @@ class SentimentModel:
         hand_written_weight: float = HAND_WRITTEN_WEIGHT,
         c: float = 4.0,
     ) -> None:
-        self._word = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"\S+")
-        self._char = TfidfVectorizer(
-            strip_accents="unicode", analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2
-        )
-        self._clf: Any = LogisticRegression(C=c, max_iter=2000, random_state=0)
+        self._word: Any = None
+        self._char: Any = None
+        self._clf: Any = None
         texts = [e.text for e in examples]
+        labels = [e.label for e in examples]
         # generated rows carry the template they came from; hand-written rows do not
         weights = [1.0 if e.template else hand_written_weight for e in examples]
-        features = self._features(texts, fit=True)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            self._clf.fit(features, [e.label for e in examples], sample_weight=weights)
+
+        def train() -> tuple[Any, Any, Any]:
+            self._word = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"\S+")
+            self._char = TfidfVectorizer(
+                strip_accents="unicode", analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2
+            )
+            clf = LogisticRegression(C=c, max_iter=2000, random_state=0)
+            features = self._features(texts, fit=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                clf.fit(features, labels, sample_weight=weights)
+            return self._word, self._char, clf
+
+        parts = [repr(c), *texts, *labels, *map(repr, weights)]
+        self._word, self._char, self._clf = fitted_once("sentiment", Path(__file__), parts, train)
         classes = [str(c) for c in self._clf.classes_]
         self._col = {label: classes.index(label) for label in LABELS}
 

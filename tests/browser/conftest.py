@@ -1,7 +1,10 @@
 """Browser fixtures: the real gateway (uvicorn thread) with seeded traffic, driven by Debian's Chromium.
 
 Playwright for Python drives `/usr/bin/chromium` (never `playwright install`: no downloads). Each module
-gets one gateway per backend — SQLite with sessions in the database, PostgreSQL with sessions in Redis —
+gets one gateway on PostgreSQL with sessions in Redis (the production setup) — and a test marked
+`@BOTH_BACKENDS` runs on the embedded default too (SQLite, sessions in the database). The pages call the
+same service functions as the admin API, whose figures the integration suite checks on both backends; so
+in the browser the embedded default needs only a walk over every page, not every test again. Each gateway is
 seeded through the public APIs: two users with keys and credit, 60+ chat calls through the mock upstream
 (some failing), and feedback on a message. Every page a test opens collects console errors and page
 errors; a test fails if any appeared.
@@ -126,7 +129,11 @@ def mock_provider() -> Iterator[MockServerThread]:
     server.stop()
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres+redis"])
+# On the embedded default too: `@BOTH_BACKENDS` on a test (it overrides the fixture's one parameter).
+BOTH_BACKENDS = pytest.mark.parametrize("site", ["sqlite", "postgres+redis"], indirect=True)
+
+
+@pytest.fixture(scope="module", params=["postgres+redis"])
 def site(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, mock_provider: MockServerThread
 ) -> Iterator[Site]:

@@ -13,7 +13,7 @@ from typing import Any
 from storage.db import create_engine
 from storage.insights import repository
 from storage.insights.service import RecommendationsRun, run_recommendations
-from tests.browser.conftest import Site, sign_in
+from tests.browser.conftest import BOTH_BACKENDS, Site, sign_in
 from tests.browser.recommendation_traffic import PLANTS, plant_cheaper_equal_models
 from tests.integration.conftest import off_loop
 
@@ -48,6 +48,7 @@ def _value(row: Any, name: str) -> str:
     return str(row.locator(f"[data-metric='{name}']").get_attribute("data-value"))
 
 
+@BOTH_BACKENDS  # the embedded default runs insights.daily in process at start: checked on it too
 def test_recommendations_equal_the_api(site: Site, new_page: Any) -> None:
     page = new_page()
     sign_in(page, site, site.admin_key, "/dashboard/insights")
