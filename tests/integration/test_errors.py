@@ -13,6 +13,7 @@ import pytest
 
 from storage.accounts.keys import revoke_key
 from tests.integration.conftest import Gateway
+from tests.integration.helpers import PRODUCTION_BACKEND_ONLY
 
 
 async def post(gw: Gateway, key: str | None, body: Any, **headers: str) -> httpx.Response:
@@ -41,6 +42,7 @@ async def nothing_charged(gw: Gateway, user_id: uuid.UUID, start: int) -> None:
     assert await gw.scalar("SELECT COUNT(*) FROM billing_events WHERE type <> 'credit'") == 0
 
 
+@PRODUCTION_BACKEND_ONLY  # the envelope is the gateway's: the backend is not the subject
 async def test_authentication_failures_are_401(gateway: Gateway) -> None:
     for key, fragment in ((None, "Missing API key"), ("sk-sg-unknown", "Invalid API key")):
         response = await post(gateway, key, chat())
@@ -68,6 +70,7 @@ async def test_revoked_key_stops_working_within_five_seconds(gateway: Gateway) -
     assert (await post(gateway, key, chat())).status_code == 401
 
 
+@PRODUCTION_BACKEND_ONLY  # the envelope is the gateway's: the backend is not the subject
 async def test_unknown_model_is_404_and_disallowed_model_403(gateway: Gateway) -> None:
     _user, key = await gateway.seed_user("1", models=["gpt-4o-mini"])
     response = await post(gateway, key, chat(model="gpt-9-ultra"))
@@ -100,6 +103,7 @@ async def test_unknown_model_is_404_and_disallowed_model_403(gateway: Gateway) -
         (chat(stream_options=[1]), "stream_options"),
     ],
 )
+@PRODUCTION_BACKEND_ONLY  # the envelope is the gateway's: the backend is not the subject
 async def test_bad_requests_name_the_field(gateway: Gateway, body: Any, param: str | None) -> None:
     user_id, key = await gateway.seed_user("1")
     start = await gateway.ledger.available(user_id)
@@ -163,6 +167,7 @@ async def test_upstream_errors_are_mapped_and_not_charged(
     assert [tuple(r) for r in rows] == [("error", 0, 0, 0, attempts, status)] * 2
 
 
+@PRODUCTION_BACKEND_ONLY  # the envelope is the gateway's: the backend is not the subject
 async def test_upstream_unreachable_is_502(gateway: Gateway) -> None:
     user_id, key = await gateway.seed_user("1")
     start = await gateway.ledger.available(user_id)
@@ -195,6 +200,7 @@ async def test_stream_cut_by_upstream_sends_an_error_event_and_bills_what_was_de
     assert debit == -cost
 
 
+@PRODUCTION_BACKEND_ONLY  # the envelope is the gateway's: the backend is not the subject
 async def test_method_not_allowed_and_unknown_routes_use_the_envelope(gateway: Gateway) -> None:
     async with httpx.AsyncClient() as http:
         response = await http.get(f"{gateway.v1}/chat/completions")

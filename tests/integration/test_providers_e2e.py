@@ -28,6 +28,7 @@ import pytest
 from devtools.mock_upstream import TOOL_ARGUMENTS, reply_text
 from pricing.money import format_usd, round_to_nano
 from tests.integration.conftest import Gateway
+from tests.integration.helpers import PRODUCTION_BACKEND_ONLY
 
 M = Decimal(1_000_000)
 
@@ -242,6 +243,7 @@ def assert_upstream_call(gw: Gateway, model: str, *, stream: bool, key: str | No
 
 
 @pytest.mark.parametrize("model", CLAUDE + GEMINI)
+@PRODUCTION_BACKEND_ONLY
 async def test_non_stream_answer_usage_and_cost(gateway: Gateway, model: str) -> None:
     user_id, key = await gateway.seed_user("10")
     before = await balance_nano(gateway, user_id)
@@ -271,6 +273,7 @@ async def test_non_stream_answer_usage_and_cost(gateway: Gateway, model: str) ->
 
 
 @pytest.mark.parametrize("model", CLAUDE + GEMINI)
+@PRODUCTION_BACKEND_ONLY
 async def test_stream_answer_usage_and_cost(gateway: Gateway, model: str) -> None:
     user_id, key = await gateway.seed_user("10")
     before = await balance_nano(gateway, user_id)
@@ -307,6 +310,7 @@ async def test_stream_answer_usage_and_cost(gateway: Gateway, model: str) -> Non
     await client.close()
 
 
+@PRODUCTION_BACKEND_ONLY
 async def test_long_context_tiers(gateway: Gateway) -> None:
     """Gemini 1.5 prices every token at the long tier once the prompt is above 128k, base up to it."""
     user_id, key = await gateway.seed_user("10")
@@ -434,6 +438,7 @@ async def test_tool_calls_streaming_and_not_and_the_result_round_trip(gateway: G
     ("model", "own_key"),
     [("claude-3-haiku", "sk-ant-user-own-4321"), ("gemini-1.5-flash", "AIza-user-own-8765")],
 )
+@PRODUCTION_BACKEND_ONLY
 async def test_byok_key_reaches_the_provider_in_its_own_header(
     gateway: Gateway, model: str, own_key: str
 ) -> None:

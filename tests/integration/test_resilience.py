@@ -12,6 +12,7 @@ import pytest
 
 from pricing.money import round_to_nano
 from tests.integration.conftest import Gateway
+from tests.integration.helpers import PRODUCTION_BACKEND_ONLY
 
 CLOSED_PORT = "http://127.0.0.1:9/v1"  # nothing listens there: connection refused
 
@@ -35,6 +36,7 @@ async def usage_row(gw: Gateway, request_id: str) -> tuple[Any, ...]:
 
 
 @pytest.mark.parametrize(("model", "status"), [("claude-3-haiku", 529), ("gpt-4o-mini", 503)])
+@PRODUCTION_BACKEND_ONLY
 async def test_overloaded_then_success_is_one_answer_one_debit_two_attempts(
     gateway: Gateway, model: str, status: int
 ) -> None:
@@ -59,6 +61,7 @@ FALLBACK = {"openai_base_url": CLOSED_PORT, "fallbacks": {"gpt-4o": ["claude-3-s
 
 @pytest.mark.parametrize("gateway_settings_overrides", [FALLBACK], indirect=True)
 @pytest.mark.parametrize("stream", [False, True])
+@PRODUCTION_BACKEND_ONLY
 async def test_primary_down_the_fallback_answers_at_its_own_prices(gateway: Gateway, stream: bool) -> None:
     user_id, key = await gateway.seed_user("1")
     async with httpx.AsyncClient(timeout=30) as http:
