@@ -9,6 +9,7 @@ from config import Settings
 from storage.billing.ledger.base import CreditLedger
 from storage.billing.ledger.redis import RedisLedger
 from storage.billing.ledger.sql import SqlLedger
+from storage.redis_connection import redis_from_url
 
 
 def build_ledger(settings: Settings, engine: AsyncEngine, redis: Redis | None) -> CreditLedger:
@@ -22,4 +23,4 @@ def build_ledger(settings: Settings, engine: AsyncEngine, redis: Redis | None) -
 
 def redis_for(settings: Settings) -> Redis | None:
     """The Redis client of the settings (None without SYNAPGATE_REDIS_URL); the caller closes it."""
-    return Redis.from_url(settings.redis_url) if settings.redis_url else None
+    return redis_from_url(settings.redis_url) if settings.redis_url else None
