@@ -153,7 +153,7 @@ async def create_checkout(
             f"Stripe did not create the checkout session ({type(exc).__name__})"
         ) from None
     finally:
-        await http.close_async()  # type: ignore[no-untyped-call]
+        await http.close_async()
     if not session.url:
         raise RuntimeError(f"Stripe returned checkout session {session.id} without a URL")
     return CheckoutSession(id=session.id, url=session.url, amount_cents=amount_cents)

@@ -36,10 +36,13 @@ BIN = Path(sys.executable).parent  # this checkout's .venv/bin
 SYNAPGATE = BIN / "synapgate"
 
 PG_VERSION = "15"
-PG_PORTS = range(55432, 55440)
-REDIS_PORTS = range(56379, 56390)
-GATEWAY_PORTS = range(57000, 57099)
-MOCK_PORT = 57099
+# Below Linux's ephemeral range (32768–60999 by default): a port the kernel hands to an outgoing connection
+# between our check and a server's bind — or between a gateway's stop and its restart — failed a run once
+# (57002, when these ranges sat inside it).
+PG_PORTS = range(24432, 24440)
+REDIS_PORTS = range(26379, 26390)
+GATEWAY_PORTS = range(27000, 27099)
+MOCK_PORT = 27099
 
 NANO = Decimal(10) ** 9
 # Bounds of every load a test may drive, whatever it asks for.
