@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config import Settings
 from storage.billing.ledger.base import CreditLedger
-from storage.billing.ledger.redis import RedisLedger
+from storage.billing.ledger.redis import RedisClient, RedisLedger
 from storage.billing.ledger.sql import SqlLedger
 
 
-def build_ledger(settings: Settings, engine: AsyncEngine, redis: Redis | None) -> CreditLedger:
+def build_ledger(settings: Settings, engine: AsyncEngine, redis: RedisClient | None) -> CreditLedger:
     """The Redis ledger when a Redis client is given (SYNAPGATE_REDIS_URL), else the database's own."""
     if redis is not None:
         return RedisLedger(
@@ -20,6 +21,12 @@ def build_ledger(settings: Settings, engine: AsyncEngine, redis: Redis | None) -
     return SqlLedger(engine, settings.reservation_ttl_seconds, settings.reservation_lease_seconds)
 
 
-def redis_for(settings: Settings) -> Redis | None:
-    """The Redis client of the settings (None without SYNAPGATE_REDIS_URL); the caller closes it."""
-    return Redis.from_url(settings.redis_url) if settings.redis_url else None
+def redis_for(settings: Settings) -> RedisClient | None:
+    """The Redis client of the settings (None without SYNAPGATE_REDIS_URL); the caller closes it. With
+    SYNAPGATE_REDIS_CLUSTER a cluster client: it learns the nodes from the one in the URL, routes each key to
+    its slot's primary, and follows the cluster when slots move."""
+    if not settings.redis_url:
+        return None
+    if settings.redis_cluster:
+        return RedisCluster.from_url(settings.redis_url)
+    return Redis.from_url(settings.redis_url)
