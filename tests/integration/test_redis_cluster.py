@@ -340,7 +340,13 @@ async def test_a_workspace_budget_holds_across_users_on_different_nodes(
         json={"budget_usd": format_usd(budget), "budget_period": "day"},
     )
     assert updated.status_code == 200, updated.text
-    keys = [(await new_key(gateway, u, str(team.id)))[0] for u in (first, second)]
+    # The keys have limits too (never reached): each request then settles on both slots, the user's and the
+    # workspace's.
+    created = [
+        await new_key(gateway, u, str(team.id), tpm_limit=10**6, budget_usd="100", budget_period="month")
+        for u in (first, second)
+    ]
+    keys = [key for key, _id in created]
     answers = await asyncio.gather(*(chat(gateway, keys[i % 2]) for i in range(30)))
     ok = [r for r in answers if r.status_code == 200]
     assert len(ok) >= 4, [r.status_code for r in answers]  # at least the worst cases that fit at once
@@ -375,6 +381,14 @@ async def test_a_workspace_budget_holds_across_users_on_different_nodes(
             "SELECT balance_nano FROM credit_accounts WHERE user_id = :u", u=str(user)
         )
         assert await ledger.hot_balance(user) == int(balance)
+    for user, (_key, key_id) in zip((first, second), created, strict=True):  # and the keys' holds settled
+        by_key = await gateway.scalar(
+            "SELECT COALESCE(SUM(charged_nano), 0) FROM usage_logs WHERE api_key_id = :k", k=key_id
+        )
+        key_budget = f"sg:{{{user}}}:lim:k:{key_id}:b:{period_tag('month', now)}"
+        assert local_cluster.holders(key_budget) == local_cluster.holders(acct_key(user))
+        state = await ledger._redis.hgetall(key_budget)
+        assert int(state[b"held"]) == 0 and int(state[b"spent"]) == int(by_key) > 0
 
 
 async def test_workspace_rpm_is_exact_under_concurrency_and_a_refused_hold_is_undone(
