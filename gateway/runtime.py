@@ -24,7 +24,7 @@ from gateway.providers.registry import build_adapters
 from gateway.proxy import UpstreamClient
 from storage.accounts.credentials import cipher_for
 from storage.billing.ledger.base import CreditLedger
-from storage.billing.ledger.factory import build_ledger, redis_for
+from storage.billing.ledger.factory import build_ledger, ping_redis, redis_for
 from storage.billing.ledger.redis import RedisClient, RedisLedger
 from storage.db import create_engine
 from storage.jobs.runner import JobsHandle, start_jobs_in_process
@@ -67,7 +67,8 @@ class Runtime:
         self.ledger = build_ledger(s, self.engine, self.redis)
         self.database_health = OutageWatch("database", self._probe_database)
         if self.redis is not None:
-            self.redis_health = OutageWatch("redis", self.redis.ping)
+            redis = self.redis
+            self.redis_health = OutageWatch("redis", lambda: ping_redis(redis))
         self.upstream = UpstreamClient(
             s.upstream_connect_timeout, s.upstream_read_timeout, s.upstream_max_connections
         )

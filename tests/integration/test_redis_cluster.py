@@ -90,28 +90,30 @@ class LocalCluster:
     def node(self, port: int) -> redis_sync.Redis:
         return redis_sync.Redis(host="127.0.0.1", port=port, socket_timeout=5)
 
+    def _spawn(self, port: int, bus: int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [
+                "redis-server",
+                "--port", str(port),
+                "--cluster-port", str(bus),
+                "--bind", "127.0.0.1",
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", str(self.workdir / f"nodes-{port}.conf"),
+                "--cluster-node-timeout", "2000",
+                "--save", "",
+                "--appendonly", "no",
+                "--daemonize", "no",
+                "--dir", str(self.workdir),
+                "--logfile", str(self.workdir / f"redis-{port}.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
     def start(self) -> None:
-        for port, bus in zip(self.ports, self.bus_ports, strict=True):
-            self.processes.append(
-                subprocess.Popen(
-                    [
-                        "redis-server",
-                        "--port", str(port),
-                        "--cluster-port", str(bus),
-                        "--bind", "127.0.0.1",
-                        "--cluster-enabled", "yes",
-                        "--cluster-config-file", str(self.workdir / f"nodes-{port}.conf"),
-                        "--cluster-node-timeout", "2000",
-                        "--save", "",
-                        "--appendonly", "no",
-                        "--daemonize", "no",
-                        "--dir", str(self.workdir),
-                        "--logfile", str(self.workdir / f"redis-{port}.log"),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )  # fmt: skip
+        self.processes = [
+            self._spawn(port, bus) for port, bus in zip(self.ports, self.bus_ports, strict=True)
+        ]
         for port in self.ports:
             self._wait(lambda p=port: bool(self.node(p).ping()), f"redis-server on {port}")
         nodes = [f"127.0.0.1:{p}" for p in self.ports]
@@ -121,9 +123,22 @@ class LocalCluster:
             capture_output=True,
             timeout=30,
         )
+        self.wait_ok()
+
+    def wait_ok(self) -> None:
+        """Until every node says cluster_state:ok (every slot served)."""
         for port in self.ports:
             self._wait(lambda p=port: b"cluster_state:ok" in self.node(p).execute_command("CLUSTER", "INFO"),
                        f"cluster_state:ok on {port}")  # fmt: skip
+
+    def kill(self, index: int) -> None:
+        self.processes[index].kill()
+        self.processes[index].wait(10)
+
+    def restart(self, index: int) -> None:
+        """Start a killed node again: it rejoins with its node id and slots (its nodes-<port>.conf), empty."""
+        self.processes[index] = self._spawn(self.ports[index], self.bus_ports[index])
+        self.wait_ok()
 
     def _wait(self, ready: Any, what: str, timeout: float = 15) -> None:
         deadline = time.monotonic() + timeout
@@ -462,3 +477,28 @@ async def test_readiness_and_sessions_on_the_cluster(gateway: Gateway, local_clu
         assert await store.get(session_id) is None
     finally:
         await client.aclose()
+
+
+async def test_a_dead_node_fails_readiness_and_its_users_get_503(
+    gateway: Gateway, ledger: RedisLedger, local_cluster: LocalCluster
+) -> None:
+    """Readiness pings every primary (not only the URL's node), and a request whose user lives on a dead node
+    is refused with 503 + Retry-After, not 500 (an outage, invariant 8); the node back, both recover."""
+    users = await users_on_distinct_nodes(gateway, local_cluster, NODES)
+    victim = next(i for i, (user, _key) in enumerate(users) if local_cluster.holders(acct_key(user)) != [
+        local_cluster.ports[0]])  # fmt: skip
+    (user, key) = users[victim]
+    index = local_cluster.ports.index(local_cluster.holders(acct_key(user))[0])
+    assert index != 0  # the URL's node stays up: the client still reaches the cluster
+    local_cluster.kill(index)
+    try:
+        # at once: each waits out the client's connection retries (~2 s)
+        ready, refused = await asyncio.gather(gateway.request("GET", "/ready"), chat(gateway, key))
+        assert ready.status_code == 503, ready.text
+        assert ready.json()["checks"]["redis"].startswith("unavailable")
+        assert refused.status_code == 503, refused.text
+        assert int(refused.headers["retry-after"]) >= 1
+    finally:
+        local_cluster.restart(index)
+    ready = await gateway.request("GET", "/ready")
+    assert ready.status_code == 200, ready.text

@@ -30,3 +30,11 @@ def redis_for(settings: Settings) -> RedisClient | None:
     if settings.redis_cluster:
         return RedisCluster.from_url(settings.redis_url)
     return Redis.from_url(settings.redis_url)
+
+
+async def ping_redis(redis: RedisClient) -> bool:
+    """PING the Redis of the settings: on a cluster every primary, so each slot's node must answer (redis-py
+    pings only its default node by default). Raises when one does not (readiness, the outage probe)."""
+    if isinstance(redis, RedisCluster):
+        return bool(await redis.ping(target_nodes=RedisCluster.PRIMARIES))
+    return bool(await redis.ping())
