@@ -135,9 +135,10 @@ class LocalCluster:
         self.processes[index].kill()
         self.processes[index].wait(10)
 
-    def restart(self, index: int) -> None:
-        """Start a killed node again: it rejoins with its node id and slots (its nodes-<port>.conf), empty."""
-        self.processes[index] = self._spawn(self.ports[index], self.bus_ports[index])
+    def restart(self, *indexes: int) -> None:
+        """Start killed nodes again: each rejoins with its node id and slots (nodes-<port>.conf), empty."""
+        for index in indexes:
+            self.processes[index] = self._spawn(self.ports[index], self.bus_ports[index])
         self.wait_ok()
 
     def _wait(self, ready: Any, what: str, timeout: float = 15) -> None:
@@ -502,3 +503,28 @@ async def test_a_dead_node_fails_readiness_and_its_users_get_503(
         local_cluster.restart(index)
     ready = await gateway.request("GET", "/ready")
     assert ready.status_code == 200, ready.text
+
+
+async def test_a_cluster_wholly_down_after_a_commit_queues_the_move_and_heals(
+    gateway: Gateway, ledger: RedisLedger, local_cluster: LocalCluster
+) -> None:
+    """With every node down the cluster client raises RedisClusterException (not a RedisError): the
+    committed debit's hot move must still be queued for healing, not lost; the nodes back, it is exact."""
+    user_id, _ = await gateway.seed_user("5")
+    start = await ledger.available(user_id)
+    held = await ledger.reserve(user_id, f"r-{uuid.uuid4()}", 1_000)
+    for index in range(NODES):
+        local_cluster.kill(index)
+    try:
+        await settle(gateway, held, 700)  # the commit stands; the move waits for Redis
+        assert ledger.pending_moves == 1
+    finally:
+        local_cluster.restart(*range(NODES))
+    for _ in range(100):  # the queue retries with backoff (at most 1 s apart)
+        if ledger.pending_moves == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert ledger.pending_moves == 0
+    assert (
+        await ledger.available(user_id) == start - 700
+    )  # reloaded from the ledger (the nodes came back empty)

@@ -70,7 +70,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -94,6 +94,10 @@ from storage.types import utcnow
 
 # A client of one Redis (or a primary with replicas) or of a Redis Cluster (SYNAPGATE_REDIS_CLUSTER).
 RedisClient = Redis | RedisCluster
+
+# What Redis raises when it does not answer: a cluster client whose nodes are all unreachable raises
+# RedisClusterException ("cannot be connected"), which is not a RedisError.
+_UNREACHABLE = (RedisError, RedisClusterException, OSError)
 
 usage = table_of(UsageLog)
 _USAGE_COLUMN = {"k": usage.c.api_key_id, "u": usage.c.user_id, "w": usage.c.workspace_id}
@@ -672,7 +676,7 @@ class RedisLedger:
         for scope in scopes:
             keys += _limit_keys(scope.scope, owner, window_start(now), period_tag(scope.budget_period, now))
             args += [int(scope.rpm is not None or scope.tpm is not None), int(scope.budget_nano is not None)]
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*_UNREACHABLE):
             await self._release_limits(keys=keys, args=args)
 
     async def _load_budget(self, scope: ScopeLimits, owner: uuid.UUID, now: datetime) -> None:
@@ -775,14 +779,14 @@ class RedisLedger:
                 self._open.pop(m.reservation.request_id, None)
         try:
             await self._apply_moves(moves)
-        except (RedisError, OSError) as exc:
+        except _UNREACHABLE as exc:
             await self._heal(moves, exc)
 
     async def _heal(self, moves: Sequence[HotMove], error: BaseException) -> None:
         """Mark the moves' snapshots stale now if Redis answers, else queue that until it does."""
         try:
             await self.mark_stale(moves)
-        except (RedisError, OSError):
+        except _UNREACHABLE:
             self._retry.put(moves, error)
 
     async def mark_stale(self, moves: Sequence[HotMove]) -> None:
@@ -885,7 +889,7 @@ class RedisLedger:
                     keys=[acct, pend, _spool_key(m.user_id)],
                     args=[m.delta_nano, m.version, *spooled.get(m.user_id, [])],
                 )
-        except (RedisError, OSError) as exc:
+        except _UNREACHABLE as exc:
             await self._heal(moves, exc)
 
     async def forget_spooled(
