@@ -39,6 +39,8 @@ slot before the request is admitted, so nothing is admitted past any limit. The 
 conservative only: from the workspace hold until its undo (one round trip; a lease for the budget hold and the
 rest of the minute for the counters, if the process dies in between or the undo does not reach Redis) the
 workspace counts a request that is then refused, so another request may be refused that would have fitted.
+And a request refused by both its workspace's limit and its credit (or key/user limit) is refused by the
+workspace's (checked first there; on a single Redis the credit's 402 comes first).
 Settlement is two scripts too (the user's slot and the workspace's), run concurrently. The single-Redis path
 is unchanged: one script each way, and a batch's moves one pipelined round trip (a cluster pipeline cannot
 carry scripts: there the moves' scripts run concurrently, one per slot).
