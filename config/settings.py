@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pydantic_settings
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -79,6 +88,8 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite+aiosqlite:///./synapgate.db"
     redis_url: str | None = None
+    # The Redis of redis_url is a Redis Cluster (any node's address; the client finds the rest).
+    redis_cluster: bool = False
     admin_key: SecretStr | None = None
     secret_key: SecretStr | None = None
 
@@ -159,6 +170,22 @@ class Settings(BaseSettings):
             return None
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("redis_cluster")
+    @classmethod
+    def _redis_cluster(cls, value: bool, info: ValidationInfo) -> bool:
+        if not value:
+            return value
+        url = info.data.get("redis_url")
+        if not url:
+            raise ValueError("needs SYNAPGATE_REDIS_URL (the address of any node of the cluster)")
+        if not url.startswith(("redis://", "rediss://")):
+            raise ValueError(
+                "a cluster is reached over TCP: SYNAPGATE_REDIS_URL must be redis:// or rediss://"
+            )
+        if url.split("://", 1)[1].split("?", 1)[0].partition("/")[2].strip("/") not in ("", "0"):
+            raise ValueError("a Redis Cluster has only database 0: drop the /<db> of SYNAPGATE_REDIS_URL")
         return value
 
     @field_validator(*(f"{p}_base_url" for p in PROVIDERS))

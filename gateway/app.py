@@ -23,6 +23,7 @@ from gateway.errors import GatewayError, encode_error
 from gateway.logging_setup import configure_logging
 from gateway.outage import backend_unavailable
 from gateway.runtime import Runtime, runtime_of
+from storage.billing.ledger.factory import ping_redis
 from storage.outage import is_outage
 
 log = logging.getLogger("synapgate.app")
@@ -120,7 +121,7 @@ async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
         checks["database"] = f"unavailable: {type(exc).__name__}"
     if runtime.redis is not None:
         try:
-            await runtime.redis.ping()
+            await ping_redis(runtime.redis)
             checks["redis"] = "ok"
         except Exception as exc:
             checks["redis"] = f"unavailable: {type(exc).__name__}"

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -25,8 +24,8 @@ from gateway.providers.registry import build_adapters
 from gateway.proxy import UpstreamClient
 from storage.accounts.credentials import cipher_for
 from storage.billing.ledger.base import CreditLedger
-from storage.billing.ledger.factory import build_ledger, redis_for
-from storage.billing.ledger.redis import RedisLedger
+from storage.billing.ledger.factory import build_ledger, ping_redis, redis_for
+from storage.billing.ledger.redis import RedisClient, RedisLedger
 from storage.db import create_engine
 from storage.jobs.runner import JobsHandle, start_jobs_in_process
 from storage.outage import OutageWatch
@@ -35,6 +34,11 @@ from storage.usage.spool import Recorder, SpoolFile, SpoolingRecorder, default_i
 
 log = logging.getLogger("synapgate.app")
 
+if TYPE_CHECKING:
+    RedisField = RedisClient
+else:  # handlers take the Runtime as a dependency, and msgspec (Litestar's signatures) rejects a union of
+    RedisField = Any  # two classes (Redis | RedisCluster) in its fields: the type is for mypy
+
 
 @dataclass
 class Runtime:
@@ -42,7 +46,7 @@ class Runtime:
 
     settings: Settings
     engine: AsyncEngine = field(init=False)
-    redis: Redis | None = field(init=False, default=None)
+    redis: RedisField | None = field(init=False, default=None)  # a cluster's with SYNAPGATE_REDIS_CLUSTER
     ledger: CreditLedger = field(init=False)
     upstream: UpstreamClient = field(init=False)
     auth: KeyAuthenticator = field(init=False)
@@ -63,7 +67,8 @@ class Runtime:
         self.ledger = build_ledger(s, self.engine, self.redis)
         self.database_health = OutageWatch("database", self._probe_database)
         if self.redis is not None:
-            self.redis_health = OutageWatch("redis", self.redis.ping)
+            redis = self.redis
+            self.redis_health = OutageWatch("redis", lambda: ping_redis(redis))
         self.upstream = UpstreamClient(
             s.upstream_connect_timeout, s.upstream_read_timeout, s.upstream_max_connections
         )

@@ -33,7 +33,8 @@ _OUTAGE_TYPES: tuple[type[BaseException], ...] = (
     redis_errors.ConnectionError,  # includes BusyLoadingError (Redis loading its data after a restart)
     redis_errors.TimeoutError,
     redis_errors.ReadOnlyError,  # a replica promoted or demoted under us
-    redis_errors.ClusterDownError,
+    redis_errors.ClusterDownError,  # and MasterDownError: a cluster without a primary for some slot
+    redis_errors.SlotNotCoveredError,  # a cluster whose slots are being moved or lost a node
     pg_errors.PostgresConnectionError,  # SQLSTATE class 08: connection does not exist, failure, refused
     pg_errors.OperatorInterventionError,  # class 57: admin shutdown, crash shutdown, cannot connect now
     pg_errors.TooManyConnectionsError,

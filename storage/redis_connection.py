@@ -6,7 +6,9 @@ argument (callgrind). The ledger's scripts carry 7 arguments (credit only) to 19
 limits of two scopes), so the packing grew with the limits. `hiredis.pack_command` does the same in C
 (~1,800 an argument): an EVALSHA with 4 keys and 3 arguments went from 405,701 to 337,543 instructions a
 call, one with 14 keys and 17 arguments from 615,215 to 391,227. redis-py's synchronous client packs with
-hiredis the same way; this is that packer for the asyncio one.
+hiredis the same way; this is that packer for the asyncio one. Where the URL names another connection class
+(`rediss://` TLS, `unix://` sockets) that class is used, as before; a cluster client (SYNAPGATE_REDIS_CLUSTER)
+keeps redis-py's packer, its constructor taking no connection class.
 """
 
 from __future__ import annotations

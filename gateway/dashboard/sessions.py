@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.dashboard import data
+from storage.billing.ledger.redis import RedisClient
 
 SESSION_COOKIE = "sg_session"
 LOGIN_CSRF_COOKIE = "sg_login_csrf"
@@ -67,7 +67,7 @@ def _new_session(
 class RedisSessionStore:
     """Sessions as Redis strings that expire on their own."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self._redis = redis
 
     async def create(
@@ -135,6 +135,6 @@ class SqlSessionStore:
             await data.session_delete(conn, _digest(session_id))
 
 
-def store_for(redis: Redis | None, engine: AsyncEngine) -> SessionStore:
+def store_for(redis: RedisClient | None, engine: AsyncEngine) -> SessionStore:
     """Redis when the gateway has it (shared by every worker), else the database."""
     return RedisSessionStore(redis) if redis is not None else SqlSessionStore(engine)

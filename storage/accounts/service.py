@@ -377,9 +377,13 @@ async def limit_usage(
     table = _LIMIT_TABLES[kind]
     row = (
         await conn.execute(
-            select(table.c.rpm_limit, table.c.tpm_limit, table.c.budget_nano, table.c.budget_period).where(
-                table.c.id == ident
-            )
+            select(
+                table.c.rpm_limit,
+                table.c.tpm_limit,
+                table.c.budget_nano,
+                table.c.budget_period,
+                (table.c.user_id if kind == "k" else table.c.id).label("owner"),
+            ).where(table.c.id == ident)
         )
     ).one()
     now = now or utcnow()
@@ -393,7 +397,8 @@ async def limit_usage(
         )
     ).scalar_one()
     scope = f"{kind}:{ident}"
-    requests, tokens = await ledger.window_usage(scope, now, conn)
+    owner = row.owner if kind in ("k", "u") else None  # a key's and a user's counters: the user's slot
+    requests, tokens = await ledger.window_usage(scope, now, conn, owner)
     return LimitUsage(
         scope,
         row.rpm_limit,

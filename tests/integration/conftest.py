@@ -42,7 +42,7 @@ from pricing.money import parse_usd
 from storage.accounts.keys import create_key
 from storage.accounts.users import create_user
 from storage.billing.credits import add_credits
-from storage.billing.ledger.factory import build_ledger
+from storage.billing.ledger.factory import build_ledger, redis_for
 from storage.db import create_engine
 from tests.environment import redis_url_for_this_process
 
@@ -417,11 +417,7 @@ async def gateway(
     wanted = make_settings(database_url, redis_url, mock.url, **gateway_settings_overrides)
     app, settings = _cached_app(wanted)
     engine = create_engine(database_url, pool_size=5)
-    redis_client = None
-    if redis_url:
-        from redis.asyncio import Redis
-
-        redis_client = Redis.from_url(redis_url)
+    redis_client = redis_for(settings)  # a cluster client when the settings say so (test_redis_cluster.py)
     ledger: Any = build_ledger(settings, engine, redis_client)
     try:
         if gateway_transport == "asgi":

@@ -161,6 +161,32 @@ def test_empty_redis_url_means_no_redis(monkeypatch: pytest.MonkeyPatch) -> None
     assert load_settings().redis_url is None
 
 
+def test_a_redis_cluster_is_chosen_explicitly(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().redis_cluster is False
+    monkeypatch.setenv("SYNAPGATE_REDIS_URL", "redis://node-1.internal:7000")
+    monkeypatch.setenv("SYNAPGATE_REDIS_CLUSTER", "true")
+    s = load_settings()
+    assert s.redis_cluster is True and s.redis_url == "redis://node-1.internal:7000"
+    monkeypatch.setenv("SYNAPGATE_REDIS_URL", "rediss://node-1.internal:7000/0?ssl_cert_reqs=none")
+    assert load_settings().redis_cluster is True
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        (None, "needs SYNAPGATE_REDIS_URL"),
+        ("unix:///run/redis.sock", "must be redis:// or rediss://"),
+        ("redis://node-1.internal:7000/3", "only database 0"),
+    ],
+)
+def test_a_redis_cluster_setting_that_cannot_work_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, url: str | None, says: str
+) -> None:
+    if url is not None:
+        monkeypatch.setenv("SYNAPGATE_REDIS_URL", url)
+    assert says in one_line_error(monkeypatch, "SYNAPGATE_REDIS_CLUSTER", "true")
+
+
 def test_toml_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     config = tmp_path / "synapgate.toml"
     config.write_text(

@@ -63,10 +63,11 @@ class CreditLedger(Protocol):
         ...
 
     async def window_usage(
-        self, scope: str, now: datetime, conn: AsyncConnection | None = None
+        self, scope: str, now: datetime, conn: AsyncConnection | None = None, owner: uuid.UUID | None = None
     ) -> tuple[int, int]:
         """(requests, tokens) a scope has used in the minute window of `now`, across every instance
-        (`conn`: the caller's open connection, which the SQL ledger reads through)."""
+        (`conn`: the caller's open connection, which the SQL ledger reads through; `owner`: the user a key
+        scope belongs to, whose hash tag the Redis ledger keeps the key's counters under)."""
         ...
 
     async def settle_limits(self, reservation: Reservation, actual_nano: int, actual_tokens: int) -> None:

@@ -14,19 +14,36 @@ so a snapshot taken at version V holds exactly the postings ≤ V. A posting app
 version is above the snapshot's, and one that arrives before any snapshot waits in `pend` — so no
 posting is counted twice or lost, whatever the interleaving.
 
-Limits (per scope `k:<key>`, `u:<user>`, `w:<workspace>`, shared by every instance):
-  sg:lim:{scope}:r:<minute>   requests counted in that minute window (expires after two minutes)
-  sg:lim:{scope}:t:<minute>   tokens: the worst case at reserve, moved to the actual at settle
-  sg:lim:{scope}:b:<period>   hash  spent = settled spend of the period, held = Σ open holds
-  sg:lim:{scope}:b:<period>:h hash  request_id → held amount;  …:x zset request_id → expiry (ms)
-A limited request runs one script over the user's credit keys and every limit key of its scopes, so the
-credit and each limit are checked and held in one atomic step; after its record commits, one script
-(_SETTLE_WITH_LIMITS) closes the credit reservation and settles the limit holds to the actual figures.
+Limits (per scope `k:<key>`, `u:<user>`, `w:<workspace>`, shared by every instance). A key's and a user's
+limit keys carry the hash tag of the user the request is for (a key belongs to one user), so they share the
+user's slot with the credit keys; a workspace spans users, so its keys carry the workspace's own tag:
+  sg:{u}:lim:k:<key>:r:<minute>     requests counted in that minute window (expires after two minutes)
+  sg:{u}:lim:k:<key>:t:<minute>     tokens: the worst case at reserve, moved to the actual at settle
+  sg:{u}:lim:k:<key>:b:<period>     hash  spent = settled spend of the period, held = Σ open holds
+  sg:{u}:lim:k:<key>:b:<period>:h   hash  request_id → held amount;  …:x zset request_id → expiry (ms)
+  sg:{u}:lim:u:<u>:…                the same for the user's own limits
+  sg:lim:{w:<workspace>}:…          the same for a workspace's (r, t, b, b:h, b:x)
+A limited request runs one script (_RESERVE_LIMITED) over the user's credit keys and every limit key of its
+scopes, so the credit and each limit are checked and held in one atomic step; after its record commits, one
+script (_SETTLE_WITH_LIMITS) closes the credit reservation and settles the limit holds to the actual figures.
 `spent` is loaded lazily from usage_logs (Σ charged_nano of the period): a settle that lands between that read
 and the load is not counted in Redis (an undercount of at most the requests settling in that instant; the SQL
 ledger has no such window).
-Redis Cluster: one script touches keys of several hash tags (user, key, workspace), so the limited path needs
-a single-primary Redis (with replicas/Sentinel); the credit-only path stays on the user's slot.
+
+Redis Cluster (SYNAPGATE_REDIS_CLUSTER): every script touches one slot. Credit-only requests and requests
+whose limits are only the key's and the user's stay one script on the user's slot, as on a single Redis. A
+request with workspace limits takes two: _HOLD_LIMITS holds the workspace's limits on the workspace's slot
+first, then the user's script holds the credit and the rest; if that one refuses (credit, key or user limit)
+or fails, the workspace hold is undone (_RELEASE_LIMITS). Each limit is checked and held atomically on its own
+slot before the request is admitted, so nothing is admitted past any limit. The transient effect is
+conservative only: from the workspace hold until its undo (one round trip; a lease for the budget hold and the
+rest of the minute for the counters, if the process dies in between or the undo does not reach Redis) the
+workspace counts a request that is then refused, so another request may be refused that would have fitted.
+And a request refused by both its workspace's limit and its credit (or key/user limit) is refused by the
+workspace's (checked first there; on a single Redis the credit's 402 comes first).
+Settlement is two scripts too (the user's slot and the workspace's), run concurrently. The single-Redis path
+is unchanged: one script each way, and a batch's moves one pipelined round trip (a cluster pipeline cannot
+carry scripts: there the moves' scripts run concurrently, one per slot).
 
 Spooled debits: a record spooled while PostgreSQL is unreachable has no ledger version yet, so its debit
 cannot follow the version rule. It is applied to `bal` at once and kept in `spool` until its replay commits
@@ -40,6 +57,7 @@ and any order of load and move count each debit exactly once.
 
 Leases: a reservation (and its budget holds) expires one lease after it was made or last renewed; the ledger
 renews its own open reservations every third of a lease, so a dead instance's are freed within a lease.
+The sweep (reservation_counts, release_orphans) scans `sg:{*}:exp`: on a cluster, on every primary.
 """
 
 from __future__ import annotations
@@ -53,7 +71,8 @@ from datetime import datetime
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -74,6 +93,13 @@ from storage.billing.ledger.limits import (
 from storage.billing.ledger.retry import HotMoveRetryQueue
 from storage.models import UsageLog, table_of
 from storage.types import utcnow
+
+# A client of one Redis (or a primary with replicas) or of a Redis Cluster (SYNAPGATE_REDIS_CLUSTER).
+RedisClient = Redis | RedisCluster
+
+# What Redis raises when it does not answer: a cluster client whose nodes are all unreachable raises
+# RedisClusterException ("cannot be connected"), which is not a RedisError.
+_UNREACHABLE = (RedisError, RedisClusterException, OSError)
 
 usage = table_of(UsageLog)
 _USAGE_COLUMN = {"k": usage.c.api_key_id, "u": usage.c.user_id, "w": usage.c.workspace_id}
@@ -120,13 +146,77 @@ return {1, bal - held - amount}
 """
 )
 
+# Every limit of a set of scopes checked, then held: Lua functions over KEYS from kb + 1, ARGV from ab + 1.
+# KEYS per scope: rpm, tpm, budget, budget holds, budget expiries; ARGV per scope: rpm, tpm, budget (-1: none)
+# check_limits → nil (all fit) or the refusal: {-2, i} budget i not loaded, {-3|-4|-5, i, used} requests/
+# tokens/budget of scope i refused; hold_limits → the first scope's requests and tokens after the hold.
+_LIMIT_FUNCTIONS = """
+local function check_limits(kb, ab, n, now, tokens, amount)
+  for i = 1, n do
+    local k = kb + (i - 1) * 5
+    local a = ab + (i - 1) * 3
+    local rpm, tpm, bud = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+    if rpm >= 0 then
+      local used = tonumber(redis.call('GET', KEYS[k + 1]) or '0')
+      if used + 1 > rpm then return {-3, i, used} end
+    end
+    if tpm >= 0 then
+      local used = tonumber(redis.call('GET', KEYS[k + 2]) or '0')
+      if used + tokens > tpm then return {-4, i, used} end
+    end
+    if bud >= 0 then
+      if redis.call('HEXISTS', KEYS[k + 3], 'spent') == 0 then return {-2, i} end
+      local expired = redis.call('ZRANGEBYSCORE', KEYS[k + 5], '-inf', now)
+      for _, rid in ipairs(expired) do
+        local amt = redis.call('HGET', KEYS[k + 4], rid)
+        if amt then
+          redis.call('HINCRBY', KEYS[k + 3], 'held', 0 - tonumber(amt))
+          redis.call('HDEL', KEYS[k + 4], rid)
+        end
+        redis.call('ZREM', KEYS[k + 5], rid)
+      end
+      local used = tonumber(redis.call('HGET', KEYS[k + 3], 'spent'))
+        + tonumber(redis.call('HGET', KEYS[k + 3], 'held') or '0')
+      if used + amount > bud then return {-5, i, used} end
+    end
+  end
+  return nil
+end
+
+local function hold_limits(kb, ab, n, tokens, amount, rid, expires, window_ttl, budget_ttl)
+  local first_requests, first_tokens = 0, 0
+  for i = 1, n do
+    local k = kb + (i - 1) * 5
+    local a = ab + (i - 1) * 3
+    local rpm, tpm, bud = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+    if rpm >= 0 or tpm >= 0 then
+      local r = redis.call('INCR', KEYS[k + 1])
+      local t = redis.call('INCRBY', KEYS[k + 2], tokens)
+      redis.call('EXPIRE', KEYS[k + 1], window_ttl)
+      redis.call('EXPIRE', KEYS[k + 2], window_ttl)
+      if i == 1 then first_requests, first_tokens = r, t end
+    end
+    -- a budget holds a request once: a repeated hold of the same request id (HSETNX refuses it) moves nothing
+    if bud >= 0 and amount > 0 and redis.call('HSETNX', KEYS[k + 4], rid, amount) == 1 then
+      redis.call('HINCRBY', KEYS[k + 3], 'held', amount)
+      redis.call('ZADD', KEYS[k + 5], expires, rid)
+      if tonumber(budget_ttl) > 0 then
+        for j = 3, 5 do redis.call('EXPIRE', KEYS[k + j], budget_ttl) end
+      end
+    end
+  end
+  return first_requests, first_tokens
+end
+"""
+
 # KEYS: acct, res, exp, then per scope: rpm, tpm, budget, budget holds, budget expiries
 # ARGV: now_ms, request_id, amount, expires_ms, tokens, n_scopes, window_ttl_s, budget_ttl_s (0: none),
 #       then per scope: rpm, tpm, budget (-1: no such limit)
 # → {-1} credit not loaded; {-2, i} budget i not loaded; {0, available} credit refused;
 #   {-3|-4|-5, i, used} requests/tokens/budget of scope i refused; {1, available_after, requests, tokens} held
 _RESERVE_LIMITED = (
-    """
+    _LIMIT_FUNCTIONS
+    + """
 if redis.call('HEXISTS', KEYS[1], 'bal') == 0 then return {-1, 0} end
 """
     + _PURGE.replace("STALE", "{-1, 0}")
@@ -136,66 +226,59 @@ local bal = tonumber(redis.call('HGET', KEYS[1], 'bal'))
 if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then return {1, bal - held, 0, 0} end
 local amount = tonumber(ARGV[3])
 if bal - held < amount then return {0, bal - held} end
-local now = tonumber(ARGV[1])
 local tokens = tonumber(ARGV[5])
 local n = tonumber(ARGV[6])
-for i = 1, n do
-  local k = 3 + (i - 1) * 5
-  local a = 8 + (i - 1) * 3
-  local rpm, tpm, bud = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-  if rpm >= 0 then
-    local used = tonumber(redis.call('GET', KEYS[k + 1]) or '0')
-    if used + 1 > rpm then return {-3, i, used} end
-  end
-  if tpm >= 0 then
-    local used = tonumber(redis.call('GET', KEYS[k + 2]) or '0')
-    if used + tokens > tpm then return {-4, i, used} end
-  end
-  if bud >= 0 then
-    if redis.call('HEXISTS', KEYS[k + 3], 'spent') == 0 then return {-2, i} end
-    local expired = redis.call('ZRANGEBYSCORE', KEYS[k + 5], '-inf', now)
-    for _, rid in ipairs(expired) do
-      local amt = redis.call('HGET', KEYS[k + 4], rid)
-      if amt then
-        redis.call('HINCRBY', KEYS[k + 3], 'held', 0 - tonumber(amt))
-        redis.call('HDEL', KEYS[k + 4], rid)
-      end
-      redis.call('ZREM', KEYS[k + 5], rid)
-    end
-    local used = tonumber(redis.call('HGET', KEYS[k + 3], 'spent'))
-      + tonumber(redis.call('HGET', KEYS[k + 3], 'held') or '0')
-    if used + amount > bud then return {-5, i, used} end
-  end
-end
+local refused = check_limits(3, 8, n, tonumber(ARGV[1]), tokens, amount)
+if refused then return refused end
 if amount > 0 then  -- a zero amount holds nothing (Lua's -0 would not be an integer to Redis)
   redis.call('HINCRBY', KEYS[1], 'held', amount)
   redis.call('HSET', KEYS[2], ARGV[2], amount)
   redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
 end
-local first_requests, first_tokens = 0, 0
-for i = 1, n do
-  local k = 3 + (i - 1) * 5
-  local a = 8 + (i - 1) * 3
-  local rpm, tpm, bud = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-  if rpm >= 0 or tpm >= 0 then
-    local r = redis.call('INCR', KEYS[k + 1])
-    local t = redis.call('INCRBY', KEYS[k + 2], tokens)
-    redis.call('EXPIRE', KEYS[k + 1], ARGV[7])
-    redis.call('EXPIRE', KEYS[k + 2], ARGV[7])
-    if i == 1 then first_requests, first_tokens = r, t end
-  end
-  if bud >= 0 and amount > 0 then
-    redis.call('HINCRBY', KEYS[k + 3], 'held', amount)
-    redis.call('HSET', KEYS[k + 4], ARGV[2], amount)
-    redis.call('ZADD', KEYS[k + 5], ARGV[4], ARGV[2])
-    if tonumber(ARGV[8]) > 0 then
-      for j = 3, 5 do redis.call('EXPIRE', KEYS[k + j], ARGV[8]) end
-    end
-  end
-end
-return {1, bal - held - amount, first_requests, first_tokens}
+local r, t = hold_limits(3, 8, n, tokens, amount, ARGV[2], ARGV[4], ARGV[7], ARGV[8])
+return {1, bal - held - amount, r, t}
 """
 )
+
+# The limits of scopes on a slot of their own (a workspace's, on a cluster): held before the user's script,
+# released by _RELEASE_LIMITS if that refuses. KEYS per scope as _RESERVE_LIMITED; ARGV the same as it
+# (the credit's amount is what each budget holds) → {-2, i}, {-3|-4|-5, i, used} or {1, 0, requests, tokens}
+_HOLD_LIMITS = (
+    _LIMIT_FUNCTIONS
+    + """
+local tokens, amount, n = tonumber(ARGV[5]), tonumber(ARGV[3]), tonumber(ARGV[6])
+local refused = check_limits(0, 8, n, tonumber(ARGV[1]), tokens, amount)
+if refused then return refused end
+local r, t = hold_limits(0, 8, n, tokens, amount, ARGV[2], ARGV[4], ARGV[7], ARGV[8])
+return {1, 0, r, t}
+"""
+)
+
+# Undo a _HOLD_LIMITS whose request the user's script refused: the request and its tokens leave the window
+# counters, the budget holds are dropped (idempotent for budgets; the caller undoes the counters once).
+# KEYS per scope: rpm, tpm, budget, budget holds, budget expiries
+# ARGV: request_id, tokens, n_scopes, then per scope: counts_window (0/1), has_budget (0/1)
+_RELEASE_LIMITS = """
+for i = 1, tonumber(ARGV[3]) do
+  local k = (i - 1) * 5
+  local a = 3 + (i - 1) * 2
+  if ARGV[a + 1] == '1' then
+    if redis.call('EXISTS', KEYS[k + 1]) == 1 then redis.call('DECR', KEYS[k + 1]) end
+    if tonumber(ARGV[2]) ~= 0 and redis.call('EXISTS', KEYS[k + 2]) == 1 then
+      redis.call('DECRBY', KEYS[k + 2], ARGV[2])
+    end
+  end
+  if ARGV[a + 2] == '1' then
+    local amt = redis.call('HGET', KEYS[k + 4], ARGV[1])
+    if amt then
+      redis.call('HINCRBY', KEYS[k + 3], 'held', 0 - tonumber(amt))
+      redis.call('HDEL', KEYS[k + 4], ARGV[1])
+    end
+    redis.call('ZREM', KEYS[k + 5], ARGV[1])
+  end
+end
+return 1
+"""
 
 # The settlement of a request's limit holds, as a Lua function over KEYS from kb + 1 and ARGV from ab + 1:
 # KEYS: per scope: tpm window, budget, budget holds, budget expiries
@@ -369,12 +452,27 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _limit_keys(scope: str, window: datetime, period: int) -> tuple[str, str, str, str, str]:
-    """rpm window, tpm window, budget, budget holds, budget expiries of one scope."""
-    base = f"sg:lim:{{{scope}}}"
+def _shared(scope: str) -> bool:
+    """A scope whose limits span users (a workspace's): its keys have their own hash tag, not a user's."""
+    return scope.startswith("w:")
+
+
+def _limit_keys(
+    scope: str, owner: uuid.UUID, window: datetime, period: int
+) -> tuple[str, str, str, str, str]:
+    """rpm window, tpm window, budget, budget holds, budget expiries of one scope. A key's and a user's live
+    under the user's hash tag (`owner`: the user the request or key belongs to), so the user's script holds
+    them on the user's slot with the credit; a workspace's under its own tag."""
+    base = f"sg:lim:{{{scope}}}" if _shared(scope) else f"sg:{{{owner}}}:lim:{scope}"
     minute = int(window.timestamp()) // 60
     budget = f"{base}:b:{period}"
     return f"{base}:r:{minute}", f"{base}:t:{minute}", budget, f"{budget}:h", f"{budget}:x"
+
+
+# A script call: the script, its keys and args, and the limit settlement part it does (request id, part name).
+_Call = tuple[Any, list[str], list[str | int], tuple[str, str] | None]
+# One _SETTLE_LIMITS settlement of a reservation: part name ("all", "own", "shared"), keys, args.
+_Part = tuple[str, list[str], list[str | int]]
 
 
 def _limit(value: int | None) -> int:
@@ -390,18 +488,22 @@ class RedisLedger:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         engine: AsyncEngine,
         reservation_ttl_seconds: int,
         lease_seconds: int = 30,
         retry_queue_moves: int = 100_000,
     ) -> None:
         self._redis = redis
+        # On a cluster a workspace's limits (their own slot) are held by a script of their own.
+        self._cluster = isinstance(redis, RedisCluster)
         self._engine = engine
         self._ttl_ms = reservation_ttl_seconds * 1000
         self._lease_ms = lease_seconds * 1000
         self._reserve = redis.register_script(_RESERVE)
         self._reserve_limited = redis.register_script(_RESERVE_LIMITED)
+        self._hold_limits = redis.register_script(_HOLD_LIMITS)
+        self._release_limits = redis.register_script(_RELEASE_LIMITS)
         self._settle_limits = redis.register_script(_SETTLE_LIMITS)
         self._settle_with_limits = redis.register_script(_SETTLE_WITH_LIMITS)
         self._load = redis.register_script(_LOAD)
@@ -412,8 +514,8 @@ class RedisLedger:
         self._settle_replayed = redis.register_script(_SETTLE_REPLAYED)
         self._retry = HotMoveRetryQueue(self.mark_stale, self.forget, max_moves=retry_queue_moves)
         self._open: dict[str, tuple[Reservation, float]] = {}  # request_id → (reservation, monotonic made)
-        # Requests whose limit holds after_commit settled already: their settle_limits call has nothing to do.
-        self._limits_settled: set[str] = set()
+        # (request id, part) of limit holds after_commit settled already: settle_limits skips those parts.
+        self._limits_settled: set[tuple[str, str]] = set()
         self._renewer: asyncio.Task[None] | None = None
         self.clock = utcnow  # injectable: tests roll periods over
 
@@ -452,7 +554,7 @@ class RedisLedger:
                 for scope in r.limits.scopes:
                     if scope.budget_nano is not None:
                         tag = period_tag(scope.budget_period, r.limits.window_start)
-                        x = _limit_keys(scope.scope, r.limits.window_start, tag)[4]
+                        x = _limit_keys(scope.scope, r.user_id, r.limits.window_start, tag)[4]
                         pipe.zadd(x, {r.request_id: until}, xx=True)
         await pipe.execute()
         return len(live)
@@ -507,21 +609,42 @@ class RedisLedger:
     async def _reserve_with_limits(
         self, user_id: uuid.UUID, request_id: str, amount_nano: int, limits: LimitRequest
     ) -> Reservation:
-        """Credit and every limit of the request's scopes in one script (loading what is not loaded)."""
+        """Credit and every limit of the request's scopes in one script (loading what is not loaded).
+
+        On a cluster, a workspace's limits live on the workspace's slot: they are held first by a script of
+        their own, then the user's script holds the credit and the key's and user's limits; if that one
+        refuses (or fails), the workspace hold is released. So nothing is ever admitted past a limit; the
+        transient effect is conservative only: between the two scripts (one round trip; or a lease, if the
+        process dies there) the workspace counts a request that may yet be refused.
+        """
         scopes = limits.active
+        apart = self._cluster and any(_shared(s.scope) for s in scopes)
+        own = tuple(s for s in scopes if not _shared(s.scope)) if apart else scopes
+        shared = tuple(s for s in scopes if _shared(s.scope)) if apart else ()
+        first = scopes[0]
         for _ in range(3 + len(scopes)):  # loads (credit, each budget) and a reload after expiries
             now = self.clock()
             window = window_start(now)
-            keys: list[str] = list(_keys(user_id)[:3])
-            args: list[int | str] = [_now_ms(), request_id, amount_nano, self._expiry_ms(_now_ms())]
-            args += [limits.tokens, len(scopes), 120, _budget_ttl(scopes, now)]
-            for scope in scopes:
-                keys += _limit_keys(scope.scope, window, period_tag(scope.budget_period, now))
-                args += [_limit(scope.rpm), _limit(scope.tpm), _limit(scope.budget_nano)]
-            outcome: Any = await self._reserve_limited(keys=keys, args=args)
+            now_ms = _now_ms()
+            head: list[int | str] = [now_ms, request_id, amount_nano, self._expiry_ms(now_ms), limits.tokens]
+            if shared:
+                keys, args = _limits_hold_call(user_id, shared, now, head)
+                held: Any = await self._hold_limits(keys=keys, args=args)
+                if int(held[0]) == -2:
+                    await self._load_budget(shared[int(held[1]) - 1], user_id, now)
+                    continue
+                if int(held[0]) != 1:
+                    raise _limit_refusal(held, shared, first, now)
+            keys, args = _limits_hold_call(user_id, own, now, head)
+            try:
+                outcome: Any = await self._reserve_limited(keys=list(_keys(user_id)[:3]) + keys, args=args)
+            except BaseException:
+                if shared:
+                    await self._undo_hold(request_id, shared, user_id, now, limits.tokens)
+                raise
             code = int(outcome[0])
-            reset = window_reset_seconds(now)
-            first = scopes[0]
+            if code != 1 and shared:
+                await self._undo_hold(request_id, shared, user_id, now, limits.tokens)
             if code == 1:
                 status = None
                 if first.scope.startswith("k:") and (first.rpm is not None or first.tpm is not None):
@@ -530,7 +653,7 @@ class RedisLedger:
                         max((first.rpm or 0) - int(outcome[2]), 0),
                         first.tpm,
                         max((first.tpm or 0) - int(outcome[3]), 0),
-                        reset,
+                        window_reset_seconds(now),
                     )
                 hold = LimitHold(scopes, window, limits.tokens, amount_nano, status)
                 return Reservation(user_id, request_id, amount_nano, hold)
@@ -539,25 +662,26 @@ class RedisLedger:
             if code == -1:
                 await self.load_snapshot(user_id)
                 continue
-            scope = scopes[int(outcome[1]) - 1]
             if code == -2:
-                await self._load_budget(scope, now)
+                await self._load_budget(own[int(outcome[1]) - 1], user_id, now)
                 continue
-            used = int(outcome[2])
-            status = _refused_status(first, used if scope is first else 0, reset)
-            if code == -3:
-                raise LimitExceeded(
-                    "requests", scope.scope, scope.rpm or 0, max(1, int(reset + 0.999)), status
-                )
-            if code == -4:
-                raise LimitExceeded("tokens", scope.scope, scope.tpm or 0, max(1, int(reset + 0.999)), status)
-            _start, period_reset = period_bounds(scope.budget_period, now)
-            raise LimitExceeded(
-                "budget", scope.scope, scope.budget_nano or 0, retry_after_seconds(period_reset, now), status
-            )
+            raise _limit_refusal(outcome, own, first, now)
         raise RuntimeError("limit state did not load")  # pragma: no cover
 
-    async def _load_budget(self, scope: ScopeLimits, now: datetime) -> None:
+    async def _undo_hold(
+        self, request_id: str, scopes: Sequence[ScopeLimits], owner: uuid.UUID, now: datetime, tokens: int
+    ) -> None:
+        """Release the limits _HOLD_LIMITS held for a request the user's script then refused. Best effort: if
+        Redis does not answer, the budget holds expire with their lease and the counters with their window."""
+        keys: list[str] = []
+        args: list[str | int] = [request_id, tokens, len(scopes)]
+        for scope in scopes:
+            keys += _limit_keys(scope.scope, owner, window_start(now), period_tag(scope.budget_period, now))
+            args += [int(scope.rpm is not None or scope.tpm is not None), int(scope.budget_nano is not None)]
+        with contextlib.suppress(*_UNREACHABLE):
+            await self._release_limits(keys=keys, args=args)
+
+    async def _load_budget(self, scope: ScopeLimits, owner: uuid.UUID, now: datetime) -> None:
         """Load a budget's spend this period from usage_logs (the truth) into Redis, unless it is there."""
         start, _reset = period_bounds(scope.budget_period, now)
         kind, _, ident = scope.scope.partition(":")
@@ -569,30 +693,73 @@ class RedisLedger:
                     )
                 )
             ).scalar_one()
-        budget = _limit_keys(scope.scope, now, period_tag(scope.budget_period, now))[2]
+        budget = _limit_keys(scope.scope, owner, now, period_tag(scope.budget_period, now))[2]
         await self._redis.hsetnx(budget, "spent", int(spent))
         ttl = _budget_ttl((scope,), now)
         if ttl:
             await self._redis.expire(budget, ttl)
 
-    async def window_usage(self, scope: str, now: datetime, conn: Any = None) -> tuple[int, int]:
-        r, t, _b, _h, _x = _limit_keys(scope, window_start(now), 0)
+    async def window_usage(
+        self, scope: str, now: datetime, conn: Any = None, owner: uuid.UUID | None = None
+    ) -> tuple[int, int]:
+        if owner is None and scope.startswith("u:"):
+            owner = uuid.UUID(scope[2:])
+        if owner is None and not _shared(scope):
+            raise ValueError(f"the counters of {scope} live under its user's hash tag: pass owner")
+        r, t, _b, _h, _x = _limit_keys(scope, owner or uuid.UUID(int=0), window_start(now), 0)
         requests, tokens = await self._redis.mget([r, t])
         return int(requests or 0), int(tokens or 0)
 
-    def _note_limits_settled(self, request_id: str) -> None:
+    def _note_limits_settled(self, part: tuple[str, str]) -> None:
         if len(self._limits_settled) >= 100_000:  # callers that never came back for theirs: forget them
             self._limits_settled.clear()
-        self._limits_settled.add(request_id)
+        self._limits_settled.add(part)
+
+    def _settlement_parts(self, hold: LimitHold) -> tuple[str, ...]:
+        """The parts a reservation's limit holds settle in: "all" (one script) on a single Redis, or where
+        every scope is on the user's slot; on a cluster with a workspace scope, the user's slot's ("own", if
+        it has any scope there) and the workspace's ("shared")."""
+        if not (self._cluster and any(_shared(s.scope) for s in hold.scopes)):
+            return ("all",)
+        if all(_shared(s.scope) for s in hold.scopes):
+            return ("shared",)
+        return ("own", "shared")
+
+    def _limit_settlements(
+        self,
+        reservation: Reservation,
+        actual_nano: int,
+        actual_tokens: int,
+        parts: Sequence[str] | None = None,
+    ) -> list[_Part]:
+        """The _SETTLE_LIMITS calls of a reservation's limit holds, one per part (`parts`: only these)."""
+        hold = reservation.limits
+        if hold is None:
+            return []
+        found: list[_Part] = []
+        for name in self._settlement_parts(hold) if parts is None else parts:
+            shared = None if name == "all" else name == "shared"
+            call = _limits_settle_call(reservation, actual_nano, actual_tokens, shared)
+            assert call is not None
+            found.append((name, *call))
+        return found
 
     async def settle_limits(self, reservation: Reservation, actual_nano: int, actual_tokens: int) -> None:
         self._open.pop(reservation.request_id, None)
-        if reservation.request_id in self._limits_settled:  # done with the commit's hot move (after_commit)
-            self._limits_settled.discard(reservation.request_id)
+        if reservation.limits is None:
             return
-        call = _limits_settle_call(reservation, actual_nano, actual_tokens)
-        if call is not None:
-            await self._settle_limits(keys=call[0], args=call[1])
+        todo: list[str] = []
+        for name in self._settlement_parts(reservation.limits):
+            part = (reservation.request_id, name)
+            if part in self._limits_settled:  # done with the commit's hot move (after_commit)
+                self._limits_settled.discard(part)
+            else:
+                todo.append(name)
+        if todo:
+            settlements = self._limit_settlements(reservation, actual_nano, actual_tokens, todo)
+            await self._run_scripts(
+                [(self._settle_limits, keys, args, None) for _name, keys, args in settlements]
+            )
 
     async def release(self, reservation: Reservation) -> None:
         await self._settle(keys=list(_keys(reservation.user_id)), args=[reservation.request_id, 0, ""])
@@ -614,14 +781,14 @@ class RedisLedger:
                 self._open.pop(m.reservation.request_id, None)
         try:
             await self._apply_moves(moves)
-        except (RedisError, OSError) as exc:
+        except _UNREACHABLE as exc:
             await self._heal(moves, exc)
 
     async def _heal(self, moves: Sequence[HotMove], error: BaseException) -> None:
         """Mark the moves' snapshots stale now if Redis answers, else queue that until it does."""
         try:
             await self.mark_stale(moves)
-        except (RedisError, OSError):
+        except _UNREACHABLE:
             self._retry.put(moves, error)
 
     async def mark_stale(self, moves: Sequence[HotMove]) -> None:
@@ -635,7 +802,7 @@ class RedisLedger:
             await self._mark_stale(keys=list(_keys(m.user_id)[:3]), args=[request_id, version])
 
     async def _apply_moves(self, moves: Sequence[HotMove]) -> None:
-        calls: list[tuple[Any, list[str], list[str | int], str | None]] = []
+        calls: list[_Call] = []
         for m in moves:
             if m.reservation is None and m.version is None:
                 continue
@@ -645,18 +812,29 @@ class RedisLedger:
                 m.delta_nano,
                 "" if m.version is None else m.version,
             ]
-            limits = (
-                _limits_settle_call(m.reservation, *m.limits_actual)
+            parts = (
+                self._limit_settlements(m.reservation, *m.limits_actual)
                 if m.reservation is not None and m.limits_actual is not None
-                else None
+                else []
             )
-            if limits is None:
-                calls.append((self._settle, keys, args, None))
-            else:  # the limit holds settle in the same script as the credit: no round trip of their own
+            if parts and parts[0][0] != "shared":
+                # The limit holds on the user's slot settle in the same script as the credit: no round trip
+                # of their own (a workspace's on a cluster: a script on its slot, in the same pipeline).
+                name, limit_keys, limit_args = parts.pop(0)
                 assert m.reservation is not None
-                calls.append(
-                    (self._settle_with_limits, keys + limits[0], args + limits[1], m.reservation.request_id)
-                )
+                part = (m.reservation.request_id, name)
+                calls.append((self._settle_with_limits, keys + limit_keys, args + limit_args, part))
+            else:
+                calls.append((self._settle, keys, args, None))
+            for name, limit_keys, limit_args in parts:
+                assert m.reservation is not None
+                calls.append((self._settle_limits, limit_keys, limit_args, (m.reservation.request_id, name)))
+        await self._run_scripts(calls)
+
+    async def _run_scripts(self, calls: Sequence[_Call]) -> None:
+        """Run the scripts: one by EVALSHA, several in one pipelined round trip (on a cluster, concurrently:
+        one round trip's time). A call whose `settled` part is given is noted once it ran (settle_limits
+        then skips it)."""
         if len(calls) == 1:
             script, keys, args, settled = calls[0]
             await script(keys=keys, args=args)
@@ -665,18 +843,28 @@ class RedisLedger:
             return
         if not calls:
             return
-        # Many at once: one pipelined round trip of EVALSHA (the scripts are loaded on first use).
-        pipe = self._redis.pipeline(transaction=False)
-        for script, keys, args, _settled in calls:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-        results = await pipe.execute(raise_on_error=False)
+        results: list[Any]
+        if self._cluster:  # a cluster pipeline refuses scripts: run them at once, each on its slot's node
+            results = await asyncio.gather(
+                *(script(keys=keys, args=args) for script, keys, args, _settled in calls),
+                return_exceptions=True,
+            )
+        else:  # one pipelined round trip of EVALSHA (the scripts are loaded on first use)
+            pipe = self._redis.pipeline(transaction=False)
+            for script, keys, args, _settled in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            results = await pipe.execute(raise_on_error=False)
+        failed: BaseException | None = None
         for (script, keys, args, settled), result in zip(calls, results, strict=True):
             if isinstance(result, NoScriptError):  # not loaded yet, or Redis lost it: this one did not run
                 await script(keys=keys, args=args)
             elif isinstance(result, Exception):
-                raise result
+                failed = failed or result  # the others ran: note them, so nothing settles twice
+                continue
             if settled is not None:
                 self._note_limits_settled(settled)
+        if failed is not None:
+            raise failed
 
     # -- the local spool (PostgreSQL unreachable; storage/usage/spool.py) ------------------------------
 
@@ -703,7 +891,7 @@ class RedisLedger:
                     keys=[acct, pend, _spool_key(m.user_id)],
                     args=[m.delta_nano, m.version, *spooled.get(m.user_id, [])],
                 )
-        except (RedisError, OSError) as exc:
+        except _UNREACHABLE as exc:
             await self._heal(moves, exc)
 
     async def forget_spooled(
@@ -811,23 +999,60 @@ async def _landed_request_ids(conn: Any, request_ids: Sequence[str]) -> list[str
     return [row[0] for row in rows]
 
 
+def _limits_hold_call(
+    owner: uuid.UUID, scopes: Sequence[ScopeLimits], now: datetime, head: list[int | str]
+) -> tuple[list[str], list[int | str]]:
+    """The scope keys and the ARGV of _RESERVE_LIMITED / _HOLD_LIMITS for these scopes (`head`: now_ms,
+    request_id, amount, expires_ms, tokens)."""
+    keys: list[str] = []
+    args: list[int | str] = [*head, len(scopes), 120, _budget_ttl(scopes, now)]
+    window = window_start(now)
+    for scope in scopes:
+        keys += _limit_keys(scope.scope, owner, window, period_tag(scope.budget_period, now))
+        args += [_limit(scope.rpm), _limit(scope.tpm), _limit(scope.budget_nano)]
+    return keys, args
+
+
+def _limit_refusal(
+    outcome: Any, scopes: Sequence[ScopeLimits], first: ScopeLimits, now: datetime
+) -> LimitExceeded:
+    """The LimitExceeded of a script's refusal {-3|-4|-5, i, used} of scope i of `scopes` (`first`: the
+    request's first scope, whose window the refusal's headers report)."""
+    code, scope, used = int(outcome[0]), scopes[int(outcome[1]) - 1], int(outcome[2])
+    reset = window_reset_seconds(now)
+    status = _refused_status(first, used if scope is first else 0, reset)
+    if code == -3:
+        return LimitExceeded("requests", scope.scope, scope.rpm or 0, max(1, int(reset + 0.999)), status)
+    if code == -4:
+        return LimitExceeded("tokens", scope.scope, scope.tpm or 0, max(1, int(reset + 0.999)), status)
+    _start, period_reset = period_bounds(scope.budget_period, now)
+    return LimitExceeded(
+        "budget", scope.scope, scope.budget_nano or 0, retry_after_seconds(period_reset, now), status
+    )
+
+
 def _limits_settle_call(
-    reservation: Reservation, actual_nano: int, actual_tokens: int
+    reservation: Reservation, actual_nano: int, actual_tokens: int, shared: bool | None = None
 ) -> tuple[list[str], list[str | int]] | None:
-    """The keys and args of _SETTLE_LIMITS for a reservation's limit holds (None: it holds none)."""
+    """The keys and args of _SETTLE_LIMITS for a reservation's limit holds (None: it holds none); `shared`:
+    only the workspace scopes (True) or only the user's slot's (False; with no scope it settles nothing)."""
     hold = reservation.limits
     if hold is None:
         return None
+    scopes = [s for s in hold.scopes if shared is None or _shared(s.scope) == shared]
     keys: list[str] = []
     args: list[str | int] = [
         reservation.request_id,
         actual_tokens - hold.tokens,
         actual_nano,
-        len(hold.scopes),
+        len(scopes),
     ]
-    for scope in hold.scopes:
+    for scope in scopes:
         _r, t, b, h, x = _limit_keys(
-            scope.scope, hold.window_start, period_tag(scope.budget_period, hold.window_start)
+            scope.scope,
+            reservation.user_id,
+            hold.window_start,
+            period_tag(scope.budget_period, hold.window_start),
         )
         keys += [t, b, h, x]
         counts = scope.rpm is not None or scope.tpm is not None

@@ -276,7 +276,7 @@ class SqlLedger:
         )
 
     async def window_usage(
-        self, scope: str, now: datetime, conn: AsyncConnection | None = None
+        self, scope: str, now: datetime, conn: AsyncConnection | None = None, owner: uuid.UUID | None = None
     ) -> tuple[int, int]:
         query = select(windows.c.requests, windows.c.tokens).where(
             windows.c.scope == scope, windows.c.window_start == window_start(now)
