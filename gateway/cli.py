@@ -31,6 +31,8 @@ class CliError(Exception):
 CLI_FLAGS = {
     "rpm_limit": "--rpm",
     "usage_retention_months": "--retention-months",
+    "months_ahead": "--months-ahead",
+    "months_back": "--months-back",
     "tpm_limit": "--tpm",
     "budget_usd": "--budget-usd",
     "budget_period": "--budget-period",
@@ -899,7 +901,7 @@ async def cmd_partitions_ensure(args: argparse.Namespace, settings: Settings) ->
 
     ahead = settings.usage_partition_months_ahead if args.months_ahead is None else args.months_ahead
     async with _storage(settings) as st:
-        report = await partitions.ensure_partitions(st.engine, utcnow(), ahead)
+        report = await partitions.ensure_partitions(st.engine, utcnow(), ahead, months_back=args.months_back)
     _out(report.to_dict())
 
 
@@ -928,6 +930,12 @@ def _add_partition_commands(commands: Any) -> None:
         "--months-ahead",
         type=_int,
         help="months beyond this one (default SYNAPGATE_USAGE_PARTITION_MONTHS_AHEAD)",
+    )
+    ensure.add_argument(
+        "--months-back",
+        type=_int,
+        default=0,
+        help="also the months before this one (before importing history)",
     )
     ensure.set_defaults(run=cmd_partitions_ensure)
     detach = parts.add_parser(

@@ -74,10 +74,10 @@ def month_of(name: str) -> datetime | None:
     return datetime(int(found.group(1)), int(found.group(2)), 1, tzinfo=UTC)
 
 
-def months_wanted(now: datetime, months_ahead: int) -> list[datetime]:
-    """The current month and `months_ahead` more."""
+def months_wanted(now: datetime, months_ahead: int, months_back: int = 0) -> list[datetime]:
+    """The current month, `months_ahead` more, and `months_back` before it."""
     current = month_start(now)
-    return [add_months(current, n) for n in range(months_ahead + 1)]
+    return [add_months(current, n) for n in range(-months_back, months_ahead + 1)]
 
 
 def retention_cutoff(now: datetime, retention_months: int) -> datetime:
@@ -178,10 +178,16 @@ async def _table_exists(conn: AsyncConnection, name: str) -> bool:
     return bool(found.scalar_one())
 
 
-async def ensure_partitions(engine: AsyncEngine, now: datetime, months_ahead: int) -> EnsureReport:
-    """Partitions for the current month and `months_ahead` more, and for every month with rows in the
-    default partition (those rows moved in); idempotent: a second call creates nothing."""
+async def ensure_partitions(
+    engine: AsyncEngine, now: datetime, months_ahead: int, *, months_back: int = 0
+) -> EnsureReport:
+    """Partitions for the current month, `months_ahead` more (and `months_back` before it: for a history
+    about to be imported), and for every month with rows in the default partition (those rows moved in);
+    idempotent: a second call creates nothing."""
     _require_postgres(engine)
+    for name, value in (("months_ahead", months_ahead), ("months_back", months_back)):
+        if not 0 <= value <= 1200:
+            raise InvalidInput(f"a number of months from 0 to 1200, not {value}", param=name)
     created: list[str] = []
     blocked: list[str] = []
     moved = 0
@@ -194,7 +200,7 @@ async def ensure_partitions(engine: AsyncEngine, now: datetime, months_ahead: in
                 text(f"SELECT DISTINCT date_trunc('month', created_at, 'UTC') FROM {DEFAULT_PARTITION}")
             )
         }
-        for month in sorted((set(months_wanted(now, months_ahead)) | stray) - attached):
+        for month in sorted((set(months_wanted(now, months_ahead, months_back)) | stray) - attached):
             name = partition_name(month)
             if await _table_exists(conn, name):  # a month the retention detached: its name is taken
                 blocked.append(name)

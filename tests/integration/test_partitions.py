@@ -8,6 +8,8 @@ months while the analytics still answer from the rollups; SQLite refuses with on
 
 from __future__ import annotations
 
+import json
+import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -22,13 +24,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 import storage.usage.recorder as recorder
 from config import Settings
+from gateway.cli import main
 from migrations.runner import downgrade, upgrade
 from pricing.cost import Usage
 from storage.accounts.users import create_user
 from storage.billing.credits import add_credits
 from storage.billing.ledger.factory import build_ledger
 from storage.db import create_engine
-from storage.errors import PartitioningUnsupported
+from storage.errors import InvalidInput, PartitioningUnsupported
 from storage.jobs.runner import JobResources, maintain_usage_partitions
 from storage.types import utcnow
 from storage.usage.analytics import UsageFilters, Window, usage_totals
@@ -384,3 +387,53 @@ async def test_sqlite_refuses_with_one_line(sqlite_database: str) -> None:
             )
     finally:
         await engine.dispose()
+
+
+async def test_ensure_makes_months_back_and_refuses_a_negative_count(engine: AsyncEngine) -> None:
+    now = utcnow()
+    report = await ensure_partitions(engine, now, 3, months_back=2)
+    assert report.created == [partition_name(add_months(month_start(now), n)) for n in (-2, -1)]
+    with pytest.raises(InvalidInput) as refused:
+        await ensure_partitions(engine, now, -1)
+    assert refused.value.param == "months_ahead"
+
+
+def run_cli(argv: list[str], url: str, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> tuple[int, str, str]:
+    for name in [n for n in os.environ if n.upper().startswith("SYNAPGATE_")]:  # the tests' own settings
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("SYNAPGATE_DATABASE_URL", url)
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_the_cli_lists_ensures_and_detaches(
+    pg_database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_cli(["partitions", "ensure", "--months-ahead", "5"], pg_database, monkeypatch, capsys)
+    assert code == 0 and len(json.loads(out)["created"]) == 2
+    code, out, _ = run_cli(["partitions", "list"], pg_database, monkeypatch, capsys)
+    listed = json.loads(out)
+    assert code == 0 and listed["total"]["partitions"] == 7  # six months and the default
+    code, _, err = run_cli(["partitions", "detach-old"], pg_database, monkeypatch, capsys)
+    assert code == 1 and err.count("\n") == 1 and err.startswith("synapgate: error: --retention-months: ")
+    code, out, _ = run_cli(
+        ["partitions", "detach-old", "--retention-months", "2"], pg_database, monkeypatch, capsys
+    )
+    assert code == 0 and json.loads(out) == {"detached": [], "dropped": False}
+
+
+def test_the_cli_says_sqlite_has_no_partitions(
+    sqlite_database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for action in ("list", "ensure", "detach-old"):
+        code, out, err = run_cli(["partitions", action], sqlite_database, monkeypatch, capsys)
+        assert code == 1 and out == ""
+        assert err == (
+            "synapgate: error: usage_logs partitions exist on PostgreSQL only; the embedded SQLite database "
+            "keeps one table (nothing to do)\n"
+        )
