@@ -464,7 +464,7 @@ def capture(
     statements.recording = True
     try:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        http.get(path, params=params, headers=headers)
+        http.get(path, params=params or None, headers=headers)  # {} would drop the path's own query
     finally:
         statements.recording = False
     return asyncio.run(explain_slowest(database, list(statements.seen)))
@@ -573,6 +573,7 @@ def main() -> None:
     parser.add_argument("--redis-db", type=int, default=5)
     parser.add_argument("--batches", type=int, default=60, help="record batches timed per database")
     parser.add_argument("--batch", type=int, default=50, help="records per batch")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating empty/full record-path runs")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument("--reuse", action="store_true", help="time against the kept database (no build)")
     args = parser.parse_args()
@@ -592,8 +593,16 @@ def main() -> None:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{empty}" WITH (FORCE)'))
         asyncio.run(admin(f'CREATE DATABASE "{empty}"'))
         upgrade(sa_url(empty))
-        at_zero = asyncio.run(record_throughput(empty, redis_url, args.batches, args.batch))
-        at_full = asyncio.run(record_throughput(args.database, redis_url, args.batches, args.batch))
+        zero_runs, full_runs = [], []
+        for _ in range(args.rounds):  # alternating, so a change of the machine's load hits both sides
+            zero_runs.append(asyncio.run(record_throughput(empty, redis_url, args.batches, args.batch)))
+            full_runs.append(
+                asyncio.run(record_throughput(args.database, redis_url, args.batches, args.batch))
+            )
+        at_zero = (statistics.median(r[0] for r in zero_runs), statistics.median(r[1] for r in zero_runs))
+        at_full = (statistics.median(r[0] for r in full_runs), statistics.median(r[1] for r in full_runs))
+        log(f"record path, each round (records/s): empty {[round(r[0]) for r in zero_runs]}, "
+            f"full {[round(r[0]) for r in full_runs]}")  # fmt: skip
     finally:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{empty}" WITH (FORCE)'))
         if not args.keep:
@@ -616,7 +625,10 @@ def main() -> None:
         f"\nslowest: {slowest.route} — {slowest.p50:.1f} ms; {len(over)} of {len(timings)} over "
         f"{BUDGET_MS:.0f} ms"
     )
-    print(f"\nRecord path (record_batch, one round trip, batches of {args.batch}, {args.batches} batches):\n")
+    print(
+        f"\nRecord path (record_batch, one round trip, batches of {args.batch}, {args.batches} batches a "
+        f"run; median of {args.rounds} runs alternating between the two databases):\n"
+    )
     print("| usage_logs rows | records/s | batch p50 ms |")
     print("|---|---:|---:|")
     print(f"| 0 | {at_zero[0]:,.0f} | {at_zero[1]:.1f} |")
