@@ -12,7 +12,8 @@
   the ledger (`billing_events`), the rollups the analytics read for whole days, issued invoices (their
   lines are stored) and the current budget periods all live elsewhere or in the kept months; the request
   id gate keeps its rows, so a late replay of a retired request still writes nothing.
-- `maintain_partitions`: both, from the settings — the `usage.partitions` job and `synapgate partitions`.
+- `maintain_partitions`: both, from the settings, then `ANALYZE usage_logs` (autovacuum never analyzes a
+  partitioned parent) — the daily `usage.partitions` job; `synapgate partitions` runs each step alone.
 
 Each call takes a transaction-scoped advisory lock (two runners never interleave) and a short lock
 timeout: attaching takes a brief exclusive lock, and waiting behind a long analytics query would stall the
@@ -269,14 +270,26 @@ class MaintenanceReport:
         }
 
 
+async def analyze_parent(engine: AsyncEngine) -> None:
+    """Statistics of usage_logs as a whole. Autovacuum analyzes each partition but never a partitioned parent,
+    whose statistics the planner uses for questions over many months (groups, joins); without them it
+    guesses. PostgreSQL 15 samples every partition for it (and refreshes theirs): seconds, once a day."""
+    _require_postgres(engine)
+    async with engine.connect() as conn:
+        await conn.execute(text(f"ANALYZE {PARENT}"))
+        await conn.commit()
+
+
 async def maintain_partitions(engine: AsyncEngine, settings: Settings, now: datetime) -> MaintenanceReport:
-    """Ensure the months ahead, then retire the months past the retention (when one is set)."""
+    """Ensure the months ahead, retire the months past the retention (when one is set), then refresh the
+    parent's statistics."""
     ensured = await ensure_partitions(engine, now, settings.usage_partition_months_ahead)
     retired = None
     if settings.usage_retention_months:
         retired = await detach_old_partitions(
             engine, now, settings.usage_retention_months, drop=settings.usage_retention_drop
         )
+    await analyze_parent(engine)
     return MaintenanceReport(ensured, retired)
 
 

@@ -364,8 +364,11 @@ async def test_the_job_maintains_partitions(engine: AsyncEngine, pg_database: st
     rec = failure(user, stray)
     await record_failure(engine, rec)
     settings = Settings(database_url=pg_database, usage_partition_months_ahead=5)
+    parent_stats = "SELECT count(*) FROM pg_stats WHERE tablename = 'usage_logs' AND inherited"
+    assert await fetch(engine, parent_stats) == [(0,)]
     async with aiohttp.ClientSession() as http:
         await maintain_usage_partitions(JobResources(settings, engine, http))
+    assert (await fetch(engine, parent_stats))[0][0] > 0  # the parent's own statistics, made by the job
     assert await attached(engine) == [
         *(partition_name(add_months(month_start(now), n)) for n in range(6)),
         partition_name(stray),
