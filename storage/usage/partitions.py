@@ -273,7 +273,7 @@ class MaintenanceReport:
 async def analyze_parent(engine: AsyncEngine) -> None:
     """Statistics of usage_logs as a whole. Autovacuum analyzes each partition but never a partitioned parent,
     whose statistics the planner uses for questions over many months (groups, joins); without them it
-    guesses. PostgreSQL 15 samples every partition for it (and refreshes theirs): seconds, once a day."""
+    guesses. PostgreSQL 15 samples every partition for it (and refreshes theirs too), once a day."""
     _require_postgres(engine)
     async with engine.connect() as conn:
         await conn.execute(text(f"ANALYZE {PARENT}"))
