@@ -1012,9 +1012,16 @@ def start_gateway(
     return proc, port, worker
 
 
-def insert_history(db: str, user_id: str, n: int) -> tuple[float, str]:
+def insert_history(db: str, user_id: str, n: int, env: dict[str, str]) -> tuple[float, str]:
     """N usage_logs rows as the gateway writes them (same user, key, model, price), one a second back from
-    now, in batches of 500,000; then ANALYZE and CHECKPOINT. Returns (seconds, table size)."""
+    now, in batches of 500,000, into the monthly partitions they need (`synapgate partitions ensure
+    --months-back`, made first); then ANALYZE and CHECKPOINT. Returns (seconds, the history's size: rows,
+    partitions and bytes with indexes, from `synapgate partitions list`)."""
+    try:
+        cli_json(["partitions", "ensure", "--months-back", str(n // (28 * 86400) + 1)], env)
+        partitioned = True
+    except RuntimeError:  # a --source from before migration 0015: one table
+        partitioned = False
     ids = sql(
         db,
         """SELECT k.workspace_id, k.id AS key_id, (SELECT id FROM llms WHERE name = $2) AS llm_id
@@ -1053,7 +1060,15 @@ def insert_history(db: str, user_id: str, n: int) -> tuple[float, str]:
         log(f"  {done:,}/{n:,} rows ({time.monotonic() - t0:.0f}s)")
     sql(db, "ANALYZE usage_logs", fetch="exec", timeout=3600)
     sql(db, "CHECKPOINT", fetch="exec", timeout=3600)
-    return time.monotonic() - t0, str(sql(db, "SELECT pg_size_pretty(pg_total_relation_size('usage_logs'))"))
+    elapsed = time.monotonic() - t0
+    if not partitioned:
+        return elapsed, str(sql(db, "SELECT pg_size_pretty(pg_total_relation_size('usage_logs'))"))
+    total = cli_json(["partitions", "list"], env)["total"]
+    size = (
+        f"{total['rows_estimate']:,} rows in {total['partitions']} partitions, "
+        f"{total['bytes'] / 2**20:,.0f} MiB"
+    )
+    return elapsed, size
 
 
 def phase_history(b: Bench, mock_port: int, gw_url: str, key: str, worker: int, rec: Recorder) -> None:
@@ -1068,7 +1083,7 @@ def phase_history(b: Bench, mock_port: int, gw_url: str, key: str, worker: int, 
     env2, user2, key2 = phase_gateway_setup(b, mock_port, suffix="_hist")
     db2 = b.dbs[-1]
     log(f"inserting {n:,} synthetic usage_logs rows into {db2}")
-    insert_s, size = insert_history(db2, user2, n)
+    insert_s, size = insert_history(db2, user2, n, env2)
     log(f"history inserted in {insert_s:.0f}s (+ANALYZE, CHECKPOINT); usage_logs is {size} with indexes")
     gw2, gw2_port, worker2 = start_gateway(b, env2, name="gateway-hist")
     rec2 = Recorder(db2)
@@ -1718,7 +1733,7 @@ def report(b: Bench, header: str) -> str:
         lines += [
             "",
             f"### History: 32 connections, non-streaming, empty usage_logs vs {h['rows']:,} rows "
-            f"({h['table_size']} with indexes), runs alternating",
+            f"(history size: {h['table_size']} with indexes), runs alternating",
             "",
         ]
         rows = []

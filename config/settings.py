@@ -331,6 +331,25 @@ class Settings(BaseSettings):
         default=0.5, ge=0, le=1, description="Tagger-model answers under this confidence fall back offline."
     )
 
+    # History (issue 15: storage/usage/partitions.py): usage_logs partitioned by month on PostgreSQL.
+    usage_partition_months_ahead: int = Field(
+        default=3,
+        ge=0,
+        le=24,
+        description="Monthly usage_logs partitions kept ready beyond the current month (PostgreSQL).",
+    )
+    usage_retention_months: int = Field(
+        default=0,
+        ge=0,
+        le=1200,
+        description="Detach usage_logs partitions that ended more than this many months before the current "
+        "month (rollups and the ledger stay); 0: keep every month.",
+    )
+    usage_retention_drop: bool = Field(
+        default=False,
+        description="Drop the partitions the retention detaches (default: keep them as standalone tables).",
+    )
+
 
 _KNOWN_EXTRA = {f"{ENV_PREFIX}CONFIG"}
 

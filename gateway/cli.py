@@ -30,6 +30,9 @@ class CliError(Exception):
 # spells it) → the flag that gave it here. The message itself is the service's.
 CLI_FLAGS = {
     "rpm_limit": "--rpm",
+    "usage_retention_months": "--retention-months",
+    "months_ahead": "--months-ahead",
+    "months_back": "--months-back",
     "tpm_limit": "--tpm",
     "budget_usd": "--budget-usd",
     "budget_period": "--budget-period",
@@ -884,7 +887,71 @@ async def cmd_users_alerts(args: argparse.Namespace, settings: Settings) -> None
     _out(found)
 
 
+async def cmd_partitions_list(args: argparse.Namespace, settings: Settings) -> None:
+    from storage.usage import partitions
+
+    async with _storage(settings) as st:
+        found = await partitions.list_partitions(st.engine)
+    _out({"partitions": [p.to_dict() for p in found], "total": partitions.summarise(found)})
+
+
+async def cmd_partitions_ensure(args: argparse.Namespace, settings: Settings) -> None:
+    from storage.types import utcnow
+    from storage.usage import partitions
+
+    ahead = settings.usage_partition_months_ahead if args.months_ahead is None else args.months_ahead
+    async with _storage(settings) as st:
+        report = await partitions.ensure_partitions(st.engine, utcnow(), ahead, months_back=args.months_back)
+    _out(report.to_dict())
+
+
+async def cmd_partitions_detach_old(args: argparse.Namespace, settings: Settings) -> None:
+    from storage.types import utcnow
+    from storage.usage import partitions
+
+    months = settings.usage_retention_months if args.retention_months is None else args.retention_months
+    async with _storage(settings) as st:
+        report = await partitions.detach_old_partitions(
+            st.engine, utcnow(), months, drop=args.drop or settings.usage_retention_drop
+        )
+    _out(report.to_dict())
+
+
+def _add_partition_commands(commands: Any) -> None:
+    parts = commands.add_parser(
+        "partitions", help="usage_logs' monthly partitions (PostgreSQL; the usage.partitions job runs these)"
+    ).add_subparsers(dest="action", required=True)
+    plist = parts.add_parser("list", help="every partition (attached or detached): month, rows, bytes")
+    plist.set_defaults(run=cmd_partitions_list)
+    ensure = parts.add_parser(
+        "ensure", help="create this month's and the next months' partitions; move rows out of the default"
+    )
+    ensure.add_argument(
+        "--months-ahead",
+        type=_int,
+        help="months beyond this one (default SYNAPGATE_USAGE_PARTITION_MONTHS_AHEAD)",
+    )
+    ensure.add_argument(
+        "--months-back",
+        type=_int,
+        default=0,
+        help="also the months before this one (before importing history)",
+    )
+    ensure.set_defaults(run=cmd_partitions_ensure)
+    detach = parts.add_parser(
+        "detach-old", help="detach the months past the retention (rollups and the ledger keep their totals)"
+    )
+    detach.add_argument(
+        "--retention-months",
+        type=_int,
+        help="months kept before this one (default SYNAPGATE_USAGE_RETENTION_MONTHS)",
+    )
+    detach.add_argument("--drop", action="store_true", help="drop the detached partitions")
+    detach.set_defaults(run=cmd_partitions_detach_old)
+
+
 def _add_jobs_and_alerts_commands(commands: Any, users: Any) -> None:
+    _add_partition_commands(commands)
     worker = commands.add_parser(
         "worker",
         help="run the background jobs: procrastinate on PostgreSQL, in-process on SQLite (until Ctrl-C)",

@@ -177,3 +177,9 @@ class NotConfigured(DomainError):
 
 class SecretKeyMissing(NotConfigured):
     code = "secret_key_not_configured"
+
+
+class PartitioningUnsupported(NotConfigured):
+    """Monthly partitions of usage_logs exist on PostgreSQL only (the embedded SQLite keeps one table)."""
+
+    code = "partitioning_unsupported"

@@ -17,6 +17,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Column,
     ForeignKey,
     Index,
     Integer,
@@ -845,3 +846,22 @@ class ModelRecommendation(Base):
     savings_nano: Mapped[int] = mapped_column(BigInteger)
     savings_pct: Mapped[Decimal] = mapped_column(ExactDecimal(7, 2))
     evidence: Mapped[dict[str, Any]] = mapped_column(JSONType)
+
+
+# PostgreSQL only (migration 0015): every request id ever written to the partitioned usage_logs, filled by its
+# insert trigger — the request id's unique key there (a partitioned table's keys must hold created_at), and
+# kept when the retention detaches a month. Not in `Base.metadata`: SQLite has no such table (its
+# usage_logs.request_id is UNIQUE itself).
+usage_request_ids = Table(
+    "usage_request_ids",
+    MetaData(),
+    Column("request_id", String(64), primary_key=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+
+def recorded_request_ids(dialect: str) -> Column[str]:
+    """The column listing every recorded request id: the gate on PostgreSQL, usage_logs itself on SQLite."""
+    if dialect == "postgresql":
+        return usage_request_ids.c.request_id
+    return table_of(UsageLog).c.request_id

@@ -28,6 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from config import Settings
 from storage.db import create_engine
 from storage.insights.service import run_anomalies, run_churn, run_recommendations
+from storage.types import utcnow
+from storage.usage.partitions import maintain_partitions
 from storage.webhooks.alerts import emit_key_expirations
 from storage.webhooks.service import deliver_due
 
@@ -120,7 +122,18 @@ async def announce_expired_keys(resources: JobResources) -> None:
     await emit_key_expirations(resources.engine)
 
 
+async def maintain_usage_partitions(resources: JobResources) -> None:
+    """usage_logs' monthly partitions: the months ahead made, the months past the retention detached
+    (PostgreSQL; the embedded SQLite keeps one table, so nothing to do there)."""
+    if resources.engine.dialect.name != "postgresql":
+        return
+    report = await maintain_partitions(resources.engine, resources.settings, utcnow())
+    if report.ensured.created or report.ensured.blocked or (report.retired and report.retired.detached):
+        log.info("usage_logs partitions maintained", extra={"report": report.to_dict()})
+
+
 KEY_EXPIRY_SECONDS = 60
+PARTITION_SECONDS = 86400
 
 
 def default_registry(settings: Settings) -> JobRegistry:
@@ -130,6 +143,7 @@ def default_registry(settings: Settings) -> JobRegistry:
     registry.add(PeriodicJob("insights.daily", 86400, insights_daily))
     registry.add(PeriodicJob("insights.hourly", 3600, insights_hourly))
     registry.add(PeriodicJob("keys.expired", KEY_EXPIRY_SECONDS, announce_expired_keys))
+    registry.add(PeriodicJob("usage.partitions", PARTITION_SECONDS, maintain_usage_partitions))
     return registry
 
 

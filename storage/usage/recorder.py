@@ -33,7 +33,15 @@ from pricing.cost import Usage
 from storage.billing.ledger.base import CreditLedger, HotMove, Reservation
 from storage.billing.ledger.entries import account_state, move_accounts
 from storage.dialect import built_once, dialect_insert
-from storage.models import BillingEvent, Conversation, ConversationLlm, Message, UsageLog, table_of
+from storage.models import (
+    BillingEvent,
+    Conversation,
+    ConversationLlm,
+    Message,
+    UsageLog,
+    recorded_request_ids,
+    table_of,
+)
 from storage.outage import is_outage
 from storage.types import utcnow
 from storage.usage.rollups import UsageFacts, apply_facts, latency_bucket
@@ -520,10 +528,11 @@ async def _write_statements(
 
 
 async def _recorded_already(conn: AsyncConnection, request_ids: Sequence[str]) -> set[str]:
-    """The request ids among these that already have their usage_logs row (replays)."""
-    rows = await conn.execute(
-        select(usage_logs.c.request_id).where(usage_logs.c.request_id.in_(list(request_ids)))
-    )
+    """The request ids among these that already have their usage_logs row (replays). On PostgreSQL the
+    request-id gate (migration 0015) answers: one index, not one per monthly partition, and it still knows the
+    requests of months the retention detached."""
+    recorded = recorded_request_ids(conn.dialect.name)
+    rows = await conn.execute(select(recorded).where(recorded.in_(list(request_ids))))
     return {row[0] for row in rows}
 
 
