@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import redirect_stderr, redirect_stdout
@@ -20,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from pricing.cost import Usage
+from pricing.cost import Usage, reservation_nano
+from pricing.tokens import count_prompt_tokens
+from storage.catalog.repository import load_catalog
 from storage.types import utcnow
 from storage.usage.recorder import CompletionRecord
 
@@ -217,3 +220,21 @@ def completion_record(user_id: uuid.UUID, charged: int, **fields: Any) -> Comple
         created_at=utcnow(),
     )
     return replace(rec, **fields)
+
+
+def wait_for_fresh_window(margin: float = 12.0) -> None:
+    """Start a minute-window test early enough in the minute that it cannot straddle two windows."""
+    into = time.time() % 60
+    if into > 60 - margin:
+        time.sleep(60 - into + 0.2)
+
+
+async def worst_case_nano(
+    gw: Gateway, messages: list[dict[str, str]], max_tokens: int, model: str = "gpt-4o-mini"
+) -> int:
+    """What the gateway reserves for a request: its prompt counted, `max_tokens` out, at catalog prices."""
+    async with gw.engine.connect() as conn:
+        entry = (await load_catalog(conn)).get(model)
+    assert entry is not None
+    prompt, _ = count_prompt_tokens(entry.upstream_model, messages)
+    return reservation_nano(entry, prompt, max_tokens)

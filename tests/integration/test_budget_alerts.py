@@ -45,7 +45,7 @@ from storage.webhooks.payloads import BudgetThreshold, slack_text, to_data
 from storage.webhooks.service import WebhookScope, create_endpoint, deliver_due
 from tests.environment import free_port
 from tests.integration.conftest import Gateway, GatewayThread
-from tests.integration.helpers import ADMIN, api, completion_record, db_id, error_of
+from tests.integration.helpers import ADMIN, api, completion_record, db_id, error_of, wait_for_fresh_window
 
 pytestmark = pytest.mark.integration
 
@@ -123,13 +123,6 @@ async def chat(
             headers={"Authorization": f"Bearer {key}"},
             json={"model": "gpt-4o-mini", "messages": messages, "max_tokens": max_tokens},
         )
-
-
-def wait_for_fresh_window(margin: float = 12.0) -> None:
-    """Start a minute-window test early enough in the minute that it cannot straddle two windows."""
-    into = time.time() % 60
-    if into > 60 - margin:
-        time.sleep(60 - into + 0.2)
 
 
 def usd(nano: int) -> str:

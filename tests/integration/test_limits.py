@@ -5,7 +5,6 @@ sharing PostgreSQL and Redis."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,7 +22,7 @@ from storage.billing.ledger.entries import post_entry
 from storage.billing.ledger.limits import LimitExceeded, LimitRequest, ScopeLimits, period_bounds
 from storage.catalog.repository import load_catalog
 from tests.integration.conftest import Gateway, GatewayThread
-from tests.integration.helpers import ADMIN, api, error_of
+from tests.integration.helpers import ADMIN, api, error_of, wait_for_fresh_window, worst_case_nano
 
 MESSAGES = [{"role": "user", "content": "limits"}]
 MAX_TOKENS = 50
@@ -32,21 +31,6 @@ MAX_TOKENS = 50
 @pytest.fixture
 def gateway_settings_overrides() -> dict[str, Any]:
     return {"admin_key": ADMIN}
-
-
-def wait_for_fresh_window(margin: float = 12.0) -> None:
-    """Start a minute-window test early enough in the minute that it cannot straddle two windows."""
-    into = time.time() % 60
-    if into > 60 - margin:
-        time.sleep(60 - into + 0.2)
-
-
-async def worst_case(gw: Gateway) -> int:
-    async with gw.engine.connect() as conn:
-        model = (await load_catalog(conn)).get("gpt-4o-mini")
-    assert model is not None
-    prompt, _ = count_prompt_tokens(model.upstream_model, MESSAGES)
-    return reservation_nano(model, prompt, MAX_TOKENS)
 
 
 async def new_key(gw: Gateway, user_id: uuid.UUID, workspace_id: str | None = None, **limits: Any) -> str:
@@ -115,7 +99,7 @@ async def test_tpm_limit_refuses_the_worst_case_then_settles_to_actual(gateway: 
 
 
 async def test_budget_holds_under_60_concurrent_requests(gateway: Gateway) -> None:
-    worst = await worst_case(gateway)
+    worst = await worst_case_nano(gateway, MESSAGES, MAX_TOKENS)
     budget = worst * 10 + worst // 2
     user_id, _ = await gateway.seed_user("5")
     key = await new_key(gateway, user_id, budget_usd=format_usd(budget), budget_period="month")
@@ -146,7 +130,7 @@ async def test_budget_holds_under_60_concurrent_requests(gateway: Gateway) -> No
 
 
 async def test_workspace_budget_holds_across_its_users_keys(gateway: Gateway) -> None:
-    worst = await worst_case(gateway)
+    worst = await worst_case_nano(gateway, MESSAGES, MAX_TOKENS)
     first_user, _ = await gateway.seed_user("5")
     second_user, _ = await gateway.seed_user("5")
     async with gateway.engine.begin() as conn:

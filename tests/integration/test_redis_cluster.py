@@ -32,9 +32,7 @@ from redis.exceptions import MovedError
 
 from config import Settings
 from gateway.dashboard.sessions import RedisSessionStore
-from pricing.cost import reservation_nano
 from pricing.money import format_usd
-from pricing.tokens import count_prompt_tokens
 from storage.accounts import service
 from storage.billing.ledger.base import HotMove, InsufficientCredit
 from storage.billing.ledger.entries import post_entry
@@ -42,9 +40,8 @@ from storage.billing.ledger.factory import redis_for
 from storage.billing.ledger.limits import LimitExceeded, LimitRequest, ScopeLimits, period_tag
 from storage.billing.ledger.redis import RedisLedger
 from storage.billing.reconcile import reconcile
-from storage.catalog.repository import load_catalog
 from tests.integration.conftest import Gateway
-from tests.integration.helpers import ADMIN, api, error_of
+from tests.integration.helpers import ADMIN, api, error_of, wait_for_fresh_window, worst_case_nano
 
 MESSAGES = [{"role": "user", "content": "cluster"}]
 MAX_TOKENS = 50
@@ -261,14 +258,6 @@ async def settle(gw: Gateway, reservation: Any, cost: int, tokens: int | None = 
     )
 
 
-async def worst_case(gw: Gateway) -> int:
-    async with gw.engine.connect() as conn:
-        model = (await load_catalog(conn)).get("gpt-4o-mini")
-    assert model is not None
-    prompt, _ = count_prompt_tokens(model.upstream_model, MESSAGES)
-    return reservation_nano(model, prompt, MAX_TOKENS)
-
-
 async def new_key(
     gw: Gateway, user_id: uuid.UUID, workspace_id: str | None = None, **limits: Any
 ) -> tuple[str, str]:
@@ -288,13 +277,6 @@ async def chat(gw: Gateway, key: str) -> httpx.Response:
         headers={"Authorization": f"Bearer {key}"},
         json={"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": MAX_TOKENS},
     )
-
-
-def wait_for_fresh_window(margin: float = 5.0) -> None:
-    """Start a minute-window test early enough in the minute that it cannot straddle two windows."""
-    into = time.time() % 60
-    if into > 60 - margin:
-        time.sleep(60 - into + 0.2)
 
 
 def test_settings_select_a_cluster_explicitly() -> None:
@@ -344,7 +326,7 @@ async def test_a_keys_rpm_limit_admits_exactly_n_on_its_users_slot(
 async def test_a_workspace_budget_holds_across_users_on_different_nodes(
     gateway: Gateway, ledger: RedisLedger, local_cluster: LocalCluster
 ) -> None:
-    worst = await worst_case(gateway)
+    worst = await worst_case_nano(gateway, MESSAGES, MAX_TOKENS)
     (first, _), (second, _) = await users_on_distinct_nodes(gateway, local_cluster, 2)
     async with gateway.engine.begin() as conn:
         team = await service.create_workspace(conn, "team", first, [second])
