@@ -171,12 +171,16 @@ async def test_exactness_over_a_mixed_run(gateway: Gateway) -> None:
 
 
 async def test_concurrent_requests_cannot_overspend(gateway: Gateway) -> None:
-    """50 parallel requests, credit for 10 worst cases: the rest get 402, nothing goes negative."""
+    """50 parallel requests, credit for 10 worst cases: the rest get 402, nothing goes negative.
+
+    The upstream holds each answer 2 s, so all 50 are admitted or refused before the first settles (a settled
+    request frees the part of its reservation it did not use, enough for one more: with 0.4 s, a slow machine
+    admitting the 50 one by one on SQLite let an 11th in — correctly, but not what this test counts)."""
     from pricing.cost import reservation_nano
     from pricing.tokens import count_prompt_tokens
     from storage.catalog.repository import load_catalog
 
-    messages = user_says("race [mock latency_ms=400]")
+    messages = user_says("race [mock latency_ms=2000]")
     async with gateway.engine.connect() as conn:
         model = (await load_catalog(conn)).get("gpt-4o-mini")
     assert model is not None
