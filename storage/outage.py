@@ -72,6 +72,12 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
+# uvloop's error for a write on a transport the peer has closed (redis-py sends its connect-time command on a
+# socket the server killed right after accepting it: seen as a 500 under `CLIENT KILL` in the fault suite).
+# redis-py turns OSErrors there into ConnectionError, but not this RuntimeError.
+CLOSED_TRANSPORT = "the handler is closed"
+
+
 def is_outage(exc: BaseException) -> bool:
     """True when `exc` means a backing service is unreachable (not a bug, not a refused statement)."""
     for link in _chain(exc):
@@ -80,6 +86,8 @@ def is_outage(exc: BaseException) -> bool:
         if isinstance(link, _OUTAGE_TYPES):
             return True
         if isinstance(link, OSError) and link.errno in _NETWORK_ERRNOS:
+            return True
+        if type(link) is RuntimeError and str(link).endswith(CLOSED_TRANSPORT):
             return True
     return False
 

@@ -18,7 +18,10 @@ from typing import Any
 import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError
+
+from storage.outage import CLOSED_TRANSPORT
 
 
 class HiredisPackedConnection(Connection):
@@ -35,6 +38,17 @@ class HiredisPackedConnection(Connection):
             return [hiredis.pack_command(args)]
         except TypeError as exc:  # a type redis cannot take (None, a dict): redis-py's error
             raise DataError(str(exc)) from exc
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        # uvloop raises RuntimeError for a write on a transport the server has closed (e.g. the connect-time
+        # command on a socket `CLIENT KILL` just cut); redis-py wraps only OSError, so the ledger would take
+        # it for a bug. It is a lost connection: redis-py has disconnected already; say so in its own terms.
+        try:
+            await super().send_packed_command(command, check_health)
+        except RuntimeError as exc:
+            if not str(exc).endswith(CLOSED_TRANSPORT):
+                raise
+            raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
 
 
 def redis_from_url(url: str) -> Redis:

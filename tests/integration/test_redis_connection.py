@@ -4,6 +4,7 @@ server answering commands, scripts and pipelines through it."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -59,3 +60,25 @@ async def test_a_real_server_answers_through_it(redis_url: str) -> None:
         assert conn is HiredisPackedConnection
     finally:
         await client.aclose()
+
+
+def test_a_write_on_a_connection_the_server_closed_is_a_redis_connection_error(redis_url: str) -> None:
+    """uvloop's RuntimeError on a closed transport becomes redis-py's ConnectionError (an outage to the ledger
+    and the API), as an OSError there would: produced for real under uvloop, the gateway's event loop."""
+    uvloop = pytest.importorskip("uvloop")
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    async def write_on_a_closed_connection() -> None:
+        client = redis_from_url(redis_url)
+        try:
+            conn = await client.connection_pool.get_connection()
+            conn._writer.transport.close()  # the server's kill, as the client's transport sees it
+            await asyncio.sleep(0)
+            with pytest.raises(RedisConnectionError):
+                await conn.send_packed_command(conn.pack_command("PING"), check_health=False)
+            await client.connection_pool.release(conn)
+            assert await client.ping()  # the pool connects again
+        finally:
+            await client.aclose()
+
+    uvloop.run(write_on_a_closed_connection())

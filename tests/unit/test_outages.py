@@ -61,6 +61,7 @@ def test_unreachable_services_are_outages(exc: BaseException) -> None:
     "exc",
     [
         ValueError("a bug"),
+        RuntimeError("a bug"),
         KeyError("user_id"),
         FileNotFoundError(2, "no such file"),
         redis_errors.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"),
@@ -71,6 +72,30 @@ def test_unreachable_services_are_outages(exc: BaseException) -> None:
 )
 def test_bugs_and_refused_statements_are_not_outages(exc: BaseException) -> None:
     assert not is_outage(exc)
+
+
+def test_a_write_on_a_transport_the_server_closed_is_an_outage() -> None:
+    """uvloop raises RuntimeError (not an OSError, which redis-py would wrap) when redis-py writes its
+    connect-time command on a socket the server has just killed: produced here for real, on a closed
+    transport."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def closed_write() -> BaseException:
+        server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.transport.close()
+        await asyncio.sleep(0)
+        try:
+            writer.writelines([b"PING\r\n"])
+        except RuntimeError as exc:
+            return exc
+        finally:
+            server.close()
+        raise AssertionError("uvloop accepted a write on a closed transport")
+
+    exc = uvloop.run(closed_write())
+    assert is_outage(exc), exc
 
 
 async def test_the_watch_logs_one_line_per_state_change_and_probes_until_up(
