@@ -34,26 +34,47 @@ def fixtures_dir() -> Path:
     return FIXTURES
 
 
-# Rough cost of a test by where it lives, to hand the longest modules to the workers first (xdist takes the
-# modules in collection order; a long module started last would run alone at the end).
-_COST = {"tests/faults/": 50.0, "tests/browser/": 5.0, "tests/unit/insights/": 2.0, "tests/integration/": 1.0}
+# What a module takes (seconds, measured on the 2-core machine with `--junitxml`, rounded), to hand the
+# longest to the workers first: xdist takes the modules in collection order (`--no-loadscope-reorder` in
+# pyproject keeps it from re-sorting them by test count), and a long module started last would run alone at
+# the end. Modules not listed count 0.05 s a test. The crash module goes first of all: most of it is a wait
+# for a dead instance's lease to run out, which the other workers fill.
+_MODULE_SECONDS = {
+    "tests/faults/test_crash.py": 1000.0,
+    "tests/browser/test_dashboard_accounts.py": 45.0,
+    "tests/browser/test_dashboard.py": 36.0,
+    "tests/faults/test_spool.py": 35.0,
+    "tests/faults/test_outages.py": 27.0,
+    "tests/integration/test_redis_cluster.py": 25.0,
+    "tests/integration/test_budget_alerts.py": 25.0,
+    "tests/integration/test_insights.py": 22.0,
+    "tests/integration/test_chat_proxy.py": 18.0,
+    "tests/integration/test_spool.py": 17.0,
+    "tests/integration/test_hooks_http.py": 16.0,
+    "tests/integration/test_limits.py": 15.0,
+    "tests/faults/test_two_gateways.py": 14.0,
+    "tests/browser/test_dashboard_recommendations.py": 14.0,
+    "tests/integration/test_errors.py": 13.0,
+    "tests/integration/test_promised_guarantees.py": 13.0,
+    "tests/integration/test_partitions.py": 12.0,
+    "tests/integration/test_analytics.py": 11.0,
+}
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Longest modules first (after pytest-randomly has shuffled: the order inside a module stays random)."""
-    modules: dict[str, float] = {}
+    counts: dict[str, int] = {}
     for item in items:
         path = _scope(item.nodeid)
-        cost = next((c for prefix, c in _COST.items() if path.startswith(prefix)), 0.1)
-        modules[path] = modules.get(path, 0.0) + cost
-    items.sort(key=lambda item: -modules[_scope(item.nodeid)])
+        counts[path] = counts.get(path, 0) + 1
+    cost = {path: _MODULE_SECONDS.get(path, 0.05 * n) for path, n in counts.items()}
+    items.sort(key=lambda item: -cost[_scope(item.nodeid)])
 
 
 def _scope(nodeid: str) -> str:
-    """What runs whole on one worker: a module, or the whole fault suite."""
-    path = nodeid.split("::", 1)[0]
-    return "tests/faults/" if path.startswith("tests/faults/") else path
+    """What runs whole on one worker: a module (its module-scoped databases, browser, fault stack)."""
+    return nodeid.split("::", 1)[0]
 
 
 # The session's migrated templates, one definition for every directory (integration and browser tests both
@@ -85,8 +106,8 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """Under xdist each module runs whole on one worker (module-scoped databases, browsers, local fakes), and
-    the fault suite as one unit (its throwaway PostgreSQL and Redis listen on fixed private ports)."""
+    """Under xdist each module runs whole on one worker (module-scoped databases, browsers, local fakes, fault
+    stacks; a worker's throwaway servers take its own slice of the fault suite's private ports)."""
     from xdist.scheduler import LoadScopeScheduling
 
     class ModuleScheduling(LoadScopeScheduling):  # type: ignore[misc]

@@ -39,10 +39,25 @@ PG_VERSION = "15"
 # Below Linux's ephemeral range (32768–60999 by default): a port the kernel hands to an outgoing connection
 # between our check and a server's bind — or between a gateway's stop and its restart — failed a run once
 # (57002, when these ranges sat inside it).
-PG_PORTS = range(24432, 24440)
-REDIS_PORTS = range(26379, 26390)
-GATEWAY_PORTS = range(27000, 27099)
-MOCK_PORT = 27099
+# Each fault module may run on its own xdist worker, beside the others: a worker takes only its own slice of
+# each range (`worker_slice`), so two workers never race to bind one port, nor name two clusters alike.
+MAX_WORKERS = 8
+
+
+def worker_slice(ports: range) -> range:
+    """This test process's part of `ports`: the whole range without xdist, else one of MAX_WORKERS slices."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+    if index >= MAX_WORKERS:
+        raise RuntimeError(f"the fault suite has port slices for {MAX_WORKERS} workers, not {index + 1}")
+    size = len(ports) // MAX_WORKERS
+    return range(ports.start + index * size, ports.start + (index + 1) * size)
+
+
+PG_PORTS = worker_slice(range(24400, 24480))
+REDIS_PORTS = worker_slice(range(26300, 26460))
+GATEWAY_PORTS = worker_slice(range(27000, 27800))
+MOCK_PORT = 27800 + int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
 
 NANO = Decimal(10) ** 9
 # Bounds of every load a test may drive, whatever it asks for.

@@ -1,12 +1,13 @@
 """kill -9 of a gateway with requests in flight, then a restart: the ledger stays exact; the reservations the
-dead instance held are freed within 60 s: they were held under its lease (30 s), which it no longer renews."""
+dead instance held are freed within two leases (60 s at the default 30 s lease; the test runs a 6 s lease):
+they were held under its lease, which it no longer renews."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
-from tests.faults.conftest import Crash, _off_loop, probe
+from tests.faults.conftest import FREED_WITHIN, LEASE_SECONDS, Crash, _off_loop, probe
 from tests.faults.harness import (
     ledger_problems,
     statuses,
@@ -21,17 +22,17 @@ def test_kill9_and_restart_the_ledger_stays_exact(crash: Crash) -> None:
     # (The Redis copy is judged after the dead instance's lease has run out: see the next test.)
 
 
-def test_reservations_of_a_killed_instance_are_freed_within_60_s(crash: Crash) -> None:
+def test_reservations_of_a_killed_instance_are_freed_within_two_leases(crash: Crash) -> None:
     assert crash.first_probe.status in (200, 402), crash.first_probe.describe()
     answer = crash.freed.result()  # probed every second from the crash on, in the background
     assert answer is not None, "no probe was answered"
-    assert answer.ok, f"still refused 60 s after the crash: {answer.describe()}"
-    assert answer.started <= crash.killed_at + 60
+    assert answer.ok, f"still refused {FREED_WITHIN} s after the crash: {answer.describe()}"
+    assert answer.started <= crash.killed_at + FREED_WITHIN
     # A debit the dead instance committed but never moved into Redis is healed when its reservation's lease
     # runs out (the expired reservation drops the snapshot; the next use reloads it from the ledger): by now
     # the Redis copy agrees with the ledger without `--fix`.
-    while time.monotonic() < crash.killed_at + 35:  # the lease (30 s) has certainly run out
-        time.sleep(1)
+    while time.monotonic() < crash.killed_at + LEASE_SECONDS + 5:  # the lease has certainly run out
+        time.sleep(0.5)
     probe(crash.gateway, crash.key)  # normal traffic: the next use of the account
     report = _off_loop(asyncio.run, crash.stack.reconcile_here())
     assert report["mismatches"] == [], report
