@@ -1,20 +1,18 @@
 """Browser fixtures: the real gateway (uvicorn thread) with seeded traffic, driven by Debian's Chromium.
 
 Playwright for Python drives `/usr/bin/chromium` (never `playwright install`: no downloads). Each module
-gets one gateway on PostgreSQL with sessions in Redis (the production setup) — and a test marked
-`@BOTH_BACKENDS` runs on the embedded default too (SQLite, sessions in the database). The pages call the
-same service functions as the admin API, whose figures the integration suite checks on both backends; so
-in the browser the embedded default needs only a walk over every page, not every test again. Each gateway is
-seeded through the public APIs: two users with keys and credit, 60+ chat calls through the mock upstream
-(some failing), and feedback on a message. Every page a test opens collects console errors and page
-errors; a test fails if any appeared.
+gets one gateway on PostgreSQL with sessions in Redis (the production setup). What a browser adds (htmx,
+forms, console errors, layout) does not depend on the database; the pages' SQL on the embedded default
+(SQLite, sessions in the database) is walked in process by tests/integration/test_dashboard_pages.py.
+Each gateway is seeded through the public APIs: two users with keys and credit, 60+ chat calls through the
+mock upstream (some failing), and feedback on a message. Every page a test opens collects console errors
+and page errors; a test fails if any appeared.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -54,7 +52,6 @@ class Site:
     """A running gateway with known data: who can sign in, and what they did."""
 
     url: str
-    backend: str
     admin_key: str
     user_a: uuid.UUID
     key_a: str
@@ -91,7 +88,7 @@ def _seed(url: str) -> Site:
             assert added.status_code in (200, 201), added.text
             people.append((uuid.UUID(user["id"]), key["key"]))
         (user_a, key_a), (user_b, key_b) = people
-        site = Site(url, "", ADMIN_KEY, user_a, key_a, user_b, key_b)
+        site = Site(url, ADMIN_KEY, user_a, key_a, user_b, key_b)
         plan = [("gpt-4o-mini", key_a)] * 40 + [("claude-3-haiku", key_a)] * 14 + [("gpt-4o", key_b)] * 6
         for i, (model, key) in enumerate(plan):
             prompt = f"Question {i}: what is {i} squared? [mock completion_tokens={5 + i % 7}]"
@@ -129,34 +126,18 @@ def mock_provider() -> Iterator[MockServerThread]:
     server.stop()
 
 
-# On the embedded default too: `@BOTH_BACKENDS` on a test (it overrides the fixture's one parameter).
-BOTH_BACKENDS = pytest.mark.parametrize("site", ["sqlite", "postgres+redis"], indirect=True)
-
-
-@pytest.fixture(scope="module", params=["postgres+redis"])
-def site(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, mock_provider: MockServerThread
-) -> Iterator[Site]:
-    """A gateway on the embedded default (sessions in SQLite) or on PostgreSQL with Redis (sessions there),
-    on a copy of the session's migrated template database."""
-    backend = str(request.param)
-    pg_name = None
-    if backend == "sqlite":
-        path = tmp_path_factory.mktemp("browser") / "synapgate.db"
-        shutil.copy(request.getfixturevalue("sqlite_template"), path)
-        database_url, redis_url = f"sqlite+aiosqlite:///{path}", None
-    else:
-        pg_name = f"sg_browser_{uuid.uuid4().hex[:10]}"
-        template = request.getfixturevalue("pg_template")
-        off_loop(asyncio.run, _pg_admin(f'CREATE DATABASE "{pg_name}" TEMPLATE "{template}"'))
-        database_url = f"postgresql+asyncpg://postgres@{PG_HOST}:5432/{pg_name}"
-        redis_url = REDIS_URL
-        client = redis_sync.Redis.from_url(REDIS_URL)
-        client.flushdb()
-        client.close()
+@pytest.fixture(scope="module")
+def site(mock_provider: MockServerThread, pg_template: str) -> Iterator[Site]:
+    """A gateway on PostgreSQL with Redis (sessions there), on a copy of the session's migrated template."""
+    pg_name = f"sg_browser_{uuid.uuid4().hex[:10]}"
+    off_loop(asyncio.run, _pg_admin(f'CREATE DATABASE "{pg_name}" TEMPLATE "{pg_template}"'))
+    database_url = f"postgresql+asyncpg://postgres@{PG_HOST}:5432/{pg_name}"
+    client = redis_sync.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    client.close()
     settings = make_settings(
         database_url,
-        redis_url,
+        REDIS_URL,
         mock_provider.url,
         admin_key=ADMIN_KEY,
         store_message_content=True,
@@ -166,15 +147,11 @@ def site(
     server.start()
     try:
         site = _seed(server.url)
-        site.backend = backend
         site.database_url = database_url
         yield site
     finally:
         server.stop()
-        if pg_name is not None:
-            off_loop(asyncio.run, _pg_admin(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)'))
-        elif database_url.startswith("sqlite"):
-            shutil.rmtree(Path(database_url.removeprefix("sqlite+aiosqlite:///")).parent, ignore_errors=True)
+        off_loop(asyncio.run, _pg_admin(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from insights.anomaly import Anomaly
 from storage.db import create_engine
 from storage.insights import repository as insights_repository
 from storage.insights.service import ChurnRun, run_churn
-from tests.browser.conftest import BOTH_BACKENDS, Site, sign_in
+from tests.browser.conftest import Site, sign_in
 from tests.integration.conftest import off_loop
 
 
@@ -33,7 +33,6 @@ def _conversation_href(page: Any, site: Site, request_id: str) -> str:
     return str(href)
 
 
-@BOTH_BACKENDS
 def test_admin_visits_every_page(site: Site, new_page: Any) -> None:
     page = new_page()
     sign_in(page, site, site.admin_key, "/dashboard/users")
@@ -79,7 +78,6 @@ def test_admin_visits_every_page(site: Site, new_page: Any) -> None:
     assert page.get_by_text("clear answer").is_visible()
 
 
-@BOTH_BACKENDS
 def test_user_pages_are_their_own(site: Site, new_page: Any, console: Any) -> None:
     console.expected_statuses.add(404)
     page = new_page()

@@ -6,28 +6,14 @@ platform's) and for a user key (its own); a user with nothing to recommend sees 
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import datetime
 from typing import Any
 
 from storage.db import create_engine
-from storage.insights import repository
 from storage.insights.service import RecommendationsRun, run_recommendations
-from tests.browser.conftest import BOTH_BACKENDS, Site, sign_in
+from tests.browser.conftest import Site, sign_in
 from tests.browser.recommendation_traffic import PLANTS, plant_cheaper_equal_models
 from tests.integration.conftest import off_loop
-
-
-def _stored(site: Site) -> bool:
-    async def check() -> bool:
-        engine = create_engine(site.database_url, pool_size=1)
-        try:
-            async with engine.connect() as conn:
-                return await repository.stored_recommendations(conn) is not None
-        finally:
-            await engine.dispose()
-
-    return bool(off_loop(asyncio.run, check()))
 
 
 def _run_job(site: Site) -> RecommendationsRun:
@@ -48,21 +34,13 @@ def _value(row: Any, name: str) -> str:
     return str(row.locator(f"[data-metric='{name}']").get_attribute("data-value"))
 
 
-@BOTH_BACKENDS  # the embedded default runs insights.daily in process at start: checked on it too
 def test_recommendations_equal_the_api(site: Site, new_page: Any) -> None:
     page = new_page()
     sign_in(page, site, site.admin_key, "/dashboard/insights")
     panel = page.locator("#recommendations")
-    if site.backend == "sqlite":  # its in-process insights.daily ran at start, on traffic with no tags
-        deadline = time.monotonic() + 30
-        while not _stored(site):
-            assert time.monotonic() < deadline, "the in-process insights.daily did not run"
-            time.sleep(0.1)
-        page.reload()
-        assert "Nothing to recommend" in panel.locator(".empty").inner_text()
-    else:  # the worker has not run: not computed, said so
-        assert "Not computed yet" in panel.locator(".empty").inner_text()
-        assert site.api("/analytics/recommendations", source="snapshot")["computed_at"] is None
+    # the worker has not run (the embedded default runs it in process: test_dashboard_pages.py)
+    assert "Not computed yet" in panel.locator(".empty").inner_text()
+    assert site.api("/analytics/recommendations", source="snapshot")["computed_at"] is None
     assert panel.locator("tbody tr").count() == 0
 
     off_loop(asyncio.run, plant_cheaper_equal_models(site.database_url, site.user_a))

@@ -335,19 +335,17 @@ async def test_churn_prediction_per_user_and_by_risk(gateway: Gateway) -> None:
     assert (await api(gateway, "GET", "/analytics/churn-prediction", key=idle_key)).json()["total"] == 0
 
 
-@pytest.mark.parametrize("database", ["sqlite_database", "pg_database"])
-async def test_cli_simulates_a_history_and_runs_the_jobs(
-    database: str, request: pytest.FixtureRequest
-) -> None:
+async def test_cli_simulates_a_history_and_runs_the_jobs(request: pytest.FixtureRequest) -> None:
     """`synapgate insights simulate` writes users, usage through the recorder, task tags, feedback and planted
-    spikes; after `insights run` the insights API shows the anomalies and the planted recommendation."""
+    spikes; after `insights run` the insights API shows the anomalies and the planted recommendation. On the
+    embedded default, where a newcomer tries it first (the jobs on PostgreSQL: the tests above)."""
     from litestar.testing import AsyncTestClient
 
     from gateway.app import create_app
     from tests.integration.conftest import make_settings
     from tests.integration.helpers import cli
 
-    url = request.getfixturevalue(database)
+    url = request.getfixturevalue("sqlite_database")
     short = await asyncio.to_thread(cli, url, "insights", "simulate", "--days", "20")
     assert short.code == 1 and short.err.startswith("synapgate: error: --days: "), short.err
     many = await asyncio.to_thread(cli, url, "insights", "simulate", "--spikes", "21")
