@@ -56,7 +56,7 @@ async def env(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[tuple[AsyncEngine, Any]]:
     path = request.param
-    url = request.getfixturevalue("sqlite_database" if path.endswith("sqlite") else "pg_database")
+    url = request.getfixturevalue("sqlite_database" if path.endswith("sqlite") else "pg_reset_database")
     engine = create_engine(url, pool_size=5)
     redis = None if path.endswith("sqlite") else Redis.from_url(request.getfixturevalue("redis_url"))
     ledger: Any = build_ledger(Settings(database_url=url, reservation_ttl_seconds=600), engine, redis)
@@ -359,10 +359,10 @@ async def test_a_budgeted_debit_moves_its_budget_in_the_recording_transaction(
     assert (await reconcile(engine, ledger)).mismatches == []
 
 
-async def test_one_trip_sends_one_statement(pg_database: str, redis_url: str) -> None:
-    engine = create_engine(pg_database, pool_size=2)
+async def test_one_trip_sends_one_statement(pg_reset_database: str, redis_url: str) -> None:
+    engine = create_engine(pg_reset_database, pool_size=2)
     redis = Redis.from_url(redis_url)
-    ledger: Any = build_ledger(Settings(database_url=pg_database), engine, redis)
+    ledger: Any = build_ledger(Settings(database_url=pg_reset_database), engine, redis)
     sent: list[str] = []
 
     def log_queries(_dbapi_connection: Any, pool_entry: Any) -> None:

@@ -104,8 +104,8 @@ async def _never() -> None:
 
 
 @pytest.fixture
-async def env(pg_database: str, redis_url: str, tmp_path: Path) -> AsyncIterator[Env]:
-    engine = create_engine(pg_database, pool_size=5)
+async def env(pg_reset_database: str, redis_url: str, tmp_path: Path) -> AsyncIterator[Env]:
+    engine = create_engine(pg_reset_database, pool_size=5)
     redis = Redis.from_url(redis_url)
     ledger = RedisLedger(redis, engine, 600)
     inner = GroupCommitRecorder(engine, ledger)
