@@ -29,7 +29,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(params=["postgresql", "sqlite"])
 async def setup(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Any, uuid.UUID, uuid.UUID]]:
-    url = str(request.getfixturevalue("pg_reset_database" if request.param == "postgresql" else "sqlite_database"))
+    url = str(
+        request.getfixturevalue("pg_reset_database" if request.param == "postgresql" else "sqlite_database")
+    )
     engine = create_engine(url, pool_size=2)
     ledger: Any = build_ledger(Settings(database_url=url), engine, None)
     users = []
