@@ -382,6 +382,9 @@ def gateway_env(database_url: str, redis_url: str | None, mock_url: str, **setti
             "SYNAPGATE_KEY_CACHE_SECONDS": "0.5",
             "SYNAPGATE_UPSTREAM_RETRY_BACKOFF_SECONDS": "0.01",
             "SYNAPGATE_CIRCUIT_FAILURE_THRESHOLD": "1000",
+            # Automatic tags load scikit-learn and classify each first exchange: ~2 s of CPU per gateway
+            # process, a fifth of the whole suite's; no fault scenario is about them (tests/integration is).
+            "SYNAPGATE_AUTO_TAGS": "false",
         }
     )
     if redis_url:
