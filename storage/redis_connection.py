@@ -7,8 +7,9 @@ limits of two scopes), so the packing grew with the limits. `hiredis.pack_comman
 (~1,800 an argument): an EVALSHA with 4 keys and 3 arguments went from 405,701 to 337,543 instructions a
 call, one with 14 keys and 17 arguments from 615,215 to 391,227. redis-py's synchronous client packs with
 hiredis the same way; this is that packer for the asyncio one. Where the URL names another connection class
-(`rediss://` TLS, `unix://` sockets) that class is used, as before; a cluster client (SYNAPGATE_REDIS_CLUSTER)
-keeps redis-py's packer, its constructor taking no connection class.
+(`rediss://` TLS, `unix://` sockets) that class is used, as before. A cluster client (SYNAPGATE_REDIS_CLUSTER)
+gets the same class too (`redis_cluster_from_url`: its constructor fixes redis-py's own, so the class is set
+on the connection settings its nodes are made from), except over TLS.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import hiredis
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError
@@ -54,3 +55,18 @@ class HiredisPackedConnection(Connection):
 def redis_from_url(url: str) -> Redis:
     """A client for `url` whose connections pack with hiredis."""
     return Redis.from_url(url, connection_class=HiredisPackedConnection)
+
+
+def redis_cluster_from_url(url: str) -> RedisCluster:
+    """A cluster client for `url` whose connections are the gateway's (hiredis packing, and uvloop's closed
+    transport raised as redis-py's ConnectionError — what the ledger takes for an outage).
+
+    RedisCluster's constructor sets redis-py's Connection in the settings every node is made from, the startup
+    nodes already made; its nodes connect lazily, so setting the class there and on those nodes before the
+    first command gives every connection of the client this class. Over TLS redis-py's SSL class stays."""
+    client = RedisCluster.from_url(url)
+    if client.connection_kwargs.get("connection_class") is Connection:
+        client.connection_kwargs["connection_class"] = HiredisPackedConnection
+        for node in client.nodes_manager.startup_nodes.values():
+            node.connection_class = HiredisPackedConnection
+    return client

@@ -285,6 +285,39 @@ def test_settings_select_a_cluster_explicitly() -> None:
     assert not isinstance(redis_for(Settings(redis_url="redis://127.0.0.1:28200")), RedisCluster)
 
 
+def test_every_node_connection_is_the_gateways_and_a_closed_transport_is_an_outage(
+    local_cluster: LocalCluster,
+) -> None:
+    """The cluster client's connections to all three nodes are the gateway's class (hiredis packing), so
+    uvloop's RuntimeError for a write on a transport a node closed reaches the ledger as redis-py's
+    ConnectionError — an outage it heals from — not as a bug answered 500. Produced for real under uvloop."""
+    uvloop = pytest.importorskip("uvloop")
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from storage.redis_connection import HiredisPackedConnection
+
+    async def scenario() -> None:
+        client = redis_for(Settings(redis_url=local_cluster.url, redis_cluster=True))
+        assert isinstance(client, RedisCluster)
+        try:
+            for i in range(30):  # keys on every node's slots
+                await client.set(f"sg:probe:{i}", i)
+            nodes = client.get_nodes()
+            assert len(nodes) == 3
+            connections = [c for node in nodes for c in node._connections]
+            assert connections and all(type(c) is HiredisPackedConnection for c in connections)
+            conn = next(c for c in connections if c.is_connected)
+            conn._writer.transport.close()  # the node's kill, as the client's transport sees it
+            await asyncio.sleep(0)
+            with pytest.raises(RedisConnectionError):
+                await conn.send_packed_command(conn.pack_command("PING"), check_health=False)
+            assert await client.get("sg:probe:0") == b"0"  # the client connects again
+        finally:
+            await client.aclose()
+
+    uvloop.run(scenario())
+
+
 async def test_credit_is_exact_for_users_on_three_nodes(
     gateway: Gateway, ledger: RedisLedger, local_cluster: LocalCluster
 ) -> None:

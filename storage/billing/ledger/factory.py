@@ -9,7 +9,7 @@ from config import Settings
 from storage.billing.ledger.base import CreditLedger
 from storage.billing.ledger.redis import RedisClient, RedisLedger
 from storage.billing.ledger.sql import SqlLedger
-from storage.redis_connection import redis_from_url
+from storage.redis_connection import redis_cluster_from_url, redis_from_url
 
 
 def build_ledger(settings: Settings, engine: AsyncEngine, redis: RedisClient | None) -> CreditLedger:
@@ -28,7 +28,7 @@ def redis_for(settings: Settings) -> RedisClient | None:
     if not settings.redis_url:
         return None
     if settings.redis_cluster:
-        return RedisCluster.from_url(settings.redis_url)  # redis-py's packer: it takes no connection class
+        return redis_cluster_from_url(settings.redis_url)
     return redis_from_url(settings.redis_url)
 
 
