@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -260,6 +261,7 @@ async def _storage(settings: Settings) -> AsyncIterator[Storage]:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
+    from gateway.chat.tagger_process import TaggerProcess
     from migrations.runner import upgrade
 
     workers = args.workers or settings.workers
@@ -267,17 +269,26 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
         if workers > 1:
             raise CliError("SQLite serves one worker; use PostgreSQL (SYNAPGATE_DATABASE_URL) for more")
         upgrade(settings.database_url)  # the embedded default needs no separate set-up step
-    uvicorn.run(
-        "gateway.app:create_app",
-        factory=True,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        workers=workers,
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        access_log=False,
-    )
+    tagger = None
+    if not settings.tagger_socket:  # one tagger process for all the workers (they spawn: they inherit env)
+        tagger = TaggerProcess()
+        tagger.ensure_started()
+        os.environ["SYNAPGATE_TAGGER_SOCKET"] = tagger.socket_path
+    try:
+        uvicorn.run(
+            "gateway.app:create_app",
+            factory=True,
+            host=args.host or settings.host,
+            port=args.port or settings.port,
+            workers=workers,
+            loop="uvloop",
+            http="httptools",
+            log_level="warning",
+            access_log=False,
+        )
+    finally:
+        if tagger is not None:
+            tagger.stop()
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:

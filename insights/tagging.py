@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
+from insights.labels import TagPrediction
 from insights.textmodel import DATA_DIR, LabelledText, TextClassifier, load_jsonl
 
 DEFAULT_TAXONOMY: tuple[str, ...] = (
@@ -36,14 +36,6 @@ DEFAULT_TAXONOMY: tuple[str, ...] = (
 # threshold aims a little higher there to leave room for sampling noise.
 TARGET_VALIDATION_ACCURACY = 0.88
 MAX_CHARS = 4000  # long conversations: the opening turns say what the conversation is about
-
-
-@dataclass(frozen=True, slots=True)
-class TagPrediction:
-    """One tag with the model's confidence in it (0…1)."""
-
-    tag: str
-    confidence: float
 
 
 class Tagger(Protocol):

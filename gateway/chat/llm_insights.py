@@ -31,8 +31,7 @@ from storage.insights.platform import platform_principal
 
 if TYPE_CHECKING:  # the insight models load scikit-learn: imported where used
     from gateway.chat.service import ChatService
-    from insights.sentiment import Sentiment
-    from insights.tagging import TagPrediction
+    from insights.labels import Sentiment, TagPrediction
 
 log = logging.getLogger("synapgate.insights")
 
