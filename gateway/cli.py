@@ -261,7 +261,7 @@ async def _storage(settings: Settings) -> AsyncIterator[Storage]:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
-    from gateway.chat.tagger_process import TaggerProcess
+    from gateway.tagger_process import TaggerProcess
     from migrations.runner import upgrade
 
     workers = args.workers or settings.workers

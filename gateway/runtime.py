@@ -19,11 +19,11 @@ from gateway.auth import KeyAuthenticator
 from gateway.catalog_cache import CatalogCache
 from gateway.chat import ChatService
 from gateway.chat.llm_insights import LlmInsights
-from gateway.chat.tagger_process import TaggerClient, TaggerProcess
 from gateway.chat.tagging import auto_tag_queue
 from gateway.credentials import CredentialResolver
 from gateway.providers.registry import build_adapters
 from gateway.proxy import UpstreamClient
+from gateway.tagger_process import TaggerClient, TaggerProcess
 from storage.accounts.credentials import cipher_for
 from storage.billing.ledger.base import CreditLedger
 from storage.billing.ledger.factory import build_ledger, ping_redis, redis_for
@@ -61,7 +61,7 @@ class Runtime:
     database_health: OutageWatch = field(init=False)
     redis_health: OutageWatch | None = field(init=False, default=None)
     jobs: JobsHandle | None = field(init=False, default=None)  # the in-process job runner, when it runs here
-    # The offline tagging and sentiment models, in a process of their own (gateway/chat/tagger_process.py):
+    # The offline tagging and sentiment models, in a process of their own (gateway/tagger_process.py):
     # `synapgate serve`'s, or one this app starts on first use (`tagger_process`) when none was given.
     tagger: TaggerClient = field(init=False)
     tagger_process: TaggerProcess | None = field(init=False, default=None)

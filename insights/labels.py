@@ -1,7 +1,7 @@
 """What the insight models answer, without their libraries: the serving side passes these around.
 
 The models themselves (`tagging`, `sentiment`) import NumPy and scikit-learn and run in the tagger process
-(gateway/chat/tagger_process.py) or in a CLI/job process; a request-serving worker imports only this.
+(gateway/tagger_process.py) or in a CLI/job process; a request-serving worker imports only this.
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
 
 After a recorded first exchange the chat service offers (conversation id, the user's text) here — a
 `put_nowait`, nothing more. One task per process (per engine) takes them in turn and asks the gateway's
-tagger process (`tagger_process.py`: the scikit-learn models live there, loaded once per gateway, never in a
-request-serving worker) for the confident tags, which it writes (storage/insights/service.py). The text
-lives only in memory — this queue's, then the tagger process's: it is never stored, so this works with
-`SYNAPGATE_STORE_MESSAGE_CONTENT=false`. A full queue drops the offer (counted): tagging never slows a
+tagger process (gateway/tagger_process.py: the scikit-learn models live there, loaded once per gateway,
+never in a request-serving worker) for the confident tags, which it writes (storage/insights/service.py).
+The text lives only in memory — this queue's, then the tagger process's: it is never stored, so this works
+with `SYNAPGATE_STORE_MESSAGE_CONTENT=false`. A full queue drops the offer (counted): tagging never slows a
 request. When the tagger process does not answer (it is restarted when it dies), the conversation is skipped
 (counted, one log line per outage).
 
@@ -37,7 +37,7 @@ from storage.insights.service import is_first_exchange, user_texts, write_auto_t
 from storage.outage import is_outage
 
 if TYPE_CHECKING:
-    from gateway.chat.tagger_process import TaggerClient
+    from gateway.tagger_process import TaggerClient
     from insights.labels import Sentiment, TagPrediction
 
 log = logging.getLogger("synapgate.insights")

@@ -9,7 +9,7 @@ answer:
     {"op": "sentiment", "comment": "…"}  → {"label": "positive|neutral|negative", "score": s}
 
 The text crosses the socket and lives in the two processes' memory only: nothing here stores it. The child
-(`python -m gateway.chat.tagger_process --socket PATH`) binds its socket at once and loads its models in
+(`python -m gateway.tagger_process --socket PATH`) binds its socket at once and loads its models in
 its one compute thread, so early requests wait for them rather than fail; it exits when its parent does.
 `TaggerProcess` starts it and starts it again when it dies (`synapgate serve` does so before its workers
 start and hands them the socket through `SYNAPGATE_TAGGER_SOCKET`; an app started any other way starts its
@@ -88,7 +88,8 @@ class TaggerClient:
         try:
             return [TagPrediction(str(name), float(confidence)) for name, confidence in found["tags"]]
         except (KeyError, TypeError, ValueError):
-            return self._failed("an unreadable answer")
+            self._failed("an unreadable answer")
+            return None
 
     async def sentiment(self, comment: str, within: float = ANSWER_TIMEOUT) -> Sentiment | None:
         """The offline sentiment of a feedback comment; None: no answer (within `within` seconds)."""
@@ -98,7 +99,8 @@ class TaggerClient:
         label = next((lab for lab in LABELS if lab == found.get("label")), None)
         score = found.get("score")
         if label is None or not isinstance(score, int | float):
-            return self._failed("an unreadable answer")
+            self._failed("an unreadable answer")
+            return None
         return Sentiment(label, float(score))
 
     async def sentiment_now(self, comment: str) -> Sentiment | None:
@@ -108,29 +110,45 @@ class TaggerClient:
     async def _ask(self, request: dict[str, Any], within: float = ANSWER_TIMEOUT) -> dict[str, Any] | None:
         if self.owner is not None:
             self.owner.ensure_started()
-        writer: asyncio.StreamWriter | None = None
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_unix_connection(self.socket_path, limit=MAX_FRAME), CONNECT_TIMEOUT
-            )
+            reader, writer = await self._connect(min(CONNECT_TIMEOUT, within))
+        except (OSError, TimeoutError) as exc:
+            self._failed(type(exc).__name__)
+            return None
+        try:
             writer.write(encode_frame(request))
             await writer.drain()
             found = await asyncio.wait_for(read_frame(reader), within)
         except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
-            return self._failed(type(exc).__name__)
+            self._failed(type(exc).__name__)
+            return None
         finally:
-            if writer is not None:
-                writer.close()
-                with contextlib.suppress(Exception):
-                    await writer.wait_closed()
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
         if "error" in found:
-            return self._failed(str(found["error"])[:200])
+            self._failed(str(found["error"])[:200])
+            return None
         if self._down:
             self._down = False
             log.info("tagger process answering again")
         return found
 
-    def _failed(self, reason: str) -> None:
+    async def _connect(self, within: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection to the process, waiting up to `within` seconds for it to listen (it may be starting,
+        or restarting after a death)."""
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                return await asyncio.wait_for(
+                    asyncio.open_unix_connection(self.socket_path, limit=MAX_FRAME), within
+                )
+            except (FileNotFoundError, ConnectionRefusedError):
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(0.1)
+
+    def _failed(self, reason: str) -> None:  # callers then return None: no answer
         self.failures += 1
         if not self._down:
             self._down = True
@@ -169,7 +187,15 @@ class TaggerProcess:
 
     def _spawn(self) -> None:
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "gateway.chat.tagger_process", "--socket", self.socket_path],
+            [
+                sys.executable,
+                "-m",
+                "gateway.tagger_process",
+                "--socket",
+                self.socket_path,
+                "--parent",
+                str(os.getpid()),
+            ],
             stdin=subprocess.DEVNULL,
             env=self.env,
         )
@@ -272,15 +298,17 @@ async def serve(socket_path: str, parent: int) -> None:
         # No event says that the parent died (even killed): its pid changes to a reaper's; then this goes too.
         while os.getppid() == parent:  # noqa: ASYNC110
             await asyncio.sleep(1.0)
+    os._exit(0)  # at once: not after the compute thread's current job (a model load takes seconds)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m gateway.chat.tagger_process")
+    parser = argparse.ArgumentParser(prog="python -m gateway.tagger_process")
     parser.add_argument("--socket", required=True, help="the Unix socket to listen on")
+    parser.add_argument("--parent", type=int, default=None, help="exit when this process is gone")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.socket, os.getppid()))
+        asyncio.run(serve(args.socket, args.parent or os.getppid()))
 
 
 if __name__ == "__main__":
