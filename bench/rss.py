@@ -2,7 +2,7 @@
 """The memory of a request-serving worker (issue 15: "RSS per worker ≤ 150 MB"), measured on the real gateway.
 
     .venv/bin/python bench/rss.py [--requests 300] [--workers 1] [--models gpt-4o-mini,gpt-4-turbo]
-        [--source CHECKOUT] [--redis-db 7] [--db-prefix sgrss_] [--ports 28400-28499]
+        [--soak-seconds 300] [--source CHECKOUT] [--redis-db 7] [--db-prefix sgrss_] [--ports 28400-28499]
 
 What it does (every process it starts is stopped at the end, its database dropped):
   1. starts the mock upstream, creates a fresh PostgreSQL database (migrated) with a user, credit and a key,
@@ -13,7 +13,9 @@ What it does (every process it starts is stopped at the end, its database droppe
   3. waits until the automatic tags stop changing, and prints, for every process of the gateway's tree, its
      VmRSS and VmHWM (peak) at start and after the traffic, whether scikit-learn, SciPy or NumPy is mapped in
      it (/proc/<pid>/maps), and the tags and sentiments written;
-  4. prints the RSS by import in a fresh interpreter (the app; each tiktoken encoding; the offline models).
+  4. with `--soak-seconds N`: N seconds of constant load (8 at a time, each request a new conversation), the
+     serving workers' RSS sampled every tenth of it;
+  5. prints the RSS by import in a fresh interpreter (the app; each tiktoken encoding; the offline models).
 
 `--source` measures another checkout (e.g. `git archive main | tar -x -C /tmp/main`) with this venv.
 Only 127.0.0.1 is ever targeted.
@@ -144,6 +146,44 @@ async def drive(url: str, key: str, n: int, models: list[str], run_id: str) -> t
     return errors, messages, firsts
 
 
+async def soak(url: str, key: str, seconds: float, models: list[str], pids: list[int]) -> list[str]:
+    """Constant load (8 at a time, every request a new conversation, so tagging keeps working) for `seconds`;
+    the serving workers' RSS every tenth of it."""
+    import httpx
+
+    samples: list[str] = []
+    stop = time.monotonic() + seconds
+    sent = errors = 0
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+
+        async def loop(worker: int) -> None:
+            nonlocal sent, errors
+            while time.monotonic() < stop:
+                text = f"{TASKS[sent % len(TASKS)]} (soak {worker}-{sent}) [mock completion_tokens=8]"
+                sent += 1
+                r = await client.post(
+                    "/v1/chat/completions",
+                    headers={"Authorization": f"Bearer {key}"},
+                    json={
+                        "model": models[sent % len(models)],
+                        "messages": [{"role": "user", "content": text}],
+                    },
+                )
+                errors += r.status_code != 200
+
+        async def sample() -> None:
+            for i in range(11):
+                rss = " / ".join(f"{status(p).get('VmRSS', 0):.1f}" for p in pids)
+                samples.append(
+                    f"  t={i * seconds / 10:6.0f} s  sent {sent:6d}  errors {errors}  RSS MB {rss}"
+                )
+                if i < 10:
+                    await asyncio.sleep(seconds / 10)
+
+        await asyncio.gather(sample(), *(loop(w) for w in range(8)))
+    return samples
+
+
 async def rate(url: str, key: str, messages: list[str]) -> list[tuple[int, str | None]]:
     import httpx
 
@@ -224,6 +264,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ports", default="28400-28499", metavar="LO-HI")
     p.add_argument("--gateway-env", action="append", default=[], metavar="NAME=VALUE")
     p.add_argument("--no-breakdown", action="store_true", help="skip the by-import breakdown")
+    p.add_argument("--soak-seconds", type=float, default=0, help="then constant load this long, RSS sampled")
     return p.parse_args(argv)
 
 
@@ -316,6 +357,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{[r[1] for r in ratings]} ({with_sentiment} stored with a sentiment)"
         )
         print_tree("after the traffic and the tagging:", describe(gw, port))
+        if args.soak_seconds > 0:
+            workers = [r["pid"] for r in describe(gw, port) if r["role"] == "serving worker"]
+            print(f"\nsoak: {args.soak_seconds:.0f} s of constant load, serving workers {workers}:")
+            print("\n".join(asyncio.run(soak(url, key, args.soak_seconds, models, workers))))
+            print_tree("after the soak:", describe(gw, port))
         log_tail = [
             ln for ln in (logs / "gateway.log").read_text(errors="replace").splitlines() if ln.strip()
         ]
