@@ -9,6 +9,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+# The tags the offline tagger knows (and the tagger model is asked to choose from).
+DEFAULT_TAXONOMY: tuple[str, ...] = (
+    "coding",
+    "writing",
+    "translation",
+    "data_analysis",
+    "math",
+    "summarization",
+    "customer_support",
+    "education",
+    "business",
+    "creative",
+    "health",
+    "legal",
+    "general",
+)
+
 SentimentLabel = Literal["positive", "neutral", "negative"]
 LABELS: tuple[SentimentLabel, ...] = ("positive", "neutral", "negative")
 

@@ -14,24 +14,9 @@ from typing import Protocol
 
 import numpy as np
 
-from insights.labels import TagPrediction
+from insights.labels import DEFAULT_TAXONOMY, TagPrediction
 from insights.textmodel import DATA_DIR, LabelledText, TextClassifier, load_jsonl
 
-DEFAULT_TAXONOMY: tuple[str, ...] = (
-    "coding",
-    "writing",
-    "translation",
-    "data_analysis",
-    "math",
-    "summarization",
-    "customer_support",
-    "education",
-    "business",
-    "creative",
-    "health",
-    "legal",
-    "general",
-)
 # The target is 85 % top-1 over tagged conversations; the validation set has 130 examples, so the
 # threshold aims a little higher there to leave room for sampling noise.
 TARGET_VALIDATION_ACCURACY = 0.88

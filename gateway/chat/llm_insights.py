@@ -104,8 +104,8 @@ class LlmInsights:
 
     async def tag(self, texts: Sequence[str]) -> list[TagPrediction] | None:
         """The model's confident tags from the default taxonomy, or None (then the offline tagger decides)."""
+        from insights.labels import DEFAULT_TAXONOMY
         from insights.llm_prompts import build_tagging_messages, parse_tagging_reply
-        from insights.tagging import DEFAULT_TAXONOMY
 
         asked = await self._ask(build_tagging_messages(texts, DEFAULT_TAXONOMY), "tags")
         if asked is None:

@@ -94,3 +94,27 @@ def test_the_process_exits_with_its_parent() -> None:
         pytest.fail("the tagger process outlived its parent")
     finally_dir = os.path.dirname(socket_path)
     shutil.rmtree(finally_dir, ignore_errors=True)  # its private folder: the killed parent left it
+
+
+def test_the_serving_side_imports_no_model_library() -> None:
+    """Everything a serving worker loads — the app, the chat path, the tagger-model path and its prompts, the
+    tagger client — leaves scikit-learn, SciPy and NumPy unimported (a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gateway.app, gateway.chat.llm_insights, gateway.tagger_process\n"
+        "from insights.labels import DEFAULT_TAXONOMY\n"
+        "from insights.llm_prompts import build_tagging_messages, parse_tagging_reply\n"
+        "build_tagging_messages(['write a poem'], DEFAULT_TAXONOMY)\n"
+        "import asyncio\n"
+        "from gateway.chat.llm_insights import LlmInsights\n"
+        "model = LlmInsights.__new__(LlmInsights)\n"
+        "async def no_answer(*args): return None\n"
+        "model._ask = no_answer\n"
+        "assert asyncio.run(model.tag(['write a poem'])) is None  # its imports ran\n"
+        "print(sorted(m for m in ('sklearn', 'scipy', 'numpy') if m in sys.modules))\n"
+    )
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.strip() == "[]"
