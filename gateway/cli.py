@@ -262,12 +262,13 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
     from gateway.tagger_process import TaggerProcess
-    from migrations.runner import upgrade
 
     workers = args.workers or settings.workers
     if settings.is_sqlite:
         if workers > 1:
             raise CliError("SQLite serves one worker; use PostgreSQL (SYNAPGATE_DATABASE_URL) for more")
+        from migrations.runner import upgrade  # only here: Alembic is ~8 MB of a one-worker server's memory
+
         upgrade(settings.database_url)  # the embedded default needs no separate set-up step
     tagger = None
     if not settings.tagger_socket:  # one tagger process for all the workers (they spawn: they inherit env)
