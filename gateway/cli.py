@@ -274,7 +274,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     if not settings.tagger_socket:  # one tagger process for all the workers (they spawn: they inherit env)
         tagger = TaggerProcess()
         tagger.ensure_started()
-        os.environ["SYNAPGATE_TAGGER_SOCKET"] = tagger.socket_path
+        os.environ["SYNAPGATE_TAGGER_SOCKET"] = tagger.socket_path  # this process's own app reads it too
     try:
         uvicorn.run(
             "gateway.app:create_app",
@@ -289,6 +289,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
         )
     finally:
         if tagger is not None:
+            os.environ.pop("SYNAPGATE_TAGGER_SOCKET", None)
             tagger.stop()
 
 

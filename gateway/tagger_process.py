@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -307,8 +308,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parent", type=int, default=None, help="exit when this process is gone")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.socket, args.parent or os.getppid()))
+    # A Ctrl-C in the terminal reaches the whole process group: the gateway stops this process itself (or
+    # this process notices it is gone), so that the interrupt is not mistaken for a death to restart from.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    asyncio.run(serve(args.socket, args.parent or os.getppid()))
 
 
 if __name__ == "__main__":
