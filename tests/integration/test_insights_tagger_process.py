@@ -16,10 +16,12 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from gateway.tagger_process import TaggerClient
 from pricing.money import parse_usd
 from storage.accounts.keys import create_key
 from storage.accounts.users import create_user
@@ -27,7 +29,7 @@ from storage.billing.credits import add_credits
 from storage.billing.ledger.factory import build_ledger, redis_for
 from storage.db import create_engine
 from tests.environment import free_port
-from tests.integration.conftest import MockServerThread, make_settings
+from tests.integration.conftest import Gateway, MockServerThread, make_settings
 
 pytestmark = pytest.mark.integration
 
@@ -192,3 +194,41 @@ async def test_workers_stay_free_of_the_models_and_tagging_survives_a_killed_tag
         serving_after, taggers_after = served.processes()
         assert len(taggers_after) == 1 and taggers_after != taggers
         assert all(heavy_libraries(p) == set() for p in serving_after)
+
+
+@pytest.fixture
+def backend() -> str:
+    return "sqlite"  # the in-process gateway of the test below: the tagger process is the same on both
+
+
+async def test_a_comment_the_tagger_could_not_judge_is_saved_and_its_sentiment_filled_in_later(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _user, key = await gateway.seed_user("1")
+    sent = await gateway.openai(key).chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "Say hi [mock completion_tokens=2]"}]
+    )
+    message = sent.headers["x-synapgate-message-id"]
+
+    async def no_answer(self: TaggerClient, comment: str) -> None:  # the process restarting meanwhile
+        return None
+
+    monkeypatch.setattr(TaggerClient, "sentiment_now", no_answer)  # the request's ask only: not the later one
+    headers = {"Authorization": f"Bearer {key}"}
+    rated = await gateway.request(
+        "POST",
+        f"/api/v1/messages/{message}/feedback",
+        headers=headers,
+        json={"rating": "down", "comment": "Terrible answer, completely wrong and useless."},
+    )
+    assert rated.status_code == 201, rated.text  # the request does not fail for it
+    assert rated.json()["sentiment"] is None
+    listed: list[dict[str, Any]] = []
+    for _ in range(240):  # the background task asks again (the process starts and loads its models)
+        listed = (
+            await gateway.request("GET", f"/api/v1/messages/{message}/feedback", headers=headers)
+        ).json()["data"]
+        if listed and listed[0]["sentiment"] is not None:
+            break
+        await asyncio.sleep(0.5)
+    assert listed[0]["sentiment"] == "negative" and listed[0]["sentiment_score"] < 0
