@@ -24,7 +24,6 @@ from gateway.credentials import CredentialResolver
 from gateway.providers.registry import build_adapters
 from gateway.proxy import UpstreamClient
 from gateway.tagger_process import TaggerClient, TaggerProcess
-from storage.accounts.credentials import cipher_for
 from storage.billing.ledger.base import CreditLedger
 from storage.billing.ledger.factory import build_ledger, ping_redis, redis_for
 from storage.billing.ledger.redis import RedisClient, RedisLedger
@@ -78,14 +77,15 @@ class Runtime:
         self.upstream = UpstreamClient(
             s.upstream_connect_timeout, s.upstream_read_timeout, s.upstream_max_connections
         )
-        cipher = cipher_for(s.secret_key.get_secret_value()) if s.secret_key else None
         self.auth = KeyAuthenticator(
             self.engine,
             s.key_cache_seconds,
             database=self.database_health,
             outage_grace_seconds=s.key_outage_grace_seconds,
         )
-        self.credentials = CredentialResolver(s, self.engine, cipher)
+        secret = s.secret_key.get_secret_value() if s.secret_key else None
+        # its cipher is built on the first stored key it opens
+        self.credentials = CredentialResolver(s, self.engine, secret_key=secret)
         self.catalog = CatalogCache(self.engine)
         await self.catalog.refresh()
         self.recorder = GroupCommitRecorder(self.engine, self.ledger)
