@@ -110,7 +110,11 @@ class TaggerClient:
 
     async def _ask(self, request: dict[str, Any], within: float = ANSWER_TIMEOUT) -> dict[str, Any] | None:
         if self.owner is not None:
-            self.owner.ensure_started()
+            try:
+                self.owner.ensure_started()
+            except OSError as exc:  # cannot start a process (no memory, no pids): no answer, not a failure
+                self._failed(f"cannot start: {exc}")
+                return None
         try:
             reader, writer = await self._connect(min(CONNECT_TIMEOUT, within))
         except (OSError, TimeoutError) as exc:
@@ -222,7 +226,11 @@ class TaggerProcess:
             with self._lock:
                 if self._stopping:
                     return
-                self._spawn()
+                try:
+                    self._spawn()
+                except OSError as exc:  # tried again (the old process's wait returns at once), backing off
+                    log.error("tagger process could not be started", extra={"error": str(exc)})
+                    continue
                 self.restarts += 1
 
     def stop(self) -> None:

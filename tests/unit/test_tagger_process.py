@@ -118,3 +118,20 @@ def test_the_serving_side_imports_no_model_library() -> None:
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert found.returncode == 0, found.stderr
     assert found.stdout.strip() == "[]"
+
+
+async def test_a_process_that_cannot_be_started_is_no_answer_not_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    process = TaggerProcess()
+
+    def cannot_fork(self: TaggerProcess) -> None:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(TaggerProcess, "_spawn", cannot_fork)
+    client = TaggerClient(process.socket_path, owner=process)
+    try:
+        assert await client.sentiment("great", within=0.2) is None and client.failures == 1
+        assert process.popen is None
+    finally:
+        process.stop()
