@@ -43,7 +43,8 @@ log = logging.getLogger("synapgate.insights")
 
 _HEADER = struct.Struct(">I")
 MAX_FRAME = 16 * 1024 * 1024  # a request's texts; the models read the first few thousand characters anyway
-CONNECT_TIMEOUT = 5.0
+CONNECT_TIMEOUT = 5.0  # how long a client waits for the socket to accept (a process restarting after a death)
+STARTING_SECONDS = 30.0  # a process this young may still be starting: its client waits as long as its answer
 # How long an answer may take: the first one waits for the models to load (~2 s from their disk cache; a
 # cold cache trains them, seconds to tens of seconds on a busy machine).
 ANSWER_TIMEOUT = 60.0
@@ -116,7 +117,8 @@ class TaggerClient:
                 self._failed(f"cannot start: {exc}")
                 return None
         try:
-            reader, writer = await self._connect(min(CONNECT_TIMEOUT, within))
+            starting = self.owner is not None and self.owner.age() < STARTING_SECONDS  # on a busy machine
+            reader, writer = await self._connect(within if starting else min(CONNECT_TIMEOUT, within))
         except (OSError, TimeoutError) as exc:
             self._failed(type(exc).__name__)
             return None
@@ -176,6 +178,7 @@ class TaggerProcess:
         self.socket_path = os.path.join(self._dir, "tagger.sock")
         self.env = env
         self.restarts = 0
+        self.spawned_at = 0.0  # time.monotonic() of the latest start
         self.popen: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self._stopping = False
@@ -204,7 +207,12 @@ class TaggerProcess:
             stdin=subprocess.DEVNULL,
             env=self.env,
         )
+        self.spawned_at = time.monotonic()
         log.info("tagger process started", extra={"pid": self.popen.pid})
+
+    def age(self) -> float:
+        """Seconds since the process was (last) started; infinite before it ever was."""
+        return time.monotonic() - self.spawned_at if self.popen is not None else float("inf")
 
     def _watch(self) -> None:
         quick_deaths = 0
