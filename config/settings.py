@@ -313,6 +313,13 @@ class Settings(BaseSettings):
     auto_tag_queue_size: int = Field(
         default=1000, ge=1, le=100_000, description="Conversations waiting to be tagged; more are skipped."
     )
+    tagger_socket: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The Unix socket of the gateway's tagger process (the offline tagging and sentiment "
+        "models, kept out of the serving workers); `synapgate serve` starts the process and sets this for "
+        "its workers. Unset: an app starts its own on first use.",
+    )
     # Insights (issue 14): the LLM tagger and comment sentiment through the gateway's own metered path.
     tagger_model: str | None = Field(
         default=None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -260,24 +261,36 @@ async def _storage(settings: Settings) -> AsyncIterator[Storage]:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
-    from migrations.runner import upgrade
+    from gateway.tagger_process import TaggerProcess
 
     workers = args.workers or settings.workers
     if settings.is_sqlite:
         if workers > 1:
             raise CliError("SQLite serves one worker; use PostgreSQL (SYNAPGATE_DATABASE_URL) for more")
+        from migrations.runner import upgrade  # only here: Alembic is ~8 MB of a one-worker server's memory
+
         upgrade(settings.database_url)  # the embedded default needs no separate set-up step
-    uvicorn.run(
-        "gateway.app:create_app",
-        factory=True,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        workers=workers,
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        access_log=False,
-    )
+    tagger = None
+    if not settings.tagger_socket:  # one tagger process for all the workers (they spawn: they inherit env)
+        tagger = TaggerProcess()
+        tagger.ensure_started()
+        os.environ["SYNAPGATE_TAGGER_SOCKET"] = tagger.socket_path  # this process's own app reads it too
+    try:
+        uvicorn.run(
+            "gateway.app:create_app",
+            factory=True,
+            host=args.host or settings.host,
+            port=args.port or settings.port,
+            workers=workers,
+            loop="uvloop",
+            http="httptools",
+            log_level="warning",
+            access_log=False,
+        )
+    finally:
+        if tagger is not None:
+            os.environ.pop("SYNAPGATE_TAGGER_SOCKET", None)
+            tagger.stop()
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:

@@ -8,28 +8,46 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import TYPE_CHECKING
 
-from cryptography.fernet import Fernet
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config import Settings
 from gateway.errors import GatewayError
 from gateway.providers.base import Credential
-from storage.accounts.credentials import CredentialError, decrypt_credential, get_encrypted_credential
+from storage.accounts.credentials import (
+    CredentialError,
+    cipher_for,
+    decrypt_credential,
+    get_encrypted_credential,
+)
 from storage.outage import is_outage
+
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
 
 
 class CredentialResolver:
-    def __init__(self, settings: Settings, engine: AsyncEngine, cipher: Fernet | None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: AsyncEngine,
+        cipher: Fernet | None = None,
+        *,
+        secret_key: str | None = None,
+    ) -> None:
+        """`cipher`, or `secret_key` to build one on the first stored key met (so a worker whose users bring
+        no stored key never loads cryptography's Fernet, ~8 MB); neither: stored keys are not used."""
         self._settings = settings
         self._engine = engine
         self._cipher = cipher
+        self._secret_key = secret_key
         self._ttl = settings.key_cache_seconds
         # (user, provider) → (expiry, encrypted token or None): only ciphertext is held between requests.
         self._stored: dict[tuple[uuid.UUID, str], tuple[float, bytes | None]] = {}
 
     async def _stored_key(self, user_id: uuid.UUID, provider: str) -> str | None:
-        if self._cipher is None:
+        if self._cipher is None and self._secret_key is None:
             return None
         now = time.monotonic()
         hit = self._stored.get((user_id, provider))
@@ -52,8 +70,12 @@ class CredentialResolver:
         return self._decrypt(token, provider)
 
     def _decrypt(self, token: bytes | None, provider: str) -> str | None:
-        if token is None or self._cipher is None:
+        if token is None:
             return None
+        if self._cipher is None:
+            if self._secret_key is None:
+                return None
+            self._cipher = cipher_for(self._secret_key)
         try:
             return decrypt_credential(self._cipher, token, provider)  # decrypted per use, never kept
         except CredentialError as exc:

@@ -6,6 +6,7 @@ authenticator, the credential resolver, the catalog cache) — never through the
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ from gateway.chat.tagging import auto_tag_queue
 from gateway.credentials import CredentialResolver
 from gateway.providers.registry import build_adapters
 from gateway.proxy import UpstreamClient
-from storage.accounts.credentials import cipher_for
+from gateway.tagger_process import TaggerClient, TaggerProcess
 from storage.billing.ledger.base import CreditLedger
 from storage.billing.ledger.factory import build_ledger, ping_redis, redis_for
 from storage.billing.ledger.redis import RedisClient, RedisLedger
@@ -59,6 +60,10 @@ class Runtime:
     database_health: OutageWatch = field(init=False)
     redis_health: OutageWatch | None = field(init=False, default=None)
     jobs: JobsHandle | None = field(init=False, default=None)  # the in-process job runner, when it runs here
+    # The offline tagging and sentiment models, in a process of their own (gateway/tagger_process.py):
+    # `synapgate serve`'s, or one this app starts on first use (`tagger_process`) when none was given.
+    tagger: TaggerClient = field(init=False)
+    tagger_process: TaggerProcess | None = field(init=False, default=None)
 
     async def start(self) -> None:
         s = self.settings
@@ -72,14 +77,15 @@ class Runtime:
         self.upstream = UpstreamClient(
             s.upstream_connect_timeout, s.upstream_read_timeout, s.upstream_max_connections
         )
-        cipher = cipher_for(s.secret_key.get_secret_value()) if s.secret_key else None
         self.auth = KeyAuthenticator(
             self.engine,
             s.key_cache_seconds,
             database=self.database_health,
             outage_grace_seconds=s.key_outage_grace_seconds,
         )
-        self.credentials = CredentialResolver(s, self.engine, cipher)
+        secret = s.secret_key.get_secret_value() if s.secret_key else None
+        # its cipher is built on the first stored key it opens
+        self.credentials = CredentialResolver(s, self.engine, secret_key=secret)
         self.catalog = CatalogCache(self.engine)
         await self.catalog.refresh()
         self.recorder = GroupCommitRecorder(self.engine, self.ledger)
@@ -102,8 +108,15 @@ class Runtime:
             database=self.database_health,
             hot_ledger=self.redis_health,
         )
+        if s.tagger_socket:
+            self.tagger = TaggerClient(s.tagger_socket)
+        else:
+            self.tagger_process = TaggerProcess()
+            self.tagger = TaggerClient(self.tagger_process.socket_path, owner=self.tagger_process)
+        tag_queue = auto_tag_queue(self.engine, s.auto_tag_queue_size)
+        tag_queue.offline = self.tagger
         if s.tagger_model:  # tags and comment sentiment from that model, through self.chat (metered)
-            auto_tag_queue(self.engine, s.auto_tag_queue_size).llm = LlmInsights(s, self.chat)
+            tag_queue.llm = LlmInsights(s, self.chat)
         if s.is_sqlite or s.jobs_in_process:  # SQLite has no separate worker: its jobs always run here
             self.jobs = await start_jobs_in_process(s, self.engine)
         log.info("started", extra={"ledger": type(self.ledger).__name__, "sqlite": s.is_sqlite})
@@ -147,6 +160,8 @@ class Runtime:
         if self.spool is not None:  # after it: a queued record that meets an outage still has the spool
             await self.spool.stop()
         await auto_tag_queue(self.engine).close()  # the automatic-tagging task writes through the engine
+        if self.tagger_process is not None:
+            await asyncio.to_thread(self.tagger_process.stop)
         await self.database_health.close()
         if self.redis_health is not None:
             await self.redis_health.close()

@@ -31,8 +31,9 @@ from typing import TypeVar
 
 from insights.anomaly import detect_anomalies
 from insights.churn import UserHistory, churned_after, predict_churn, train_churn_model
+from insights.labels import LABELS
 from insights.recommend import cost_nano, recommend_models, savings_percent
-from insights.sentiment import LABELS, SentimentModel, load_sentiment_training_set
+from insights.sentiment import SentimentModel, load_sentiment_training_set
 from insights.simulate import SimConfig, SimulatedPlatform, simulate
 from insights.tagging import SklearnTagger, load_training_set, load_validation_set
 from insights.textmodel import DATA_DIR, LabelledText, load_jsonl

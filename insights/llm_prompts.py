@@ -12,8 +12,7 @@ import json
 import re
 from collections.abc import Sequence
 
-from insights.sentiment import LABELS, Sentiment, SentimentLabel
-from insights.tagging import TagPrediction
+from insights.labels import LABELS, Sentiment, SentimentLabel, TagPrediction
 
 MAX_TURN_CHARS = 1500
 MAX_TURNS = 6

@@ -22,9 +22,8 @@ import re
 import unicodedata
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from scipy import sparse
@@ -32,21 +31,12 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
+from insights.labels import LABELS, Sentiment
 from insights.textmodel import DATA_DIR, LabelledText, fitted_once, load_jsonl
 
-SentimentLabel = Literal["positive", "neutral", "negative"]
-LABELS: tuple[SentimentLabel, ...] = ("positive", "neutral", "negative")
 # Chosen by 5-fold cross-validation over the natural set (insights/data/README.md): 2–4 score alike.
 HAND_WRITTEN_WEIGHT = 3.0
 LEXICON_SCALE = 0.3  # the lexicon counts' weight against the unit-length TF-IDF blocks
-
-
-@dataclass(frozen=True, slots=True)
-class Sentiment:
-    """The label of a comment and its signed score (−1 very negative … 1 very positive)."""
-
-    label: SentimentLabel
-    score: float
 
 
 # -- text features (pure) ---------------------------------------------------------------------------------

@@ -10,40 +10,17 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
+from insights.labels import DEFAULT_TAXONOMY, TagPrediction
 from insights.textmodel import DATA_DIR, LabelledText, TextClassifier, load_jsonl
 
-DEFAULT_TAXONOMY: tuple[str, ...] = (
-    "coding",
-    "writing",
-    "translation",
-    "data_analysis",
-    "math",
-    "summarization",
-    "customer_support",
-    "education",
-    "business",
-    "creative",
-    "health",
-    "legal",
-    "general",
-)
 # The issue's target is 85 % top-1 over tagged conversations; the validation set has 130 examples, so the
 # threshold aims a little higher there to leave room for sampling noise.
 TARGET_VALIDATION_ACCURACY = 0.88
 MAX_CHARS = 4000  # long conversations: the opening turns say what the conversation is about
-
-
-@dataclass(frozen=True, slots=True)
-class TagPrediction:
-    """One tag with the model's confidence in it (0…1)."""
-
-    tag: str
-    confidence: float
 
 
 class Tagger(Protocol):

@@ -175,6 +175,13 @@ class NotConfigured(DomainError):
     code = "not_configured"
 
 
+class Unavailable(DomainError):
+    """A helper process the operation needs does not answer now (e.g. the tagger process restarting);
+    nothing was changed, and trying again later may work."""
+
+    code = "temporarily_unavailable"
+
+
 class SecretKeyMissing(NotConfigured):
     code = "secret_key_not_configured"
 

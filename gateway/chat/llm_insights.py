@@ -31,8 +31,7 @@ from storage.insights.platform import platform_principal
 
 if TYPE_CHECKING:  # the insight models load scikit-learn: imported where used
     from gateway.chat.service import ChatService
-    from insights.sentiment import Sentiment
-    from insights.tagging import TagPrediction
+    from insights.labels import Sentiment, TagPrediction
 
 log = logging.getLogger("synapgate.insights")
 
@@ -105,8 +104,8 @@ class LlmInsights:
 
     async def tag(self, texts: Sequence[str]) -> list[TagPrediction] | None:
         """The model's confident tags from the default taxonomy, or None (then the offline tagger decides)."""
+        from insights.labels import DEFAULT_TAXONOMY
         from insights.llm_prompts import build_tagging_messages, parse_tagging_reply
-        from insights.tagging import DEFAULT_TAXONOMY
 
         asked = await self._ask(build_tagging_messages(texts, DEFAULT_TAXONOMY), "tags")
         if asked is None:

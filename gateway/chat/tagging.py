@@ -1,16 +1,19 @@
 """Automatic tags on the live path, off the hot path: a bounded in-process queue and one background task.
 
 After a recorded first exchange the chat service offers (conversation id, the user's text) here — a
-`put_nowait`, nothing more. One task per process (per engine) takes them in turn and classifies the text in a
-thread (scikit-learn trains on first use, ~4 s), writing the confident tags (storage/insights/service.py).
-The text lives only in this queue's memory: it is never stored, so this works with
-`SYNAPGATE_STORE_MESSAGE_CONTENT=false`. A full queue drops the offer (counted): tagging never slows a
-request.
+`put_nowait`, nothing more. One task per process (per engine) takes them in turn and asks the gateway's
+tagger process (gateway/tagger_process.py: the scikit-learn models live there, loaded once per gateway,
+never in a request-serving worker) for the confident tags, which it writes (storage/insights/service.py).
+The text lives only in memory — this queue's, then the tagger process's: it is never stored, so this works
+with `SYNAPGATE_STORE_MESSAGE_CONTENT=false`. A full queue drops the offer (counted): tagging never slows a
+request. When the tagger process does not answer (it is restarted when it dies), the conversation is skipped
+(counted, one log line per outage).
 
-With `SYNAPGATE_TAGGER_MODEL` set, the task first asks that model through the gateway's own metered path
-(`llm_insights.py`) and falls back to the offline tagger when it cannot answer confidently; feedback comments
-are queued here too (their offline sentiment is saved with the feedback, then replaced by the model's). The
-platform's own requests (`Call.internal`) are never queued.
+A feedback comment is saved with its offline sentiment from the tagger process; when it could not answer,
+the comment is queued here and its sentiment filled in when it does. With `SYNAPGATE_TAGGER_MODEL` set, the
+task first asks that model through the gateway's own metered path (`llm_insights.py`) and falls back to the
+offline models when it cannot answer confidently; feedback comments are queued here too (their offline
+sentiment is then replaced by the model's). The platform's own requests (`Call.internal`) are never queued.
 """
 
 from __future__ import annotations
@@ -30,12 +33,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from config import Settings
 from gateway.chat.admit import Call
 from storage.insights.platform import set_feedback_sentiment
-from storage.insights.service import auto_tag_texts, is_first_exchange, user_texts, write_auto_tags
+from storage.insights.service import is_first_exchange, user_texts, write_auto_tags
 from storage.outage import is_outage
 
 if TYPE_CHECKING:
-    from insights.sentiment import Sentiment
-    from insights.tagging import TagPrediction
+    from gateway.tagger_process import TaggerClient
+    from insights.labels import Sentiment, TagPrediction
 
 log = logging.getLogger("synapgate.insights")
 
@@ -52,6 +55,7 @@ class TagJob:
 class SentimentJob:
     feedback_id: uuid.UUID
     comment: str
+    offline_missing: bool = False  # saved without its offline sentiment (the tagger process did not answer)
 
 
 class ModelInsights(Protocol):
@@ -71,7 +75,9 @@ class AutoTagQueue:
         self.dropped = 0
         self.tagged = 0
         self.repeated = 0
+        self.unanswered = 0  # jobs skipped because the tagger process did not answer
         self.llm: ModelInsights | None = None  # the tagger model, when SYNAPGATE_TAGGER_MODEL is set
+        self.offline: TaggerClient | None = None  # the tagger process (set by the app's runtime)
         # Conversations offered lately: the same opening exchange sent again (the same derived conversation
         # id: single-turn API calls repeat it all day) is not classified again — its tags would be the same.
         self._recent: OrderedDict[uuid.UUID, None] = OrderedDict()
@@ -103,7 +109,7 @@ class AutoTagQueue:
             job = await self.queue.get()
             try:
                 if isinstance(job, SentimentJob):
-                    await self._model_sentiment(job)
+                    await self._sentiment(job)
                 elif await self._tag(job):
                     self.tagged += 1
             except Exception as exc:  # one failed tagging must not stop the others
@@ -116,18 +122,25 @@ class AutoTagQueue:
 
     async def _tag(self, job: TagJob) -> bool:
         """The model's tags when it answers confidently, else the offline tagger's; True when written."""
-        if self.llm is not None:
-            predictions = await self.llm.tag(job.texts)
-            if predictions is not None:
-                async with self.engine.begin() as conn:
-                    return bool(await write_auto_tags(conn, job.conversation_id, predictions))
-        return bool(await auto_tag_texts(self.engine, job.conversation_id, job.texts))
+        predictions = await self.llm.tag(job.texts) if self.llm is not None else None
+        if predictions is None:
+            predictions = await self.offline.tag(job.texts) if self.offline is not None else None
+            if predictions is None:  # the tagger process did not answer (logged by its client)
+                self.unanswered += 1
+                return False
+        if not predictions:
+            return False
+        async with self.engine.begin() as conn:
+            return bool(await write_auto_tags(conn, job.conversation_id, predictions))
 
-    async def _model_sentiment(self, job: SentimentJob) -> None:
-        """Replace a comment's offline sentiment with the model's, when it answers confidently."""
-        if self.llm is None:
-            return
-        mood = await self.llm.sentiment(job.comment)
+    async def _sentiment(self, job: SentimentJob) -> None:
+        """Replace a comment's offline sentiment with the model's, when it answers confidently; or fill in
+        the offline one a feedback was saved without."""
+        mood = await self.llm.sentiment(job.comment) if self.llm is not None else None
+        if mood is None and job.offline_missing and self.offline is not None:
+            mood = await self.offline.sentiment(job.comment)
+            if mood is None:
+                self.unanswered += 1
         if mood is not None:
             async with self.engine.begin() as conn:
                 await set_feedback_sentiment(conn, job.feedback_id, mood.label, mood.score)
@@ -164,13 +177,22 @@ def offer_first_exchange(settings: Settings, engine: AsyncEngine, call: Call) ->
         auto_tag_queue(engine, settings.auto_tag_queue_size).offer(TagJob(call.conversation_id, tuple(texts)))
 
 
-def offer_feedback_sentiment(engine: AsyncEngine, feedback_id: uuid.UUID, comment: str | None) -> None:
-    """After a feedback is saved (with its offline sentiment): queue its comment for the tagger model, when
-    one is configured; otherwise nothing."""
+def offer_feedback_sentiment(
+    engine: AsyncEngine, feedback_id: uuid.UUID, comment: str | None, has_sentiment: bool = True
+) -> None:
+    """After a feedback is saved: queue its comment for the tagger model, when one is configured, or to fill
+    in the offline sentiment it was saved without (`has_sentiment` False); otherwise nothing."""
     queue = _QUEUES.get(engine)
-    if queue is None or queue.llm is None or not comment or not comment.strip():
+    if queue is None or not comment or not comment.strip():
         return
-    queue.offer(SentimentJob(feedback_id, comment))
+    if queue.llm is not None or not has_sentiment:
+        queue.offer(SentimentJob(feedback_id, comment, offline_missing=not has_sentiment))
+
+
+def offline_models(engine: AsyncEngine) -> TaggerClient | None:
+    """The tagger process of this engine's app (the offline tagging and sentiment models)."""
+    queue = _QUEUES.get(engine)
+    return queue.offline if queue is not None else None
 
 
 def model_insights(engine: AsyncEngine) -> ModelInsights | None:

@@ -11,15 +11,17 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.dialect import insert_for
 from storage.models import ProviderCredential, table_of
 from storage.types import utcnow
+
+if TYPE_CHECKING:  # cryptography's Fernet is ~8 MB per process: imported when a key is encrypted or opened
+    from cryptography.fernet import Fernet
 
 credentials = table_of(ProviderCredential)
 
@@ -30,6 +32,8 @@ class CredentialError(Exception):
 
 def cipher_for(secret_key: str) -> Fernet:
     """The cipher for a secret of any length (SHA-256 of it gives Fernet its 32-byte key)."""
+    from cryptography.fernet import Fernet
+
     return Fernet(base64.urlsafe_b64encode(hashlib.sha256(secret_key.encode()).digest()))
 
 
@@ -71,6 +75,8 @@ async def get_encrypted_credential(conn: AsyncConnection, user_id: uuid.UUID, pr
 
 def decrypt_credential(cipher: Fernet, token: bytes, provider: str) -> str:
     """The plaintext of a stored key; CredentialError when SYNAPGATE_SECRET_KEY cannot open it."""
+    from cryptography.fernet import InvalidToken
+
     try:
         return cipher.decrypt(token).decode()
     except InvalidToken:

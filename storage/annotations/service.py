@@ -12,23 +12,24 @@ from __future__ import annotations
 import asyncio
 import unicodedata
 import uuid
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from insights.labels import Sentiment
 from storage.annotations import repository
 from storage.annotations.repository import FeedbackInfo, MessageRef, TagInfo
 from storage.errors import InvalidInput
-
-if TYPE_CHECKING:
-    from insights.sentiment import Sentiment
 
 MAX_COMMENT = 10_000
 MAX_CATEGORIES = 20
 MAX_CATEGORY = 64
 MAX_TAG_NAME = 100
 SCORE_PLACES = Decimal("0.00001")
+
+# The offline sentiment of a comment from elsewhere (a server asks its tagger process); None: no answer now.
+SentimentJudge = Callable[[str], Awaitable[Sentiment | None]]
 
 
 def parse_rating(rating: int | str, scale: str | None) -> tuple[str, int]:
@@ -93,12 +94,17 @@ async def rate_message(
     scale: str | None,
     comment: str | None,
     categories: list[str] | None,
+    judge: SentimentJudge | None = None,
 ) -> tuple[FeedbackInfo, bool]:
-    """Save a rating of a message (replacing the same user's earlier one); (feedback, created)."""
+    """Save a rating of a message (replacing the same user's earlier one); (feedback, created).
+
+    A comment is saved with its offline sentiment: `judge`'s (the gateway's tagger process), else this
+    process's own model. When `judge` cannot answer (None) the feedback is saved without one, for the caller
+    to fill in later (`storage.insights.platform.set_feedback_sentiment`)."""
     kind, value = parse_rating(rating, scale)
     if comment is not None and len(comment) > MAX_COMMENT:
         raise InvalidInput(f"a comment holds at most {MAX_COMMENT} characters", param="comment")
-    mood = await comment_sentiment(comment)
+    mood = await comment_sentiment(comment, judge)
     return await repository.save_feedback(
         conn,
         message,
@@ -112,12 +118,14 @@ async def rate_message(
     )
 
 
-async def comment_sentiment(comment: str | None) -> Sentiment | None:
-    """The sentiment of a feedback comment (offline model, in a thread: it trains on first use); None
-    without a comment."""
+async def comment_sentiment(comment: str | None, judge: SentimentJudge | None = None) -> Sentiment | None:
+    """The sentiment of a feedback comment: `judge`'s when given (None when it cannot answer), else the
+    offline model's in this process (in a thread: it trains on first use); None without a comment."""
     if comment is None or not comment.strip():
         return None
-    from insights.sentiment import sentiment  # scikit-learn loads only when a comment is rated
+    if judge is not None:
+        return await judge(comment)
+    from insights.sentiment import sentiment  # scikit-learn loads only when a comment is rated here
 
     return await asyncio.to_thread(sentiment, comment)
 

@@ -26,11 +26,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from insights.labels import TagPrediction
 from insights.recommend import Recommendation, RecommendationRule, recommend_models
 from storage.annotations import service as annotation_rules
 from storage.annotations.repository import TagInfo, messages
 from storage.catalog.repository import load_catalog
-from storage.errors import InvalidInput, NotFound
+from storage.errors import InvalidInput, NotFound, Unavailable
 from storage.insights import repository
 from storage.types import utcnow
 from storage.webhooks.payloads import usd
@@ -39,12 +40,15 @@ from storage.webhooks.service import enqueue
 if TYPE_CHECKING:  # the models load numpy / scikit-learn: imported where used, so the gateway starts light
     from insights.anomaly import Anomaly, AnomalyRule
     from insights.churn import LinearChurnModel
-    from insights.tagging import Tagger, TagPrediction
+    from insights.tagging import Tagger
 
 CHURN_HISTORY_DAYS = 180
 ANOMALY_LOOKBACK_HOURS = 24  # the hours judged by each hourly run (a missed run is caught up)
 RECOMMENDATION_DAYS = 30
 CONFIDENCE_PLACES = Decimal("0.00001")
+
+# Tags of a conversation's text from elsewhere (the tagger model, a server's tagger process); None: no answer.
+TagSource = Callable[[Sequence[str]], Awaitable[list[TagPrediction] | None]]
 
 
 class PredictionNotFound(NotFound):
@@ -142,12 +146,14 @@ async def auto_tag_conversation(
     target_id: uuid.UUID,
     tagger: Tagger | None = None,
     *,
-    model_tags: Callable[[Sequence[str]], Awaitable[list[TagPrediction] | None]] | None = None,
+    model_tags: TagSource | None = None,
+    offline_tags: TagSource | None = None,
 ) -> list[TagInfo]:
     """`POST /tags/auto-generate`: tag a stored conversation now; refused when its text was not stored.
 
     `model_tags` (the tagger model through the chat service, when configured) is asked first; when it
-    answers None the offline tagger decides."""
+    answers None the offline tagger decides: `offline_tags` (a server's tagger process; None from it is a
+    503 `Unavailable`), else `tagger` or the default model in this process."""
     if target_type != "conversation":
         raise InvalidInput("only conversations are tagged automatically", param="target_type")
     async with engine.connect() as conn:
@@ -163,6 +169,14 @@ async def auto_tag_conversation(
         if predictions is not None:
             async with engine.begin() as conn:
                 return await write_auto_tags(conn, target_id, predictions)
+    if offline_tags is not None:
+        offline = await offline_tags(texts)
+        if offline is None:
+            raise Unavailable("the offline tagger does not answer now; try again shortly")
+        if not offline:
+            return []
+        async with engine.begin() as conn:
+            return await write_auto_tags(conn, target_id, offline)
     return await auto_tag_texts(engine, target_id, texts, tagger)
 
 

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
-import stripe
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -119,6 +118,8 @@ async def create_checkout(
             f"amount must be between {settings.stripe_min_topup_cents} and "
             f"{settings.stripe_max_topup_cents} cents"
         )
+    import stripe  # imported on use: with requests, httpx and their deps it is ~20 MB in every serving worker
+
     http = stripe.AIOHTTPClient()
     client = stripe.StripeClient(
         _secret(settings.stripe_api_key, "STRIPE_API_KEY"),
@@ -161,6 +162,8 @@ async def create_checkout(
 
 def verify_stripe_event(payload: bytes, signature_header: str | None, secret: str) -> dict[str, Any]:
     """The event, if the header is Stripe's signature of exactly `payload`; else InvalidStripeSignature."""
+    import stripe  # on use (see create_checkout)
+
     try:
         stripe.WebhookSignature.verify_header(
             payload.decode("utf-8"), signature_header, secret, tolerance=SIGNATURE_TOLERANCE_SECONDS

@@ -157,6 +157,19 @@ def test_counts_match_tiktoken(encoding: str) -> None:
     assert counter.count("") == 0
 
 
+@pytest.mark.parametrize("encoding", ["o200k_base", "cl100k_base"])
+def test_counts_are_unchanged_once_the_python_ranks_are_freed(encoding: str) -> None:
+    """The counter frees tiktoken's Python dict of ranks (its Rust copy encodes): counts equal those of a
+    freshly built Encoding that still holds it."""
+    counter = counter_for_encoding(encoding)
+    assert counter._encoder is not None and counter._encoder._mergeable_ranks == {}  # type: ignore[attr-defined]
+    fresh = tiktoken.Encoding(**tiktoken.registry.ENCODING_CONSTRUCTORS[encoding]())
+    assert len(fresh._mergeable_ranks) > 100_000
+    mixed = "".join(TEXTS) + " naïve café — 東京 🚀 <|endoftext|> \u0000 " + "x" * 5000
+    for text in [*TEXTS, mixed]:
+        assert counter.count(text) == len(fresh.encode_ordinary(text)), text
+
+
 def test_the_two_encodings_differ_where_expected() -> None:
     text = "東京は晴れです 🚀🔥👍🏽 " * 10
     o200k = counter_for_encoding("o200k_base").count(text)

@@ -13,7 +13,7 @@ from litestar.openapi import ResponseSpec
 from gateway.api.json_body import decode_object
 from gateway.errors import bad_request, encode_error
 from pricing.money import format_usd
-from storage.errors import Conflict, DomainError, InvalidInput, NotConfigured, NotFound
+from storage.errors import Conflict, DomainError, InvalidInput, NotConfigured, NotFound, Unavailable
 from storage.views import to_dict
 
 S = TypeVar("S")
@@ -24,6 +24,7 @@ API_ERRORS: dict[type[DomainError], tuple[int, str]] = {
     InvalidInput: (400, "invalid_request_error"),
     Conflict: (409, "invalid_request_error"),
     NotConfigured: (503, "server_error"),
+    Unavailable: (503, "server_error"),
     DomainError: (400, "invalid_request_error"),
 }
 

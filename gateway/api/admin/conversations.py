@@ -25,7 +25,7 @@ from litestar.params import FromPath, JSONBody
 from gateway.api.admin.analytics import TokensOut
 from gateway.api.admin.common import Body, Struct, money
 from gateway.api.admin.scope import Caller, Engine, Paging, not_found
-from gateway.chat.tagging import offer_feedback_sentiment
+from gateway.chat.tagging import offer_feedback_sentiment, offline_models
 from gateway.errors import GatewayError, bad_request
 from storage.annotations import repository as store
 from storage.annotations import service
@@ -304,6 +304,7 @@ class ConversationsController(Controller):
     ) -> Response[FeedbackOut]:
         """Rate a message: thumbs ("up"/"down") or stars (1–5), with an optional comment and categories.
         201 when new; 200 when it replaces the caller's earlier rating of the message."""
+        offline = offline_models(engine)  # the tagger process: the sentiment model is not loaded here
         async with engine.begin() as conn:
             message = await store.get_message(conn, message_id)
             if message is None or not _owned_by_caller(caller, message.user_id):
@@ -316,8 +317,10 @@ class ConversationsController(Controller):
                 scale=data.scale,
                 comment=data.comment,
                 categories=data.categories,
+                judge=offline.sentiment_now if offline is not None else None,
             )
-        offer_feedback_sentiment(engine, saved.id, saved.comment)  # the tagger model's, when configured
+        # the tagger model's, when configured; the offline one later, when the tagger process did not answer
+        offer_feedback_sentiment(engine, saved.id, saved.comment, has_sentiment=saved.sentiment is not None)
         return Response(feedback_out(saved), status_code=201 if created else 200)
 
     @get("/messages/{message_id:uuid}/feedback")

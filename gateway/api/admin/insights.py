@@ -19,7 +19,7 @@ from gateway.api.admin.analytics import End, Start, window_of
 from gateway.api.admin.common import Body, Struct
 from gateway.api.admin.conversations import TagOut, _visible_target, tag_out
 from gateway.api.admin.scope import Caller, Engine, Paging, not_found
-from gateway.chat.tagging import model_insights
+from gateway.chat.tagging import model_insights, offline_models
 from gateway.errors import bad_request
 from insights.recommend import ArmEvidence, Recommendation
 from pricing.money import format_usd
@@ -315,8 +315,12 @@ class InsightsController(Controller):
         written (none when unsure). Needs the conversation's text stored (SYNAPGATE_STORE_MESSAGE_CONTENT)."""
         async with engine.connect() as conn:
             await _visible_target(conn, caller, data.target_type, data.target_id)
-        model = model_insights(engine)
+        model, offline = model_insights(engine), offline_models(engine)
         found = await service.auto_tag_conversation(
-            engine, data.target_type, data.target_id, model_tags=model.tag if model is not None else None
+            engine,
+            data.target_type,
+            data.target_id,
+            model_tags=model.tag if model is not None else None,
+            offline_tags=offline.tag if offline is not None else None,  # the tagger process (503 when down)
         )
         return AutoTagsOut(data=[tag_out(t) for t in found])

@@ -1,0 +1,137 @@
+"""The tagger process (gateway/tagger_process.py): the offline models answer over its socket, the client
+degrades to None when nothing answers, and a killed process is started again."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from gateway.tagger_process import TaggerClient, TaggerProcess
+from insights.labels import Sentiment, TagPrediction
+
+
+@pytest.fixture(scope="module")
+def tagger() -> Iterator[TaggerProcess]:
+    process = TaggerProcess()
+    yield process
+    process.stop()
+
+
+async def test_the_process_tags_and_judges_like_the_offline_models(tagger: TaggerProcess) -> None:
+    from insights.sentiment import sentiment
+    from insights.tagging import default_tagger
+
+    client = TaggerClient(tagger.socket_path, owner=tagger)  # started on first use
+    text = ["Write a Python function that parses a CSV file and raises a ValueError on a bad row"]
+    tags = await client.tag(text)
+    assert tags == default_tagger().tag(text) and [t.tag for t in tags] == ["coding"]
+    assert all(isinstance(t, TagPrediction) for t in tags)
+    comment = "Terrible answer, completely wrong and useless."
+    mood = await client.sentiment(comment)
+    assert isinstance(mood, Sentiment) and mood == sentiment(comment) and mood.label == "negative"
+    assert client.failures == 0
+
+
+async def test_no_process_answering_gives_none_quickly_and_is_counted(tmp_path: os.PathLike[str]) -> None:
+    client = TaggerClient(os.path.join(tmp_path, "nobody.sock"))
+    started = time.monotonic()
+    assert await client.tag(["write a poem"]) is None
+    assert await client.sentiment("great", within=0.3) is None
+    assert client.failures == 2
+    assert time.monotonic() - started < 12  # the connect wait is bounded (5 s, then 0.3 s)
+
+
+async def test_a_killed_process_is_started_again(tagger: TaggerProcess) -> None:
+    client = TaggerClient(tagger.socket_path, owner=tagger)
+    assert await client.sentiment("Excelente resposta, muito obrigado!") is not None
+    assert tagger.popen is not None
+    first = tagger.popen.pid
+    os.kill(first, signal.SIGKILL)
+    for _ in range(300):  # restarted after its first delay (0.5 s), then loads its models again
+        if tagger.popen.pid != first:
+            break
+        await asyncio.sleep(0.1)
+    assert tagger.popen.pid != first and tagger.restarts == 1
+    mood = await client.sentiment("Excelente resposta, muito obrigado!")
+    assert mood is not None and mood.label == "positive"
+
+
+def test_the_process_exits_with_its_parent() -> None:
+    """A tagger whose gateway was killed (no stop) does not linger: it watches its parent."""
+    import subprocess
+    import sys
+
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from gateway.tagger_process import TaggerProcess; "
+            "p = TaggerProcess(); p.ensure_started(); print(p.popen.pid, p.socket_path, flush=True); "
+            "time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert parent.stdout is not None
+    pid, socket_path = parent.stdout.readline().split()
+    child = int(pid)
+    parent.kill()
+    parent.wait(10)
+    for _ in range(100):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the tagger process outlived its parent")
+    finally_dir = os.path.dirname(socket_path)
+    shutil.rmtree(finally_dir, ignore_errors=True)  # its private folder: the killed parent left it
+
+
+def test_the_serving_side_imports_no_model_library() -> None:
+    """Everything a serving worker loads — the app, the chat path, the tagger-model path and its prompts, the
+    tagger client — leaves scikit-learn, SciPy and NumPy unimported (a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gateway.app, gateway.chat.llm_insights, gateway.tagger_process\n"
+        "from insights.labels import DEFAULT_TAXONOMY\n"
+        "from insights.llm_prompts import build_tagging_messages, parse_tagging_reply\n"
+        "build_tagging_messages(['write a poem'], DEFAULT_TAXONOMY)\n"
+        "import asyncio\n"
+        "from gateway.chat.llm_insights import LlmInsights\n"
+        "model = LlmInsights.__new__(LlmInsights)\n"
+        "async def no_answer(*args): return None\n"
+        "model._ask = no_answer\n"
+        "assert asyncio.run(model.tag(['write a poem'])) is None  # its imports ran\n"
+        "print(sorted(m for m in ('sklearn', 'scipy', 'numpy') if m in sys.modules))\n"
+    )
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.strip() == "[]"
+
+
+async def test_a_process_that_cannot_be_started_is_no_answer_not_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    process = TaggerProcess()
+
+    def cannot_fork(self: TaggerProcess) -> None:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(TaggerProcess, "_spawn", cannot_fork)
+    client = TaggerClient(process.socket_path, owner=process)
+    try:
+        assert await client.sentiment("great", within=0.2) is None and client.failures == 1
+        assert process.popen is None
+    finally:
+        process.stop()
