@@ -272,7 +272,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
         upgrade(settings.database_url)  # the embedded default needs no separate set-up step
     tagger = None
     if not settings.tagger_socket:  # one tagger process for all the workers (they spawn: they inherit env)
-        tagger = TaggerProcess()
+        tagger = TaggerProcess(warm=settings.auto_tags)
         tagger.ensure_started()
         os.environ["SYNAPGATE_TAGGER_SOCKET"] = tagger.socket_path  # this process's own app reads it too
     try:

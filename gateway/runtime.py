@@ -111,7 +111,7 @@ class Runtime:
         if s.tagger_socket:
             self.tagger = TaggerClient(s.tagger_socket)
         else:
-            self.tagger_process = TaggerProcess()
+            self.tagger_process = TaggerProcess(warm=s.auto_tags)
             self.tagger = TaggerClient(self.tagger_process.socket_path, owner=self.tagger_process)
         tag_queue = auto_tag_queue(self.engine, s.auto_tag_queue_size)
         tag_queue.offline = self.tagger

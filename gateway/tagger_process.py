@@ -173,10 +173,13 @@ class TaggerProcess:
     A thread waits on the child (so this works the same in `synapgate serve`'s supervising process and in an
     app's lifespan); `ensure_started` is cheap and idempotent."""
 
-    def __init__(self, env: dict[str, str] | None = None) -> None:
+    def __init__(self, env: dict[str, str] | None = None, *, warm: bool = True) -> None:
         self._dir = tempfile.mkdtemp(prefix="synapgate-tagger-")  # private (0700): only we can connect
         self.socket_path = os.path.join(self._dir, "tagger.sock")
         self.env = env
+        # Load the models at start (automatic tags on: the first exchanges should not wait), else on the first
+        # request (a feedback comment's sentiment): a gateway without automatic tags may never need them.
+        self.warm = warm
         self.restarts = 0
         self.spawned_at = 0.0  # time.monotonic() of the latest start
         self.popen: subprocess.Popen[bytes] | None = None
@@ -203,6 +206,7 @@ class TaggerProcess:
                 self.socket_path,
                 "--parent",
                 str(os.getpid()),
+                *(["--warm"] if self.warm else []),
             ],
             stdin=subprocess.DEVNULL,
             env=self.env,
@@ -284,7 +288,7 @@ def warm() -> None:
     answer({"op": "sentiment", "comment": "warm up"})
 
 
-async def serve(socket_path: str, parent: int) -> None:
+async def serve(socket_path: str, parent: int, *, warm_up: bool = True) -> None:
     compute = ThreadPoolExecutor(1, thread_name_prefix="models")  # one at a time: the models are CPU-bound
     loop = asyncio.get_running_loop()
 
@@ -310,7 +314,8 @@ async def serve(socket_path: str, parent: int) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(socket_path)  # a predecessor's, when it was killed
     server = await asyncio.start_unix_server(handle, path=socket_path, limit=MAX_FRAME)
-    loop.run_in_executor(compute, warm)  # queued first: requests wait behind it, none fails for it
+    if warm_up:
+        loop.run_in_executor(compute, warm)  # queued first: requests wait behind it, none fails for it
     async with server:
         # No event says that the parent died (even killed): its pid changes to a reaper's; then this goes too.
         while os.getppid() == parent:  # noqa: ASYNC110
@@ -322,12 +327,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m gateway.tagger_process")
     parser.add_argument("--socket", required=True, help="the Unix socket to listen on")
     parser.add_argument("--parent", type=int, default=None, help="exit when this process is gone")
+    parser.add_argument("--warm", action="store_true", help="load the models at start, not on first use")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # A Ctrl-C in the terminal reaches the whole process group: the gateway stops this process itself (or
     # this process notices it is gone), so that the interrupt is not mistaken for a death to restart from.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    asyncio.run(serve(args.socket, args.parent or os.getppid()))
+    asyncio.run(serve(args.socket, args.parent or os.getppid(), warm_up=args.warm))
 
 
 if __name__ == "__main__":

@@ -135,3 +135,29 @@ async def test_a_process_that_cannot_be_started_is_no_answer_not_an_error(
         assert process.popen is None
     finally:
         process.stop()
+
+
+def _has_sklearn(pid: int) -> bool:
+    with open(f"/proc/{pid}/maps") as maps:
+        return "/sklearn/" in maps.read()
+
+
+async def test_without_warm_up_the_models_load_on_the_first_request_only() -> None:
+    """A gateway without automatic tags (`warm=False`) leaves its tagger process light until a comment's
+    sentiment is asked for; with them, the process loads its models at start."""
+    cold, warm = TaggerProcess(warm=False), TaggerProcess(warm=True)
+    try:
+        cold.ensure_started()
+        warm.ensure_started()
+        assert cold.popen is not None and warm.popen is not None
+        deadline = time.monotonic() + 60
+        while not _has_sklearn(warm.popen.pid):
+            assert time.monotonic() < deadline, "the warm process never loaded its models"
+            await asyncio.sleep(0.1)
+        assert not _has_sklearn(cold.popen.pid)  # the warm one had as long to load, unasked
+        mood = await TaggerClient(cold.socket_path, owner=cold).sentiment("Thanks, perfect answer!")
+        assert mood is not None and mood.label == "positive"
+        assert _has_sklearn(cold.popen.pid)
+    finally:
+        cold.stop()
+        warm.stop()
