@@ -7,11 +7,15 @@ reader of grouped totals: given the filters and group keys it picks the smallest
 one-dimension daily rollup when it can), so the admin API and the dashboard ask it the same questions.
 
 Percentiles follow PostgreSQL's `percentile_cont` (linear interpolation between the two nearest ranks):
-- exact, from usage_logs, for a user's own rows and for any range holding at most
-  EXACT_PERCENTILE_MAX_ROWS successful requests: `percentile_cont` on PostgreSQL; on SQLite the
-  latencies are fetched and the same formula runs in Python (`percentile_cont` below);
-- from the daily latency histograms (buckets ≤ 10 % wide, so within ~5 %) above that, where sorting
-  every request would not answer in time. The report says which (`percentile_method`).
+- exact, from usage_logs, for any range holding at most EXACT_PERCENTILE_MAX_ROWS successful requests
+  (everyone's, or one user's own): `percentile_cont` on PostgreSQL; on SQLite the latencies are fetched
+  and the same formula runs in Python (`percentile_cont` below);
+- from latency histograms (buckets ≤ 10 % wide, so within ~5 %) above that, where sorting every request
+  would not answer in time: the daily ones for everyone's requests, the per-user monthly ones for one
+  user's (usage_logs bucketed for the rest of the range). The report says which (`percentile_method`).
+
+The per-user and per-key totals read the monthly tier (storage/usage/rollups.py) for the whole months its
+watermark covers, the daily rollups for the days around them, usage_logs for the partial days.
 """
 
 from __future__ import annotations
@@ -109,17 +113,18 @@ def split_window(window: Window, unit: timedelta) -> tuple[Window | None, list[W
     return whole, edges
 
 
+def _ceil_month(moment: datetime) -> datetime:
+    floor = month_start(moment)
+    return floor if floor == moment else add_months(floor, 1)
+
+
 def split_months(window: Window, watermark: datetime | None) -> tuple[Window | None, list[Window]]:
     """The whole UTC months inside `window` that the monthly tier holds (every month before `watermark`),
     and the rest of `window` (at most two pieces, read from a finer tier)."""
     if watermark is None:
         return None, [window]
     start, end = window.start, window.end
-    first = (
-        None
-        if start is None
-        else (start if start == month_start(start) else add_months(month_start(start), 1))
-    )
+    first = None if start is None else _ceil_month(start)
     last = watermark if end is None else min(watermark, month_start(end))
     if first is not None and first >= last:
         return None, [window]

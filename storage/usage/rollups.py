@@ -13,6 +13,15 @@ its records into facts (so the recorder imports the rollups, never the other way
   (key, day, user, byok). "Spend per user over 90 days" then reads ~90 rows per user, not one per
   (user, workspace, model, day); storage/usage/analytics.py picks the smallest rollup that holds a question.
 
+The monthly tier (issue 15): `usage_user_monthly`, `usage_key_monthly` (usage_user_daily and
+usage_key_daily summed per UTC month) and `latency_user_monthly` (one user's histograms per month and model)
+are NOT written by the recorder: the `usage.monthly` job (`compact_closed_months`) computes each closed month
+from the daily rollups (and usage_logs for the histograms) and moves `usage_monthly_watermark` past it;
+readers use the tier only for months before the watermark. A row written later into such a month (a spool
+replay keeps its original time) lowers the watermark in its own transaction (`apply_facts`; the recorder
+sends such batches through the statement path), so readers go back to the daily tier for that month until
+the job compacts it again. `rebuild_usage_rollups` rebuilds the tier and the watermark too.
+
 Hours and days are UTC. Only sums are stored, so any set of whole periods adds up exactly; the queries
 read the partial periods at the edges of a time range from usage_logs itself.
 
