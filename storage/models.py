@@ -577,6 +577,61 @@ class UsageKeyDaily(_UsageSums, Base):
     user_api_key_used: Mapped[bool] = mapped_column(Boolean, primary_key=True)
 
 
+# -- the monthly tier (issue 15): closed months compacted from the daily rollups by a background job
+# (storage/usage/monthly.py), read for the whole months a watermark covers.
+
+
+class UsageUserMonthly(_UsageSums, Base):
+    """usage_user_daily summed per UTC month (closed months only: see UsageMonthlyWatermark)."""
+
+    __tablename__ = "usage_user_monthly"
+    __table_args__ = (Index(None, "month"),)
+
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True)
+    month: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    user_api_key_used: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+
+
+class UsageKeyMonthly(_UsageSums, Base):
+    """usage_key_daily summed per UTC month (closed months only: see UsageMonthlyWatermark)."""
+
+    __tablename__ = "usage_key_monthly"
+    __table_args__ = (Index(None, "month"), Index(None, "user_id", "month"))
+
+    api_key_id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True)
+    month: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True)
+    user_api_key_used: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+
+
+class LatencyUserMonthly(Base):
+    """Latency and TTFT histograms of one user's successful requests per UTC month and model (a user's own
+    percentiles over more requests than is cheap to sort); buckets as latency_daily's."""
+
+    __tablename__ = "latency_user_monthly"
+    __table_args__ = (CheckConstraint(_in("metric", ("latency", "ttft")), name="metric"),)
+
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True)
+    month: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    model: Mapped[str] = mapped_column(String(100), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(8), primary_key=True)
+    bucket_ms: Mapped[int] = mapped_column(Integer, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class UsageMonthlyWatermark(Base):
+    """How far the monthly tier goes: every UTC month before `months_before` is compacted (NULL: none).
+
+    One row (id 1). A usage_logs row written later into a compacted month lowers it to that month, in the
+    writing transaction (storage/usage/monthly.py), so readers never use a stale month.
+    """
+
+    __tablename__ = "usage_monthly_watermark"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    months_before: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
 def table_of(model: type[Base]) -> Table:
     """The Core Table of a model, typed as such (for the Core statements of the hot path)."""
     table = model.__table__

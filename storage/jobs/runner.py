@@ -30,6 +30,7 @@ from storage.db import create_engine
 from storage.insights.service import run_anomalies, run_churn, run_recommendations
 from storage.types import utcnow
 from storage.usage.partitions import maintain_partitions
+from storage.usage.rollups import compact_closed_months
 from storage.webhooks.alerts import emit_key_expirations
 from storage.webhooks.service import deliver_due
 
@@ -132,7 +133,16 @@ async def maintain_usage_partitions(resources: JobResources) -> None:
         log.info("usage_logs partitions maintained", extra={"report": report.to_dict()})
 
 
+async def compact_usage_months(resources: JobResources) -> None:
+    """The monthly tier of the per-user and per-key rollups: closed months compacted from the daily ones,
+    the watermark moved past them (both dialects; readers use only the months it covers)."""
+    months = await compact_closed_months(resources.engine, utcnow())
+    if months:
+        log.info("usage months compacted", extra={"months": [m.date().isoformat() for m in months]})
+
+
 KEY_EXPIRY_SECONDS = 60
+MONTHLY_SECONDS = 3600
 PARTITION_SECONDS = 86400
 
 
@@ -144,6 +154,7 @@ def default_registry(settings: Settings) -> JobRegistry:
     registry.add(PeriodicJob("insights.hourly", 3600, insights_hourly))
     registry.add(PeriodicJob("keys.expired", KEY_EXPIRY_SECONDS, announce_expired_keys))
     registry.add(PeriodicJob("usage.partitions", PARTITION_SECONDS, maintain_usage_partitions))
+    registry.add(PeriodicJob("usage.monthly", MONTHLY_SECONDS, compact_usage_months))
     return registry
 
 

@@ -7,11 +7,15 @@ reader of grouped totals: given the filters and group keys it picks the smallest
 one-dimension daily rollup when it can), so the admin API and the dashboard ask it the same questions.
 
 Percentiles follow PostgreSQL's `percentile_cont` (linear interpolation between the two nearest ranks):
-- exact, from usage_logs, for a user's own rows and for any range holding at most
-  EXACT_PERCENTILE_MAX_ROWS successful requests: `percentile_cont` on PostgreSQL; on SQLite the
-  latencies are fetched and the same formula runs in Python (`percentile_cont` below);
-- from the daily latency histograms (buckets ≤ 10 % wide, so within ~5 %) above that, where sorting
-  every request would not answer in time. The report says which (`percentile_method`).
+- exact, from usage_logs, for any range holding at most EXACT_PERCENTILE_MAX_ROWS successful requests
+  (everyone's, or one user's own): `percentile_cont` on PostgreSQL; on SQLite the latencies are fetched
+  and the same formula runs in Python (`percentile_cont` below);
+- from latency histograms (buckets ≤ 10 % wide, so within ~5 %) above that, where sorting every request
+  would not answer in time: the daily ones for everyone's requests, the per-user monthly ones for one
+  user's (usage_logs bucketed for the rest of the range). The report says which (`percentile_method`).
+
+The per-user and per-key totals read the monthly tier (storage/usage/rollups.py) for the whole months its
+watermark covers, the daily rollups for the days around them, usage_logs for the partial days.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from storage.models import (
     WorkspaceMember,
     table_of,
 )
+from storage.usage.partitions import add_months, month_start
 from storage.usage.rollups import (
     DAY,
     HOUR,
@@ -46,13 +51,17 @@ from storage.usage.rollups import (
     floor_to,
     latency_bucket,
     latency_daily,
+    latency_user_monthly,
+    read_watermark,
     usage_daily,
     usage_hourly,
     usage_key_daily,
+    usage_key_monthly,
     usage_log_sums,
     usage_logs,
     usage_model_daily,
     usage_user_daily,
+    usage_user_monthly,
     usage_workspace_daily,
 )
 
@@ -102,6 +111,29 @@ def split_window(window: Window, unit: timedelta) -> tuple[Window | None, list[W
         edges.append(Window(whole_end, end))
     whole = None if whole_start is not None and whole_start == whole_end else Window(whole_start, whole_end)
     return whole, edges
+
+
+def _ceil_month(moment: datetime) -> datetime:
+    floor = month_start(moment)
+    return floor if floor == moment else add_months(floor, 1)
+
+
+def split_months(window: Window, watermark: datetime | None) -> tuple[Window | None, list[Window]]:
+    """The whole UTC months inside `window` that the monthly tier holds (every month before `watermark`),
+    and the rest of `window` (at most two pieces, read from a finer tier)."""
+    if watermark is None:
+        return None, [window]
+    start, end = window.start, window.end
+    first = None if start is None else _ceil_month(start)
+    last = watermark if end is None else min(watermark, month_start(end))
+    if first is not None and first >= last:
+        return None, [window]
+    rest: list[Window] = []
+    if start is not None and first is not None and start < first:
+        rest.append(Window(start, first))
+    if end is None or last < end:
+        rest.append(Window(last, end))
+    return Window(first, last), rest
 
 
 # -- additive totals ---------------------------------------------------------------------------------------
@@ -185,22 +217,48 @@ class RollupSource:
     fields: tuple[str, ...] = SUM_FIELDS  # which sums to read (fewer is faster; the others stay 0)
 
 
+async def _rollup_sums_into(
+    conn: AsyncConnection,
+    source: RollupSource,
+    piece: Window,
+    out: dict[tuple[Any, ...], Sums],
+    *,
+    by_period: bool,
+) -> None:
+    period = source.rollup.c[source.period]
+    keys = [period, *source.rollup_keys] if by_period else list(source.rollup_keys)
+    stmt = select(*keys, *_rollup_sums(source.rollup, source.fields)).where(
+        *source.rollup_filters, *piece.filters(period)
+    )
+    if keys:
+        stmt = stmt.group_by(*keys)
+    for row in (await conn.execute(stmt)).all():
+        _merge(out, tuple(row[: len(keys)]), _sums_of(source.fields, row[len(keys) :]))
+
+
 async def grouped_sums(
-    conn: AsyncConnection, source: RollupSource, window: Window, *, by_period: bool = False
+    conn: AsyncConnection,
+    source: RollupSource,
+    window: Window,
+    *,
+    by_period: bool = False,
+    monthly: RollupSource | None = None,
 ) -> dict[tuple[Any, ...], Sums]:
-    """Totals per group key (with the period first when `by_period`), exact over `window`."""
+    """Totals per group key (with the period first when `by_period`), exact over `window`.
+
+    With `monthly` (the same selection over the rollup's monthly tier), the whole months the tier holds
+    are read from it and only the days around them from `source`.
+    """
     out: dict[tuple[Any, ...], Sums] = defaultdict(Sums)
     whole, edges = split_window(window, source.unit)
-    if whole is not None:
-        period = source.rollup.c[source.period]
-        keys = [period, *source.rollup_keys] if by_period else list(source.rollup_keys)
-        stmt = select(*keys, *_rollup_sums(source.rollup, source.fields)).where(
-            *source.rollup_filters, *whole.filters(period)
-        )
-        if keys:
-            stmt = stmt.group_by(*keys)
-        for row in (await conn.execute(stmt)).all():
-            _merge(out, tuple(row[: len(keys)]), _sums_of(source.fields, row[len(keys) :]))
+    pieces = [] if whole is None else [whole]
+    if whole is not None and monthly is not None and not by_period:
+        months, rest = split_months(whole, await read_watermark(conn))
+        if months is not None:
+            await _rollup_sums_into(conn, monthly, months, out, by_period=False)
+            pieces = rest
+    for piece in pieces:
+        await _rollup_sums_into(conn, source, piece, out, by_period=by_period)
     for edge in edges:
         keys = list(source.raw_keys)
         stmt = select(*keys, *_log_sums(source.fields)).where(
@@ -250,6 +308,7 @@ class Rollup:
     unit: timedelta
     period: str
     dimensions: frozenset[str]  # besides user_api_key_used, which every rollup has
+    monthly: Table | None = None  # its monthly tier (same keys, `month` for `day`), for whole months
 
 
 HOURLY_ROLLUP = Rollup(usage_hourly, HOUR, "hour", frozenset({"model"}))
@@ -257,8 +316,8 @@ HOURLY_ROLLUP = Rollup(usage_hourly, HOUR, "hour", frozenset({"model"}))
 DAILY_ROLLUPS = (
     Rollup(usage_model_daily, DAY, "day", frozenset({"model"})),
     Rollup(usage_workspace_daily, DAY, "day", frozenset({"workspace_id"})),
-    Rollup(usage_user_daily, DAY, "day", frozenset({"user_id"})),
-    Rollup(usage_key_daily, DAY, "day", frozenset({"api_key_id", "user_id"})),
+    Rollup(usage_user_daily, DAY, "day", frozenset({"user_id"}), usage_user_monthly),
+    Rollup(usage_key_daily, DAY, "day", frozenset({"api_key_id", "user_id"}), usage_key_monthly),
     Rollup(usage_daily, DAY, "day", frozenset({"user_id", "workspace_id", "model"})),
 )
 
@@ -318,21 +377,27 @@ async def usage_totals(
         raw_filters.append(usage_logs.c.user_id.in_(list(among_users)))
     found: dict[tuple[Any, ...], Sums]
     if rollup is not None:
-        t = rollup.table
-        rollup_filters: list[ColumnElement[bool]] = [t.c[k] == v for k, v in narrowing.items()]
-        if among_users is not None:
-            rollup_filters.append(t.c.user_id.in_(list(among_users)))
-        source = RollupSource(
-            rollup=t,
-            unit=rollup.unit,
-            period=rollup.period,
-            rollup_filters=rollup_filters,
-            rollup_keys=[t.c[k] for k in keys],
-            raw_filters=raw_filters,
-            raw_keys=[usage_logs.c[k] for k in keys],
-            fields=fields,
+
+        def source_of(t: Table, period: str) -> RollupSource:
+            rollup_filters: list[ColumnElement[bool]] = [t.c[k] == v for k, v in narrowing.items()]
+            if among_users is not None:
+                rollup_filters.append(t.c.user_id.in_(list(among_users)))
+            assert rollup is not None
+            return RollupSource(
+                rollup=t,
+                unit=rollup.unit,
+                period=period,
+                rollup_filters=rollup_filters,
+                rollup_keys=[t.c[k] for k in keys],
+                raw_filters=raw_filters,
+                raw_keys=[usage_logs.c[k] for k in keys],
+                fields=fields,
+            )
+
+        monthly = None if rollup.monthly is None else source_of(rollup.monthly, "month")
+        found = await grouped_sums(
+            conn, source_of(rollup.table, rollup.period), window, by_period=per is not None, monthly=monthly
         )
-        found = await grouped_sums(conn, source, window, by_period=per is not None)
     else:  # only usage_logs has these dimensions together
         if per is not None:
             raise ValueError("a series needs a rollup holding its dimensions")
@@ -364,12 +429,22 @@ async def usage_totals(
     return out
 
 
-async def user_usage_by_day_and_model(
+async def user_usage_by_day(
     conn: AsyncConnection, user_id: uuid.UUID, window: Window
-) -> dict[tuple[datetime, str], Sums]:
-    """A user's totals per (UTC day, model)."""
-    found = await usage_totals(conn, window, UsageFilters(user_id=user_id), ["model"], per=DAY)
-    return {(k[0], k[1]): v for k, v in found.items()}
+) -> dict[datetime, Sums]:
+    """A user's totals per UTC day (the per-user rollup: one row per day and BYOK flag)."""
+    found = await usage_totals(conn, window, UsageFilters(user_id=user_id), [], per=DAY)
+    return {k[0]: v for k, v in found.items()}
+
+
+async def user_usage_by_model(conn: AsyncConnection, user_id: uuid.UUID, window: Window) -> dict[str, Sums]:
+    """A user's totals per model over the whole window (summed in SQL: one row per model).
+
+    With `user_usage_by_day`, what the usage report needs: a (day × model) grid would be days × models rows
+    to fetch and add up (8,784 for a busy user's two years) where days + models suffice.
+    """
+    found = await usage_totals(conn, window, UsageFilters(user_id=user_id), ["model"])
+    return {k[0]: v for k, v in found.items()}
 
 
 async def workspace_costs_by_user_and_model(
@@ -499,6 +574,41 @@ async def latency_histograms(conn: AsyncConnection, window: Window) -> dict[tupl
     return out
 
 
+async def user_latency_histograms(
+    conn: AsyncConnection, window: Window, user_id: uuid.UUID
+) -> dict[tuple[str, str], dict[int, int]]:
+    """Histograms per (model, metric) of one user's successful requests in `window`: the monthly tier for
+    the whole months it holds, usage_logs (bucketed here) for the rest — at most the months after the
+    watermark (the current one) and the partial months at the window's edges."""
+    out: dict[tuple[str, str], dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    months, rest = split_months(window, await read_watermark(conn))
+    if months is not None:
+        t = latency_user_monthly.c
+        stmt = (
+            select(t.model, t.metric, t.bucket_ms, func.sum(t.count))
+            .where(t.user_id == user_id, *months.filters(t.month))
+            .group_by(t.model, t.metric, t.bucket_ms)
+        )
+        for model, metric, bucket, count in (await conn.execute(stmt)).all():
+            out[(model, metric)][bucket] += int(count)
+    c = usage_logs.c
+    for piece in rest:
+        for metric, column in (("latency", c.latency_ms), ("ttft", c.ttft_ms)):
+            stmt = (
+                select(c.model, column, func.count())
+                .where(
+                    c.user_id == user_id,
+                    c.status == "success",
+                    column.is_not(None),
+                    *piece.filters(c.created_at),
+                )
+                .group_by(c.model, column)
+            )
+            for row in (await conn.execute(stmt)).all():
+                out[(row[0], metric)][latency_bucket(int(row[1]))] += int(row[2])
+    return out
+
+
 def histogram_percentiles(histograms: Mapping[tuple[str, str], Mapping[int, int]]) -> dict[str, Percentiles]:
     models = {model for model, _metric in histograms}
     out = {}
@@ -608,10 +718,13 @@ async def llm_performance(
     for (model, _byok), sums in (await totals_by_model(conn, window, user_id)).items():
         per_model[model].add(sums)
     successes = sum(s.successes for s in per_model.values())
-    if user_id is not None or successes <= EXACT_PERCENTILE_MAX_ROWS:
+    if successes <= EXACT_PERCENTILE_MAX_ROWS:
         method, percentiles = "exact", await exact_percentiles(conn, window, user_id)
-    else:
+    elif user_id is None:
         method, percentiles = "histogram", histogram_percentiles(await latency_histograms(conn, window))
+    else:
+        histograms = await user_latency_histograms(conn, window, user_id)
+        method, percentiles = "histogram", histogram_percentiles(histograms)
     ratings: dict[str, FeedbackSums] = {}
     for llm_id, rated in (await feedback_by_model(conn, window, user_id)).items():
         entry = by_id.get(llm_id)

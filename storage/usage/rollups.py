@@ -13,6 +13,15 @@ its records into facts (so the recorder imports the rollups, never the other way
   (key, day, user, byok). "Spend per user over 90 days" then reads ~90 rows per user, not one per
   (user, workspace, model, day); storage/usage/analytics.py picks the smallest rollup that holds a question.
 
+The monthly tier (issue 15): `usage_user_monthly`, `usage_key_monthly` (usage_user_daily and
+usage_key_daily summed per UTC month) and `latency_user_monthly` (one user's histograms per month and model)
+are NOT written by the recorder: the `usage.monthly` job (`compact_closed_months`) computes each closed month
+from the daily rollups (and usage_logs for the histograms) and moves `usage_monthly_watermark` past it;
+readers use the tier only for months before the watermark. A row written later into such a month (a spool
+replay keeps its original time) lowers the watermark in its own transaction (`apply_facts`; the recorder
+sends such batches through the statement path), so readers go back to the daily tier for that month until
+the job compacts it again. `rebuild_usage_rollups` rebuilds the tier and the watermark too.
+
 Hours and days are UTC. Only sums are stored, so any set of whole periods adds up exactly; the queries
 read the partial periods at the edges of a time range from usage_logs itself.
 
@@ -33,25 +42,30 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, Uuid, case, delete, func, literal, literal_column, select, type_coerce
+from sqlalchemy import Table, Uuid, case, delete, func, literal, literal_column, select, type_coerce, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from storage.models import (
     NO_KEY,
     NO_WORKSPACE,
     LatencyDaily,
+    LatencyUserMonthly,
     UsageDaily,
     UsageHourly,
     UsageKeyDaily,
+    UsageKeyMonthly,
     UsageLog,
     UsageModelDaily,
+    UsageMonthlyWatermark,
     UsageUserDaily,
+    UsageUserMonthly,
     UsageWorkspaceDaily,
     table_of,
 )
-from storage.types import UTCDateTime
+from storage.types import UTCDateTime, utcnow
+from storage.usage.partitions import add_months, month_start
 
 usage_hourly = table_of(UsageHourly)
 usage_daily = table_of(UsageDaily)
@@ -61,6 +75,16 @@ usage_model_daily = table_of(UsageModelDaily)
 usage_user_daily = table_of(UsageUserDaily)
 usage_workspace_daily = table_of(UsageWorkspaceDaily)
 usage_key_daily = table_of(UsageKeyDaily)
+usage_user_monthly = table_of(UsageUserMonthly)
+usage_key_monthly = table_of(UsageKeyMonthly)
+latency_user_monthly = table_of(LatencyUserMonthly)
+monthly_watermark = table_of(UsageMonthlyWatermark)
+
+#: The monthly tier: each monthly table and the daily rollup it sums (same keys, `month` for `day`).
+MONTHLY_OF: tuple[tuple[Table, Table], ...] = (
+    (usage_user_monthly, usage_user_daily),
+    (usage_key_monthly, usage_key_daily),
+)
 
 #: The sum rollups in lock order (every transaction upserts them in this order, then latency_daily).
 ROLLUP_ORDER: tuple[Table, ...] = (
@@ -279,6 +303,154 @@ async def apply_facts(conn: AsyncConnection, facts: Sequence[UsageFacts]) -> Non
         names = ["day", "model", "metric", "bucket_ms", "count"]
         params = [dict(zip(names, (*key, latency[key]), strict=True)) for key in sorted(latency)]
         await conn.execute(_upsert_many(dialect, latency_daily, ["count"]), params)
+    late = late_month(facts, utcnow())
+    if late is not None:  # last: the watermark row is locked until this transaction commits
+        await conn.execute(lower_watermark(late))
+
+
+# -- the monthly tier: closed months compacted by a job, behind a watermark ------------------------------
+
+#: A month is compacted only this long after it ended: a record whose transaction computed "this month" just
+#: before the month ended has committed long before (the recorder's statements time out far sooner).
+MONTHLY_GRACE = timedelta(hours=1)
+
+
+def compactable_until(now: datetime) -> datetime:
+    """The first month not closed for the monthly tier at `now` (every month before it may be compacted)."""
+    return month_start(now - MONTHLY_GRACE)
+
+
+def late_month(facts: Sequence[UsageFacts], now: datetime) -> datetime | None:
+    """The earliest month of the facts dated before the current month (a spool replay, a write across the
+    month's end), or None: only such a write can touch a compacted month."""
+    current = month_start(now)
+    late = [f.created_at for f in facts if f.created_at < current]
+    return month_start(min(late)) if late else None
+
+
+def lower_watermark(month: datetime) -> Any:
+    """UPDATE the watermark to `month` if it is above it (NULL, nothing compacted, stays NULL).
+
+    The recorder runs it last in the transaction that writes a late row, so it also takes the watermark
+    row's lock: a compaction running at the same time either committed first (and this lowers its mark) or
+    waits for this commit (and then reads this row's rollups).
+    """
+    w = monthly_watermark.c.months_before
+    return (
+        update(monthly_watermark)
+        .where(monthly_watermark.c.id == 1)
+        .values(months_before=case((w > month, month), else_=w))
+    )
+
+
+async def read_watermark(conn: AsyncConnection) -> datetime | None:
+    """Every month before this one is in the monthly tier (None: none is)."""
+    found = (
+        await conn.execute(select(monthly_watermark.c.months_before).where(monthly_watermark.c.id == 1))
+    ).first()
+    return None if found is None else found[0]
+
+
+def _month_sql(dialect: str, column: Any) -> Any:
+    """SQL for month_start(column), as the column type stores it."""
+    if dialect == "postgresql":
+        utc: Any = literal_column("'UTC'")
+        return func.timezone(utc, func.date_trunc(literal_column("'month'"), func.timezone(utc, column)))
+    return func.strftime(literal_column("'%Y-%m-01 00:00:00.000000'"), column)
+
+
+def _monthly_from_daily(dialect: str, monthly: Table, daily: Table, where: list[Any]) -> Any:
+    """INSERT the monthly rows summed from the daily rollup's rows matching `where`."""
+    keys = [c.name for c in monthly.primary_key.columns]
+    month = _month_sql(dialect, daily.c.day)
+    columns = [month if k == "month" else daily.c[k] for k in keys]
+    return monthly.insert().from_select(
+        [*keys, *SUM_FIELDS],
+        select(*columns, *(func.sum(daily.c[name]) for name in SUM_FIELDS)).where(*where).group_by(*columns),
+    )
+
+
+def _user_latency_select(dialect: str, metric_column: Any, where: list[Any]) -> Any:
+    """(user, month, model, value, count) of successful requests (bucketed by the caller: latency_bucket
+    is the one definition of a bucket)."""
+    c = usage_logs.c
+    month = type_coerce(_month_sql(dialect, c.created_at), UTCDateTime())
+    return (
+        select(c.user_id, month, c.model, metric_column, func.count())
+        .where(c.status == "success", metric_column.is_not(None), *where)
+        .group_by(c.user_id, month, c.model, metric_column)
+    )
+
+
+def _bucketed_user_latency(rows: Any, metric: str, into: dict[tuple[Any, ...], int]) -> None:
+    for user, month, model, value, count in rows:
+        into[(user, month, model, metric, latency_bucket(int(value)))] += int(count)
+
+
+def _latency_rows(counts: Mapping[tuple[Any, ...], int]) -> list[dict[str, Any]]:
+    names = ("user_id", "month", "model", "metric", "bucket_ms", "count")
+    return [dict(zip(names, (*key, n), strict=True)) for key, n in sorted(counts.items())]
+
+
+async def _compact_month(conn: AsyncConnection, month: datetime) -> None:
+    """Recompute one month of the monthly tier from the daily rollups and usage_logs."""
+    dialect = conn.dialect.name
+    end = add_months(month, 1)
+    for monthly, daily in MONTHLY_OF:
+        await conn.execute(delete(monthly).where(monthly.c.month == month))
+        await conn.execute(
+            _monthly_from_daily(dialect, monthly, daily, [daily.c.day >= month, daily.c.day < end])
+        )
+    await conn.execute(delete(latency_user_monthly).where(latency_user_monthly.c.month == month))
+    c = usage_logs.c
+    counts: dict[tuple[Any, ...], int] = defaultdict(int)
+    for metric, column in (("latency", c.latency_ms), ("ttft", c.ttft_ms)):
+        stmt = _user_latency_select(dialect, column, [c.created_at >= month, c.created_at < end])
+        _bucketed_user_latency((await conn.execute(stmt)).all(), metric, counts)
+    rows = _latency_rows(counts)
+    for start in range(0, len(rows), 10_000):
+        await conn.execute(latency_user_monthly.insert(), rows[start : start + 10_000])
+
+
+def _ensure_watermark_row(dialect: str) -> Any:
+    stmt = (
+        postgresql.insert(monthly_watermark) if dialect == "postgresql" else sqlite.insert(monthly_watermark)
+    )
+    return stmt.values(id=1, months_before=None).on_conflict_do_nothing(index_elements=["id"])
+
+
+async def compact_closed_months(engine: AsyncEngine, now: datetime) -> list[datetime]:
+    """Bring the monthly tier up to the last closed month: each month from the watermark on (from the oldest
+    daily row when nothing is compacted yet) recomputed and the watermark moved past it, one transaction per
+    month, holding the watermark row's lock (a late write waits for it, then lowers the mark). Returns the
+    months compacted (the `usage.monthly` job)."""
+    until = compactable_until(now)
+    done: list[datetime] = []
+    while True:
+        async with engine.begin() as conn:
+            await conn.execute(_ensure_watermark_row(conn.dialect.name))
+            mark = (
+                await conn.execute(
+                    select(monthly_watermark.c.months_before)
+                    .where(monthly_watermark.c.id == 1)
+                    .with_for_update()
+                )
+            ).scalar_one()
+            if mark is None:
+                first = (await conn.execute(select(func.min(usage_user_daily.c.day)))).scalar_one()
+                mark = until if first is None else min(until, month_start(first))
+                if mark == until:  # nothing recorded before the last closed month: nothing to compact
+                    await conn.execute(update(monthly_watermark).values(months_before=until))
+                    return done
+            if mark >= until:
+                return done
+            await _compact_month(conn, mark)
+            await conn.execute(
+                update(monthly_watermark)
+                .where(monthly_watermark.c.id == 1)
+                .values(months_before=add_months(mark, 1))
+            )
+        done.append(mark)
 
 
 # -- rebuilding from usage_logs (the migration that adds the rollups, the benchmark, repairs) --------------
@@ -375,8 +547,30 @@ def rebuild_usage_rollups(conn: Connection) -> int:
     rows = [dict(zip(names, (*key, n), strict=True)) for key, n in counts.items()]
     for start in range(0, len(rows), 10_000):
         conn.execute(latency_daily.insert(), rows[start : start + 10_000])
+    _rebuild_monthly(conn, compactable_until(utcnow()))
     total = conn.execute(select(func.count()).select_from(usage_logs)).scalar_one()
     return int(total)
+
+
+def _rebuild_monthly(conn: Connection, until: datetime) -> None:
+    """The monthly tier for every month before `until`, from the (just rebuilt) daily rollups and usage_logs;
+    the watermark set to `until`."""
+    dialect = conn.dialect.name
+    for table in (usage_user_monthly, usage_key_monthly, latency_user_monthly):
+        conn.execute(delete(table))
+    for monthly, daily in MONTHLY_OF:
+        conn.execute(_monthly_from_daily(dialect, monthly, daily, [daily.c.day < until]))
+    c = usage_logs.c
+    counts: dict[tuple[Any, ...], int] = defaultdict(int)
+    for metric, column in (("latency", c.latency_ms), ("ttft", c.ttft_ms)):
+        stmt = _user_latency_select(dialect, column, [c.created_at < until])
+        result = conn.execute(stmt, execution_options={"stream_results": True, "yield_per": 50_000})
+        _bucketed_user_latency(result, metric, counts)
+    rows = _latency_rows(counts)
+    for start in range(0, len(rows), 10_000):
+        conn.execute(latency_user_monthly.insert(), rows[start : start + 10_000])
+    conn.execute(_ensure_watermark_row(dialect))
+    conn.execute(update(monthly_watermark).where(monthly_watermark.c.id == 1).values(months_before=until))
 
 
 def rollup_rows(conn: Connection) -> dict[str, list[tuple[Any, ...]]]:

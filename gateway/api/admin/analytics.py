@@ -331,13 +331,12 @@ class AnalyticsController(Controller):
         window = window_of(start, end)
         async with engine.connect() as conn:
             await require_user(conn, user_id, param=None)
-            found = await queries.user_usage_by_day_and_model(conn, user_id, window)
+            days = await queries.user_usage_by_day(conn, user_id, window)
+            models = await queries.user_usage_by_model(conn, user_id, window)
             catalog = await queries.catalog_entries(conn)
         periods: dict[datetime, Sums] = defaultdict(Sums)
-        models: dict[str, Sums] = defaultdict(Sums)
-        for (day, model), sums in found.items():
+        for day, sums in days.items():
             periods[period_start(day, granularity)].add(sums)
-            models[model].add(sums)
         by_model = sorted(models.items(), key=lambda item: (-item[1].cost_nano, item[0]))
         return UsageReportOut(
             user_id=user_id,
