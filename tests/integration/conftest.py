@@ -14,6 +14,7 @@ a thread.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import shutil
 import socket
@@ -38,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from config import Settings
 from devtools.mock_upstream import MockConfig, MockServerThread
 from gateway.app import create_app
+from gateway.tagger_process import TaggerProcess
 from pricing.money import parse_usd
 from storage.accounts.keys import create_key
 from storage.accounts.users import create_user
@@ -323,6 +325,21 @@ class Gateway:
 
 BACKENDS = ["sqlite", "postgres+redis"]
 
+_SHARED_TAGGER: TaggerProcess | None = None
+
+
+def shared_tagger_socket() -> str:
+    """The socket of one tagger process per test process, started on first need, shared by every gateway
+    the tests build (as `synapgate serve` shares one among its workers): each gateway starting its own
+    would load scikit-learn and the models again, ~2 s of CPU, in every test that needs a comment judged.
+    It exits with this process (it watches its parent); tests about the process itself start their own."""
+    global _SHARED_TAGGER
+    if _SHARED_TAGGER is None:
+        _SHARED_TAGGER = TaggerProcess(warm=False)
+        _SHARED_TAGGER.ensure_started()
+        atexit.register(_SHARED_TAGGER.stop)
+    return _SHARED_TAGGER.socket_path
+
 
 def make_settings(database_url: str, redis_url: str | None, mock_url: str, **overrides: Any) -> Settings:
     base: dict[str, Any] = {
@@ -336,6 +353,7 @@ def make_settings(database_url: str, redis_url: str | None, mock_url: str, **ove
         "circuit_failure_threshold": 1000,
         # Automatic tags train a classifier in the background (CPU): on only where a test is about them.
         "auto_tags": False,
+        "tagger_socket": shared_tagger_socket(),
     }
     for provider in ("openai", "xai", "deepseek", "together"):
         base[f"{provider}_base_url"] = f"{mock_url}/v1"
