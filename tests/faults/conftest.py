@@ -352,7 +352,15 @@ def crash(module_stack: FaultStack) -> Crash:
             drive_load(
                 gateway.url, key, concurrency=HOLDERS, requests=HOLDERS, body=lambda i: big_body(i, 5000)
             ),
-            drive_load(gateway.url, key, concurrency=3, seconds=1.5, body=lambda i: chat_body(i + 100)),
+            # 50 ms each upstream: requests in flight when the kill comes, and at most ~90 of them, whose
+            # spend (~$0.0006) leaves the spare $0.002 for the recovery (unpaced, a fast machine spent it all)
+            drive_load(
+                gateway.url,
+                key,
+                concurrency=3,
+                seconds=1.5,
+                body=lambda i: chat_body(i + 100, "[mock latency_ms=50]"),
+            ),
             kill_soon(),
         )
         await asyncio.to_thread(gateway.start)  # the restart after the crash
