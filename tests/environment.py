@@ -49,3 +49,18 @@ def tiktoken_encodings_missing() -> str | None:
     if shared.is_dir():
         return None
     return f"tiktoken's encodings are not here (no TIKTOKEN_CACHE_DIR, no {shared}); it cannot download them"
+
+
+def child_pids(pid: int) -> list[int]:
+    """The pids whose parent is `pid` (read from /proc: Linux)."""
+    import contextlib
+    from pathlib import Path
+
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found

@@ -30,6 +30,7 @@ import redis as redis_sync
 
 # The mock upstream, imported in this ONE place: when it moves to devtools/mock_upstream/, change this line.
 from devtools.mock_upstream import MockConfig, MockServerThread
+from tests.environment import child_pids
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # this checkout's .venv/bin
@@ -135,17 +136,6 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                stat = (entry / "stat").read_text()
-                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry.name))
-    return found
-
-
 # -- PostgreSQL ----------------------------------------------------------------------------------------------
 
 
@@ -219,7 +209,7 @@ class PgCluster:
         pid = self.postmaster_pid()
         if pid is None or not _pid_alive(pid):
             raise HarnessError(f"PostgreSQL on {self.port} is not running")
-        backends = _children(pid)
+        backends = child_pids(pid)
         os.kill(pid, signal.SIGKILL)
         for child in backends:  # orphans of the cluster we started, each by its pid
             with contextlib.suppress(ProcessLookupError):

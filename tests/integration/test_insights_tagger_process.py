@@ -28,7 +28,7 @@ from storage.accounts.users import create_user
 from storage.billing.credits import add_credits
 from storage.billing.ledger.factory import build_ledger, redis_for
 from storage.db import create_engine
-from tests.environment import free_port
+from tests.environment import child_pids, free_port
 from tests.integration.conftest import Gateway, MockServerThread, make_settings
 
 pytestmark = pytest.mark.integration
@@ -38,23 +38,12 @@ HEAVY = ("sklearn", "scipy", "numpy")
 REPO = Path(__file__).resolve().parents[2]
 
 
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                stat = (entry / "stat").read_text()
-                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry.name))
-    return found
-
-
 def tree(pid: int) -> list[int]:
     out, todo = [], [pid]
     while todo:
         p = todo.pop()
         out.append(p)
-        todo.extend(children(p))
+        todo.extend(child_pids(p))
     return out
 
 
