@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, replace
@@ -25,6 +26,7 @@ from pricing.cost import Usage, reservation_nano
 from pricing.tokens import count_prompt_tokens
 from storage.catalog.repository import load_catalog
 from storage.types import utcnow
+from storage.usage.analytics import Sums, UsageFilters, Window
 from storage.usage.recorder import CompletionRecord
 
 if TYPE_CHECKING:
@@ -238,3 +240,49 @@ async def worst_case_nano(
     assert entry is not None
     prompt, _ = count_prompt_tokens(entry.upstream_model, messages)
     return reservation_nano(entry, prompt, max_tokens)
+
+
+FIELD_OF = {
+    "user_id": lambda r: r.user_id,
+    "workspace_id": lambda r: r.workspace_id,
+    "api_key_id": lambda r: r.api_key_id,
+    "model": lambda r: r.model,
+    "user_api_key_used": lambda r: r.byok,
+}
+
+
+def by_hand(
+    records: list[CompletionRecord], window: Window, filters: UsageFilters, keys: list[str]
+) -> dict[tuple[Any, ...], Sums]:
+    """The same totals summed in Python from the records themselves."""
+    out: dict[tuple[Any, ...], Sums] = defaultdict(Sums)
+    for r in records:
+        if (window.start is not None and r.created_at < window.start) or (
+            window.end is not None and r.created_at >= window.end
+        ):
+            continue
+        wanted = {
+            "user_id": r.user_id,
+            "workspace_id": r.workspace_id,
+            "model": r.model,
+            "api_key_id": r.api_key_id,
+        }
+        if any(wanted[k] != v for k, v in filters.columns().items()):
+            continue
+        ok = r.status == "success"
+        s = Sums(
+            requests=1,
+            errors=int(r.status == "error"),
+            cancelled=int(r.status == "cancelled"),
+            input_tokens=r.usage.prompt_tokens,
+            cached_input_tokens=r.usage.cached_tokens,
+            cache_write_tokens=r.usage.cache_write_tokens,
+            output_tokens=r.usage.completion_tokens,
+            reasoning_tokens=r.usage.reasoning_tokens,
+            cost_nano=r.cost_nano,
+            charged_nano=r.charged_nano,
+            success_output_tokens=r.usage.completion_tokens if ok else 0,
+            success_latency_ms_sum=r.latency_ms if ok else 0,
+        )
+        out[tuple(FIELD_OF[k](r) for k in keys)].add(s)
+    return dict(out)

@@ -45,7 +45,7 @@ from storage.usage.rollups import (
     usage_user_monthly,
 )
 from tests.integration.conftest import Gateway
-from tests.integration.test_dimension_rollups import by_hand
+from tests.integration.helpers import by_hand
 
 pytestmark = pytest.mark.integration
 
