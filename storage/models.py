@@ -260,11 +260,11 @@ class UsageLog(Base):
     __table_args__ = (
         CheckConstraint(_in("usage_source", ("provider", "estimated")), name="usage_source"),
         CheckConstraint(_in("status", ("success", "error", "cancelled")), name="status"),
-        Index(None, "user_id", "created_at"),
         Index(None, "workspace_id", "created_at"),
         Index(None, "llm_id", "created_at"),
         Index(None, "created_at"),
-        # Covers a user's latency percentiles (llm-performance for a user key) with an index-only scan.
+        # One user's rows by time (its (user_id, created_at) prefix: no separate index since 0017), and a
+        # user's latency percentiles (llm-performance for a user key) with an index-only scan.
         Index("ix_usage_logs_user_id_latency", "user_id", "created_at", *_LATENCY_COVER),
         # issue 11 (endpoints, 0008)
         CheckConstraint(_in("endpoint", ENDPOINTS), name="endpoint"),
