@@ -73,7 +73,10 @@ class Runtime:
         self.database_health = OutageWatch("database", self._probe_database)
         if self.redis is not None:
             redis = self.redis
-            self.redis_health = OutageWatch("redis", lambda: ping_redis(redis))
+            # On a cluster a request reaches one node: only the probe (every primary) says it is back.
+            self.redis_health = OutageWatch(
+                "redis", lambda: ping_redis(redis), calls_prove_up=not s.redis_cluster
+            )
         self.upstream = UpstreamClient(
             s.upstream_connect_timeout, s.upstream_read_timeout, s.upstream_max_connections
         )

@@ -104,6 +104,11 @@ class OutageWatch:
 
     `failed(exc)` marks it down (logging once); the probe (`probe()` every `interval` seconds) or any
     caller's `succeeded()` marks it up again (logging once, with how long it lasted).
+
+    `calls_prove_up=False` is for a service each call reaches only part of — a Redis Cluster, where a call
+    that worked proves only its own node up: then only the probe, which asks every part, marks it up. Without
+    it, one node down and users on the others made the state flap (a "down" and an "up" line per pair of
+    requests) for as long as the node stayed down.
     """
 
     def __init__(
@@ -114,8 +119,10 @@ class OutageWatch:
         interval: float = 0.25,
         probe_timeout: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        calls_prove_up: bool = True,
     ) -> None:
         self.name = name
+        self._calls_prove_up = calls_prove_up
         self._probe = probe
         self._interval = interval
         self._probe_timeout = probe_timeout
@@ -142,7 +149,12 @@ class OutageWatch:
         self._start_probe()
 
     def succeeded(self) -> None:
-        """A call to the service worked: if it was down, it is back (logs once)."""
+        """A call to the service worked: if it was down, it is back (logs once) — unless a call proves only
+        part of the service up (`calls_prove_up=False`): then the probe decides."""
+        if self._calls_prove_up or self._prober is None:  # no probe running (no loop): a call must say it
+            self._mark_up()
+
+    def _mark_up(self) -> None:
         since, self._down_since = self._down_since, None
         if since is None:
             return
@@ -170,7 +182,7 @@ class OutageWatch:
                 await asyncio.wait_for(self._probe(), self._probe_timeout)
             except Exception:  # still down: the one "down" line was logged already
                 continue
-            self.succeeded()
+            self._mark_up()
 
     async def close(self) -> None:
         """Stop probing (at shutdown)."""

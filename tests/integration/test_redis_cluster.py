@@ -14,6 +14,7 @@ client port and its cluster bus port, which Redis would otherwise put 10000 abov
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import subprocess
@@ -97,6 +98,9 @@ class LocalCluster:
                 "--cluster-enabled", "yes",
                 "--cluster-config-file", str(self.workdir / f"nodes-{port}.conf"),
                 "--cluster-node-timeout", "2000",
+                # a node down leaves the others serving their slots (the default "yes" stops the whole
+                # cluster after the node timeout): users on live nodes are served, the dead node's get 503
+                "--cluster-require-full-coverage", "no",
                 "--save", "",
                 "--appendonly", "no",
                 "--daemonize", "no",
@@ -496,16 +500,19 @@ async def test_readiness_and_sessions_on_the_cluster(gateway: Gateway, local_clu
 
 
 async def test_a_dead_node_fails_readiness_and_its_users_get_503(
-    gateway: Gateway, ledger: RedisLedger, local_cluster: LocalCluster
+    gateway: Gateway, ledger: RedisLedger, local_cluster: LocalCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Readiness pings every primary (not only the URL's node), and a request whose user lives on a dead node
-    is refused with 503 + Retry-After, not 500 (an outage, invariant 8); the node back, both recover."""
+    is refused with 503 + Retry-After, not 500 (an outage, invariant 8), while users on the live nodes are
+    served; the outage is logged once, "up" only when every node answers again (no flapping)."""
+    caplog.set_level(logging.INFO, logger="synapgate.outage")
     users = await users_on_distinct_nodes(gateway, local_cluster, NODES)
     victim = next(i for i, (user, _key) in enumerate(users) if local_cluster.holders(acct_key(user)) != [
         local_cluster.ports[0]])  # fmt: skip
     (user, key) = users[victim]
     index = local_cluster.ports.index(local_cluster.holders(acct_key(user))[0])
     assert index != 0  # the URL's node stays up: the client still reaches the cluster
+    alive = next(k for u, k in users if local_cluster.holders(acct_key(u)) == [local_cluster.ports[0]])
     local_cluster.kill(index)
     try:
         # at once: each waits out the client's connection retries (~2 s)
@@ -514,10 +521,21 @@ async def test_a_dead_node_fails_readiness_and_its_users_get_503(
         assert ready.json()["checks"]["redis"].startswith("unavailable")
         assert refused.status_code == 503, refused.text
         assert int(refused.headers["retry-after"]) >= 1
+        for _ in range(2):  # a user on a live node served, then the dead node's user refused again
+            served = await chat(gateway, alive)
+            assert served.status_code == 200, served.text
+            again = await chat(gateway, key)
+            assert again.status_code == 503, again.text
+        assert [getattr(r, "state", None) for r in caplog.records] == ["down"]  # once, and still down
     finally:
         local_cluster.restart(index)
     ready = await gateway.request("GET", "/ready")
     assert ready.status_code == 200, ready.text
+    for _ in range(100):  # the watch's probe (every primary, every 0.25 s) sees the node back
+        if [getattr(r, "state", None) for r in caplog.records] == ["down", "up"]:
+            break
+        await asyncio.sleep(0.05)
+    assert [getattr(r, "state", None) for r in caplog.records] == ["down", "up"]
 
 
 async def test_a_cluster_wholly_down_after_a_commit_queues_the_move_and_heals(

@@ -126,6 +126,37 @@ async def test_the_watch_logs_one_line_per_state_change_and_probes_until_up(
     await watch.close()
 
 
+async def test_a_watch_whose_calls_reach_one_part_is_marked_up_by_its_probe_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A Redis Cluster with one node down: requests of users on the other nodes keep working. Their successes
+    must not mark the service up (it flapped: a "down" and an "up" line per pair of requests); the probe,
+    which pings every primary, does once the node is back."""
+    node_back = asyncio.Event()
+
+    async def probe() -> None:
+        if not node_back.is_set():
+            raise ConnectionRefusedError(111, "refused")
+
+    watch = OutageWatch("redis", probe, interval=0.01, calls_prove_up=False)
+    caplog.set_level(logging.INFO, logger="synapgate.outage")
+    for _ in range(50):  # users on the dead node refused, users on the live ones served, in turn
+        watch.failed(ConnectionRefusedError(111, "refused"))
+        watch.succeeded()
+    await asyncio.sleep(0.05)  # a few probes, all refused
+    assert watch.down
+    node_back.set()
+    for _ in range(200):
+        if not watch.down:
+            break
+        await asyncio.sleep(0.01)
+    assert not watch.down
+    lines = [getattr(r, "state", None) for r in caplog.records]
+    assert lines == ["down", "up"], lines
+    assert watch.outages == 1
+    await watch.close()
+
+
 async def test_the_retry_queue_reapplies_moves_once_redis_answers_again() -> None:
     applied: list[HotMove] = []
     failures = 3
