@@ -2,9 +2,10 @@
 
 `ix_usage_logs_user_id_latency` is (user_id, created_at, model, status, latency_ms, ttft_ms): every scan the
 two-column index served — one user's rows in a time range, in created_at order — the wider one serves the
-same way. Keeping both cost every recorded request one more index insertion: `sg_record_usage` took ~0.12 ms
-less per record without it (1.81 / 1.90 → 1.70 / 1.76 ms by `pg_stat_user_functions`, one connection;
-bench/RESULTS.md, "2026-12-02, fourth session").
+same way. Keeping both cost every recorded request one more B-tree insertion and ~42 bytes of index a row
+(622,592 bytes for 14,977 rows in the benchmark's database); the time it saves `sg_record_usage` was within
+the machine's noise in five alternating rounds (medians 1.847 ms without, 1.868 ms with; bench/RESULTS.md,
+"2026-12-02, fourth session").
 
 On PostgreSQL `usage_logs` is partitioned (0015): dropping the parent's index drops every partition's (a
 partitioned index cannot be dropped CONCURRENTLY; the drop takes the table's lock for the moment it runs).
