@@ -7,6 +7,9 @@ at `relative_floor` × median and at an absolute floor per metric (a sparse enti
 jump from 0 to a few cents is not an incident). score = (observed − expected) ÷ spread; an hour is flagged
 when score ≥ `min_score`. Only rises are flagged: a drop in spend is not an incident to page anyone about.
 An entity needs `min_history_weeks` of data before the window to be judged at all.
+
+Plain Python (the median of a dozen samples needs no NumPy): the hourly job runs in the serving worker on
+SQLite, which must not load the model libraries (issue 15: RSS per worker).
 """
 
 from __future__ import annotations
@@ -14,9 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from statistics import median
 from typing import Literal
-
-import numpy as np
 
 EntityType = Literal["user", "key", "workspace"]
 Metric = Literal["spend_nano", "requests"]
@@ -60,17 +62,17 @@ def _floor_hour(t: datetime) -> datetime:
     return t.replace(minute=0, second=0, microsecond=0)
 
 
-def _baseline(series: np.ndarray, idx: int, rule: AnomalyRule) -> tuple[float, float]:
+def _baseline(series: list[float], idx: int, rule: AnomalyRule) -> tuple[float, float]:
     lags = [
         idx - k * HOURS_PER_WEEK + d
         for k in range(1, rule.weeks + 1)
         for d in range(-rule.neighbour_hours, rule.neighbour_hours + 1)
     ]
-    samples = series[[i for i in lags if 0 <= i < idx]]
-    if samples.size == 0:
+    samples = [series[i] for i in lags if 0 <= i < idx]
+    if not samples:
         return 0.0, 0.0
-    med = float(np.median(samples))
-    mad = float(np.median(np.abs(samples - med)))
+    med = float(median(samples))
+    mad = float(median([abs(x - med) for x in samples]))
     return med, 1.4826 * mad
 
 
@@ -83,7 +85,7 @@ def detect_anomalies(
     origin = start - timedelta(hours=rule.weeks * HOURS_PER_WEEK + rule.neighbour_hours)
     n_hours = int((end - origin).total_seconds() // 3600)
     first_idx = int((start - origin).total_seconds() // 3600)
-    series: dict[tuple[EntityType, str], tuple[np.ndarray, np.ndarray]] = {}
+    series: dict[tuple[EntityType, str], tuple[list[float], list[float]]] = {}
     first_seen: dict[tuple[EntityType, str], datetime] = {}
     for p in points:
         key = (p.entity_type, p.entity_id)
@@ -94,7 +96,7 @@ def detect_anomalies(
         if not 0 <= i < n_hours:
             continue
         if key not in series:
-            series[key] = (np.zeros(n_hours, dtype=np.float64), np.zeros(n_hours, dtype=np.float64))
+            series[key] = ([0.0] * n_hours, [0.0] * n_hours)
         series[key][0][i] += p.spend_nano
         series[key][1][i] += p.requests
     out: list[Anomaly] = []
@@ -103,7 +105,7 @@ def detect_anomalies(
         if start - first_seen[key] < needed:
             continue  # too new to have a baseline
         spend, reqs = series[key]
-        metrics: tuple[tuple[Metric, np.ndarray, float], ...] = (
+        metrics: tuple[tuple[Metric, list[float], float], ...] = (
             ("spend_nano", spend, float(rule.spend_floor_nano)),
             ("requests", reqs, float(rule.requests_floor)),
         )

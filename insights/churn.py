@@ -1,6 +1,9 @@
 """Churn prediction from per-user daily activity: pure feature functions, a heuristic score for short
 histories, and a scikit-learn model trained on the platform's own history once it is long enough.
 
+Only training needs NumPy and scikit-learn, imported where it fits: a trained model is plain floats, so
+predicting loads neither (storage/insights/service.py fits in a child process, away from the serving worker).
+
 Label: a user active in the 30 days before a cut-off churns if they make no request in the 30 days after it.
 Every prediction says which model made it (`heuristic-1` or `trained-<date>`) and lists its factors with
 their signed contribution to the log-odds, so an operator can see why a user is at risk.
@@ -12,10 +15,10 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
-from sklearn.linear_model import LogisticRegression
+if TYPE_CHECKING:
+    import numpy as np
 
 Risk = Literal["low", "medium", "high"]
 HORIZON_DAYS = 30
@@ -240,6 +243,8 @@ def threshold_for_precision(
     estimate: the lowest threshold that only just reaches it on validation would miss it about half the time
     on new data. z = 0 takes the point estimate.
     """
+    import numpy as np
+
     p = np.asarray(probs, dtype=np.float64)
     y = np.asarray(labels, dtype=bool)
     for t in np.round(np.arange(0.05, 0.99, 0.01), 2):
@@ -263,7 +268,10 @@ def _wilson_lower(successes: int, n: int, z: float) -> float:
     return (centre - half) / denom
 
 
-def _fit(feats: Sequence[ChurnFeatures], labels: Sequence[bool]) -> tuple[Any, Any, Any]:
+def _fit(feats: Sequence[ChurnFeatures], labels: Sequence[bool]) -> tuple[Any, np.ndarray, np.ndarray]:
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
     x = np.asarray([f.values for f in feats], dtype=np.float64)
     centres = x.mean(axis=0)
     scales = x.std(axis=0)
@@ -271,6 +279,15 @@ def _fit(feats: Sequence[ChurnFeatures], labels: Sequence[bool]) -> tuple[Any, A
     clf = LogisticRegression(C=1.0, max_iter=500)
     clf.fit((x - centres) / scales, np.asarray(labels, dtype=int))
     return clf, centres, scales
+
+
+def _cutoffs(histories: Sequence[UserHistory], as_of: date) -> list[date]:
+    return training_cutoffs(min((d.day for h in histories for d in h.days), default=as_of), as_of)
+
+
+def history_long_enough(histories: Sequence[UserHistory], as_of: date, validation_cutoffs: int = 2) -> bool:
+    """Whether the history spans enough cut-offs to train and validate on (else the heuristic predicts)."""
+    return len(_cutoffs(histories, as_of)) > validation_cutoffs
 
 
 def train_churn_model(
@@ -287,10 +304,9 @@ def train_churn_model(
     Time split: the latest `validation_cutoffs` cut-offs are the validation split (never trained on); the high
     threshold is the lowest with ≥ `target_precision` precision there, the medium one the lowest with ≥ 50 %.
     """
-    first_day = min((d.day for h in histories for d in h.days), default=as_of)
-    cutoffs = training_cutoffs(first_day, as_of)
-    if len(cutoffs) <= validation_cutoffs:
+    if not history_long_enough(histories, as_of, validation_cutoffs):
         return None
+    cutoffs = _cutoffs(histories, as_of)
     train_c, valid_c = cutoffs[:-validation_cutoffs], cutoffs[-validation_cutoffs:]
     # Training cut-offs whose 30-day label window overlaps validation cut-offs would leak: keep a gap.
     gap_start = valid_c[0] - timedelta(days=HORIZON_DAYS)

@@ -16,8 +16,10 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -39,7 +41,7 @@ from storage.webhooks.service import enqueue
 
 if TYPE_CHECKING:  # the models load numpy / scikit-learn: imported where used, so the gateway starts light
     from insights.anomaly import Anomaly, AnomalyRule
-    from insights.churn import LinearChurnModel
+    from insights.churn import LinearChurnModel, UserHistory
     from insights.tagging import Tagger
 
 CHURN_HISTORY_DAYS = 180
@@ -195,18 +197,36 @@ class ChurnRun:
 
 async def run_churn(engine: AsyncEngine, as_of: date | None = None) -> ChurnRun:
     """Train (when history allows) and predict every active user's churn; store the predictions."""
-    from insights.churn import predict_churn, train_churn_model
+    from insights.churn import history_long_enough, predict_churn
 
     as_of = as_of or utcnow().date()
     async with engine.connect() as conn:
         histories = await repository.user_histories(conn, as_of - timedelta(days=CHURN_HISTORY_DAYS))
-    model: LinearChurnModel | None = await asyncio.to_thread(train_churn_model, histories, as_of)
+    model = None  # too short a history to learn from: the heuristic predicts, and no child is started
+    if history_long_enough(histories, as_of):
+        model = await trained_in_a_child_process(histories, as_of)
     predictions = predict_churn(histories, as_of, model)
     as_of_t = datetime(as_of.year, as_of.month, as_of.day, tzinfo=UTC)
     async with engine.begin() as conn:
         await repository.replace_churn_predictions(conn, predictions, as_of_t)
     version = model.version if model is not None else "heuristic-1"
     return ChurnRun(as_of, version, len(predictions), dict(model.validation) if model is not None else {})
+
+
+async def trained_in_a_child_process(
+    histories: Sequence[UserHistory], as_of: date
+) -> LinearChurnModel | None:
+    """`train_churn_model` in a child process that exits when it is done: scikit-learn and SciPy (~100 MB
+    once loaded, never unloaded) stay out of the caller — on SQLite, or with SYNAPGATE_JOBS_IN_PROCESS, that
+    is the serving worker, which the daily job would otherwise leave that much bigger (issue 15: RSS per
+    worker). The model comes back as plain floats; a fresh interpreter (spawn) costs a few seconds a day."""
+    from insights.churn import train_churn_model
+
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        return await asyncio.get_running_loop().run_in_executor(pool, train_churn_model, histories, as_of)
+    finally:
+        await asyncio.to_thread(pool.shutdown)
 
 
 async def churn_of(conn: AsyncConnection, user_id: uuid.UUID) -> repository.ChurnInfo:

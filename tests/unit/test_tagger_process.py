@@ -113,6 +113,16 @@ def test_the_serving_side_imports_no_model_library() -> None:
         "async def no_answer(*args): return None\n"
         "model._ask = no_answer\n"
         "assert asyncio.run(model.tag(['write a poem'])) is None  # its imports ran\n"
+        "# the jobs, which run in the serving worker on SQLite: anomalies and churn predictions\n"
+        "import storage.jobs.runner, storage.insights.service\n"
+        "from datetime import UTC, datetime, timedelta\n"
+        "from insights.anomaly import HourlyPoint, detect_anomalies\n"
+        "from insights.churn import DailyActivity, UserHistory, predict_churn\n"
+        "now = datetime(2026, 12, 1, tzinfo=UTC)\n"
+        "points = [HourlyPoint('user', 'u', now - timedelta(hours=h), 10**9, 9) for h in range(800)]\n"
+        "detect_anomalies(points, now - timedelta(hours=24), now)\n"
+        "day = DailyActivity(now.date(), 3, 10**6)\n"
+        "predict_churn([UserHistory('u', now.date() - timedelta(days=60), 10**9, (day,))], now.date())\n"
         "print(sorted(m for m in ('sklearn', 'scipy', 'numpy') if m in sys.modules))\n"
     )
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import date, timedelta
 
@@ -118,3 +119,32 @@ def test_trained_model_on_a_simulated_history() -> None:
     preds = predict_churn(sim.histories, sim.end, model)
     assert preds and all(p.model_version == model.version for p in preds)
     assert {p.risk for p in preds} >= {"low", "high"}
+
+
+def test_training_runs_in_a_child_process_and_gives_the_same_model() -> None:
+    """The daily job trains in a child process (storage/insights/service.py): the process that runs it —
+    on SQLite the serving worker itself — never loads scikit-learn or SciPy, and gets the very model that
+    training here gives (a fresh interpreter; the model is plain floats, so predicting needs neither)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import asyncio, json, sys\n"
+        "from insights.churn import predict_churn\n"
+        "from insights.simulate import SimConfig, simulate\n"
+        "from storage.insights.service import trained_in_a_child_process\n"
+        "sim = simulate(SimConfig(n_users=200, hourly_users=5, spikes=1))\n"
+        "model = asyncio.run(trained_in_a_child_process(list(sim.histories), sim.end))\n"
+        "assert model is not None and predict_churn(sim.histories, sim.end, model)\n"
+        "print(json.dumps([sorted(m for m in ('sklearn', 'scipy') if m in sys.modules),\n"
+        "                  [model.version, model.weights, model.bias, model.high_threshold]]))\n"
+    )
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert found.returncode == 0, found.stderr
+    loaded, (version, weights, bias, high) = json.loads(found.stdout)
+    assert loaded == []
+    sim = simulate(SimConfig(n_users=200, hourly_users=5, spikes=1))
+    here = train_churn_model(list(sim.histories), sim.end)
+    assert here is not None
+    assert [version, tuple(weights), bias] == [here.version, here.weights, here.bias]
+    assert high == here.high_threshold
