@@ -64,3 +64,14 @@ def child_pids(pid: int) -> list[int]:
                 if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
                     found.append(int(entry.name))
     return found
+
+
+def in_a_fresh_interpreter(code: str, timeout: float = 180) -> str:
+    """What `code` prints when run by this venv's Python in a new process (nothing imported yet: a test of
+    what a process loads); a failure fails the test with the child's stderr."""
+    import subprocess
+    import sys
+
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+    assert found.returncode == 0, found.stderr
+    return found.stdout

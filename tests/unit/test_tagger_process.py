@@ -14,6 +14,7 @@ import pytest
 
 from gateway.tagger_process import TaggerClient, TaggerProcess
 from insights.labels import Sentiment, TagPrediction
+from tests.environment import in_a_fresh_interpreter
 
 
 @pytest.fixture(scope="module")
@@ -99,9 +100,6 @@ def test_the_process_exits_with_its_parent() -> None:
 def test_the_serving_side_imports_no_model_library() -> None:
     """Everything a serving worker loads — the app, the chat path, the tagger-model path and its prompts, the
     tagger client — leaves scikit-learn, SciPy and NumPy unimported (a fresh interpreter)."""
-    import subprocess
-    import sys
-
     code = (
         "import sys, gateway.app, gateway.chat.llm_insights, gateway.tagger_process\n"
         "from insights.labels import DEFAULT_TAXONOMY\n"
@@ -125,9 +123,7 @@ def test_the_serving_side_imports_no_model_library() -> None:
         "predict_churn([UserHistory('u', now.date() - timedelta(days=60), 10**9, (day,))], now.date())\n"
         "print(sorted(m for m in ('sklearn', 'scipy', 'numpy') if m in sys.modules))\n"
     )
-    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert found.returncode == 0, found.stderr
-    assert found.stdout.strip() == "[]"
+    assert in_a_fresh_interpreter(code, timeout=120).strip() == "[]"
 
 
 async def test_a_process_that_cannot_be_started_is_no_answer_not_an_error(

@@ -21,6 +21,7 @@ from insights.churn import (
     train_churn_model,
 )
 from insights.simulate import SimConfig, simulate
+from tests.environment import in_a_fresh_interpreter
 
 CUTOFF = date(2026, 3, 1)
 
@@ -125,9 +126,6 @@ def test_training_runs_in_a_child_process_and_gives_the_same_model() -> None:
     """The daily job trains in a child process (storage/insights/service.py): the process that runs it —
     on SQLite the serving worker itself — never loads scikit-learn or SciPy, and gets the very model that
     training here gives (a fresh interpreter; the model is plain floats, so predicting needs neither)."""
-    import subprocess
-    import sys
-
     code = (
         "import asyncio, json, sys\n"
         "from insights.churn import predict_churn\n"
@@ -139,9 +137,7 @@ def test_training_runs_in_a_child_process_and_gives_the_same_model() -> None:
         "print(json.dumps([sorted(m for m in ('sklearn', 'scipy') if m in sys.modules),\n"
         "                  [model.version, model.weights, model.bias, model.high_threshold]]))\n"
     )
-    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
-    assert found.returncode == 0, found.stderr
-    loaded, (version, weights, bias, high) = json.loads(found.stdout)
+    loaded, (version, weights, bias, high) = json.loads(in_a_fresh_interpreter(code))
     assert loaded == []
     sim = simulate(SimConfig(n_users=200, hourly_users=5, spikes=1))
     here = train_churn_model(list(sim.histories), sim.end)
